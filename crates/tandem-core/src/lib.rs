@@ -1,0 +1,45 @@
+//! The core of Tandem: the session model, session ids, the codec trait and envelope,
+//! and the remote-store trait with its in-process implementation.
+//!
+//! This crate has no network and no web dependencies. It is what the managers, the
+//! codecs (`tandem-codec`), the memcached store (`tandem-memcached`) and the web layer
+//! are built on:
+//!
+//! - [`SessionId`], [`NodeId`], [`Route`]: the id format `<random>-<nodeId>[.<route>]`,
+//!   generated from a CSPRNG and parsed strictly before anything touches the network.
+//! - [`Session`]: times and typed attributes with per-attribute change tracking.
+//! - [`Codec`], [`Encodes`], [`Decodes`]: the swap point for serializers, chosen by type.
+//! - [`envelope`]: the versioned binary format a session is stored in.
+//! - [`RemoteStore`]: node-addressed async operations (get with CAS, set, add, cas,
+//!   delete, touch); [`MemoryStore`] implements it in process.
+//! - [`NodeSpec`]: the one-line node configuration (`n1:host:port,n2:host:port`).
+//! - [`KeyPrefix`], [`StoreKey`]: storage keys that are always valid memcached keys.
+//!
+//! It is not a manager: the request lifecycle (sticky and non-sticky modes) builds on
+//! these pieces.
+
+mod codec;
+pub mod envelope;
+mod id;
+mod key;
+mod memory;
+mod nodes;
+mod session;
+mod store;
+mod time;
+
+pub use codec::{Codec, CodecError, CodecId, Decodes, Encodes};
+pub use envelope::EnvelopeError;
+pub use id::{
+    IdError, MAX_NODE_ID_LEN, MAX_ROUTE_LEN, MAX_SESSION_ID_LEN, NodeId, RANDOM_LEN, Route,
+    SessionId,
+};
+pub use key::{KeyError, KeyPrefix, KeySpace, MAX_KEY_LEN, MAX_PREFIX_LEN, StoreKey};
+pub use memory::MemoryStore;
+pub use nodes::{NodeAddress, NodeSpec, NodeSpecError};
+pub use session::{
+    AttributeChange, AttributeError, AttributeValue, MAX_ATTRIBUTE_NAME_LEN, Session,
+};
+pub use store::{
+    AddOutcome, CasOutcome, CasToken, DEFAULT_MAX_ITEM_SIZE, Item, RemoteStore, StoreError, Ttl,
+};

@@ -1,0 +1,434 @@
+//! [`MemoryStore`]: an in-process [`RemoteStore`] with several named nodes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+
+use crate::id::NodeId;
+use crate::key::StoreKey;
+use crate::store::{
+    AddOutcome, CasOutcome, CasToken, DEFAULT_MAX_ITEM_SIZE, Item, RemoteStore, StoreError, Ttl,
+};
+
+struct Entry {
+    value: Vec<u8>,
+    cas: u64,
+    expires: Option<Instant>,
+}
+
+impl Entry {
+    fn live(&self, now: Instant) -> bool {
+        self.expires.is_none_or(|at| now < at)
+    }
+}
+
+struct MemoryNode {
+    id: NodeId,
+    up: AtomicBool,
+    items: Mutex<HashMap<StoreKey, Entry>>,
+}
+
+/// An in-process remote store: a map per named node, with memcached's semantics (TTL in
+/// whole seconds, CAS tokens, add, touch, an item size limit).
+///
+/// It is the embedded default when no memcached is configured, and the store for unit
+/// tests of manager logic, where a node can be switched off with
+/// [`set_node_up`](MemoryStore::set_node_up) and every operation is counted.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use tandem_core::{MemoryStore, NodeId, RemoteStore, StoreKey, Ttl};
+///
+/// let (n1, n2) = (NodeId::new("n1").unwrap(), NodeId::new("n2").unwrap());
+/// let store = MemoryStore::new([n1.clone(), n2.clone()]);
+/// let key = StoreKey::new("k").unwrap();
+///
+/// store.set(&n1, &key, b"v", Ttl::Never).await.unwrap();
+/// assert_eq!(store.get(&n1, &key).await.unwrap().unwrap().value, b"v");
+/// assert!(store.get(&n2, &key).await.unwrap().is_none()); // nodes are separate
+///
+/// store.set_node_up(&n1, false);
+/// assert!(store.get(&n1, &key).await.is_err());
+/// assert_eq!(store.operations(), 4);
+/// # });
+/// ```
+pub struct MemoryStore {
+    nodes: Vec<MemoryNode>,
+    max_item_size: usize,
+    next_cas: AtomicU64,
+    operations: AtomicU64,
+}
+
+impl MemoryStore {
+    /// A store with the given nodes, all up, and memcached's default 1 MiB item limit.
+    pub fn new(nodes: impl IntoIterator<Item = NodeId>) -> MemoryStore {
+        let mut unique: Vec<NodeId> = Vec::new();
+        for node in nodes {
+            if !unique.contains(&node) {
+                unique.push(node);
+            }
+        }
+        MemoryStore {
+            nodes: unique
+                .into_iter()
+                .map(|id| MemoryNode {
+                    id,
+                    up: AtomicBool::new(true),
+                    items: Mutex::new(HashMap::new()),
+                })
+                .collect(),
+            max_item_size: DEFAULT_MAX_ITEM_SIZE,
+            next_cas: AtomicU64::new(1),
+            operations: AtomicU64::new(0),
+        }
+    }
+
+    /// Sets the largest accepted value, in bytes.
+    pub fn with_max_item_size(mut self, max_item_size: usize) -> MemoryStore {
+        self.max_item_size = max_item_size;
+        self
+    }
+
+    /// Switches `node` on or off. An off node fails every operation with
+    /// [`StoreError::NodeDown`] and keeps its items (like a paused process); see
+    /// [`clear_node`](MemoryStore::clear_node) for a restart that loses them. Returns
+    /// `false` if there is no such node.
+    pub fn set_node_up(&self, node: &NodeId, up: bool) -> bool {
+        match self.node(node) {
+            Ok(node) => {
+                node.up.store(up, Ordering::SeqCst);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Drops every item of `node`, as a restart would. Returns `false` if there is no
+    /// such node.
+    pub fn clear_node(&self, node: &NodeId) -> bool {
+        match self.node(node) {
+            Ok(node) => {
+                node.items.lock().clear();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Number of live items on `node` (0 for an unknown node).
+    pub fn item_count(&self, node: &NodeId) -> usize {
+        let now = Instant::now();
+        self.node(node)
+            .map(|node| {
+                node.items
+                    .lock()
+                    .values()
+                    .filter(|entry| entry.live(now))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Number of operations attempted so far (including failed ones), across all
+    /// nodes: what a network store would have sent.
+    pub fn operations(&self) -> u64 {
+        self.operations.load(Ordering::Relaxed)
+    }
+
+    fn node(&self, id: &NodeId) -> Result<&MemoryNode, StoreError> {
+        self.nodes
+            .iter()
+            .find(|node| node.id == *id)
+            .ok_or_else(|| StoreError::UnknownNode {
+                node: id.to_string(),
+            })
+    }
+
+    /// Counts the operation and runs `op` on the node's live items.
+    fn with_items<T>(
+        &self,
+        id: &NodeId,
+        op: impl FnOnce(&mut HashMap<StoreKey, Entry>, Instant) -> T,
+    ) -> Result<T, StoreError> {
+        self.operations.fetch_add(1, Ordering::Relaxed);
+        let node = self.node(id)?;
+        if !node.up.load(Ordering::SeqCst) {
+            return Err(StoreError::NodeDown { node: id.clone() });
+        }
+        let mut items = node.items.lock();
+        let now = Instant::now();
+        Ok(op(&mut items, now))
+    }
+
+    fn check_size(&self, value: &[u8]) -> Result<(), StoreError> {
+        if value.len() > self.max_item_size {
+            return Err(StoreError::TooLarge {
+                size: value.len(),
+                limit: self.max_item_size,
+            });
+        }
+        Ok(())
+    }
+
+    fn entry(&self, value: &[u8], ttl: Ttl, now: Instant) -> Entry {
+        Entry {
+            value: value.to_vec(),
+            cas: self.next_cas.fetch_add(1, Ordering::Relaxed),
+            expires: expiry(ttl, now),
+        }
+    }
+}
+
+fn expiry(ttl: Ttl, now: Instant) -> Option<Instant> {
+    ttl.whole_seconds()
+        .map(|seconds| now + Duration::from_secs(u64::from(seconds)))
+}
+
+/// The live entry under `key`, dropping it if it has expired.
+fn live_entry<'a>(
+    items: &'a mut HashMap<StoreKey, Entry>,
+    key: &StoreKey,
+    now: Instant,
+) -> Option<&'a mut Entry> {
+    if items.get(key).is_some_and(|entry| !entry.live(now)) {
+        items.remove(key);
+    }
+    items.get_mut(key)
+}
+
+#[async_trait]
+impl RemoteStore for MemoryStore {
+    async fn get(&self, node: &NodeId, key: &StoreKey) -> Result<Option<Item>, StoreError> {
+        self.with_items(node, |items, now| {
+            live_entry(items, key, now).map(|entry| Item {
+                value: entry.value.clone(),
+                cas: CasToken(entry.cas),
+            })
+        })
+    }
+
+    async fn set(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        value: &[u8],
+        ttl: Ttl,
+    ) -> Result<(), StoreError> {
+        self.check_size(value)?;
+        self.with_items(node, |items, now| {
+            items.insert(key.clone(), self.entry(value, ttl, now));
+        })
+    }
+
+    async fn add(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        value: &[u8],
+        ttl: Ttl,
+    ) -> Result<AddOutcome, StoreError> {
+        self.check_size(value)?;
+        self.with_items(node, |items, now| {
+            if live_entry(items, key, now).is_some() {
+                return AddOutcome::Exists;
+            }
+            items.insert(key.clone(), self.entry(value, ttl, now));
+            AddOutcome::Stored
+        })
+    }
+
+    async fn cas(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        value: &[u8],
+        ttl: Ttl,
+        cas: CasToken,
+    ) -> Result<CasOutcome, StoreError> {
+        self.check_size(value)?;
+        self.with_items(node, |items, now| match live_entry(items, key, now) {
+            None => CasOutcome::NotFound,
+            Some(entry) if entry.cas != cas.0 => CasOutcome::Conflict,
+            Some(entry) => {
+                *entry = self.entry(value, ttl, now);
+                CasOutcome::Stored
+            }
+        })
+    }
+
+    async fn delete(&self, node: &NodeId, key: &StoreKey) -> Result<bool, StoreError> {
+        self.with_items(node, |items, now| {
+            let existed = live_entry(items, key, now).is_some();
+            items.remove(key);
+            existed
+        })
+    }
+
+    async fn touch(&self, node: &NodeId, key: &StoreKey, ttl: Ttl) -> Result<bool, StoreError> {
+        self.with_items(node, |items, now| match live_entry(items, key, now) {
+            Some(entry) => {
+                entry.expires = expiry(ttl, now);
+                true
+            }
+            None => false,
+        })
+    }
+
+    fn nodes(&self) -> Vec<NodeId> {
+        self.nodes.iter().map(|node| node.id.clone()).collect()
+    }
+
+    fn is_available(&self, node: &NodeId) -> bool {
+        self.node(node)
+            .is_ok_and(|node| node.up.load(Ordering::SeqCst))
+    }
+
+    fn max_item_size(&self) -> usize {
+        self.max_item_size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes() -> (NodeId, NodeId) {
+        (NodeId::new("n1").unwrap(), NodeId::new("n2").unwrap())
+    }
+
+    fn key(text: &str) -> StoreKey {
+        StoreKey::new(text).unwrap()
+    }
+
+    #[tokio::test]
+    async fn operations_follow_memcached_semantics() {
+        let (n1, n2) = nodes();
+        let store = MemoryStore::new([n1.clone(), n2.clone()]);
+        let k = key("k");
+
+        assert_eq!(
+            store.add(&n1, &k, b"a", Ttl::Never).await.unwrap(),
+            AddOutcome::Stored
+        );
+        assert_eq!(
+            store.add(&n1, &k, b"b", Ttl::Never).await.unwrap(),
+            AddOutcome::Exists
+        );
+        let item = store.get(&n1, &k).await.unwrap().unwrap();
+        assert_eq!(item.value, b"a");
+
+        store.set(&n1, &k, b"c", Ttl::Never).await.unwrap();
+        assert_eq!(
+            store
+                .cas(&n1, &k, b"d", Ttl::Never, item.cas)
+                .await
+                .unwrap(),
+            CasOutcome::Conflict
+        );
+        let item = store.get(&n1, &k).await.unwrap().unwrap();
+        assert_eq!(
+            store
+                .cas(&n1, &k, b"d", Ttl::Never, item.cas)
+                .await
+                .unwrap(),
+            CasOutcome::Stored
+        );
+        assert_eq!(store.get(&n1, &k).await.unwrap().unwrap().value, b"d");
+        assert_eq!(
+            store
+                .cas(&n2, &k, b"e", Ttl::Never, item.cas)
+                .await
+                .unwrap(),
+            CasOutcome::NotFound
+        );
+
+        assert!(
+            store
+                .touch(&n1, &k, Ttl::After(Duration::from_secs(5)))
+                .await
+                .unwrap()
+        );
+        assert!(!store.touch(&n2, &k, Ttl::Never).await.unwrap());
+        assert!(store.delete(&n1, &k).await.unwrap());
+        assert!(!store.delete(&n1, &k).await.unwrap());
+        assert_eq!(store.get(&n1, &k).await.unwrap(), None);
+        assert_eq!(store.operations(), 14);
+    }
+
+    #[tokio::test]
+    async fn items_expire_and_touch_extends_them() {
+        let (n1, _) = nodes();
+        let store = MemoryStore::new([n1.clone()]);
+        let one_second = Ttl::After(Duration::from_secs(1));
+        store
+            .set(&n1, &key("short"), b"x", one_second)
+            .await
+            .unwrap();
+        store
+            .set(&n1, &key("touched"), b"x", one_second)
+            .await
+            .unwrap();
+        store
+            .set(&n1, &key("forever"), b"x", Ttl::Never)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(
+            store
+                .touch(&n1, &key("touched"), Ttl::After(Duration::from_secs(2)))
+                .await
+                .unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(store.get(&n1, &key("short")).await.unwrap(), None);
+        assert!(store.get(&n1, &key("touched")).await.unwrap().is_some());
+        assert!(store.get(&n1, &key("forever")).await.unwrap().is_some());
+        assert_eq!(store.item_count(&n1), 2);
+    }
+
+    #[tokio::test]
+    async fn down_nodes_fail_and_keep_their_items() {
+        let (n1, n2) = nodes();
+        let store = MemoryStore::new([n1.clone(), n2.clone()]);
+        store.set(&n1, &key("k"), b"v", Ttl::Never).await.unwrap();
+        assert!(store.set_node_up(&n1, false));
+        assert!(!store.is_available(&n1));
+        assert!(store.is_available(&n2));
+        let error = store.get(&n1, &key("k")).await.unwrap_err();
+        assert_eq!(error, StoreError::NodeDown { node: n1.clone() });
+        assert!(error.is_node_failure());
+        store.set_node_up(&n1, true);
+        assert!(store.get(&n1, &key("k")).await.unwrap().is_some());
+        assert!(store.clear_node(&n1));
+        assert!(store.get(&n1, &key("k")).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn unknown_nodes_and_oversized_values_are_refused() {
+        let (n1, n2) = nodes();
+        let store = MemoryStore::new([n1.clone()]).with_max_item_size(4);
+        assert!(matches!(
+            store.get(&n2, &key("k")).await,
+            Err(StoreError::UnknownNode { .. })
+        ));
+        assert!(!store.set_node_up(&n2, false));
+        assert!(!store.is_available(&n2));
+        store
+            .set(&n1, &key("k"), b"1234", Ttl::Never)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.set(&n1, &key("k"), b"12345", Ttl::Never).await,
+            Err(StoreError::TooLarge { size: 5, limit: 4 })
+        );
+        // The previous value is intact.
+        assert_eq!(
+            store.get(&n1, &key("k")).await.unwrap().unwrap().value,
+            b"1234"
+        );
+        assert_eq!(store.nodes(), vec![n1]);
+    }
+}

@@ -1,0 +1,254 @@
+//! The remote-store trait: node-addressed operations on a set of remote nodes.
+//!
+//! The caller names the node of every operation (the node is part of the session id),
+//! so a key always goes to exactly the node the caller chose; nothing is hashed or
+//! rerouted behind its back. Implementations: [`MemoryStore`](crate::MemoryStore)
+//! in-process, and the memcached store in `tandem-memcached`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::id::NodeId;
+use crate::key::StoreKey;
+
+/// memcached's default item size limit (`-I 1m`).
+pub const DEFAULT_MAX_ITEM_SIZE: usize = 1024 * 1024;
+
+/// How long a stored item lives.
+///
+/// ```
+/// use std::time::Duration;
+/// use tandem_core::Ttl;
+///
+/// assert_eq!(Ttl::from_max_inactive(None), Ttl::Never);
+/// assert_eq!(Ttl::from_max_inactive(Some(Duration::ZERO)), Ttl::Never);
+/// assert_eq!(Ttl::After(Duration::from_millis(1500)).whole_seconds(), Some(2));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ttl {
+    /// The item never expires (it may still be evicted for space).
+    Never,
+    /// The item expires this long after the operation. Stores count whole seconds,
+    /// rounding up, with at least one second: a positive lifetime never turns into
+    /// "expired at once" or "never".
+    After(Duration),
+}
+
+impl Ttl {
+    /// The TTL for a session's max inactive interval: `None` or zero means never.
+    pub fn from_max_inactive(max_inactive: Option<Duration>) -> Ttl {
+        match max_inactive {
+            Some(interval) if !interval.is_zero() => Ttl::After(interval),
+            _ => Ttl::Never,
+        }
+    }
+
+    /// The lifetime in whole seconds (rounded up, at least 1, saturating at
+    /// `u32::MAX`); `None` for [`Ttl::Never`].
+    pub fn whole_seconds(self) -> Option<u32> {
+        match self {
+            Ttl::Never => None,
+            Ttl::After(duration) => {
+                let seconds = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
+                Some(u32::try_from(seconds.max(1)).unwrap_or(u32::MAX))
+            }
+        }
+    }
+}
+
+/// An opaque compare-and-swap token returned by [`RemoteStore::get`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CasToken(pub u64);
+
+/// A stored item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// The stored bytes.
+    pub value: Vec<u8>,
+    /// Token for a later [`RemoteStore::cas`].
+    pub cas: CasToken,
+}
+
+/// Outcome of [`RemoteStore::add`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddOutcome {
+    /// The key was absent and is now stored.
+    Stored,
+    /// The key already existed; nothing was written.
+    Exists,
+}
+
+/// Outcome of [`RemoteStore::cas`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CasOutcome {
+    /// The token matched and the value is stored.
+    Stored,
+    /// The item changed since the token was read; nothing was written.
+    Conflict,
+    /// The item no longer exists; nothing was written.
+    NotFound,
+}
+
+/// Why a remote operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The node is marked down and was not contacted.
+    #[error("node {node} is down")]
+    NodeDown {
+        /// The node.
+        node: NodeId,
+    },
+    /// The operation did not finish within the operation timeout.
+    #[error("node {node}: no answer within {after:?}")]
+    Timeout {
+        /// The node.
+        node: NodeId,
+        /// The timeout that expired.
+        after: Duration,
+    },
+    /// The connection to the node failed.
+    #[error("node {node} is unreachable: {message}")]
+    Unreachable {
+        /// The node.
+        node: NodeId,
+        /// What the transport reported.
+        message: String,
+    },
+    /// The node answered with an error (or something unparseable).
+    #[error("node {node} failed the operation: {message}")]
+    Server {
+        /// The node.
+        node: NodeId,
+        /// What the node reported.
+        message: String,
+    },
+    /// The store has no node with this id.
+    #[error("no node {node:?} is configured")]
+    UnknownNode {
+        /// The id asked for.
+        node: String,
+    },
+    /// The value exceeds the store's item size limit; nothing was written.
+    #[error("item of {size} bytes exceeds the store's limit of {limit} bytes")]
+    TooLarge {
+        /// Size of the rejected value.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl StoreError {
+    /// Whether this error says the node is unusable (down, hung or unreachable), as
+    /// opposed to a refusal of this one operation.
+    pub fn is_node_failure(&self) -> bool {
+        matches!(
+            self,
+            StoreError::NodeDown { .. }
+                | StoreError::Timeout { .. }
+                | StoreError::Unreachable { .. }
+        )
+    }
+}
+
+/// A set of remote nodes holding session bytes under [`StoreKey`]s.
+///
+/// Every operation names its node. Implementations must bound every operation in time
+/// (a hung node costs at most one operation timeout) and must never block the async
+/// runtime's worker threads.
+#[async_trait]
+pub trait RemoteStore: Send + Sync + 'static {
+    /// Reads `key` with its CAS token; `Ok(None)` if absent.
+    async fn get(&self, node: &NodeId, key: &StoreKey) -> Result<Option<Item>, StoreError>;
+
+    /// Stores `value` under `key` unconditionally.
+    async fn set(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        value: &[u8],
+        ttl: Ttl,
+    ) -> Result<(), StoreError>;
+
+    /// Stores `value` only if `key` is absent, and reports which happened.
+    async fn add(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        value: &[u8],
+        ttl: Ttl,
+    ) -> Result<AddOutcome, StoreError>;
+
+    /// Stores `value` only if the item still has the CAS token `cas`.
+    async fn cas(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        value: &[u8],
+        ttl: Ttl,
+        cas: CasToken,
+    ) -> Result<CasOutcome, StoreError>;
+
+    /// Deletes `key`; returns whether it existed.
+    async fn delete(&self, node: &NodeId, key: &StoreKey) -> Result<bool, StoreError>;
+
+    /// Sets a new TTL on `key` without rewriting it; returns whether it existed.
+    async fn touch(&self, node: &NodeId, key: &StoreKey, ttl: Ttl) -> Result<bool, StoreError>;
+
+    /// The ids of all configured nodes, in configuration order.
+    fn nodes(&self) -> Vec<NodeId>;
+
+    /// Whether `node` is currently believed usable. No network access: this reads the
+    /// health state the operations maintain.
+    fn is_available(&self, node: &NodeId) -> bool;
+
+    /// The largest value the store accepts, in bytes.
+    fn max_item_size(&self) -> usize {
+        DEFAULT_MAX_ITEM_SIZE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_rounds_up_to_whole_seconds() {
+        assert_eq!(Ttl::Never.whole_seconds(), None);
+        assert_eq!(
+            Ttl::After(Duration::from_millis(1)).whole_seconds(),
+            Some(1)
+        );
+        assert_eq!(
+            Ttl::After(Duration::from_secs(60)).whole_seconds(),
+            Some(60)
+        );
+        assert_eq!(
+            Ttl::After(Duration::from_secs(u64::MAX)).whole_seconds(),
+            Some(u32::MAX)
+        );
+    }
+
+    #[test]
+    fn node_failures_are_told_apart_from_refusals() {
+        let node = NodeId::new("n1").unwrap();
+        assert!(StoreError::NodeDown { node: node.clone() }.is_node_failure());
+        assert!(
+            StoreError::Timeout {
+                node: node.clone(),
+                after: Duration::from_millis(100)
+            }
+            .is_node_failure()
+        );
+        assert!(!StoreError::TooLarge { size: 2, limit: 1 }.is_node_failure());
+        assert!(
+            !StoreError::Server {
+                node,
+                message: "out of memory".into()
+            }
+            .is_node_failure()
+        );
+    }
+}
