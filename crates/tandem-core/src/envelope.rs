@@ -39,7 +39,6 @@
 //! assert!(envelope::decode::<Raw>(loaded.id().clone(), &bytes[..10]).is_err());
 //! ```
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::codec::{Codec, CodecId};
@@ -175,7 +174,7 @@ pub fn decode<C: Codec>(id: SessionId, bytes: &[u8]) -> Result<Session<C>, Envel
             field: "attributes",
         });
     }
-    let mut attributes = BTreeMap::new();
+    let mut attributes = Vec::with_capacity(header.attribute_count as usize);
     let mut previous: Option<&str> = None;
     for _ in 0..header.attribute_count {
         let name_len = usize::from(reader.u16("attribute name length")?);
@@ -192,7 +191,7 @@ pub fn decode<C: Codec>(id: SessionId, bytes: &[u8]) -> Result<Session<C>, Envel
         check_codec::<C>(codec)?;
         let value_len = reader.u32("attribute value length")? as usize;
         let value = reader.take(value_len, "attribute value")?;
-        attributes.insert(Box::from(name), AttributeValue::new(codec, value));
+        attributes.push((Box::from(name), AttributeValue::new(codec, value)));
     }
     if !reader.rest.is_empty() {
         return Err(EnvelopeError::TrailingBytes {

@@ -1,6 +1,5 @@
 //! The session: id, times, and typed attributes with per-attribute change tracking.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::time::{Duration, SystemTime};
@@ -118,9 +117,13 @@ pub struct Session<C> {
     created_ms: u64,
     last_accessed_ms: u64,
     max_inactive: Option<Duration>,
-    attributes: BTreeMap<Box<str>, AttributeValue>,
-    /// For each attribute changed since the last `mark_unchanged`: its value back then.
-    originals: BTreeMap<Box<str>, Option<AttributeValue>>,
+    /// Sorted by name, names unique. A sorted vector rather than a map: sessions hold a
+    /// handful to a few dozen attributes, and a map's nodes would cost more memory per
+    /// resident session than the lookups save.
+    attributes: Vec<(Box<str>, AttributeValue)>,
+    /// For each attribute changed since the last `mark_unchanged`, sorted by name: its
+    /// value back then (`None`: it did not exist).
+    originals: Vec<(Box<str>, Option<AttributeValue>)>,
     max_inactive_changed: bool,
     codec: PhantomData<fn() -> C>,
 }
@@ -147,28 +150,30 @@ impl<C: Codec> Session<C> {
             created_ms: now_ms,
             last_accessed_ms: now_ms,
             max_inactive: normalize_interval(max_inactive),
-            attributes: BTreeMap::new(),
-            originals: BTreeMap::new(),
+            attributes: Vec::new(),
+            originals: Vec::new(),
             max_inactive_changed: false,
             codec: PhantomData,
         }
     }
 
-    /// A session rebuilt from stored parts, with no changes recorded.
+    /// A session rebuilt from stored parts, with no changes recorded. `attributes`
+    /// must be sorted by name without duplicates.
     pub(crate) fn from_stored(
         id: SessionId,
         created_ms: u64,
         last_accessed_ms: u64,
         max_inactive: Option<Duration>,
-        attributes: BTreeMap<Box<str>, AttributeValue>,
+        attributes: Vec<(Box<str>, AttributeValue)>,
     ) -> Session<C> {
+        debug_assert!(attributes.windows(2).all(|pair| pair[0].0 < pair[1].0));
         Session {
             id,
             created_ms,
             last_accessed_ms,
             max_inactive: normalize_interval(max_inactive),
             attributes,
-            originals: BTreeMap::new(),
+            originals: Vec::new(),
             max_inactive_changed: false,
             codec: PhantomData,
         }
@@ -255,7 +260,7 @@ impl<C: Codec> Session<C> {
     where
         C: Decodes<T>,
     {
-        let Some(value) = self.attributes.get(name) else {
+        let Some(value) = self.value(name) else {
             return Ok(None);
         };
         C::decode_written_by(value.codec, &value.bytes)
@@ -273,20 +278,26 @@ impl<C: Codec> Session<C> {
 
     /// Removes every attribute.
     pub fn clear(&mut self) {
-        let names: Vec<Box<str>> = self.attributes.keys().cloned().collect();
-        for name in names {
-            self.put(&name, None);
+        for (name, value) in std::mem::take(&mut self.attributes) {
+            match self.original_position(&name) {
+                // Added by this request: removing it again is no change at all.
+                Ok(index) if self.originals[index].1.is_none() => {
+                    self.originals.remove(index);
+                }
+                Ok(_) => {}
+                Err(index) => self.originals.insert(index, (name, Some(value))),
+            }
         }
     }
 
     /// Whether the attribute `name` exists.
     pub fn contains(&self, name: &str) -> bool {
-        self.attributes.contains_key(name)
+        self.position(name).is_ok()
     }
 
     /// The attribute names, in sorted order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.attributes.keys().map(|name| &**name)
+        self.attributes.iter().map(|(name, _)| &**name)
     }
 
     /// Number of attributes.
@@ -301,7 +312,9 @@ impl<C: Codec> Session<C> {
 
     /// The encoded value of attribute `name`.
     pub fn value(&self, name: &str) -> Option<&AttributeValue> {
-        self.attributes.get(name)
+        self.position(name)
+            .ok()
+            .map(|index| &self.attributes[index].1)
     }
 
     /// Every attribute with its encoded value, in name order.
@@ -323,7 +336,7 @@ impl<C: Codec> Session<C> {
             .map(|(name, original)| AttributeChange {
                 name,
                 original: original.as_ref(),
-                current: self.attributes.get(name),
+                current: self.value(name),
             })
     }
 
@@ -334,28 +347,50 @@ impl<C: Codec> Session<C> {
         self.max_inactive_changed = false;
     }
 
+    /// Where attribute `name` is (`Ok`) or would be inserted (`Err`).
+    fn position(&self, name: &str) -> Result<usize, usize> {
+        self.attributes
+            .binary_search_by(|(probe, _)| (**probe).cmp(name))
+    }
+
     /// Sets (or with `None` removes) an encoded value and records the change. Returns
     /// whether the stored state changed.
     fn put(&mut self, name: &str, value: Option<AttributeValue>) -> bool {
-        let current = self.attributes.get(name);
+        let position = self.position(name);
+        let current = position.ok().map(|index| &self.attributes[index].1);
         if current == value.as_ref() {
             return false;
         }
-        let previous = match value {
-            Some(value) => self.attributes.insert(name.into(), value),
-            None => self.attributes.remove(name),
-        };
-        match self.originals.get(name) {
+        // Decide the change record before the value moves into place, so that no value
+        // is cloned and no name is looked up twice.
+        let original = self.original_position(name);
+        if let Ok(index) = original
+            && self.originals[index].1 == value
+        {
             // Back to what was loaded: no longer a change.
-            Some(original) if original.as_ref() == self.attributes.get(name) => {
-                self.originals.remove(name);
+            self.originals.remove(index);
+        }
+        let previous = match (position, value) {
+            (Ok(index), Some(value)) => {
+                Some(std::mem::replace(&mut self.attributes[index].1, value))
             }
-            Some(_) => {}
-            None => {
-                self.originals.insert(name.into(), previous);
+            (Ok(index), None) => Some(self.attributes.remove(index).1),
+            (Err(index), Some(value)) => {
+                self.attributes.insert(index, (name.into(), value));
+                None
             }
+            (Err(_), None) => unreachable!("absent attribute removed: returned as unchanged above"),
+        };
+        if let Err(index) = original {
+            self.originals.insert(index, (name.into(), previous));
         }
         true
+    }
+
+    /// Where the change record of `name` is (`Ok`) or would be inserted (`Err`).
+    fn original_position(&self, name: &str) -> Result<usize, usize> {
+        self.originals
+            .binary_search_by(|(probe, _)| (**probe).cmp(name))
     }
 }
 
@@ -382,7 +417,14 @@ impl<C> fmt::Debug for Session<C> {
             .field("last_accessed_ms", &self.last_accessed_ms)
             .field("max_inactive", &self.max_inactive)
             .field("attributes", &self.attributes)
-            .field("changed", &self.originals.keys().collect::<Vec<_>>())
+            .field(
+                "changed",
+                &self
+                    .originals
+                    .iter()
+                    .map(|(name, _)| name)
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
