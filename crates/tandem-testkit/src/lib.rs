@@ -1,1 +1,537 @@
-//! tmp
+//! Test-only: real `memcached` processes for integration tests, with fault injection.
+//!
+//! [`MemcachedProcess`] starts a private `memcached` on a free loopback port and can
+//! kill, pause (`SIGSTOP`), resume (`SIGCONT`) and restart it on the same port, so that
+//! tests exercise node failures against the real server instead of a mock.
+//! [`MemcachedCluster`] starts several and hands out the node spec
+//! (`n1:127.0.0.1:PORT,...`) that Tandem's stores are configured with. Every process is
+//! killed and reaped when its handle is dropped, also when the test panics.
+//!
+//! What it is not: a way to run memcached in production, or a general process
+//! supervisor. Every call blocks the calling thread for at most a few seconds and
+//! panics with a message on failure, which is what a test wants and nothing else does.
+//! It needs the `memcached` binary on `PATH` and a Unix system (signals; the pause
+//! check reads `/proc` on Linux).
+//!
+//! ```no_run
+//! use tandem_testkit::MemcachedCluster;
+//!
+//! let cluster = MemcachedCluster::start(2);
+//! let spec = cluster.node_spec(); // "n1:127.0.0.1:PORT1,n2:127.0.0.1:PORT2"
+//! cluster.node("n2").pause(); // n2 now hangs every request
+//! cluster.node("n2").resume();
+//! cluster.node("n1").restart(); // a fresh, empty memcached on the same port
+//! # let _ = spec;
+//! ```
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{self, Signal};
+use nix::unistd::{Pid, User};
+
+/// The binary that is started, looked up on `PATH`.
+const BINARY: &str = "memcached";
+/// The panic message when [`BINARY`] cannot be found.
+const NOT_INSTALLED: &str = "memcached not found on PATH; install it (Debian/Ubuntu: apt-get install memcached) or run scripts/test.sh, which installs it";
+/// How many fresh ports [`MemcachedProcess::start`] tries: another test may take the
+/// port between the moment it is found free and the moment memcached binds it.
+const START_ATTEMPTS: usize = 5;
+/// How long a started memcached may take to accept connections.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long [`MemcachedProcess::restart`] keeps trying to bind the old port.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a signalled process may take to reach the stopped or running state.
+const SIGNAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bound for each network step of a readiness or stats check.
+const IO_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pause between two polls of a condition.
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+/// A `memcached` process owned by a test, listening on `127.0.0.1` only.
+///
+/// The server uses 64 MiB of memory, no UDP, and otherwise memcached's defaults (in
+/// particular the 1 MiB item size limit, `-I 1m`). All methods take `&self`, so a
+/// handle can be shared with helper threads (for example through an `Arc`) to inject
+/// a fault while the test waits on a request. Dropping the handle kills the process.
+///
+/// ```no_run
+/// use tandem_testkit::MemcachedProcess;
+///
+/// let memcached = MemcachedProcess::start();
+/// println!("memcached {} listens on {}", memcached.pid().unwrap(), memcached.addr());
+/// memcached.kill();
+/// assert!(!memcached.is_running());
+/// memcached.restart(); // same port, empty cache
+/// assert!(memcached.is_running());
+/// ```
+pub struct MemcachedProcess {
+    port: u16,
+    running: Mutex<Option<Running>>,
+}
+
+/// A live child: the process and its standard error, kept open (and unread) so that
+/// a startup failure can be reported with memcached's own explanation.
+struct Running {
+    child: Child,
+    stderr: Option<ChildStderr>,
+}
+
+impl MemcachedProcess {
+    /// Starts memcached on a free loopback port and waits until it answers.
+    ///
+    /// # Panics
+    ///
+    /// If `memcached` is not installed, or no process could be started and verified
+    /// as the one answering on its port after a few attempts with fresh ports.
+    pub fn start() -> MemcachedProcess {
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port();
+            match launch(port) {
+                Ok(running) => {
+                    return MemcachedProcess {
+                        port,
+                        running: Mutex::new(Some(running)),
+                    };
+                }
+                Err(failure) => failures.push(format!("port {port}: {failure}")),
+            }
+        }
+        panic!(
+            "could not start memcached in {START_ATTEMPTS} attempts:\n  {}",
+            failures.join("\n  ")
+        );
+    }
+
+    /// The address memcached listens on.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// `127.0.0.1:PORT`, as it appears in a node spec.
+    pub fn address(&self) -> String {
+        self.addr().to_string()
+    }
+
+    /// The port memcached listens on. It stays the same across restarts.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The process id of the current memcached, or `None` after [`kill`](Self::kill)
+    /// or when the process has exited.
+    pub fn pid(&self) -> Option<u32> {
+        let mut running = self.lock();
+        reap_if_exited(&mut running);
+        running.as_ref().map(|running| running.child.id())
+    }
+
+    /// Whether the process is alive. A paused process is alive.
+    pub fn is_running(&self) -> bool {
+        let mut running = self.lock();
+        reap_if_exited(&mut running);
+        running.is_some()
+    }
+
+    /// Kills the process (`SIGKILL`) and reaps it. The port is closed until
+    /// [`restart`](Self::restart). Does nothing if the process is not running.
+    pub fn kill(&self) {
+        if let Some(running) = self.lock().take() {
+            terminate(running);
+        }
+    }
+
+    /// Stops the process (`SIGSTOP`) and waits until it is stopped. The port keeps
+    /// accepting TCP connections (the kernel completes the handshake) but no request
+    /// is answered: this is a hung node.
+    ///
+    /// # Panics
+    ///
+    /// If the process is not running or does not stop.
+    pub fn pause(&self) {
+        let pid = self.signal_running(Signal::SIGSTOP, "pause");
+        wait_for_stopped(pid, true);
+    }
+
+    /// Continues a paused process (`SIGCONT`) and waits until it runs again.
+    ///
+    /// # Panics
+    ///
+    /// If the process is not running or does not continue.
+    pub fn resume(&self) {
+        let pid = self.signal_running(Signal::SIGCONT, "resume");
+        wait_for_stopped(pid, false);
+    }
+
+    /// Kills the process if it is running and starts a fresh, empty memcached on the
+    /// same port, waiting until it answers.
+    ///
+    /// # Panics
+    ///
+    /// If the port cannot be bound again within a few seconds (for example because
+    /// another process took it meanwhile).
+    pub fn restart(&self) {
+        let mut running = self.lock();
+        if let Some(old) = running.take() {
+            terminate(old);
+        }
+        // memcached sets SO_REUSEADDR, so the port is normally free at once; keep
+        // trying for a while in case the kernel still holds it.
+        let deadline = Instant::now() + RESTART_TIMEOUT;
+        loop {
+            match launch(self.port) {
+                Ok(fresh) => {
+                    *running = Some(fresh);
+                    return;
+                }
+                Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
+                Err(failure) => panic!(
+                    "could not restart memcached on port {} within {RESTART_TIMEOUT:?}: {failure}",
+                    self.port
+                ),
+            }
+        }
+    }
+
+    /// The server's `stats` (name to value), read over a fresh connection.
+    ///
+    /// # Panics
+    ///
+    /// If the server does not answer within a second (for example while paused).
+    pub fn stats(&self) -> HashMap<String, String> {
+        read_stats(self.addr())
+            .unwrap_or_else(|error| panic!("stats of memcached on {}: {error}", self.addr()))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Running>> {
+        // A panicking test thread must not keep the process from being cleaned up.
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn signal_running(&self, signal: Signal, action: &str) -> u32 {
+        let mut running = self.lock();
+        reap_if_exited(&mut running);
+        let Some(running) = running.as_ref() else {
+            panic!(
+                "cannot {action} memcached on port {}: it is not running",
+                self.port
+            );
+        };
+        let pid = running.child.id();
+        send_signal(pid, signal)
+            .unwrap_or_else(|error| panic!("cannot {action} memcached (pid {pid}): {error}"));
+        pid
+    }
+}
+
+impl Drop for MemcachedProcess {
+    fn drop(&mut self) {
+        if let Some(running) = self.lock().take() {
+            terminate(running);
+        }
+    }
+}
+
+impl std::fmt::Debug for MemcachedProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemcachedProcess")
+            .field("addr", &self.addr())
+            .field("pid", &self.pid())
+            .finish()
+    }
+}
+
+/// Several [`MemcachedProcess`]es named `n1`, `n2`, ... in start order.
+///
+/// ```no_run
+/// use tandem_testkit::MemcachedCluster;
+///
+/// let cluster = MemcachedCluster::start(3);
+/// assert_eq!(cluster.len(), 3);
+/// cluster.node("n3").kill();
+/// assert!(cluster.node("n1").is_running());
+/// ```
+#[derive(Debug)]
+pub struct MemcachedCluster {
+    processes: Vec<MemcachedProcess>,
+}
+
+impl MemcachedCluster {
+    /// Starts `count` memcached processes, each on its own free port.
+    ///
+    /// # Panics
+    ///
+    /// If `count` is zero or a process cannot be started (see
+    /// [`MemcachedProcess::start`]).
+    pub fn start(count: usize) -> MemcachedCluster {
+        assert!(count > 0, "a memcached cluster needs at least one node");
+        MemcachedCluster {
+            processes: (0..count).map(|_| MemcachedProcess::start()).collect(),
+        }
+    }
+
+    /// The node spec of the cluster: `n1:127.0.0.1:PORT1,n2:127.0.0.1:PORT2,...`.
+    pub fn node_spec(&self) -> String {
+        self.processes
+            .iter()
+            .enumerate()
+            .map(|(index, process)| format!("n{}:{}", index + 1, process.address()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The node ids, `n1` to `nN`.
+    pub fn ids(&self) -> Vec<String> {
+        (1..=self.processes.len())
+            .map(|number| format!("n{number}"))
+            .collect()
+    }
+
+    /// The process of node `id` (`"n1"` is the first).
+    ///
+    /// # Panics
+    ///
+    /// If the cluster has no node `id`.
+    pub fn node(&self, id: &str) -> &MemcachedProcess {
+        id.strip_prefix('n')
+            .and_then(|number| number.parse::<usize>().ok())
+            .and_then(|number| number.checked_sub(1))
+            .and_then(|index| self.processes.get(index))
+            .unwrap_or_else(|| {
+                panic!(
+                    "the cluster has no node {id:?}; its nodes are {:?}",
+                    self.ids()
+                )
+            })
+    }
+
+    /// All processes, `n1` first.
+    pub fn processes(&self) -> &[MemcachedProcess] {
+        &self.processes
+    }
+
+    /// The number of nodes.
+    pub fn len(&self) -> usize {
+        self.processes.len()
+    }
+
+    /// Always `false`: a cluster has at least one node.
+    pub fn is_empty(&self) -> bool {
+        self.processes.is_empty()
+    }
+}
+
+/// A loopback port that was free a moment ago. Another process may take it before
+/// memcached binds it; [`MemcachedProcess::start`] detects that and retries.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap_or_else(|error| panic!("cannot bind a free loopback port: {error}"));
+    listener
+        .local_addr()
+        .unwrap_or_else(|error| panic!("cannot read the bound port: {error}"))
+        .port()
+}
+
+/// Spawns memcached on `port` and waits until this very process answers there.
+fn launch(port: u16) -> Result<Running, String> {
+    let mut command = Command::new(BINARY);
+    command
+        .args([
+            "-l",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "0",
+            "-m",
+            "64",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // memcached refuses to run as root unless told which user to run as.
+    if nix::unistd::geteuid().is_root() {
+        command.args(["-u", &current_user_name()]);
+    }
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|error| panic!("{}", spawn_failure_message(&error)));
+    let stderr = child.stderr.take();
+    let mut running = Running { child, stderr };
+    match wait_until_ready(&mut running, port) {
+        Ok(()) => Ok(running),
+        Err(failure) => {
+            terminate(running);
+            Err(failure)
+        }
+    }
+}
+
+fn spawn_failure_message(error: &io::Error) -> String {
+    if error.kind() == io::ErrorKind::NotFound {
+        NOT_INSTALLED.to_owned()
+    } else {
+        format!("cannot start {BINARY}: {error}")
+    }
+}
+
+fn current_user_name() -> String {
+    let uid = nix::unistd::geteuid();
+    match User::from_uid(uid) {
+        Ok(Some(user)) => user.name,
+        _ => uid.to_string(),
+    }
+}
+
+/// Polls until the child answers `stats` on `port` with its own pid, it exits, or the
+/// readiness timeout passes.
+fn wait_until_ready(running: &mut Running, port: u16) -> Result<(), String> {
+    let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+    let pid = running.child.id();
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Ok(Some(status)) = running.child.try_wait() {
+            let mut output = String::new();
+            if let Some(stderr) = running.stderr.as_mut() {
+                // The child has exited, so this reads to the end at once.
+                let _ = stderr.read_to_string(&mut output);
+            }
+            return Err(format!("memcached exited ({status}): {}", output.trim()));
+        }
+        match read_stats(addr) {
+            Ok(stats) => {
+                return match stats.get("pid").map(String::as_str) {
+                    Some(answering) if answering == pid.to_string() => Ok(()),
+                    answering => Err(format!(
+                        "another process (pid {answering:?}) answers on the port, not ours ({pid})"
+                    )),
+                };
+            }
+            Err(error) if Instant::now() >= deadline => {
+                return Err(format!(
+                    "memcached (pid {pid}) did not answer within {READY_TIMEOUT:?}: {error}"
+                ));
+            }
+            Err(_) => thread::sleep(POLL_INTERVAL),
+        }
+    }
+}
+
+/// Reads `stats` over a fresh connection, each step bounded by [`IO_TIMEOUT`].
+fn read_stats(addr: SocketAddr) -> io::Result<HashMap<String, String>> {
+    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    stream.write_all(b"stats\r\n")?;
+    let mut stats = HashMap::new();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before END",
+            ));
+        }
+        let line = line.trim_end();
+        if line == "END" {
+            return Ok(stats);
+        }
+        let mut parts = line.splitn(3, ' ');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some("STAT"), Some(name), Some(value)) => {
+                stats.insert(name.to_owned(), value.to_owned());
+            }
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unexpected stats line {line:?}"),
+                ));
+            }
+        }
+    }
+}
+
+/// Forgets a child that has exited (reaping it), so that no signal is ever sent to a
+/// pid the system may have reused.
+fn reap_if_exited(running: &mut Option<Running>) {
+    if let Some(current) = running.as_mut()
+        && !matches!(current.child.try_wait(), Ok(None))
+    {
+        *running = None;
+    }
+}
+
+/// Continues (in case it is paused), kills and reaps the child.
+fn terminate(mut running: Running) {
+    if matches!(running.child.try_wait(), Ok(None)) {
+        let _ = send_signal(running.child.id(), Signal::SIGCONT);
+        let _ = running.child.kill();
+    }
+    let _ = running.child.wait();
+}
+
+fn send_signal(pid: u32, signal: Signal) -> nix::Result<()> {
+    let pid = i32::try_from(pid).map_err(|_| nix::Error::ESRCH)?;
+    signal::kill(Pid::from_raw(pid), signal)
+}
+
+/// Waits until every thread of `pid` is stopped (or none is). A signal is delivered
+/// asynchronously; without the wait a request sent right after `pause` could still be
+/// served by a thread that has not stopped yet.
+#[cfg(target_os = "linux")]
+fn wait_for_stopped(pid: u32, stopped: bool) {
+    let deadline = Instant::now() + SIGNAL_TIMEOUT;
+    loop {
+        match all_threads_stopped(pid) {
+            Ok(state) if state == stopped => return,
+            Ok(_) if Instant::now() < deadline => thread::sleep(POLL_INTERVAL),
+            Ok(_) => panic!(
+                "memcached (pid {pid}) did not {} within {SIGNAL_TIMEOUT:?}",
+                if stopped { "stop" } else { "continue" }
+            ),
+            Err(error) => panic!("cannot read the state of memcached (pid {pid}): {error}"),
+        }
+    }
+}
+
+/// Without `/proc` there is nothing to poll; the signal is sent and that is all.
+#[cfg(not(target_os = "linux"))]
+fn wait_for_stopped(_pid: u32, _stopped: bool) {}
+
+#[cfg(target_os = "linux")]
+fn all_threads_stopped(pid: u32) -> io::Result<bool> {
+    let mut all_stopped = true;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let stat = std::fs::read_to_string(task?.path().join("stat"))?;
+        // `pid (command) S ...`: the command may contain anything, so the state is the
+        // first field after the last `)`.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable stat"))?;
+        all_stopped &= state == 'T';
+    }
+    Ok(all_stopped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_binary_says_how_to_install_it() {
+        let message = spawn_failure_message(&io::Error::from(io::ErrorKind::NotFound));
+        assert!(message.contains("apt-get install memcached"), "{message}");
+        assert!(message.contains("scripts/test.sh"), "{message}");
+        let other = spawn_failure_message(&io::Error::from(io::ErrorKind::PermissionDenied));
+        assert!(other.starts_with("cannot start memcached"), "{other}");
+    }
+}
