@@ -1,1 +1,35 @@
-//! tmp
+//! Tandem's memcached remote store.
+//!
+//! [`MemcachedStore`] implements [`tandem_core::RemoteStore`] over real memcached
+//! servers with the meta protocol (the async client of the `memcache` crate). It is
+//! built for Tandem's remote tier:
+//!
+//! - **One connection pool per node.** The caller names the node of every operation
+//!   (session ids carry their node), and the operation goes to exactly that node;
+//!   nothing is hashed or rerouted.
+//! - **Bounded time.** Every operation is bounded by one operation timeout (default
+//!   500 ms), everything included, so a hung node costs a request at most that.
+//! - **Node health.** A node that fails an operation is marked down; operations on it
+//!   then fail at once with [`StoreError::NodeDown`](tandem_core::StoreError::NodeDown)
+//!   while a background probe checks it every probe interval, and it comes back by
+//!   itself. [`MemcachedStore::health`] reports state, last error and counters per
+//!   node.
+//! - **memcached's rules.** TTLs beyond 30 days are sent as absolute times
+//!   ([`wire_ttl`]), and values that would not fit memcached's item size limit are
+//!   refused before they are sent, because memcached drops the stored copy of a key
+//!   when it refuses a new value for it.
+//!
+//! It is not a general memcached client (no multi-get, no counters, no key hashing
+//! across nodes) and it does not choose nodes, relocate sessions or retry: that is the
+//! session manager's job, using [`RemoteStore::is_available`](tandem_core::RemoteStore::is_available)
+//! and the errors this store returns.
+
+mod config;
+mod health;
+mod store;
+mod ttl;
+
+pub use config::{ITEM_OVERHEAD, MemcachedConfig};
+pub use health::NodeHealth;
+pub use store::{ConnectError, MemcachedStore};
+pub use ttl::{MAX_RELATIVE_TTL_SECS, wire_ttl};

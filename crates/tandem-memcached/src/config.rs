@@ -1,0 +1,164 @@
+//! [`MemcachedConfig`]: timeouts, probing, item size and pooling of a
+//! [`MemcachedStore`](crate::MemcachedStore).
+
+use std::time::Duration;
+
+use tandem_core::{DEFAULT_MAX_ITEM_SIZE, MAX_KEY_LEN};
+
+/// Bytes memcached spends on an item besides its key and value. Measured as 59 on
+/// memcached 1.6 (64-bit, CAS enabled: item header, CAS, key terminator, the value's
+/// CRLF); rounded up so that other builds fit too.
+pub const ITEM_OVERHEAD: usize = 128;
+
+/// The smallest item size memcached accepts for `-I`.
+const MIN_ITEM_SIZE_MAX: usize = 1024;
+
+/// Settings of a [`MemcachedStore`](crate::MemcachedStore). Start from
+/// [`MemcachedConfig::default()`] and change what differs:
+///
+/// ```
+/// use std::time::Duration;
+/// use tandem_memcached::MemcachedConfig;
+///
+/// let config = MemcachedConfig::default()
+///     .with_operation_timeout(Duration::from_millis(200))
+///     .with_probe_interval(Duration::from_millis(500));
+/// assert_eq!(config.operation_timeout(), Duration::from_millis(200));
+/// assert_eq!(config.item_size_max(), 1024 * 1024); // memcached's default `-I 1m`
+/// assert!(config.max_value_size() < config.item_size_max());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemcachedConfig {
+    operation_timeout: Duration,
+    probe_interval: Duration,
+    item_size_max: usize,
+    max_idle_connections: usize,
+}
+
+impl Default for MemcachedConfig {
+    /// A 500 ms operation timeout, a 1 s probe interval, memcached's default 1 MiB item
+    /// size and up to 8 idle connections per node.
+    fn default() -> MemcachedConfig {
+        MemcachedConfig {
+            operation_timeout: Duration::from_millis(500),
+            probe_interval: Duration::from_secs(1),
+            item_size_max: DEFAULT_MAX_ITEM_SIZE,
+            max_idle_connections: 8,
+        }
+    }
+}
+
+impl MemcachedConfig {
+    /// The longest one operation may take, everything included (waiting for a
+    /// connection, dialing, sending, receiving). A node that does not answer in time is
+    /// marked down. Must not be zero.
+    pub fn with_operation_timeout(mut self, timeout: Duration) -> MemcachedConfig {
+        self.operation_timeout = timeout;
+        self
+    }
+
+    /// How often a down node is probed (a no-op round trip) until it answers again.
+    /// The first probe comes this long after the node was marked down. Must not be
+    /// zero.
+    pub fn with_probe_interval(mut self, interval: Duration) -> MemcachedConfig {
+        self.probe_interval = interval;
+        self
+    }
+
+    /// The nodes' item size limit, memcached's `-I` (at least 1024 bytes). Set it to
+    /// what the servers run with: values that would not fit are refused before they
+    /// are sent, because memcached drops the stored copy of a key when it refuses a
+    /// new value for it.
+    pub fn with_item_size_max(mut self, bytes: usize) -> MemcachedConfig {
+        self.item_size_max = bytes;
+        self
+    }
+
+    /// How many idle connections each node's pool keeps for reuse. More concurrent
+    /// operations open extra connections, closed after use.
+    pub fn with_max_idle_connections(mut self, connections: usize) -> MemcachedConfig {
+        self.max_idle_connections = connections;
+        self
+    }
+
+    /// See [`with_operation_timeout`](Self::with_operation_timeout).
+    pub fn operation_timeout(&self) -> Duration {
+        self.operation_timeout
+    }
+
+    /// See [`with_probe_interval`](Self::with_probe_interval).
+    pub fn probe_interval(&self) -> Duration {
+        self.probe_interval
+    }
+
+    /// See [`with_item_size_max`](Self::with_item_size_max).
+    pub fn item_size_max(&self) -> usize {
+        self.item_size_max
+    }
+
+    /// See [`with_max_idle_connections`](Self::with_max_idle_connections).
+    pub fn max_idle_connections(&self) -> usize {
+        self.max_idle_connections
+    }
+
+    /// The largest value the store sends: the item size limit less the longest key
+    /// and memcached's per-item overhead ([`ITEM_OVERHEAD`]), so that every accepted
+    /// value fits under any key.
+    pub fn max_value_size(&self) -> usize {
+        self.item_size_max
+            .saturating_sub(MAX_KEY_LEN + ITEM_OVERHEAD)
+    }
+
+    /// Why this configuration cannot be used, if it cannot.
+    pub(crate) fn problem(&self) -> Option<&'static str> {
+        if self.operation_timeout.is_zero() {
+            Some("the operation timeout must not be zero")
+        } else if self.probe_interval.is_zero() {
+            Some("the probe interval must not be zero")
+        } else if self.item_size_max < MIN_ITEM_SIZE_MAX {
+            Some("the item size limit must be at least 1024 bytes, as for memcached's -I")
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_suit_a_default_memcached() {
+        let config = MemcachedConfig::default();
+        assert!(config.operation_timeout() >= Duration::from_millis(100));
+        assert!(config.operation_timeout() <= Duration::from_secs(1));
+        assert_eq!(config.item_size_max(), DEFAULT_MAX_ITEM_SIZE);
+        // memcached 1.6 with -I 1m stores values up to 1048267 bytes under a 250-byte key.
+        assert!(config.max_value_size() <= 1_048_267);
+        assert!(config.max_value_size() > 1_048_000);
+        assert_eq!(config.problem(), None);
+    }
+
+    #[test]
+    fn unusable_settings_are_named() {
+        let zero = Duration::ZERO;
+        let cases = [
+            (
+                MemcachedConfig::default().with_operation_timeout(zero),
+                "timeout",
+            ),
+            (
+                MemcachedConfig::default().with_probe_interval(zero),
+                "probe",
+            ),
+            (MemcachedConfig::default().with_item_size_max(1023), "1024"),
+        ];
+        for (config, expected) in cases {
+            let problem = config.problem().unwrap();
+            assert!(problem.contains(expected), "{problem}");
+        }
+        let smallest = MemcachedConfig::default().with_item_size_max(1024);
+        assert_eq!(smallest.problem(), None);
+        assert!(smallest.max_value_size() > 0);
+    }
+}

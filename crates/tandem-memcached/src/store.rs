@@ -1,0 +1,488 @@
+//! [`MemcachedStore`]: the [`RemoteStore`] over real memcached nodes.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use memcache::exp::{
+    AsyncMetaClient, Error as ClientError, Meta, MetaClientBuilder, MutationStatus,
+};
+use tandem_core::{
+    AddOutcome, CasOutcome, CasToken, Item, NodeId, NodeSpec, RemoteStore, StoreError, StoreKey,
+    Ttl,
+};
+
+use crate::config::MemcachedConfig;
+use crate::health::{HealthState, NodeHealth};
+use crate::ttl::wire_ttl;
+
+/// Why [`MemcachedStore::connect`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The configuration cannot be used.
+    #[error("invalid memcached store configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A node's address did not resolve.
+    #[error("node {node}: cannot resolve {address}: {message}")]
+    Resolve {
+        /// The node.
+        node: NodeId,
+        /// The address as configured.
+        address: String,
+        /// What the resolver reported.
+        message: String,
+    },
+}
+
+/// A [`RemoteStore`] over memcached nodes, each with its own connection pool (a
+/// meta-protocol client of the `memcache` crate) and health state.
+///
+/// Every operation goes to exactly the node it names and is bounded by one
+/// [operation timeout](MemcachedConfig::with_operation_timeout). A node that fails an
+/// operation (no answer in time, connection refused or broken, garbage on the wire) is
+/// marked down: operations on it then fail at once with [`StoreError::NodeDown`]
+/// without touching the network, while a background task probes it every
+/// [probe interval](MemcachedConfig::with_probe_interval) and marks it up again as
+/// soon as it answers. A refusal of one operation by a working node (for example
+/// `SERVER_ERROR out of memory`) is reported as [`StoreError::Server`] and leaves the
+/// node up. An answer the client cannot parse is also reported as
+/// [`StoreError::Server`], but marks the node down: its connection can no longer be
+/// trusted. [`health`](Self::health) reports all of it per node.
+///
+/// Values longer than [`MemcachedConfig::max_value_size`] are refused with
+/// [`StoreError::TooLarge`] before anything is sent. If memcached refuses a value
+/// anyway (it runs with a smaller `-I` than configured), that is reported as
+/// `TooLarge` as well, with `limit` one byte below the refused size, since memcached
+/// does not tell its limit; the node stays up, but memcached has dropped the stored
+/// copy of that key.
+///
+/// The background probes run on the Tokio runtime of the operation that found the
+/// node down, and end when the store is dropped.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use tandem_core::{NodeId, NodeSpec, RemoteStore, StoreKey, Ttl};
+/// use tandem_memcached::{MemcachedConfig, MemcachedStore};
+///
+/// let spec = NodeSpec::parse("n1:127.0.0.1:11211,n2:127.0.0.1:11212")?;
+/// let store = MemcachedStore::connect(&spec, MemcachedConfig::default()).await?;
+/// let (n1, key) = (NodeId::new("n1")?, StoreKey::new("session:abc")?);
+///
+/// store.set(&n1, &key, b"bytes", Ttl::Never).await?;
+/// let item = store.get(&n1, &key).await?.expect("just written");
+/// assert_eq!(item.value, b"bytes");
+/// for node in store.health() {
+///     println!("{} at {}: up={}", node.id, node.address, node.up);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub struct MemcachedStore {
+    shared: Arc<Shared>,
+}
+
+/// What the store and its probe tasks share. The probes hold it weakly, so dropping
+/// the store ends them.
+struct Shared {
+    nodes: Vec<Node>,
+    config: MemcachedConfig,
+}
+
+struct Node {
+    id: NodeId,
+    address: String,
+    client: AsyncMetaClient,
+    health: HealthState,
+}
+
+/// A failed operation, classified.
+struct Failure {
+    error: StoreError,
+    /// Whether the failure says the node is unusable, rather than that it refused
+    /// this one operation.
+    node_failed: bool,
+    /// What to remember as the node's last error.
+    detail: String,
+}
+
+impl MemcachedStore {
+    /// Creates a store for the nodes of `spec`. Addresses are resolved now; connections
+    /// are opened on first use, so an unreachable node is found by its first operation
+    /// (and is then marked down), not here.
+    pub async fn connect(
+        spec: &NodeSpec,
+        config: MemcachedConfig,
+    ) -> Result<MemcachedStore, ConnectError> {
+        if let Some(reason) = config.problem() {
+            return Err(ConnectError::InvalidConfig { reason });
+        }
+        let mut nodes = Vec::with_capacity(spec.nodes().len());
+        for node in spec.nodes() {
+            let address = node.address();
+            // Both limits are also enforced by the overall timeout around every
+            // operation; set here they make the client drop a timed-out connection
+            // itself and report the timeout precisely.
+            let client = MetaClientBuilder::new()
+                .connect_timeout(Some(config.operation_timeout()))
+                .io_timeout(Some(config.operation_timeout()))
+                .max_idle(config.max_idle_connections())
+                .connect_async(address.as_str())
+                .await
+                .map_err(|error| ConnectError::Resolve {
+                    node: node.id().clone(),
+                    address: address.clone(),
+                    message: error.to_string(),
+                })?;
+            nodes.push(Node {
+                id: node.id().clone(),
+                address,
+                client,
+                health: HealthState::new(),
+            });
+        }
+        Ok(MemcachedStore {
+            shared: Arc::new(Shared { nodes, config }),
+        })
+    }
+
+    /// The health of every node, in configuration order.
+    pub fn health(&self) -> Vec<NodeHealth> {
+        self.shared.nodes.iter().map(Node::health).collect()
+    }
+
+    /// The health of one node; `None` if the store has no such node.
+    pub fn node_health(&self, node: &NodeId) -> Option<NodeHealth> {
+        self.shared.node(node).ok().map(|(_, node)| node.health())
+    }
+
+    /// The configuration the store runs with.
+    pub fn config(&self) -> &MemcachedConfig {
+        &self.shared.config
+    }
+
+    /// Runs one client operation on `node` under the store's rules: unknown nodes and
+    /// oversized values are refused, a down node is not contacted, the operation is
+    /// bounded by the operation timeout, and failures update the node's health.
+    async fn call<'a, T, F>(
+        &'a self,
+        node: &NodeId,
+        value_size: Option<usize>,
+        operation: impl FnOnce(&'a AsyncMetaClient) -> F,
+    ) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, ClientError>> + 'a,
+    {
+        let shared = &self.shared;
+        let (index, node) = shared.node(node)?;
+        let limit = shared.config.max_value_size();
+        if let Some(size) = value_size.filter(|size| *size > limit) {
+            return Err(StoreError::TooLarge { size, limit });
+        }
+        if !node.health.is_up() {
+            node.health.count_refused();
+            return Err(StoreError::NodeDown {
+                node: node.id.clone(),
+            });
+        }
+        node.health.count_operation();
+        let timeout = shared.config.operation_timeout();
+        let failure = match tokio::time::timeout(timeout, operation(&node.client)).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(error)) => classify(&node.id, error, timeout, value_size, &shared.config),
+            Err(_elapsed) => timed_out(&node.id, timeout),
+        };
+        node.health.count_failure(failure.detail);
+        if failure.node_failed && node.health.mark_down() {
+            spawn_probe(shared, index);
+        }
+        Err(failure.error)
+    }
+}
+
+impl Shared {
+    fn node(&self, id: &NodeId) -> Result<(usize, &Node), StoreError> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .find(|(_, node)| node.id == *id)
+            .ok_or_else(|| StoreError::UnknownNode {
+                node: id.to_string(),
+            })
+    }
+
+    /// One probe of a down node: a no-op round trip within the operation timeout.
+    /// Returns whether the node answered (and is marked up).
+    async fn probe(&self, index: usize) -> bool {
+        let node = &self.nodes[index];
+        let timeout = self.config.operation_timeout();
+        let failure = match tokio::time::timeout(timeout, node.client.noop()).await {
+            Ok(Ok(())) => {
+                node.health.mark_up();
+                return true;
+            }
+            Ok(Err(error)) => classify(&node.id, error, timeout, None, &self.config),
+            Err(_elapsed) => timed_out(&node.id, timeout),
+        };
+        node.health
+            .remember_error(format!("probe failed: {}", failure.detail));
+        false
+    }
+}
+
+impl Node {
+    fn health(&self) -> NodeHealth {
+        self.health.snapshot(&self.id, &self.address)
+    }
+}
+
+/// Probes node `index` every probe interval until it answers or the store is gone.
+/// Started once per down transition, so a node has at most one probe task.
+fn spawn_probe(shared: &Arc<Shared>, index: usize) {
+    let store: Weak<Shared> = Arc::downgrade(shared);
+    let interval = shared.config.probe_interval();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(interval).await;
+            let Some(shared) = store.upgrade() else {
+                return;
+            };
+            if shared.probe(index).await {
+                return;
+            }
+        }
+    });
+}
+
+fn timed_out(node: &NodeId, after: Duration) -> Failure {
+    let error = StoreError::Timeout {
+        node: node.clone(),
+        after,
+    };
+    Failure {
+        detail: error.to_string(),
+        error,
+        node_failed: true,
+    }
+}
+
+/// Sorts a client error into node failures (timeouts, transport errors, protocol
+/// errors: the node is not usable) and refusals of one operation by a working node.
+fn classify(
+    node: &NodeId,
+    error: ClientError,
+    timeout: Duration,
+    value_size: Option<usize>,
+    config: &MemcachedConfig,
+) -> Failure {
+    let (error, node_failed) = match error {
+        // The request was written but not answered; what matters here is why.
+        ClientError::Ambiguous { source, .. } => {
+            return classify(node, *source, timeout, value_size, config);
+        }
+        ClientError::Timeout { .. } => return timed_out(node, timeout),
+        ClientError::Io(error) if error.kind() == std::io::ErrorKind::TimedOut => {
+            return timed_out(node, timeout);
+        }
+        ClientError::Io(error) => (
+            StoreError::Unreachable {
+                node: node.clone(),
+                message: error.to_string(),
+            },
+            true,
+        ),
+        ClientError::Protocol(message) => (
+            StoreError::Server {
+                node: node.clone(),
+                message: format!("protocol error: {message}"),
+            },
+            true,
+        ),
+        ClientError::Server(message) if message.contains("too large") => {
+            if let Some(size) = value_size {
+                // memcached does not say what its limit is, only that this value is
+                // over it; the node runs with a smaller `-I` than configured.
+                return Failure {
+                    error: StoreError::TooLarge {
+                        size,
+                        limit: size.saturating_sub(1),
+                    },
+                    node_failed: false,
+                    detail: format!(
+                        "memcached refused a {size}-byte value as too large ({message}): \
+                         its item size limit (-I) is below the configured {} bytes",
+                        config.item_size_max()
+                    ),
+                };
+            }
+            (server_error(node, message), false)
+        }
+        ClientError::Server(message) | ClientError::Rejected(message) => {
+            (server_error(node, message), false)
+        }
+        other => (server_error(node, other.to_string()), false),
+    };
+    Failure {
+        detail: error.to_string(),
+        error,
+        node_failed,
+    }
+}
+
+fn server_error(node: &NodeId, message: String) -> StoreError {
+    StoreError::Server {
+        node: node.clone(),
+        message,
+    }
+}
+
+fn unexpected(node: &NodeId, status: MutationStatus, operation: &str) -> StoreError {
+    server_error(node, format!("unexpected {status:?} answer to {operation}"))
+}
+
+#[async_trait]
+impl RemoteStore for MemcachedStore {
+    async fn get(&self, node: &NodeId, key: &StoreKey) -> Result<Option<Item>, StoreError> {
+        let result = self
+            .call(node, None, |client| {
+                client.get(key.as_str()).meta(Meta::NONE.cas()).send()
+            })
+            .await?;
+        if !result.hit() {
+            return Ok(None);
+        }
+        match (result.value, result.item.cas) {
+            (Some(value), Some(cas)) => Ok(Some(Item {
+                value,
+                cas: CasToken(cas),
+            })),
+            // memcached always sends both on a hit when asked to.
+            _ => Err(server_error(
+                node,
+                "a hit without value or CAS token".into(),
+            )),
+        }
+    }
+
+    async fn set(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        value: &[u8],
+        ttl: Ttl,
+    ) -> Result<(), StoreError> {
+        let expiry = wire_ttl(ttl, SystemTime::now());
+        let result = self
+            .call(node, Some(value.len()), |client| {
+                client.set(key.as_str(), value).ttl_raw(expiry).send()
+            })
+            .await?;
+        match result.status {
+            MutationStatus::Applied => Ok(()),
+            status => Err(unexpected(node, status, "set")),
+        }
+    }
+
+    async fn add(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        value: &[u8],
+        ttl: Ttl,
+    ) -> Result<AddOutcome, StoreError> {
+        let expiry = wire_ttl(ttl, SystemTime::now());
+        let result = self
+            .call(node, Some(value.len()), |client| {
+                client.set(key.as_str(), value).ttl_raw(expiry).add().send()
+            })
+            .await?;
+        match result.status {
+            MutationStatus::Applied => Ok(AddOutcome::Stored),
+            MutationStatus::AlreadyExists => Ok(AddOutcome::Exists),
+            status => Err(unexpected(node, status, "add")),
+        }
+    }
+
+    async fn cas(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        value: &[u8],
+        ttl: Ttl,
+        cas: CasToken,
+    ) -> Result<CasOutcome, StoreError> {
+        let expiry = wire_ttl(ttl, SystemTime::now());
+        let result = self
+            .call(node, Some(value.len()), |client| {
+                client
+                    .set(key.as_str(), value)
+                    .ttl_raw(expiry)
+                    .compare_cas(cas.0)
+                    .send()
+            })
+            .await?;
+        match result.status {
+            MutationStatus::Applied => Ok(CasOutcome::Stored),
+            MutationStatus::CasMismatch => Ok(CasOutcome::Conflict),
+            MutationStatus::NotFound => Ok(CasOutcome::NotFound),
+            status => Err(unexpected(node, status, "cas")),
+        }
+    }
+
+    async fn delete(&self, node: &NodeId, key: &StoreKey) -> Result<bool, StoreError> {
+        let result = self
+            .call(node, None, |client| client.delete(key.as_str()).send())
+            .await?;
+        match result.status {
+            MutationStatus::Applied => Ok(true),
+            MutationStatus::NotFound => Ok(false),
+            status => Err(unexpected(node, status, "delete")),
+        }
+    }
+
+    async fn touch(&self, node: &NodeId, key: &StoreKey, ttl: Ttl) -> Result<bool, StoreError> {
+        let expiry = wire_ttl(ttl, SystemTime::now());
+        let result = self
+            .call(node, None, |client| {
+                client
+                    .get(key.as_str())
+                    .without_value()
+                    .touch_raw(expiry)
+                    .send()
+            })
+            .await?;
+        Ok(result.hit())
+    }
+
+    fn nodes(&self) -> Vec<NodeId> {
+        self.shared
+            .nodes
+            .iter()
+            .map(|node| node.id.clone())
+            .collect()
+    }
+
+    fn is_available(&self, node: &NodeId) -> bool {
+        self.shared
+            .node(node)
+            .is_ok_and(|(_, node)| node.health.is_up())
+    }
+
+    fn max_item_size(&self) -> usize {
+        self.shared.config.max_value_size()
+    }
+}
+
+impl fmt::Debug for MemcachedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemcachedStore")
+            .field("nodes", &self.health())
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}
