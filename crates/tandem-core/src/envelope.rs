@@ -39,6 +39,7 @@
 //! assert!(envelope::decode::<Raw>(loaded.id().clone(), &bytes[..10]).is_err());
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::codec::{Codec, CodecId};
@@ -191,7 +192,7 @@ pub fn decode<C: Codec>(id: SessionId, bytes: &[u8]) -> Result<Session<C>, Envel
         check_codec::<C>(codec)?;
         let value_len = reader.u32("attribute value length")? as usize;
         let value = reader.take(value_len, "attribute value")?;
-        attributes.push((Box::from(name), AttributeValue::new(codec, value)));
+        attributes.push((Arc::from(name), AttributeValue::new(codec, value)));
     }
     if !reader.rest.is_empty() {
         return Err(EnvelopeError::TrailingBytes {

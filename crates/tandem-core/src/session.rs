@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::codec::{Codec, CodecError, CodecId, Decodes, Encodes};
@@ -33,15 +34,18 @@ pub enum AttributeError {
 }
 
 /// An encoded attribute value and the codec that wrote it.
+///
+/// The bytes are shared, not copied, when a value is cloned: a manager hands each
+/// request its own snapshot of a session, and that must not copy every value.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AttributeValue {
     codec: CodecId,
-    bytes: Box<[u8]>,
+    bytes: Arc<[u8]>,
 }
 
 impl AttributeValue {
     /// An encoded value written by `codec`.
-    pub fn new(codec: CodecId, bytes: impl Into<Box<[u8]>>) -> AttributeValue {
+    pub fn new(codec: CodecId, bytes: impl Into<Arc<[u8]>>) -> AttributeValue {
         AttributeValue {
             codec,
             bytes: bytes.into(),
@@ -120,10 +124,10 @@ pub struct Session<C> {
     /// Sorted by name, names unique. A sorted vector rather than a map: sessions hold a
     /// handful to a few dozen attributes, and a map's nodes would cost more memory per
     /// resident session than the lookups save.
-    attributes: Vec<(Box<str>, AttributeValue)>,
+    attributes: Vec<(Arc<str>, AttributeValue)>,
     /// For each attribute changed since the last `mark_unchanged`, sorted by name: its
     /// value back then (`None`: it did not exist).
-    originals: Vec<(Box<str>, Option<AttributeValue>)>,
+    originals: Vec<(Arc<str>, Option<AttributeValue>)>,
     max_inactive_changed: bool,
     codec: PhantomData<fn() -> C>,
 }
@@ -164,7 +168,7 @@ impl<C: Codec> Session<C> {
         created_ms: u64,
         last_accessed_ms: u64,
         max_inactive: Option<Duration>,
-        attributes: Vec<(Box<str>, AttributeValue)>,
+        attributes: Vec<(Arc<str>, AttributeValue)>,
     ) -> Session<C> {
         debug_assert!(attributes.windows(2).all(|pair| pair[0].0 < pair[1].0));
         Session {
