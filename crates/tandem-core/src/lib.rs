@@ -22,6 +22,7 @@ mod codec;
 pub mod envelope;
 mod id;
 mod key;
+mod manager;
 mod memory;
 mod nodes;
 mod session;
@@ -35,6 +36,11 @@ pub use id::{
     SessionId,
 };
 pub use key::{KeyError, KeyPrefix, KeySpace, MAX_KEY_LEN, MAX_PREFIX_LEN, StoreKey};
+pub use manager::{
+    BackupMode, BackupStatus, CommitError, CommitOutcome, Concurrency, ConfigError,
+    CookieUpdate, LoadError, LockTimeoutPolicy, ManagerBuilder, RequestSession,
+    SessionManager, ShutdownReport, Stats, keepalive_slack,
+};
 pub use memory::MemoryStore;
 pub use nodes::{NodeAddress, NodeSpec, NodeSpecError};
 pub use session::{

@@ -280,6 +280,19 @@ impl<C: Codec> Session<C> {
         self.put(name, None)
     }
 
+    /// Sets (`Some`) or removes (`None`) an already encoded value, recording the change
+    /// like [`insert`](Self::insert) and [`remove`](Self::remove) do. Returns whether
+    /// the stored state changed. This is how a manager applies one request's
+    /// attribute changes to the state other requests changed meanwhile.
+    pub fn apply(
+        &mut self,
+        name: &str,
+        value: Option<AttributeValue>,
+    ) -> Result<bool, AttributeError> {
+        check_name(name)?;
+        Ok(self.put(name, value))
+    }
+
     /// Removes every attribute.
     pub fn clear(&mut self) {
         for (name, value) in std::mem::take(&mut self.attributes) {
@@ -330,6 +343,12 @@ impl<C: Codec> Session<C> {
     /// inactive interval.
     pub fn is_modified(&self) -> bool {
         !self.originals.is_empty() || self.max_inactive_changed
+    }
+
+    /// Whether the max inactive interval changed since the session was loaded (or
+    /// since [`mark_unchanged`](Self::mark_unchanged)).
+    pub fn is_max_inactive_modified(&self) -> bool {
+        self.max_inactive_changed
     }
 
     /// The attributes changed since the session was loaded, with their original and

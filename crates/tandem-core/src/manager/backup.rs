@@ -1,0 +1,252 @@
+//! Background work: the backup queue with coalescing, retries, remote deletes, the
+//! local tier's expiry sweep, and the flush at shutdown.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::codec::Codec;
+use crate::id::NodeId;
+use crate::key::StoreKey;
+
+use super::entry::{LocalEntry, LocalKey};
+use super::{Inner, ShutdownReport};
+
+/// A session the local tier expired, reported by its eviction listener.
+pub(super) struct Expired<C> {
+    pub(super) key: LocalKey,
+    pub(super) entry: Arc<LocalEntry<C>>,
+}
+
+/// A remote copy to delete.
+pub(super) struct Delete {
+    node: NodeId,
+    key: StoreKey,
+}
+
+/// The receiving ends, owned by the dispatcher task.
+pub(super) struct Receivers<C> {
+    backups: mpsc::Receiver<Arc<LocalEntry<C>>>,
+    deletes: mpsc::UnboundedReceiver<Delete>,
+}
+
+/// The request path's side of the background work.
+pub(super) struct Backups<C> {
+    /// Entries waiting for a writer. Bounded: a full queue makes commits wait.
+    queue: mpsc::Sender<Arc<LocalEntry<C>>>,
+    deletes: mpsc::UnboundedSender<Delete>,
+    /// Entries whose newest state is not known to be in the remote tier: queued,
+    /// being written, or failed and waiting for a retry. Also what a load consults
+    /// before the remote tier, so that a session swapped out before its backup landed
+    /// is not read back stale.
+    dirty: Mutex<HashMap<LocalKey, Arc<LocalEntry<C>>>>,
+    /// Jobs queued or running.
+    in_flight: AtomicUsize,
+}
+
+impl<C: Codec> Backups<C> {
+    pub(super) fn new(capacity: usize) -> (Backups<C>, Receivers<C>) {
+        let (queue, backups) = mpsc::channel(capacity);
+        let (deletes_tx, deletes) = mpsc::unbounded_channel();
+        (
+            Backups {
+                queue,
+                deletes: deletes_tx,
+                dirty: Mutex::new(HashMap::new()),
+                in_flight: AtomicUsize::new(0),
+            },
+            Receivers { backups, deletes },
+        )
+    }
+
+    /// Queues a backup (write or touch) of `entry`. Returns `false` if one was already
+    /// queued: that job will send the newest state, so this one coalesces into it.
+    pub(super) async fn enqueue(&self, entry: &Arc<LocalEntry<C>>) -> bool {
+        if entry.queued.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if self.queue.send(Arc::clone(entry)).await.is_err() {
+            // Only when the dispatcher is gone, i.e. the runtime shut down.
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            entry.queued.store(false, Ordering::Release);
+        }
+        true
+    }
+
+    /// Like [`enqueue`](Self::enqueue) but never waits: `false` if the queue is full.
+    fn try_enqueue(&self, entry: &Arc<LocalEntry<C>>) -> bool {
+        if entry.queued.swap(true, Ordering::AcqRel) {
+            return true;
+        }
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if self.queue.try_send(Arc::clone(entry)).is_err() {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            entry.queued.store(false, Ordering::Release);
+            return false;
+        }
+        true
+    }
+
+    /// Queues the deletion of a remote copy.
+    pub(super) fn delete(&self, node: NodeId, key: StoreKey) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if self.deletes.send(Delete { node, key }).is_err() {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    pub(super) fn mark_dirty(&self, key: LocalKey, entry: &Arc<LocalEntry<C>>) {
+        self.dirty.lock().insert(key, Arc::clone(entry));
+    }
+
+    /// The entry is backed up: no longer dirty (unless another entry took the key).
+    pub(super) fn clean(&self, key: &LocalKey, entry: &Arc<LocalEntry<C>>) {
+        let mut dirty = self.dirty.lock();
+        if dirty.get(key).is_some_and(|held| Arc::ptr_eq(held, entry)) {
+            dirty.remove(key);
+        }
+    }
+
+    /// The entry will never be written: drop it from the dirty set.
+    pub(super) fn forget(&self, key: &LocalKey, entry: &Arc<LocalEntry<C>>) {
+        self.clean(key, entry);
+    }
+
+    /// The entry's key changed (relocation, new id).
+    pub(super) fn rekey(&self, old: &LocalKey, new: LocalKey, entry: &Arc<LocalEntry<C>>) {
+        let mut dirty = self.dirty.lock();
+        if dirty.get(old).is_some_and(|held| Arc::ptr_eq(held, entry)) {
+            dirty.remove(old);
+        }
+        dirty.insert(new, Arc::clone(entry));
+    }
+
+    /// A dirty entry under `key`, if any.
+    pub(super) fn unsaved(&self, key: &LocalKey) -> Option<Arc<LocalEntry<C>>> {
+        self.dirty
+            .lock()
+            .get(key)
+            .filter(|entry| !entry.is_retired())
+            .cloned()
+    }
+
+    pub(super) fn dirty_count(&self) -> usize {
+        self.dirty.lock().len()
+    }
+
+    fn dirty_entries(&self) -> Vec<Arc<LocalEntry<C>>> {
+        self.dirty.lock().values().cloned().collect()
+    }
+}
+
+/// Starts the task that hands queued work to writers (at most the configured number
+/// at once), retries failed backups and sweeps the local tier for expired sessions.
+/// It holds the manager only weakly and ends when the manager is dropped.
+pub(super) fn spawn_dispatcher<C: Codec>(
+    inner: &Arc<Inner<C>>,
+    receivers: Receivers<C>,
+    mut expired: mpsc::UnboundedReceiver<Expired<C>>,
+    runtime: &tokio::runtime::Handle,
+) {
+    let weak = Arc::downgrade(inner);
+    let writers = Arc::new(Semaphore::new(inner.config.backup_concurrency));
+    let period = inner.config.retry_interval;
+    let Receivers {
+        mut backups,
+        mut deletes,
+    } = receivers;
+    runtime.spawn(async move {
+        let mut sweep = tokio::time::interval(period);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                entry = backups.recv() => {
+                    let (Some(entry), Some(inner)) = (entry, weak.upgrade()) else { return };
+                    let Ok(permit) = Arc::clone(&writers).acquire_owned().await else { return };
+                    tokio::spawn(async move {
+                        entry.queued.store(false, Ordering::Release);
+                        // Failures are counted and logged inside; the entry stays dirty
+                        // and the sweep retries it.
+                        let _ = inner.run_backup(&entry).await;
+                        inner.backups.in_flight.fetch_sub(1, Ordering::AcqRel);
+                        drop(permit);
+                    });
+                }
+                delete = deletes.recv() => {
+                    let (Some(delete), Some(inner)) = (delete, weak.upgrade()) else { return };
+                    let Ok(permit) = Arc::clone(&writers).acquire_owned().await else { return };
+                    tokio::spawn(async move {
+                        inner.delete_remote(&delete.node, &delete.key).await;
+                        inner.backups.in_flight.fetch_sub(1, Ordering::AcqRel);
+                        drop(permit);
+                    });
+                }
+                expired_entry = expired.recv() => {
+                    let (Some(expired_entry), Some(inner)) = (expired_entry, weak.upgrade()) else { return };
+                    tokio::spawn(async move { inner.expire(expired_entry).await });
+                }
+                _ = sweep.tick() => {
+                    let Some(inner) = weak.upgrade() else { return };
+                    inner.local.run_pending_tasks().await;
+                    retry(&inner);
+                }
+            }
+        }
+    });
+}
+
+/// Re-queues dirty entries that are not queued and whose node is available again.
+fn retry<C: Codec>(inner: &Inner<C>) {
+    for entry in inner.backups.dirty_entries() {
+        if entry.is_retired() {
+            let key = super::entry::local_key(&entry.id());
+            inner.backups.forget(&key, &entry);
+            continue;
+        }
+        let node = inner.node_of(&entry.id());
+        if inner.store.is_available(&node) && !inner.backups.try_enqueue(&entry) {
+            return; // queue full: the next sweep continues
+        }
+    }
+}
+
+/// Waits for queued work to finish, then writes what is still dirty, all within
+/// `deadline`.
+pub(super) async fn flush<C: Codec>(inner: &Arc<Inner<C>>, deadline: Duration) -> ShutdownReport {
+    let started = Instant::now();
+    let written_before = inner.counters.snapshot().backups_written;
+    while inner.backups.in_flight.load(Ordering::Acquire) > 0 && started.elapsed() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let leftovers = inner.backups.dirty_entries();
+    if !leftovers.is_empty() {
+        let remaining = deadline.saturating_sub(started.elapsed());
+        let mut writers = tokio::task::JoinSet::new();
+        for entry in leftovers {
+            let inner = Arc::clone(inner);
+            writers.spawn(async move {
+                let _ = tokio::time::timeout(remaining, inner.run_backup(&entry)).await;
+            });
+        }
+        let _ = tokio::time::timeout(remaining, async {
+            while writers.join_next().await.is_some() {}
+        })
+        .await;
+    }
+    let written = inner.counters.snapshot().backups_written - written_before;
+    let unsaved = inner.backups.dirty_count();
+    if unsaved > 0 {
+        tracing::warn!(unsaved, "shutdown: some sessions could not be backed up in time");
+    } else {
+        tracing::info!(written, "shutdown: every pending backup written");
+    }
+    ShutdownReport {
+        written: usize::try_from(written).unwrap_or(usize::MAX),
+        unsaved,
+    }
+}

@@ -1,0 +1,297 @@
+//! The manager's settings and the builder that checks them.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::codec::Codec;
+use crate::id::{NodeId, Route};
+use crate::key::KeyPrefix;
+use crate::store::RemoteStore;
+
+use super::SessionManager;
+
+/// How concurrent requests of one session are reconciled at commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Concurrency {
+    /// Each attribute a request set or removed is applied to the current state, so
+    /// changes to different attributes by concurrent requests all survive. A change
+    /// to an attribute that another request changed after this request read it is
+    /// a conflict: the commit fails with
+    /// [`CommitError::Conflict`](super::CommitError::Conflict) and nothing of that
+    /// request is applied.
+    #[default]
+    Merge,
+    /// Requests of one session are serialized: [`SessionManager::load`] waits until
+    /// the previous request of the session committed (or was dropped), so a
+    /// read-modify-write of one attribute is exact. In sticky mode the lock is
+    /// in-process and costs no network operation.
+    Lock,
+    /// Last writer wins: each request's changed attributes overwrite whatever is
+    /// current, without conflict detection. Changes to *different* attributes still
+    /// survive; a concurrent change to the *same* attribute is silently lost.
+    LastWriterWins,
+}
+
+/// What a request does when it cannot take its session's lock within the lock
+/// timeout ([`Concurrency::Lock`] only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LockTimeoutPolicy {
+    /// [`SessionManager::load`] fails with
+    /// [`LoadError::LockTimeout`](super::LoadError::LockTimeout).
+    #[default]
+    Fail,
+    /// The request proceeds without the lock (counted and logged as a warning). Its
+    /// commit is still checked for conflicts as in [`Concurrency::Merge`].
+    ProceedUnlocked,
+}
+
+/// When a changed session is written to the remote tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupMode {
+    /// After the commit returns, by background tasks: never on the request's latency
+    /// path. Several commits of one session while its backup is queued are sent as one
+    /// write of the newest state.
+    Async,
+    /// Inside [`SessionManager::commit`], which waits for the write at most this long.
+    /// A failed or late write does not fail the commit: it is counted, logged and
+    /// retried in the background.
+    Sync {
+        /// How long the commit waits for the write.
+        timeout: Duration,
+    },
+}
+
+/// The settings of a [`SessionManager`], built with [`ManagerBuilder`].
+#[derive(Debug, Clone)]
+pub(crate) struct ManagerConfig {
+    pub(crate) prefix: KeyPrefix,
+    pub(crate) route: Option<Route>,
+    pub(crate) failover: Vec<NodeId>,
+    pub(crate) max_inactive: Option<Duration>,
+    pub(crate) concurrency: Concurrency,
+    pub(crate) lock_timeout: Duration,
+    pub(crate) lock_timeout_policy: LockTimeoutPolicy,
+    pub(crate) backup: BackupMode,
+    pub(crate) backup_queue: usize,
+    pub(crate) backup_concurrency: usize,
+    pub(crate) retry_interval: Duration,
+    pub(crate) local_capacity_bytes: u64,
+    pub(crate) max_session_size: Option<usize>,
+    pub(crate) negative_cache_ttl: Duration,
+    pub(crate) moved_ttl: Duration,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> ManagerConfig {
+        ManagerConfig {
+            prefix: KeyPrefix::new("tandem:").expect("a valid prefix"),
+            route: None,
+            failover: Vec::new(),
+            max_inactive: Some(Duration::from_secs(30 * 60)),
+            concurrency: Concurrency::Merge,
+            lock_timeout: Duration::from_secs(5),
+            lock_timeout_policy: LockTimeoutPolicy::Fail,
+            backup: BackupMode::Async,
+            backup_queue: 4096,
+            backup_concurrency: 16,
+            retry_interval: Duration::from_secs(1),
+            local_capacity_bytes: 256 * 1024 * 1024,
+            max_session_size: None,
+            negative_cache_ttl: Duration::from_secs(2),
+            moved_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why a [`ManagerBuilder`] could not build a manager.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// [`ManagerBuilder::build`] was called outside a tokio runtime; the manager's
+    /// background tasks need one.
+    #[error("the session manager must be built inside a tokio runtime")]
+    NoRuntime,
+    /// The remote store has no nodes.
+    #[error("the remote store has no nodes")]
+    NoNodes,
+    /// A failover node id names no node of the store.
+    #[error("failover node {node} is not a node of the remote store")]
+    UnknownFailoverNode {
+        /// The id.
+        node: NodeId,
+    },
+    /// Every node of the store is a failover node.
+    #[error("at least one node must be a regular (not failover) node")]
+    OnlyFailoverNodes,
+    /// A setting is out of its range.
+    #[error("invalid setting: {0}")]
+    Invalid(&'static str),
+}
+
+/// Builds a [`SessionManager`]. Start from [`SessionManager::builder`]; every setting
+/// has a production default.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use tandem_core::{Concurrency, MemoryStore, NodeId, Route, SessionManager};
+/// # use tandem_core::{Codec, CodecId};
+/// # struct MyCodec;
+/// # impl Codec for MyCodec { const ID: CodecId = CodecId::new(250); const NAME: &'static str = "mine"; }
+///
+/// let store = Arc::new(MemoryStore::new([NodeId::new("n1").unwrap()]));
+/// let manager = SessionManager::<MyCodec>::builder(store)
+///     .route(Route::new("app1").unwrap())
+///     .max_inactive(Some(Duration::from_secs(900)))
+///     .concurrency(Concurrency::Lock)
+///     .build()
+///     .unwrap();
+/// # drop(manager);
+/// # });
+/// ```
+pub struct ManagerBuilder<C> {
+    store: Arc<dyn RemoteStore>,
+    config: ManagerConfig,
+    codec: PhantomData<fn() -> C>,
+}
+
+impl<C: Codec> ManagerBuilder<C> {
+    pub(crate) fn new(store: Arc<dyn RemoteStore>) -> ManagerBuilder<C> {
+        ManagerBuilder {
+            store,
+            config: ManagerConfig::default(),
+            codec: PhantomData,
+        }
+    }
+
+    /// The prefix of every storage key (default `tandem:`), so that several
+    /// applications can share one memcached.
+    pub fn key_prefix(mut self, prefix: KeyPrefix) -> Self {
+        self.config.prefix = prefix;
+        self
+    }
+
+    /// This app server's route (like Tomcat's `jvmRoute`), appended to session ids so
+    /// that a load balancer can keep a session on its server. An id that arrives with
+    /// another route means this server takes the session over. Default: none.
+    pub fn route(mut self, route: Route) -> Self {
+        self.config.route = Some(route);
+        self
+    }
+
+    /// Nodes used for new and relocated sessions only while every other node is down.
+    pub fn failover_nodes(mut self, nodes: impl IntoIterator<Item = NodeId>) -> Self {
+        self.config.failover = nodes.into_iter().collect();
+        self
+    }
+
+    /// The max inactive interval of new sessions (default 30 minutes); `None` or zero
+    /// means they never expire.
+    pub fn max_inactive(mut self, interval: Option<Duration>) -> Self {
+        self.config.max_inactive = interval.filter(|interval| !interval.is_zero());
+        self
+    }
+
+    /// How concurrent requests of one session are reconciled (default
+    /// [`Concurrency::Merge`]).
+    pub fn concurrency(mut self, concurrency: Concurrency) -> Self {
+        self.config.concurrency = concurrency;
+        self
+    }
+
+    /// How long a request waits for its session's lock under [`Concurrency::Lock`]
+    /// (default 5 s), and what happens when the wait is over.
+    pub fn lock_timeout(mut self, timeout: Duration, policy: LockTimeoutPolicy) -> Self {
+        self.config.lock_timeout = timeout;
+        self.config.lock_timeout_policy = policy;
+        self
+    }
+
+    /// When changed sessions are written to the remote tier (default
+    /// [`BackupMode::Async`]).
+    pub fn backup(mut self, mode: BackupMode) -> Self {
+        self.config.backup = mode;
+        self
+    }
+
+    /// How many backups may wait for a background writer (default 4096). A commit that
+    /// finds the queue full waits for room: back pressure instead of dropped backups.
+    pub fn backup_queue(mut self, capacity: usize) -> Self {
+        self.config.backup_queue = capacity;
+        self
+    }
+
+    /// How many remote writes the background writers run at once (default 16).
+    pub fn backup_concurrency(mut self, writers: usize) -> Self {
+        self.config.backup_concurrency = writers;
+        self
+    }
+
+    /// How often failed backups are retried while their node is available (default
+    /// 1 s). Also the period of the local tier's expiry sweep.
+    pub fn retry_interval(mut self, interval: Duration) -> Self {
+        self.config.retry_interval = interval;
+        self
+    }
+
+    /// The local tier's capacity in bytes of session data (default 256 MiB). The
+    /// least recently used sessions beyond it are swapped out: dropped locally, still
+    /// loadable from the remote tier.
+    pub fn local_capacity_bytes(mut self, bytes: u64) -> Self {
+        self.config.local_capacity_bytes = bytes;
+        self
+    }
+
+    /// The largest stored session in bytes (default: the store's item limit). A
+    /// commit of a larger session fails with
+    /// [`CommitError::TooLarge`](super::CommitError::TooLarge) and changes nothing.
+    pub fn max_session_size(mut self, bytes: usize) -> Self {
+        self.config.max_session_size = Some(bytes);
+        self
+    }
+
+    /// How long an id that the remote tier does not know is answered as unknown
+    /// without asking again (default 2 s), so that floods of forged ids stay off the
+    /// remote tier. Zero turns it off.
+    pub fn negative_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.config.negative_cache_ttl = ttl;
+        self
+    }
+
+    /// Builds the manager and starts its background tasks on the current tokio
+    /// runtime.
+    pub fn build(self) -> Result<SessionManager<C>, ConfigError> {
+        let ManagerBuilder { store, config, .. } = self;
+        let nodes = store.nodes();
+        if nodes.is_empty() {
+            return Err(ConfigError::NoNodes);
+        }
+        if let Some(node) = config.failover.iter().find(|node| !nodes.contains(node)) {
+            return Err(ConfigError::UnknownFailoverNode { node: node.clone() });
+        }
+        if nodes.iter().all(|node| config.failover.contains(node)) {
+            return Err(ConfigError::OnlyFailoverNodes);
+        }
+        if config.backup_queue == 0 {
+            return Err(ConfigError::Invalid("the backup queue needs room for one"));
+        }
+        if config.backup_concurrency == 0 {
+            return Err(ConfigError::Invalid("backup concurrency must be at least 1"));
+        }
+        if config.retry_interval.is_zero() {
+            return Err(ConfigError::Invalid("the retry interval must not be zero"));
+        }
+        if let BackupMode::Sync { timeout } = config.backup
+            && timeout.is_zero()
+        {
+            return Err(ConfigError::Invalid("the sync backup timeout must not be zero"));
+        }
+        if config.concurrency == Concurrency::Lock && config.lock_timeout.is_zero() {
+            return Err(ConfigError::Invalid("the lock timeout must not be zero"));
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
+        Ok(SessionManager::start(store, config, &runtime))
+    }
+}

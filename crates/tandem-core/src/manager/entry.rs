@@ -1,0 +1,129 @@
+//! A session held in the local tier: the primary copy in sticky mode.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::codec::Codec;
+use crate::id::SessionId;
+use crate::session::Session;
+
+/// The local tier's key: the session id without its route (the route is not part of
+/// the stored identity, so a takeover keeps the key).
+pub(crate) type LocalKey = Arc<str>;
+
+/// Bytes a resident session costs beyond its attributes' names and values: the entry,
+/// the id and the cache's own bookkeeping, rounded up. Used by the local tier's
+/// weigher so that its capacity is a number of bytes.
+const ENTRY_OVERHEAD: usize = 256;
+/// Per-attribute bookkeeping beyond name and value (vector slot, two reference counts).
+const ATTRIBUTE_OVERHEAD: usize = 48;
+
+/// One session in the local tier, shared by every in-flight request of the session
+/// and by the background writer that backs it up.
+pub(crate) struct LocalEntry<C> {
+    pub(crate) state: Mutex<EntryState<C>>,
+    /// Set while a backup job for this entry is queued: further commits coalesce into
+    /// that job instead of queueing another.
+    pub(crate) queued: AtomicBool,
+    /// Set when the entry must never be written again: invalidated, or taken over by
+    /// another server. A queued backup of a retired entry is dropped.
+    pub(crate) retired: AtomicBool,
+    /// The max inactive interval in milliseconds (0: never expires), readable by the
+    /// local tier's expiry policy without taking the state lock.
+    max_inactive_ms: AtomicU64,
+    /// The weight the local tier accounts for this entry, in bytes.
+    weight: AtomicU32,
+    /// When the remote copy's expiry was last set (write or touch), in milliseconds of
+    /// the manager's clock; 0 when there is no known remote copy.
+    pub(crate) remote_refreshed_ms: AtomicU64,
+    /// Digest of the bytes this server last wrote to or read from the remote tier for
+    /// this session (0: none), to tell at a takeover whether another server wrote since.
+    pub(crate) remote_digest: AtomicU64,
+    /// Serializes the requests of this session under `Concurrency::Lock`.
+    pub(crate) lock: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// The part of an entry that requests and the writer change together.
+pub(crate) struct EntryState<C> {
+    /// The committed state, with no recorded changes.
+    pub(crate) session: Session<C>,
+    /// Bumped by every commit that changed what is stored (attributes, interval, id).
+    pub(crate) revision: u64,
+    /// The newest revision the remote tier is known to hold.
+    pub(crate) backed_up: u64,
+}
+
+impl<C: Codec> LocalEntry<C> {
+    /// A new entry for `session`. `backed_up` says whether the remote tier already
+    /// holds exactly this state (a session just loaded from it).
+    pub(crate) fn new(
+        session: Session<C>,
+        backed_up: bool,
+        now_ms: u64,
+        with_lock: bool,
+    ) -> LocalEntry<C> {
+        let entry = LocalEntry {
+            queued: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
+            max_inactive_ms: AtomicU64::new(0),
+            weight: AtomicU32::new(0),
+            remote_refreshed_ms: AtomicU64::new(if backed_up { now_ms } else { 0 }),
+            remote_digest: AtomicU64::new(0),
+            lock: with_lock.then(|| Arc::new(tokio::sync::Mutex::new(()))),
+            state: Mutex::new(EntryState {
+                session,
+                revision: 1,
+                backed_up: u64::from(backed_up),
+            }),
+        };
+        entry.refresh_metadata(&entry.state.lock().session);
+        entry
+    }
+
+    /// Updates what the local tier reads without locking: interval and weight.
+    pub(crate) fn refresh_metadata(&self, session: &Session<C>) {
+        let interval = session
+            .max_inactive()
+            .map_or(0, |interval| u64::try_from(interval.as_millis()).unwrap_or(u64::MAX));
+        self.max_inactive_ms.store(interval, Ordering::Relaxed);
+        let bytes: usize = session
+            .values()
+            .map(|(name, value)| name.len() + value.bytes().len() + ATTRIBUTE_OVERHEAD)
+            .sum::<usize>()
+            + ENTRY_OVERHEAD;
+        self.weight
+            .store(u32::try_from(bytes).unwrap_or(u32::MAX), Ordering::Relaxed);
+    }
+
+    pub(crate) fn max_inactive(&self) -> Option<Duration> {
+        match self.max_inactive_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    pub(crate) fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    /// The current id (the entry's key and node follow it).
+    pub(crate) fn id(&self) -> SessionId {
+        self.state.lock().session.id().clone()
+    }
+}
+
+/// The local key of `id`.
+pub(crate) fn local_key(id: &SessionId) -> LocalKey {
+    Arc::from(id.storage_id())
+}

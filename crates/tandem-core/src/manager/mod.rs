@@ -1,0 +1,1068 @@
+//! The session manager: the request lifecycle over the local and remote tiers.
+//!
+//! A request calls [`SessionManager::load`] with the id its client sent (if any),
+//! uses the [`RequestSession`] it gets, and ends with [`SessionManager::commit`],
+//! which says what the client's cookie must become ([`CookieUpdate`]).
+//!
+//! **Sticky mode** (this module): the local tier, a `moka` cache, holds the primary
+//! copy of each session; a request for a locally held session performs no network
+//! operation at all. A commit that changed the session (or created it, or changed its
+//! id) is backed up to the session's node in the remote tier, asynchronously by
+//! default; unchanged sessions only get their remote expiry extended, and only now and
+//! then (a `touch`, not a rewrite). The remote copy is what another server loads when
+//! this one is gone, and what this one reloads after a session was swapped out for
+//! space.
+//!
+//! Expiry: each session expires locally after its own max inactive interval without a
+//! request (sliding). Its remote copy lives a little longer
+//! ([`keepalive_slack`]) so that it never expires while the session is in use, and is
+//! deleted when the local copy expires. A session whose server died therefore stays
+//! loadable from the remote tier for at most its interval plus that slack after its
+//! last request.
+//!
+//! Ids and nodes: a session id names its node. When that node is down, the next
+//! request moves the session to a live node (a new id, told to the client through the
+//! commit's [`CookieUpdate`]). Failover nodes are used only while every regular node
+//! is down. An id whose route names another server is a takeover: the local copy is
+//! trusted only if the remote copy is still the one this server last wrote or read.
+
+mod backup;
+mod config;
+mod entry;
+mod request;
+mod stats;
+
+use std::hash::{DefaultHasher, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use moka::Expiry;
+use moka::notification::RemovalCause;
+use rand::RngExt;
+use tokio::sync::mpsc;
+
+use crate::codec::Codec;
+use crate::envelope::{self, EnvelopeError};
+use crate::id::{NodeId, Route, SessionId};
+use crate::key::{KeySpace, StoreKey};
+use crate::session::{AttributeValue, Session};
+use crate::store::{RemoteStore, StoreError, Ttl};
+
+pub use config::{
+    BackupMode, Concurrency, ConfigError, LockTimeoutPolicy, ManagerBuilder,
+};
+pub use request::RequestSession;
+pub use stats::Stats;
+
+use backup::{Backups, Expired};
+use config::ManagerConfig;
+use entry::{LocalEntry, LocalKey, local_key};
+use stats::Counters;
+
+/// How much longer than its max inactive interval a remote copy lives: an eighth of
+/// the interval, at least 1 s and at most 5 minutes.
+///
+/// The local copy's expiry restarts with every request, the remote copy's only when it
+/// is written or touched. Giving the remote copy this slack lets an unchanged session
+/// be touched only once per half-slack of use instead of on every request, while its
+/// remote copy still never expires before the local one.
+pub fn keepalive_slack(max_inactive: Duration) -> Duration {
+    (max_inactive / 8).clamp(Duration::from_secs(1), Duration::from_secs(300))
+}
+
+/// The TTL of a remote copy of a session with this max inactive interval.
+fn remote_ttl(max_inactive: Option<Duration>) -> Ttl {
+    match max_inactive {
+        Some(interval) => Ttl::After(interval.saturating_add(keepalive_slack(interval))),
+        None => Ttl::Never,
+    }
+}
+
+/// A stable digest of stored bytes: tells whether the remote copy is still the one
+/// this server last wrote or read, without keeping the bytes.
+fn digest(bytes: &[u8]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    hasher.write(bytes);
+    // 0 means "no known remote copy".
+    hasher.finish().max(1)
+}
+
+/// What the client's session cookie must become after a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CookieUpdate {
+    /// Leave it as it is (or absent, if the request had none and stored nothing).
+    Keep,
+    /// Set it to this id: the session is new, or its id changed (relocation to
+    /// another node, takeover by this server, [`RequestSession::cycle_id`]).
+    Set {
+        /// The session's id.
+        id: SessionId,
+        /// The session's max inactive interval; `None` means it never expires.
+        max_inactive: Option<Duration>,
+    },
+    /// Clear it: the session was invalidated, or the client sent an id that no
+    /// longer names a session.
+    Clear,
+}
+
+/// What happened to the remote copy in a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupStatus {
+    /// Nothing had to be written.
+    NotNeeded,
+    /// The write is queued for a background writer (asynchronous backup).
+    Queued,
+    /// The write finished before the commit returned (synchronous backup).
+    Written,
+    /// The synchronous write failed or was too slow; it is retried in the background.
+    Failed(String),
+}
+
+/// The result of a successful [`SessionManager::commit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitOutcome {
+    /// What to do with the client's cookie.
+    pub cookie: CookieUpdate,
+    /// What happened to the remote copy.
+    pub backup: BackupStatus,
+}
+
+/// Why [`SessionManager::load`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The session's lock was not free within the lock timeout
+    /// ([`Concurrency::Lock`] with [`LockTimeoutPolicy::Fail`]).
+    #[error("the session is locked by another request (waited {waited:?})")]
+    LockTimeout {
+        /// How long the request waited.
+        waited: Duration,
+    },
+}
+
+/// Why [`SessionManager::commit`] failed. The request's changes were not applied; the
+/// session itself is as it was before the commit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommitError {
+    /// Another request changed these attributes after this request read them
+    /// ([`Concurrency::Merge`]). A web layer answers 409 Conflict.
+    #[error("concurrent change of attribute(s) {attributes:?}")]
+    Conflict {
+        /// The conflicting attribute names.
+        attributes: Vec<String>,
+    },
+    /// The session would be larger than the configured maximum.
+    #[error("session of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The stored size the commit would have produced.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Another request invalidated the session while this one was using it.
+    #[error("the session was invalidated by another request")]
+    SessionEnded,
+}
+
+/// What [`SessionManager::shutdown`] achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShutdownReport {
+    /// Backups written during the shutdown.
+    pub written: usize,
+    /// Sessions whose newest state could not be written before the deadline (their
+    /// node down or too slow).
+    pub unsaved: usize,
+}
+
+/// A fault-tolerant two-tier session manager. Cheap to clone: clones share one
+/// manager.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use tandem_core::{CookieUpdate, MemoryStore, NodeId, SessionManager};
+/// # use tandem_core::{Codec, CodecError, CodecId, Decodes, Encodes};
+/// # struct Text;
+/// # impl Codec for Text { const ID: CodecId = CodecId::new(250); const NAME: &'static str = "text"; }
+/// # impl Encodes<str> for Text { fn encode(v: &str) -> Result<Vec<u8>, CodecError> { Ok(v.as_bytes().to_vec()) } }
+/// # impl Decodes<String> for Text { fn decode(b: &[u8]) -> Result<String, CodecError> { String::from_utf8(b.to_vec()).map_err(|e| CodecError::decode(Self::ID, e)) } }
+///
+/// let store = Arc::new(MemoryStore::new([NodeId::new("n1").unwrap()]));
+/// let manager = SessionManager::<Text>::builder(store).build().unwrap();
+///
+/// // First request: no cookie. Storing something creates the session.
+/// let mut session = manager.load(None).await.unwrap();
+/// session.insert("user", "ann").unwrap();
+/// let outcome = manager.commit(session).await.unwrap();
+/// let CookieUpdate::Set { id, .. } = outcome.cookie else { panic!("a new session") };
+///
+/// // Next request: the cookie's id finds the session in the local tier.
+/// let session = manager.load(Some(id.as_str())).await.unwrap();
+/// assert_eq!(session.get::<String>("user").unwrap().as_deref(), Some("ann"));
+/// assert_eq!(manager.commit(session).await.unwrap().cookie, CookieUpdate::Keep);
+/// # });
+/// ```
+pub struct SessionManager<C> {
+    inner: Arc<Inner<C>>,
+}
+
+impl<C> Clone for SessionManager<C> {
+    fn clone(&self) -> Self {
+        SessionManager {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+struct Inner<C> {
+    store: Arc<dyn RemoteStore>,
+    config: ManagerConfig,
+    regular: Vec<NodeId>,
+    failover: Vec<NodeId>,
+    local: moka::future::Cache<LocalKey, Arc<LocalEntry<C>>>,
+    /// Ids the remote tier did not know, recently.
+    negative: moka::sync::Cache<LocalKey, ()>,
+    /// Where recently relocated sessions went: old local key to new id. Concurrent
+    /// requests still carrying the old id follow the session instead of missing it.
+    moved: moka::sync::Cache<LocalKey, SessionId>,
+    backups: Backups<C>,
+    counters: Arc<Counters>,
+    clock: Instant,
+    closing: AtomicBool,
+}
+
+impl<C: Codec> SessionManager<C> {
+    /// A builder for a manager over `store`.
+    pub fn builder(store: Arc<dyn RemoteStore>) -> ManagerBuilder<C> {
+        ManagerBuilder::new(store)
+    }
+
+    fn start(
+        store: Arc<dyn RemoteStore>,
+        config: ManagerConfig,
+        runtime: &tokio::runtime::Handle,
+    ) -> SessionManager<C> {
+        let (regular, failover): (Vec<NodeId>, Vec<NodeId>) = store
+            .nodes()
+            .into_iter()
+            .partition(|node| !config.failover.contains(node));
+        let counters = Arc::new(Counters::default());
+        let (expired_tx, expired_rx) = mpsc::unbounded_channel();
+        let listener_counters = Arc::clone(&counters);
+        let local = moka::future::Cache::builder()
+            .max_capacity(config.local_capacity_bytes)
+            .weigher(|_key: &LocalKey, entry: &Arc<LocalEntry<C>>| entry.weight())
+            // LRU, not TinyLFU: TinyLFU may refuse to admit a new or changed session
+            // when the cache is full, and a refused primary copy would be lost until
+            // its backup lands. LRU always admits and swaps out the coldest session.
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .expire_after(SessionExpiry)
+            .eviction_listener(move |key, entry, cause| match cause {
+                RemovalCause::Expired => {
+                    // The receiver is gone only when the manager is; nothing to do then.
+                    let _ = expired_tx.send(Expired {
+                        key: (*key).clone(),
+                        entry,
+                    });
+                }
+                RemovalCause::Size => Counters::add(&listener_counters.swapped_out),
+                RemovalCause::Explicit | RemovalCause::Replaced => {}
+            })
+            .build();
+        let negative = moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(config.negative_cache_ttl.max(Duration::from_millis(1)))
+            .build();
+        let moved = moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(config.moved_ttl)
+            .build();
+        let (backups, backup_rx) = Backups::new(config.backup_queue);
+        let inner = Arc::new(Inner {
+            store,
+            regular,
+            failover,
+            local,
+            negative,
+            moved,
+            backups,
+            counters,
+            clock: Instant::now(),
+            closing: AtomicBool::new(false),
+            config,
+        });
+        backup::spawn_dispatcher(&inner, backup_rx, expired_rx, runtime);
+        SessionManager { inner }
+    }
+
+    /// Loads the session for a request. `incoming` is the id the client sent (the
+    /// cookie value), if any.
+    ///
+    /// A malformed id, an id naming no configured node, or an id no tier knows gives a
+    /// new, empty session (created for real only if the request stores something).
+    /// A locally held session is served without any network operation.
+    pub async fn load(&self, incoming: Option<&str>) -> Result<RequestSession<C>, LoadError> {
+        let inner = &self.inner;
+        Counters::add(&inner.counters.loads);
+        let Some(id) = incoming.and_then(|text| inner.parse_incoming(text)) else {
+            return Ok(inner.fresh(None, incoming.is_some()));
+        };
+        let (id, key) = match inner.moved.get(&local_key(&id)) {
+            Some(moved) => {
+                let key = local_key(&moved);
+                let route = id.route().and_then(|route| Route::new(route).ok());
+                (moved.with_route(route.as_ref()), key)
+            }
+            None => {
+                let key = local_key(&id);
+                (id, key)
+            }
+        };
+        let foreign_route = id.route() != inner.config.route.as_ref().map(|r| r.as_str());
+        let entry = if foreign_route {
+            inner.take_over(&id, &key).await
+        } else {
+            match inner.local.get(&key).await {
+                Some(entry) => {
+                    Counters::add(&inner.counters.loaded_local);
+                    Some(entry)
+                }
+                None => inner.load_remote(&id, &key).await,
+            }
+        };
+        match entry {
+            Some(entry) => inner.attach(entry, id).await,
+            None => Ok(inner.fresh(Some(id), true)),
+        }
+    }
+
+    /// Ends a request: applies its changes to the session (or invalidates it, or
+    /// gives it a new id) and says what the client's cookie must become.
+    ///
+    /// A failed backup never fails the commit: it is counted, logged and retried.
+    pub async fn commit(&self, mut request: RequestSession<C>) -> Result<CommitOutcome, CommitError> {
+        let inner = &self.inner;
+        Counters::add(&inner.counters.commits);
+        // Held to the end of the commit, so that the next request of the session sees
+        // this one's result.
+        let _lock = request._lock.take();
+        match request.entry.take() {
+            None => inner.commit_new(request).await,
+            Some(entry) => inner.commit_existing(entry, request).await,
+        }
+    }
+
+    /// Stops taking backups asynchronously and writes every pending backup, waiting at
+    /// most `deadline`. Commits after this call write their backups synchronously.
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        self.inner.closing.store(true, Ordering::Release);
+        backup::flush(&self.inner, deadline).await
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        self.inner.counters.snapshot()
+    }
+
+    /// Number of sessions held in the local tier (approximate while requests run).
+    pub fn local_sessions(&self) -> u64 {
+        self.inner.local.entry_count()
+    }
+
+    /// Applies the local tier's pending housekeeping now (expiry, eviction); it
+    /// otherwise runs every retry interval. Useful in tests and before measurements.
+    pub async fn run_pending_tasks(&self) {
+        self.inner.local.run_pending_tasks().await;
+    }
+
+    /// Backups that are queued, being written, or waiting for a retry.
+    pub fn pending_backups(&self) -> usize {
+        self.inner.backups.dirty_count()
+    }
+}
+
+impl<C: Codec> Inner<C> {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn store_key(&self, id: &SessionId) -> StoreKey {
+        self.config.prefix.key(KeySpace::Session, id)
+    }
+
+    /// Strict parsing before anything else: a malformed id or one naming no node of
+    /// this store is no session at all.
+    fn parse_incoming(&self, text: &str) -> Option<SessionId> {
+        let id = SessionId::parse(text).ok().filter(|id| {
+            self.regular.iter().chain(&self.failover).any(|node| node.as_str() == id.node())
+        });
+        if id.is_none() {
+            Counters::add(&self.counters.invalid_ids);
+        }
+        id
+    }
+
+    fn node_of(&self, id: &SessionId) -> NodeId {
+        // parse_incoming and every id this manager makes name a configured node.
+        self.regular
+            .iter()
+            .chain(&self.failover)
+            .find(|node| node.as_str() == id.node())
+            .cloned()
+            .unwrap_or_else(|| self.regular[0].clone())
+    }
+
+    /// A live node for a new or relocated session: a random available regular node,
+    /// else a random available failover node, else none.
+    fn live_node(&self) -> Option<NodeId> {
+        let pick = |nodes: &[NodeId]| {
+            let live: Vec<&NodeId> = nodes
+                .iter()
+                .filter(|node| self.store.is_available(node))
+                .collect();
+            (!live.is_empty()).then(|| live[rand::rng().random_range(0..live.len())].clone())
+        };
+        pick(&self.regular).or_else(|| pick(&self.failover))
+    }
+
+    /// A session that does not exist yet.
+    fn fresh(&self, unknown: Option<SessionId>, had_cookie: bool) -> RequestSession<C> {
+        if unknown.is_some() {
+            Counters::add(&self.counters.unknown_ids);
+        }
+        let node = self.live_node().unwrap_or_else(|| {
+            Counters::add(&self.counters.degraded);
+            self.regular[rand::rng().random_range(0..self.regular.len())].clone()
+        });
+        let id = SessionId::generate(&node, self.config.route.as_ref());
+        RequestSession {
+            session: Session::new(id, SystemTime::now(), self.config.max_inactive),
+            entry: None,
+            incoming: None,
+            had_cookie,
+            invalidated: false,
+            cycle_id: false,
+            _lock: None,
+        }
+    }
+
+    /// Loads a session this server does not hold from its node, through the local
+    /// tier's loader so that concurrent requests for it share one remote read.
+    async fn load_remote(&self, id: &SessionId, key: &LocalKey) -> Option<Arc<LocalEntry<C>>> {
+        if let Some(entry) = self.backups.unsaved(key) {
+            // Swapped out for space while its backup was still pending: the pending
+            // entry is newer than anything remote.
+            self.local.insert(key.clone(), Arc::clone(&entry)).await;
+            Counters::add(&self.counters.loaded_local);
+            return Some(entry);
+        }
+        if self.negative.contains_key(key) {
+            Counters::add(&self.counters.negative_cache_hits);
+            return None;
+        }
+        let node = self.node_of(id);
+        if !self.store.is_available(&node) {
+            Counters::add(&self.counters.remote_load_failures);
+            return None;
+        }
+        let loaded = self
+            .local
+            .try_get_with_by_ref(key, async {
+                match self.read_remote(&node, id).await {
+                    Ok(Some(entry)) => Ok(Arc::new(entry)),
+                    Ok(None) => Err(None),
+                    Err(error) => Err(Some(error)),
+                }
+            })
+            .await;
+        match loaded {
+            Ok(entry) => Some(entry),
+            Err(error) => {
+                if error.is_none() && !self.config.negative_cache_ttl.is_zero() {
+                    self.negative.insert(key.clone(), ());
+                }
+                None
+            }
+        }
+    }
+
+    /// Reads and decodes the remote copy of `id` into a new local entry; `Ok(None)` if
+    /// there is none or it cannot be decoded (counted and logged).
+    async fn read_remote(
+        &self,
+        node: &NodeId,
+        id: &SessionId,
+    ) -> Result<Option<LocalEntry<C>>, StoreError> {
+        let started = Instant::now();
+        let item = match self.store.get(node, &self.store_key(id)).await {
+            Ok(item) => item,
+            Err(error) => {
+                Counters::add(&self.counters.remote_load_failures);
+                tracing::debug!(session = %id.storage_id(), %error, "remote load failed");
+                return Err(error);
+            }
+        };
+        let Some(item) = item else {
+            return Ok(None);
+        };
+        match self.decode(id, &item.value) {
+            Ok(session) => {
+                Counters::add(&self.counters.loaded_remote);
+                tracing::debug!(
+                    session = %id.storage_id(),
+                    bytes = item.value.len(),
+                    elapsed = ?started.elapsed(),
+                    "session loaded from the remote tier"
+                );
+                let entry = LocalEntry::new(
+                    session,
+                    true,
+                    self.now_ms(),
+                    self.config.concurrency == Concurrency::Lock,
+                );
+                entry.remote_digest.store(digest(&item.value), Ordering::Relaxed);
+                Ok(Some(entry))
+            }
+            Err(error) => {
+                Counters::add(&self.counters.undecodable);
+                tracing::warn!(
+                    session = %id.storage_id(),
+                    %error,
+                    "stored session cannot be decoded; starting a new session"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    fn decode(&self, id: &SessionId, bytes: &[u8]) -> Result<Session<C>, EnvelopeError> {
+        envelope::decode(id.clone(), bytes)
+    }
+
+    fn encode(&self, session: &Session<C>) -> Vec<u8> {
+        envelope::encode(session)
+    }
+
+    /// An id whose route names another server (or none): this server takes the session
+    /// over. The local copy, if any, is kept only if the remote copy is still exactly
+    /// what this server last wrote or read; otherwise the remote copy replaces it.
+    async fn take_over(&self, id: &SessionId, key: &LocalKey) -> Option<Arc<LocalEntry<C>>> {
+        let node = self.node_of(id);
+        let held = self.local.get(key).await;
+        let remote = if self.store.is_available(&node) {
+            self.store.get(&node, &self.store_key(id)).await
+        } else {
+            Err(StoreError::NodeDown { node: node.clone() })
+        };
+        let item = match remote {
+            Ok(item) => item,
+            Err(error) => {
+                // The local copy cannot be verified, and a stale one may be a session
+                // that was logged out elsewhere: start over instead.
+                Counters::add(&self.counters.remote_load_failures);
+                tracing::info!(session = %id.storage_id(), %error, "takeover impossible: remote copy unreadable");
+                if let Some(held) = held {
+                    self.discard(key, &held).await;
+                }
+                return None;
+            }
+        };
+        let Some(item) = item else {
+            if let Some(held) = held {
+                self.discard(key, &held).await;
+            }
+            return None;
+        };
+        let remote_digest = digest(&item.value);
+        if let Some(held) = held {
+            if held.remote_digest.load(Ordering::Relaxed) == remote_digest {
+                Counters::add(&self.counters.loaded_local);
+                return Some(held);
+            }
+            self.discard(key, &held).await;
+        }
+        match self.decode(id, &item.value) {
+            Ok(session) => {
+                let entry = Arc::new(LocalEntry::new(
+                    session,
+                    true,
+                    self.now_ms(),
+                    self.config.concurrency == Concurrency::Lock,
+                ));
+                entry.remote_digest.store(remote_digest, Ordering::Relaxed);
+                self.local.insert(key.clone(), Arc::clone(&entry)).await;
+                Counters::add(&self.counters.loaded_remote);
+                Counters::add(&self.counters.taken_over);
+                tracing::info!(
+                    session = %id.storage_id(),
+                    from = id.route().unwrap_or("-"),
+                    "session taken over from another server"
+                );
+                Some(entry)
+            }
+            Err(error) => {
+                Counters::add(&self.counters.undecodable);
+                tracing::warn!(session = %id.storage_id(), %error, "stored session cannot be decoded; starting a new session");
+                None
+            }
+        }
+    }
+
+    /// Drops a local entry that must not be used or written again.
+    async fn discard(&self, key: &LocalKey, entry: &Arc<LocalEntry<C>>) {
+        entry.retire();
+        self.backups.forget(key, entry);
+        self.local.invalidate(key).await;
+    }
+
+    /// Prepares a request on a held session: takes its lock, rewrites its route,
+    /// relocates it off a down node, and snapshots it.
+    async fn attach(
+        &self,
+        entry: Arc<LocalEntry<C>>,
+        incoming: SessionId,
+    ) -> Result<RequestSession<C>, LoadError> {
+        let lock = self.lock(&entry).await?;
+        if entry.is_retired() {
+            // The previous holder of the lock invalidated the session.
+            return Ok(self.fresh(None, true));
+        }
+        let (snapshot, moved_from) = {
+            let mut state = entry.state.lock();
+            let current = state.session.id().clone();
+            let mut wanted = current.clone();
+            if current.route() != self.config.route.as_ref().map(|r| r.as_str()) {
+                wanted = wanted.with_route(self.config.route.as_ref());
+            }
+            if !self.store.is_available(&self.node_of(&current)) {
+                match self.live_node() {
+                    Some(node) => wanted = wanted.with_node(&node),
+                    None => Counters::add(&self.counters.degraded),
+                }
+            }
+            let moved_from = (wanted.storage_id() != current.storage_id()).then(|| current.clone());
+            if wanted != current {
+                state.session.set_id(wanted);
+                if moved_from.is_some() {
+                    // The new node holds nothing yet.
+                    state.revision += 1;
+                }
+            }
+            (state.session.clone(), moved_from)
+        };
+        if let Some(old) = moved_from {
+            Counters::add(&self.counters.relocated);
+            tracing::info!(from = %old.storage_id(), to = %snapshot.id().storage_id(), "session relocated off a down node");
+            let old_key = local_key(&old);
+            let new_key = local_key(snapshot.id());
+            self.moved.insert(old_key.clone(), snapshot.id().clone());
+            self.local.insert(new_key.clone(), Arc::clone(&entry)).await;
+            self.local.invalidate(&old_key).await;
+            self.backups.rekey(&old_key, new_key, &entry);
+            self.schedule_write(&entry).await;
+        }
+        Ok(RequestSession {
+            session: snapshot,
+            entry: Some(entry),
+            incoming: Some(incoming),
+            had_cookie: true,
+            invalidated: false,
+            cycle_id: false,
+            _lock: lock,
+        })
+    }
+
+    async fn lock(
+        &self,
+        entry: &LocalEntry<C>,
+    ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, LoadError> {
+        let Some(lock) = &entry.lock else {
+            return Ok(None);
+        };
+        if let Ok(guard) = Arc::clone(lock).try_lock_owned() {
+            return Ok(Some(guard));
+        }
+        Counters::add(&self.counters.lock_waits);
+        let timeout = self.config.lock_timeout;
+        match tokio::time::timeout(timeout, Arc::clone(lock).lock_owned()).await {
+            Ok(guard) => Ok(Some(guard)),
+            Err(_) => {
+                Counters::add(&self.counters.lock_timeouts);
+                match self.config.lock_timeout_policy {
+                    LockTimeoutPolicy::Fail => Err(LoadError::LockTimeout { waited: timeout }),
+                    LockTimeoutPolicy::ProceedUnlocked => {
+                        tracing::warn!(?timeout, "session lock not acquired in time; proceeding unlocked");
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_size(&self, session: &Session<C>) -> Result<(), CommitError> {
+        let limit = self
+            .config
+            .max_session_size
+            .unwrap_or_else(|| self.store.max_item_size());
+        let size = self.encode(session).len();
+        if size > limit {
+            Counters::add(&self.counters.too_large);
+            tracing::warn!(session = %session.id().storage_id(), size, limit, "session too large; commit refused");
+            return Err(CommitError::TooLarge { size, limit });
+        }
+        Ok(())
+    }
+
+    async fn commit_new(&self, request: RequestSession<C>) -> Result<CommitOutcome, CommitError> {
+        let RequestSession {
+            mut session,
+            had_cookie,
+            invalidated,
+            ..
+        } = request;
+        if invalidated || !session.is_modified() {
+            let cookie = if had_cookie { CookieUpdate::Clear } else { CookieUpdate::Keep };
+            return Ok(CommitOutcome {
+                cookie,
+                backup: BackupStatus::NotNeeded,
+            });
+        }
+        self.check_size(&session)?;
+        session.touch(SystemTime::now());
+        session.mark_unchanged();
+        let id = session.id().clone();
+        let entry = Arc::new(LocalEntry::new(
+            session,
+            false,
+            self.now_ms(),
+            self.config.concurrency == Concurrency::Lock,
+        ));
+        self.local.insert(local_key(&id), Arc::clone(&entry)).await;
+        Counters::add(&self.counters.sessions_created);
+        let backup = self.schedule_write(&entry).await;
+        Ok(CommitOutcome {
+            cookie: CookieUpdate::Set {
+                max_inactive: entry.max_inactive(),
+                id,
+            },
+            backup,
+        })
+    }
+
+    async fn commit_existing(
+        &self,
+        mut entry: Arc<LocalEntry<C>>,
+        request: RequestSession<C>,
+    ) -> Result<CommitOutcome, CommitError> {
+        if request.invalidated {
+            return Ok(self.invalidate(&entry).await);
+        }
+        // An entry retired since the request loaded it was replaced by a newer copy
+        // (takeover check) or ended (invalidation): apply the changes to the current
+        // copy, if there is one.
+        while entry.is_retired() {
+            let key = local_key(&entry.id());
+            match self.local.get(&key).await {
+                Some(current) if !Arc::ptr_eq(&current, &entry) => entry = current,
+                _ => return Err(CommitError::SessionEnded),
+            }
+        }
+        let applied = self.apply(&entry, &request)?;
+        if let Some((old, new)) = &applied.rekeyed {
+            let (old_key, new_key) = (local_key(old), local_key(new));
+            self.local.insert(new_key.clone(), Arc::clone(&entry)).await;
+            self.local.invalidate(&old_key).await;
+            self.backups.rekey(&old_key, new_key, &entry);
+            if !self.config.negative_cache_ttl.is_zero() {
+                self.negative.insert(old_key, ());
+            }
+            self.backups.delete(self.node_of(old), self.store_key(old));
+            Counters::add(&self.counters.ids_cycled);
+        } else if applied.changed {
+            // Re-insert so that the local tier weighs the new size.
+            self.local.insert(local_key(&applied.id), Arc::clone(&entry)).await;
+        }
+        let backup = if applied.changed {
+            self.schedule_write(&entry).await
+        } else {
+            Counters::add(&self.counters.backups_skipped_unchanged);
+            self.keep_alive(&entry).await;
+            BackupStatus::NotNeeded
+        };
+        let cookie = match &request.incoming {
+            Some(incoming) if *incoming == applied.id => CookieUpdate::Keep,
+            _ => CookieUpdate::Set {
+                id: applied.id,
+                max_inactive: entry.max_inactive(),
+            },
+        };
+        Ok(CommitOutcome { cookie, backup })
+    }
+
+    /// Applies a request's attribute changes to the entry's current state, checking
+    /// for conflicts and the size limit first: all or nothing.
+    fn apply(&self, entry: &LocalEntry<C>, request: &RequestSession<C>) -> Result<Applied, CommitError> {
+        let mut state = entry.state.lock();
+        let merge = self.config.concurrency != Concurrency::LastWriterWins;
+        let changes: Vec<(&str, Option<&AttributeValue>)> = request
+            .session
+            .changes()
+            .filter_map(|change| {
+                let current = state.session.value(change.name);
+                if current == change.current {
+                    return None; // already so: nothing to apply
+                }
+                Some((change.name, change.current))
+            })
+            .collect();
+        if merge {
+            let conflicts: Vec<String> = request
+                .session
+                .changes()
+                .filter(|change| {
+                    let current = state.session.value(change.name);
+                    current != change.original && current != change.current
+                })
+                .map(|change| change.name.to_owned())
+                .collect();
+            if !conflicts.is_empty() {
+                Counters::add(&self.counters.conflicts);
+                tracing::debug!(session = %state.session.id().storage_id(), ?conflicts, "concurrent change conflict");
+                return Err(CommitError::Conflict {
+                    attributes: conflicts,
+                });
+            }
+        }
+        let interval_changed = request.session.is_max_inactive_modified()
+            && request.session.max_inactive() != state.session.max_inactive();
+        let old_id = state.session.id().clone();
+        let new_id = request.cycle_id.then(|| {
+            let node = self.live_node().unwrap_or_else(|| self.node_of(&old_id));
+            SessionId::generate(&node, self.config.route.as_ref())
+        });
+        let changed = !changes.is_empty() || interval_changed || new_id.is_some();
+        if changed {
+            let mut next = state.session.clone();
+            for (name, value) in changes {
+                // Names come from a session, which validated them.
+                let _ = next.apply(name, value.cloned());
+            }
+            if interval_changed {
+                next.set_max_inactive(request.session.max_inactive());
+            }
+            self.check_size(&next)?;
+            if let Some(id) = &new_id {
+                next.set_id(id.clone());
+            }
+            next.touch(SystemTime::now());
+            next.mark_unchanged();
+            state.session = next;
+            state.revision += 1;
+            entry.refresh_metadata(&state.session);
+        } else {
+            state.session.touch(SystemTime::now());
+        }
+        Ok(Applied {
+            id: state.session.id().clone(),
+            changed,
+            rekeyed: new_id.map(|new| (old_id, new)),
+        })
+    }
+
+    async fn invalidate(&self, entry: &Arc<LocalEntry<C>>) -> CommitOutcome {
+        let id = entry.id();
+        let key = local_key(&id);
+        self.discard(&key, entry).await;
+        if !self.config.negative_cache_ttl.is_zero() {
+            self.negative.insert(key, ());
+        }
+        Counters::add(&self.counters.invalidated);
+        self.backups.delete(self.node_of(&id), self.store_key(&id));
+        CommitOutcome {
+            cookie: CookieUpdate::Clear,
+            backup: BackupStatus::NotNeeded,
+        }
+    }
+
+    /// Queues (or, in sync mode or during shutdown, performs) the backup of a changed
+    /// entry.
+    async fn schedule_write(self: &Inner<C>, entry: &Arc<LocalEntry<C>>) -> BackupStatus {
+        self.backups.mark_dirty(local_key(&entry.id()), entry);
+        let sync_timeout = match self.config.backup {
+            _ if self.closing.load(Ordering::Acquire) => Some(self.config.retry_interval.max(Duration::from_secs(1))),
+            BackupMode::Sync { timeout } => Some(timeout),
+            BackupMode::Async => None,
+        };
+        match sync_timeout {
+            Some(timeout) => match tokio::time::timeout(timeout, self.run_backup(entry)).await {
+                Ok(Ok(())) => BackupStatus::Written,
+                Ok(Err(error)) => BackupStatus::Failed(error),
+                Err(_) => BackupStatus::Failed(format!("no answer within {timeout:?}")),
+            },
+            None => {
+                if self.backups.enqueue(entry).await {
+                    BackupStatus::Queued
+                } else {
+                    Counters::add(&self.counters.backups_coalesced);
+                    BackupStatus::Queued
+                }
+            }
+        }
+    }
+
+    /// Extends the remote copy's expiry when half of its slack is used up.
+    async fn keep_alive(&self, entry: &Arc<LocalEntry<C>>) {
+        let Some(interval) = entry.max_inactive() else {
+            return;
+        };
+        let half_slack = u64::try_from((keepalive_slack(interval) / 2).as_millis()).unwrap_or(u64::MAX);
+        let refreshed = entry.remote_refreshed_ms.load(Ordering::Relaxed);
+        if self.now_ms().saturating_sub(refreshed) >= half_slack {
+            self.backups.enqueue(entry).await;
+        }
+    }
+
+    /// Writes the entry's newest state to its node, or touches the remote copy if it
+    /// is up to date. Returns a description of the failure, if any.
+    async fn run_backup(&self, entry: &Arc<LocalEntry<C>>) -> Result<(), String> {
+        if entry.is_retired() {
+            return Ok(());
+        }
+        let (id, bytes, revision, max_inactive) = {
+            let state = entry.state.lock();
+            let bytes = (state.revision > state.backed_up).then(|| self.encode(&state.session));
+            (state.session.id().clone(), bytes, state.revision, state.session.max_inactive())
+        };
+        let node = self.node_of(&id);
+        let key = self.store_key(&id);
+        let ttl = remote_ttl(max_inactive);
+        let Some(bytes) = bytes else {
+            return self.touch(entry, &node, &key, ttl).await;
+        };
+        let started = Instant::now();
+        match self.store.set(&node, &key, &bytes, ttl).await {
+            Ok(()) => {
+                entry.remote_refreshed_ms.store(self.now_ms(), Ordering::Relaxed);
+                entry.remote_digest.store(digest(&bytes), Ordering::Relaxed);
+                let clean = {
+                    let mut state = entry.state.lock();
+                    state.backed_up = state.backed_up.max(revision);
+                    state.backed_up == state.revision
+                };
+                if clean {
+                    self.backups.clean(&local_key(&id), entry);
+                }
+                Counters::add(&self.counters.backups_written);
+                tracing::trace!(session = %id.storage_id(), bytes = bytes.len(), elapsed = ?started.elapsed(), "backup written");
+                Ok(())
+            }
+            Err(error) => {
+                Counters::add(&self.counters.backups_failed);
+                if error.is_node_failure() {
+                    tracing::debug!(session = %id.storage_id(), %error, "backup failed; will retry");
+                } else {
+                    tracing::warn!(session = %id.storage_id(), %error, "backup failed; will retry");
+                }
+                Err(error.to_string())
+            }
+        }
+    }
+
+    async fn touch(&self, entry: &Arc<LocalEntry<C>>, node: &NodeId, key: &StoreKey, ttl: Ttl) -> Result<(), String> {
+        match self.store.touch(node, key, ttl).await {
+            Ok(true) => {
+                entry.remote_refreshed_ms.store(self.now_ms(), Ordering::Relaxed);
+                Counters::add(&self.counters.touches);
+                Ok(())
+            }
+            Ok(false) => {
+                // The remote copy is gone (node restarted empty, or evicted): write it
+                // again.
+                Counters::add(&self.counters.touch_failures);
+                entry.state.lock().backed_up = 0;
+                let key = local_key(&entry.id());
+                self.backups.mark_dirty(key, entry);
+                Box::pin(self.run_backup(entry)).await
+            }
+            Err(error) => {
+                Counters::add(&self.counters.touch_failures);
+                Err(error.to_string())
+            }
+        }
+    }
+
+    /// Removes a remote copy (expiry, invalidation, id change).
+    async fn delete_remote(&self, node: &NodeId, key: &StoreKey) {
+        match self.store.delete(node, key).await {
+            Ok(_) => Counters::add(&self.counters.remote_deletes),
+            Err(error) => tracing::debug!(%error, key = key.as_str(), "remote delete failed; the copy expires by its TTL"),
+        }
+    }
+
+    /// A session expired in the local tier: delete its remote copy, unless a live
+    /// session has taken its key since (the cache may report an old value's expiry
+    /// after the key was filled again).
+    async fn expire(&self, expired: Expired<C>) {
+        let Expired { key, entry } = expired;
+        if entry.is_retired() || self.local.contains_key(&key) {
+            return;
+        }
+        entry.retire();
+        self.backups.forget(&key, &entry);
+        Counters::add(&self.counters.expired);
+        if !self.config.negative_cache_ttl.is_zero() {
+            self.negative.insert(key, ());
+        }
+        let id = entry.id();
+        tracing::debug!(session = %id.storage_id(), "session expired");
+        self.delete_remote(&self.node_of(&id), &self.store_key(&id)).await;
+    }
+}
+
+/// The result of applying a request's changes.
+struct Applied {
+    id: SessionId,
+    changed: bool,
+    rekeyed: Option<(SessionId, SessionId)>,
+}
+
+/// The local tier's per-entry expiry: each session's own max inactive interval,
+/// restarted by every read and write.
+struct SessionExpiry;
+
+impl<C: Codec> Expiry<LocalKey, Arc<LocalEntry<C>>> for SessionExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &LocalKey,
+        entry: &Arc<LocalEntry<C>>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        entry.max_inactive()
+    }
+
+    fn expire_after_read(
+        &self,
+        _key: &LocalKey,
+        entry: &Arc<LocalEntry<C>>,
+        _read_at: Instant,
+        _remaining: Option<Duration>,
+        _last_modified_at: Instant,
+    ) -> Option<Duration> {
+        entry.max_inactive()
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &LocalKey,
+        entry: &Arc<LocalEntry<C>>,
+        _updated_at: Instant,
+        _remaining: Option<Duration>,
+    ) -> Option<Duration> {
+        entry.max_inactive()
+    }
+}
+
+#[cfg(test)]
+mod tests;

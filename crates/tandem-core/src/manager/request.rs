@@ -1,0 +1,140 @@
+//! [`RequestSession`]: one request's view of its session.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::codec::{Codec, Decodes, Encodes};
+use crate::id::SessionId;
+use crate::session::{AttributeError, Session};
+
+use super::entry::LocalEntry;
+
+/// One request's session, from [`SessionManager::load`](super::SessionManager::load)
+/// until [`SessionManager::commit`](super::SessionManager::commit).
+///
+/// It is a snapshot of the session as it was when the request loaded it; the
+/// request's changes are recorded per attribute and applied to the current state at
+/// commit, so concurrent requests of the same session do not overwrite each other's
+/// attributes. Dropping it without a commit discards the request's changes (and
+/// releases the session's lock under [`Concurrency::Lock`](super::Concurrency::Lock)).
+pub struct RequestSession<C> {
+    pub(crate) session: Session<C>,
+    /// The local entry this request works on; `None` for a session that does not exist
+    /// yet (it is created at commit if the request stored anything).
+    pub(crate) entry: Option<Arc<LocalEntry<C>>>,
+    /// The id the client sent, exactly as sent, if it was a valid id.
+    pub(crate) incoming: Option<SessionId>,
+    /// Whether the client sent any id at all (valid or not): if no session results,
+    /// its cookie is cleared.
+    pub(crate) had_cookie: bool,
+    pub(crate) invalidated: bool,
+    pub(crate) cycle_id: bool,
+    /// Held until the request ends under `Concurrency::Lock`.
+    pub(crate) _lock: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl<C: Codec> RequestSession<C> {
+    /// The session's id. For a new session it is the id it will get if the request
+    /// stores something; for an id cycled with [`cycle_id`](Self::cycle_id) the new id
+    /// is chosen at commit.
+    pub fn id(&self) -> &SessionId {
+        self.session.id()
+    }
+
+    /// Whether the session did not exist before this request.
+    pub fn is_new(&self) -> bool {
+        self.entry.is_none()
+    }
+
+    /// Decodes attribute `name`; `Ok(None)` if it does not exist. A decode failure is
+    /// an error for this attribute only.
+    pub fn get<T>(&self, name: &str) -> Result<Option<T>, AttributeError>
+    where
+        C: Decodes<T>,
+    {
+        self.session.get(name)
+    }
+
+    /// Stores `value` under `name`; returns whether that changed the session (a value
+    /// that encodes to the stored bytes is not a change).
+    pub fn insert<T: ?Sized>(&mut self, name: &str, value: &T) -> Result<bool, AttributeError>
+    where
+        C: Encodes<T>,
+    {
+        self.session.insert(name, value)
+    }
+
+    /// Removes attribute `name`; returns whether it existed.
+    pub fn remove(&mut self, name: &str) -> bool {
+        self.session.remove(name)
+    }
+
+    /// Removes every attribute.
+    pub fn clear(&mut self) {
+        self.session.clear();
+    }
+
+    /// Whether attribute `name` exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.session.contains(name)
+    }
+
+    /// The attribute names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.session.names()
+    }
+
+    /// Changes this session's max inactive interval (`None` or zero: never expires).
+    pub fn set_max_inactive(&mut self, interval: Option<Duration>) {
+        self.session.set_max_inactive(interval);
+    }
+
+    /// The session's max inactive interval; `None` means it never expires.
+    pub fn max_inactive(&self) -> Option<Duration> {
+        self.session.max_inactive()
+    }
+
+    /// When the session was created.
+    pub fn created(&self) -> SystemTime {
+        self.session.created()
+    }
+
+    /// Whether this request changed any attribute (or the interval) so far.
+    pub fn is_modified(&self) -> bool {
+        self.session.is_modified()
+    }
+
+    /// Read access to the whole session snapshot.
+    pub fn session(&self) -> &Session<C> {
+        &self.session
+    }
+
+    /// Ends the session at commit: it is removed from every tier and the client's
+    /// cookie is cleared. Changes made by this request are discarded.
+    pub fn invalidate(&mut self) {
+        self.invalidated = true;
+    }
+
+    /// Whether [`invalidate`](Self::invalidate) was called.
+    pub fn is_invalidated(&self) -> bool {
+        self.invalidated
+    }
+
+    /// Gives the session a new id at commit (session-fixation protection after a
+    /// login); the old id then no longer loads anywhere. The attributes stay.
+    pub fn cycle_id(&mut self) {
+        self.cycle_id = true;
+    }
+}
+
+impl<C> fmt::Debug for RequestSession<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestSession")
+            .field("session", &self.session)
+            .field("new", &self.entry.is_none())
+            .field("invalidated", &self.invalidated)
+            .field("cycle_id", &self.cycle_id)
+            .finish()
+    }
+}
