@@ -52,6 +52,8 @@ impl CodecId {
     pub const JSON: CodecId = CodecId(2);
     /// The MessagePack codec.
     pub const MSGPACK: CodecId = CodecId(3);
+    /// The postcard codec.
+    pub const POSTCARD: CodecId = CodecId(4);
     /// First id available to codecs outside Tandem.
     pub const FIRST_USER: u16 = 128;
 
@@ -71,6 +73,7 @@ impl CodecId {
             CodecId::SPEEDY => Some("speedy"),
             CodecId::JSON => Some("json"),
             CodecId::MSGPACK => Some("msgpack"),
+            CodecId::POSTCARD => Some("postcard"),
             _ => None,
         }
     }
@@ -191,5 +194,6 @@ mod tests {
         assert_eq!(CodecId::SPEEDY.to_string(), "speedy (codec 1)");
         assert_eq!(CodecId::new(300).to_string(), "codec 300");
         assert_eq!(CodecId::JSON.get(), 2);
+        assert_eq!(CodecId::POSTCARD.to_string(), "postcard (codec 4)");
     }
 }

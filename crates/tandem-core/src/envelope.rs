@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | magic | 4 | `TNDM` |
 //! | version | 1 | format version, [`FORMAT_VERSION`] |
-//! | flags | 1 | reserved for stored-bytes layers (compression, encryption); 0 |
+//! | flags | 1 | 0: a plain envelope (see below) |
 //! | codec | 2 | [`CodecId`] of the codec that wrote the session |
 //! | created | 8 | creation time, Unix milliseconds |
 //! | last access | 8 | last access time, Unix milliseconds |
@@ -18,6 +18,14 @@
 //! Each attribute entry: name length (2), name (UTF-8), codec id (2), value length (4),
 //! value bytes. The per-attribute codec id lets a session carry attributes written by
 //! an older codec until they change (rolling codec migration).
+//!
+//! The flags byte is 0 in every envelope. A non-zero value there marks a *sealed* blob:
+//! stored bytes that a [stored-bytes layer](crate::layers) (compression, encryption)
+//! produced from an envelope, which start with the same magic and version and name the
+//! layer in this byte. [`decode`] refuses them with
+//! [`UnsupportedFlags`](EnvelopeError::UnsupportedFlags): they must be opened by the
+//! layer first. Because plain envelopes keep flags 0, stored bytes written before
+//! layers were turned on still open after.
 //!
 //! Decoding treats its input as hostile: every length is checked against the bytes
 //! that remain before anything is read or allocated, and garbage, truncated or
@@ -68,8 +76,11 @@ pub enum EnvelopeError {
         /// The version found in the bytes.
         found: u8,
     },
-    /// Header flags this build does not understand.
-    #[error("envelope has unsupported flags {flags:#04x}")]
+    /// Header flags this build does not understand: most likely a blob sealed by a
+    /// stored-bytes layer (compression, encryption) that was not opened first.
+    #[error(
+        "envelope has unsupported flags {flags:#04x} (a blob sealed by a stored-bytes layer must be opened by that layer first)"
+    )]
     UnsupportedFlags {
         /// The flags found in the bytes.
         flags: u8,

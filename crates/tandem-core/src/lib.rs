@@ -22,6 +22,7 @@ mod codec;
 pub mod envelope;
 mod id;
 mod key;
+pub mod layers;
 mod manager;
 mod memory;
 mod nodes;
@@ -36,6 +37,7 @@ pub use id::{
     SessionId,
 };
 pub use key::{KeyError, KeyPrefix, KeySpace, MAX_KEY_LEN, MAX_PREFIX_LEN, StoreKey};
+pub use layers::{BlobLayer, LayerError, LayerStats, NoLayer};
 pub use manager::{
     BackupMode, BackupStatus, CommitError, CommitOutcome, Concurrency, ConfigError,
     CookieUpdate, LoadError, LockTimeoutPolicy, ManagerBuilder, RequestSession,
