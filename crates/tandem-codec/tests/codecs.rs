@@ -1,4 +1,4 @@
-//! Sessions through both codecs and the envelope.
+//! Sessions through every codec and the envelope.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 use speedy::{Readable, Writable};
-use tandem_codec::{JsonCodec, SpeedyCodec};
+use tandem_codec::{JsonCodec, MsgpackCodec, PostcardCodec, SpeedyCodec};
 use tandem_core::{
     AttributeError, CodecError, CodecId, Decodes, Encodes, EnvelopeError, NodeId, Session,
     SessionId, envelope,
@@ -100,6 +100,34 @@ fn a_session_round_trips_through_json() {
 }
 
 #[test]
+fn a_session_round_trips_through_msgpack() {
+    round_trip::<MsgpackCodec>();
+}
+
+#[test]
+fn a_session_round_trips_through_postcard() {
+    round_trip::<PostcardCodec>();
+}
+
+#[test]
+fn msgpack_attributes_carry_field_names() {
+    let bytes = <MsgpackCodec as Encodes<User>>::encode(&user()).unwrap();
+    assert!(bytes.windows(4).any(|window| window == b"name"));
+    assert!(bytes.windows(5).any(|window| window == b"roles"));
+    // A reader that takes the fields positionally sees a map, not an array.
+    assert_eq!(bytes[0] & 0xf0, 0x80, "fixmap");
+}
+
+#[test]
+fn postcard_is_the_most_compact_serde_format() {
+    let postcard = <PostcardCodec as Encodes<User>>::encode(&user()).unwrap();
+    let msgpack = <MsgpackCodec as Encodes<User>>::encode(&user()).unwrap();
+    let json = <JsonCodec as Encodes<User>>::encode(&user()).unwrap();
+    assert!(postcard.len() < msgpack.len(), "{postcard:?}");
+    assert!(msgpack.len() < json.len());
+}
+
+#[test]
 fn json_attributes_are_plain_json() {
     let mut session = new_session::<JsonCodec>();
     session.insert("user", &user()).unwrap();
@@ -184,6 +212,17 @@ fn a_wrong_type_is_an_error_for_that_attribute_only() {
     }
     check::<SpeedyCodec>();
     check::<JsonCodec>();
+    check::<MsgpackCodec>();
+}
+
+#[test]
+fn postcard_may_misread_a_wrong_type_whose_shape_lines_up() {
+    // Positional varints carry no types: a cart (map length, strings, numbers) reads
+    // as a user (number, string, strings). The crate docs warn about this; named
+    // formats and speedy's fixed-width integers catch it.
+    let bytes = <PostcardCodec as Encodes<Cart>>::encode(&cart()).unwrap();
+    let misread = <PostcardCodec as Decodes<User>>::decode(&bytes).unwrap();
+    assert_eq!(misread.name, "apple");
 }
 
 #[test]
@@ -192,6 +231,12 @@ fn trailing_bytes_are_rejected() {
     bytes.push(0);
     assert!(<SpeedyCodec as Decodes<u32>>::decode(&bytes).is_err());
     assert!(<JsonCodec as Decodes<u32>>::decode(b"7 8").is_err());
+    let mut bytes = <MsgpackCodec as Encodes<User>>::encode(&user()).unwrap();
+    bytes.push(0);
+    assert!(<MsgpackCodec as Decodes<User>>::decode(&bytes).is_err());
+    let mut bytes = <PostcardCodec as Encodes<User>>::encode(&user()).unwrap();
+    bytes.push(0);
+    assert!(<PostcardCodec as Decodes<User>>::decode(&bytes).is_err());
 }
 
 #[test]
@@ -201,12 +246,43 @@ fn a_huge_length_prefix_is_an_error_not_an_allocation() {
     assert!(<SpeedyCodec as Decodes<Vec<u64>>>::decode(&bytes).is_err());
     assert!(<SpeedyCodec as Decodes<String>>::decode(&bytes).is_err());
     assert!(<SpeedyCodec as Decodes<Cart>>::decode(&bytes).is_err());
+    // postcard: a varint of 2^63 elements.
+    let varint = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
+    assert!(<PostcardCodec as Decodes<Vec<u64>>>::decode(&varint).is_err());
+    assert!(<PostcardCodec as Decodes<String>>::decode(&varint).is_err());
+    // MessagePack: an array32, a bin32 and a str32 claiming 2^32-1 entries or bytes.
+    for marker in [0xdd, 0xc6, 0xdb] {
+        let bytes = [marker, 0xff, 0xff, 0xff, 0xff];
+        assert!(<MsgpackCodec as Decodes<Vec<u64>>>::decode(&bytes).is_err());
+        assert!(<MsgpackCodec as Decodes<String>>::decode(&bytes).is_err());
+    }
 }
 
 #[test]
 fn deeply_nested_json_is_an_error_not_a_stack_overflow() {
     let nested = "[".repeat(100_000);
     assert!(<JsonCodec as Decodes<serde_json::Value>>::decode(nested.as_bytes()).is_err());
+}
+
+/// A recursive type, to probe nesting limits.
+#[derive(Debug, Serialize, Deserialize)]
+enum Tree {
+    Leaf,
+    Node(Vec<Tree>),
+}
+
+#[test]
+fn deeply_nested_msgpack_is_an_error_not_a_stack_overflow() {
+    // 100,000 nested one-element arrays (fixarray of 1 = 0x91).
+    let nested = vec![0x91; 100_000];
+    assert!(<MsgpackCodec as Decodes<Tree>>::decode(&nested).is_err());
+    // Within the bound, recursion works.
+    let mut tree = Tree::Leaf;
+    for _ in 0..20 {
+        tree = Tree::Node(vec![tree]);
+    }
+    let bytes = <MsgpackCodec as Encodes<Tree>>::encode(&tree).unwrap();
+    assert!(<MsgpackCodec as Decodes<Tree>>::decode(&bytes).is_ok());
 }
 
 proptest! {
@@ -219,6 +295,37 @@ proptest! {
         let _ = <SpeedyCodec as Decodes<String>>::decode(&bytes);
         let _ = <JsonCodec as Decodes<Cart>>::decode(&bytes);
         let _ = <JsonCodec as Decodes<User>>::decode(&bytes);
+        let _ = <MsgpackCodec as Decodes<Cart>>::decode(&bytes);
+        let _ = <MsgpackCodec as Decodes<User>>::decode(&bytes);
+        let _ = <MsgpackCodec as Decodes<String>>::decode(&bytes);
+        let _ = <PostcardCodec as Decodes<Cart>>::decode(&bytes);
+        let _ = <PostcardCodec as Decodes<User>>::decode(&bytes);
+        let _ = <PostcardCodec as Decodes<String>>::decode(&bytes);
+    }
+
+    #[test]
+    fn mutated_serde_values_never_panic(
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+        truncate in any::<Option<prop::sample::Index>>(),
+    ) {
+        fn mutate(mut bytes: Vec<u8>, flips: &[(prop::sample::Index, u8)], truncate: Option<prop::sample::Index>) -> Vec<u8> {
+            for (at, value) in flips {
+                let at = at.index(bytes.len());
+                bytes[at] = *value;
+            }
+            if let Some(cut) = truncate {
+                bytes.truncate(cut.index(bytes.len() + 1));
+            }
+            bytes
+        }
+        let msgpack = mutate(<MsgpackCodec as Encodes<User>>::encode(&user()).unwrap(), &flips, truncate);
+        let _ = <MsgpackCodec as Decodes<User>>::decode(&msgpack);
+        let _ = <MsgpackCodec as Decodes<Cart>>::decode(&msgpack);
+        let postcard = mutate(<PostcardCodec as Encodes<User>>::encode(&user()).unwrap(), &flips, truncate);
+        if let Ok(decoded) = <PostcardCodec as Decodes<User>>::decode(&postcard) {
+            // Positional and exact: what decodes re-encodes to the same bytes.
+            prop_assert_eq!(<PostcardCodec as Encodes<User>>::encode(&decoded).unwrap(), postcard);
+        }
     }
 
     #[test]
@@ -237,7 +344,7 @@ proptest! {
     }
 
     #[test]
-    fn values_round_trip_through_both_codecs(
+    fn values_round_trip_through_every_codec(
         id in any::<u64>(),
         name in ".{0,40}",
         roles in proptest::collection::vec("[a-z]{0,10}", 0..5),
@@ -246,6 +353,10 @@ proptest! {
         let speedy = <SpeedyCodec as Encodes<User>>::encode(&user).unwrap();
         prop_assert_eq!(<SpeedyCodec as Decodes<User>>::decode(&speedy).unwrap(), user.clone());
         let json = <JsonCodec as Encodes<User>>::encode(&user).unwrap();
-        prop_assert_eq!(<JsonCodec as Decodes<User>>::decode(&json).unwrap(), user);
+        prop_assert_eq!(<JsonCodec as Decodes<User>>::decode(&json).unwrap(), user.clone());
+        let msgpack = <MsgpackCodec as Encodes<User>>::encode(&user).unwrap();
+        prop_assert_eq!(<MsgpackCodec as Decodes<User>>::decode(&msgpack).unwrap(), user.clone());
+        let postcard = <PostcardCodec as Encodes<User>>::encode(&user).unwrap();
+        prop_assert_eq!(<PostcardCodec as Decodes<User>>::decode(&postcard).unwrap(), user);
     }
 }
