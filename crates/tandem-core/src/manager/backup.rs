@@ -241,7 +241,10 @@ pub(super) async fn flush<C: Codec>(inner: &Arc<Inner<C>>, deadline: Duration) -
     let written = inner.counters.snapshot().backups_written - written_before;
     let unsaved = inner.backups.dirty_count();
     if unsaved > 0 {
-        tracing::warn!(unsaved, "shutdown: some sessions could not be backed up in time");
+        tracing::warn!(
+            unsaved,
+            "shutdown: some sessions could not be backed up in time"
+        );
     } else {
         tracing::info!(written, "shutdown: every pending backup written");
     }

@@ -278,7 +278,9 @@ impl<C: Codec> ManagerBuilder<C> {
             return Err(ConfigError::Invalid("the backup queue needs room for one"));
         }
         if config.backup_concurrency == 0 {
-            return Err(ConfigError::Invalid("backup concurrency must be at least 1"));
+            return Err(ConfigError::Invalid(
+                "backup concurrency must be at least 1",
+            ));
         }
         if config.retry_interval.is_zero() {
             return Err(ConfigError::Invalid("the retry interval must not be zero"));
@@ -286,7 +288,9 @@ impl<C: Codec> ManagerBuilder<C> {
         if let BackupMode::Sync { timeout } = config.backup
             && timeout.is_zero()
         {
-            return Err(ConfigError::Invalid("the sync backup timeout must not be zero"));
+            return Err(ConfigError::Invalid(
+                "the sync backup timeout must not be zero",
+            ));
         }
         if config.concurrency == Concurrency::Lock && config.lock_timeout.is_zero() {
             return Err(ConfigError::Invalid("the lock timeout must not be zero"));

@@ -58,19 +58,15 @@ pub(crate) struct EntryState<C> {
 
 impl<C: Codec> LocalEntry<C> {
     /// A new entry for `session`. `backed_up` says whether the remote tier already
-    /// holds exactly this state (a session just loaded from it).
-    pub(crate) fn new(
-        session: Session<C>,
-        backed_up: bool,
-        now_ms: u64,
-        with_lock: bool,
-    ) -> LocalEntry<C> {
+    /// holds exactly this state (a session just loaded from it). When the remote copy
+    /// expires is unknown either way, so the first unchanged commit touches it.
+    pub(crate) fn new(session: Session<C>, backed_up: bool, with_lock: bool) -> LocalEntry<C> {
         let entry = LocalEntry {
             queued: AtomicBool::new(false),
             retired: AtomicBool::new(false),
             max_inactive_ms: AtomicU64::new(0),
             weight: AtomicU32::new(0),
-            remote_refreshed_ms: AtomicU64::new(if backed_up { now_ms } else { 0 }),
+            remote_refreshed_ms: AtomicU64::new(0),
             remote_digest: AtomicU64::new(0),
             lock: with_lock.then(|| Arc::new(tokio::sync::Mutex::new(()))),
             state: Mutex::new(EntryState {
@@ -85,9 +81,9 @@ impl<C: Codec> LocalEntry<C> {
 
     /// Updates what the local tier reads without locking: interval and weight.
     pub(crate) fn refresh_metadata(&self, session: &Session<C>) {
-        let interval = session
-            .max_inactive()
-            .map_or(0, |interval| u64::try_from(interval.as_millis()).unwrap_or(u64::MAX));
+        let interval = session.max_inactive().map_or(0, |interval| {
+            u64::try_from(interval.as_millis()).unwrap_or(u64::MAX)
+        });
         self.max_inactive_ms.store(interval, Ordering::Relaxed);
         let bytes: usize = session
             .values()

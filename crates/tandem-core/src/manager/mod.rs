@@ -49,9 +49,7 @@ use crate::key::{KeySpace, StoreKey};
 use crate::session::{AttributeValue, Session};
 use crate::store::{RemoteStore, StoreError, Ttl};
 
-pub use config::{
-    BackupMode, Concurrency, ConfigError, LockTimeoutPolicy, ManagerBuilder,
-};
+pub use config::{BackupMode, Concurrency, ConfigError, LockTimeoutPolicy, ManagerBuilder};
 pub use request::RequestSession;
 pub use stats::Stats;
 
@@ -59,6 +57,10 @@ use backup::{Backups, Expired};
 use config::ManagerConfig;
 use entry::{LocalEntry, LocalKey, local_key};
 use stats::Counters;
+
+/// How many locks order remote writes. Sessions share them by address; with far more
+/// stripes than concurrent writers, two sessions rarely wait for each other.
+const WRITE_ORDER_STRIPES: usize = 1024;
 
 /// How much longer than its max inactive interval a remote copy lives: an eighth of
 /// the interval, at least 1 s and at most 5 minutes.
@@ -74,7 +76,13 @@ pub fn keepalive_slack(max_inactive: Duration) -> Duration {
 /// The TTL of a remote copy of a session with this max inactive interval.
 fn remote_ttl(max_inactive: Option<Duration>) -> Ttl {
     match max_inactive {
-        Some(interval) => Ttl::After(interval.saturating_add(keepalive_slack(interval))),
+        // memcached counts expiry on a clock that ticks once a second, so an item may
+        // expire up to a second before its TTL: that second is added on top.
+        Some(interval) => Ttl::After(
+            interval
+                .saturating_add(keepalive_slack(interval))
+                .saturating_add(Duration::from_secs(1)),
+        ),
         None => Ttl::Never,
     }
 }
@@ -231,6 +239,8 @@ struct Inner<C> {
     counters: Arc<Counters>,
     clock: Instant,
     closing: AtomicBool,
+    /// Orders the remote writes of each session (see `run_backup`).
+    write_order: Box<[tokio::sync::Mutex<()>]>,
 }
 
 impl<C: Codec> SessionManager<C> {
@@ -291,6 +301,9 @@ impl<C: Codec> SessionManager<C> {
             counters,
             clock: Instant::now(),
             closing: AtomicBool::new(false),
+            write_order: (0..WRITE_ORDER_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
             config,
         });
         backup::spawn_dispatcher(&inner, backup_rx, expired_rx, runtime);
@@ -342,7 +355,10 @@ impl<C: Codec> SessionManager<C> {
     /// gives it a new id) and says what the client's cookie must become.
     ///
     /// A failed backup never fails the commit: it is counted, logged and retried.
-    pub async fn commit(&self, mut request: RequestSession<C>) -> Result<CommitOutcome, CommitError> {
+    pub async fn commit(
+        &self,
+        mut request: RequestSession<C>,
+    ) -> Result<CommitOutcome, CommitError> {
         let inner = &self.inner;
         Counters::add(&inner.counters.commits);
         // Held to the end of the commit, so that the next request of the session sees
@@ -396,7 +412,10 @@ impl<C: Codec> Inner<C> {
     /// this store is no session at all.
     fn parse_incoming(&self, text: &str) -> Option<SessionId> {
         let id = SessionId::parse(text).ok().filter(|id| {
-            self.regular.iter().chain(&self.failover).any(|node| node.as_str() == id.node())
+            self.regular
+                .iter()
+                .chain(&self.failover)
+                .any(|node| node.as_str() == id.node())
         });
         if id.is_none() {
             Counters::add(&self.counters.invalid_ids);
@@ -516,13 +535,11 @@ impl<C: Codec> Inner<C> {
                     elapsed = ?started.elapsed(),
                     "session loaded from the remote tier"
                 );
-                let entry = LocalEntry::new(
-                    session,
-                    true,
-                    self.now_ms(),
-                    self.config.concurrency == Concurrency::Lock,
-                );
-                entry.remote_digest.store(digest(&item.value), Ordering::Relaxed);
+                let entry =
+                    LocalEntry::new(session, true, self.config.concurrency == Concurrency::Lock);
+                entry
+                    .remote_digest
+                    .store(digest(&item.value), Ordering::Relaxed);
                 Ok(Some(entry))
             }
             Err(error) => {
@@ -588,7 +605,6 @@ impl<C: Codec> Inner<C> {
                 let entry = Arc::new(LocalEntry::new(
                     session,
                     true,
-                    self.now_ms(),
                     self.config.concurrency == Concurrency::Lock,
                 ));
                 entry.remote_digest.store(remote_digest, Ordering::Relaxed);
@@ -693,7 +709,10 @@ impl<C: Codec> Inner<C> {
                 match self.config.lock_timeout_policy {
                     LockTimeoutPolicy::Fail => Err(LoadError::LockTimeout { waited: timeout }),
                     LockTimeoutPolicy::ProceedUnlocked => {
-                        tracing::warn!(?timeout, "session lock not acquired in time; proceeding unlocked");
+                        tracing::warn!(
+                            ?timeout,
+                            "session lock not acquired in time; proceeding unlocked"
+                        );
                         Ok(None)
                     }
                 }
@@ -723,7 +742,11 @@ impl<C: Codec> Inner<C> {
             ..
         } = request;
         if invalidated || !session.is_modified() {
-            let cookie = if had_cookie { CookieUpdate::Clear } else { CookieUpdate::Keep };
+            let cookie = if had_cookie {
+                CookieUpdate::Clear
+            } else {
+                CookieUpdate::Keep
+            };
             return Ok(CommitOutcome {
                 cookie,
                 backup: BackupStatus::NotNeeded,
@@ -736,7 +759,6 @@ impl<C: Codec> Inner<C> {
         let entry = Arc::new(LocalEntry::new(
             session,
             false,
-            self.now_ms(),
             self.config.concurrency == Concurrency::Lock,
         ));
         self.local.insert(local_key(&id), Arc::clone(&entry)).await;
@@ -782,7 +804,9 @@ impl<C: Codec> Inner<C> {
             Counters::add(&self.counters.ids_cycled);
         } else if applied.changed {
             // Re-insert so that the local tier weighs the new size.
-            self.local.insert(local_key(&applied.id), Arc::clone(&entry)).await;
+            self.local
+                .insert(local_key(&applied.id), Arc::clone(&entry))
+                .await;
         }
         let backup = if applied.changed {
             self.schedule_write(&entry).await
@@ -803,28 +827,27 @@ impl<C: Codec> Inner<C> {
 
     /// Applies a request's attribute changes to the entry's current state, checking
     /// for conflicts and the size limit first: all or nothing.
-    fn apply(&self, entry: &LocalEntry<C>, request: &RequestSession<C>) -> Result<Applied, CommitError> {
+    fn apply(
+        &self,
+        entry: &LocalEntry<C>,
+        request: &RequestSession<C>,
+    ) -> Result<Applied, CommitError> {
         let mut state = entry.state.lock();
         let merge = self.config.concurrency != Concurrency::LastWriterWins;
         let changes: Vec<(&str, Option<&AttributeValue>)> = request
             .session
             .changes()
-            .filter_map(|change| {
-                let current = state.session.value(change.name);
-                if current == change.current {
-                    return None; // already so: nothing to apply
-                }
-                Some((change.name, change.current))
-            })
+            .filter(|change| state.session.value(change.name) != change.current)
+            .map(|change| (change.name, change.current))
             .collect();
         if merge {
+            // Changed by another request since this one read it: a conflict even if
+            // both wrote the same bytes, because each may have derived its value from
+            // what it read (two increments from 0 both write 1).
             let conflicts: Vec<String> = request
                 .session
                 .changes()
-                .filter(|change| {
-                    let current = state.session.value(change.name);
-                    current != change.original && current != change.current
-                })
+                .filter(|change| state.session.value(change.name) != change.original)
                 .map(|change| change.name.to_owned())
                 .collect();
             if !conflicts.is_empty() {
@@ -891,7 +914,9 @@ impl<C: Codec> Inner<C> {
     async fn schedule_write(self: &Inner<C>, entry: &Arc<LocalEntry<C>>) -> BackupStatus {
         self.backups.mark_dirty(local_key(&entry.id()), entry);
         let sync_timeout = match self.config.backup {
-            _ if self.closing.load(Ordering::Acquire) => Some(self.config.retry_interval.max(Duration::from_secs(1))),
+            _ if self.closing.load(Ordering::Acquire) => {
+                Some(self.config.retry_interval.max(Duration::from_secs(1)))
+            }
             BackupMode::Sync { timeout } => Some(timeout),
             BackupMode::Async => None,
         };
@@ -914,66 +939,44 @@ impl<C: Codec> Inner<C> {
 
     /// Extends the remote copy's expiry when half of its slack is used up.
     async fn keep_alive(&self, entry: &Arc<LocalEntry<C>>) {
-        let Some(interval) = entry.max_inactive() else {
-            return;
-        };
-        let half_slack = u64::try_from((keepalive_slack(interval) / 2).as_millis()).unwrap_or(u64::MAX);
-        let refreshed = entry.remote_refreshed_ms.load(Ordering::Relaxed);
-        if self.now_ms().saturating_sub(refreshed) >= half_slack {
+        if self.touch_due(entry) {
             self.backups.enqueue(entry).await;
         }
     }
 
+    fn touch_due(&self, entry: &LocalEntry<C>) -> bool {
+        let Some(interval) = entry.max_inactive() else {
+            return false;
+        };
+        let half_slack =
+            u64::try_from((keepalive_slack(interval) / 2).as_millis()).unwrap_or(u64::MAX);
+        let refreshed = entry.remote_refreshed_ms.load(Ordering::Relaxed);
+        self.now_ms().saturating_sub(refreshed) >= half_slack
+    }
+
     /// Writes the entry's newest state to its node, or touches the remote copy if it
-    /// is up to date. Returns a description of the failure, if any.
+    /// is up to date and due. Returns a description of the failure, if any.
+    ///
+    /// Writes of one session never overlap: two overlapping writes could reach
+    /// memcached in the opposite order and leave the older state stored. The state is
+    /// read under the write-order lock, so a later writer always sends a newer state.
     async fn run_backup(&self, entry: &Arc<LocalEntry<C>>) -> Result<(), String> {
         if entry.is_retired() {
             return Ok(());
         }
-        let (id, bytes, revision, max_inactive) = {
-            let state = entry.state.lock();
-            let bytes = (state.revision > state.backed_up).then(|| self.encode(&state.session));
-            (state.session.id().clone(), bytes, state.revision, state.session.max_inactive())
-        };
-        let node = self.node_of(&id);
-        let key = self.store_key(&id);
-        let ttl = remote_ttl(max_inactive);
-        let Some(bytes) = bytes else {
-            return self.touch(entry, &node, &key, ttl).await;
-        };
-        let started = Instant::now();
-        match self.store.set(&node, &key, &bytes, ttl).await {
-            Ok(()) => {
-                entry.remote_refreshed_ms.store(self.now_ms(), Ordering::Relaxed);
-                entry.remote_digest.store(digest(&bytes), Ordering::Relaxed);
-                let clean = {
-                    let mut state = entry.state.lock();
-                    state.backed_up = state.backed_up.max(revision);
-                    state.backed_up == state.revision
-                };
-                if clean {
-                    self.backups.clean(&local_key(&id), entry);
-                }
-                Counters::add(&self.counters.backups_written);
-                tracing::trace!(session = %id.storage_id(), bytes = bytes.len(), elapsed = ?started.elapsed(), "backup written");
-                Ok(())
-            }
-            Err(error) => {
-                Counters::add(&self.counters.backups_failed);
-                if error.is_node_failure() {
-                    tracing::debug!(session = %id.storage_id(), %error, "backup failed; will retry");
-                } else {
-                    tracing::warn!(session = %id.storage_id(), %error, "backup failed; will retry");
-                }
-                Err(error.to_string())
-            }
+        let _order = self.write_order(entry).lock().await;
+        let job = self.backup_job(entry);
+        if job.bytes.is_some() {
+            return self.write(entry, job).await;
         }
-    }
-
-    async fn touch(&self, entry: &Arc<LocalEntry<C>>, node: &NodeId, key: &StoreKey, ttl: Ttl) -> Result<(), String> {
-        match self.store.touch(node, key, ttl).await {
+        if !self.touch_due(entry) {
+            return Ok(());
+        }
+        match self.store.touch(&job.node, &job.key, job.ttl).await {
             Ok(true) => {
-                entry.remote_refreshed_ms.store(self.now_ms(), Ordering::Relaxed);
+                entry
+                    .remote_refreshed_ms
+                    .store(self.now_ms(), Ordering::Relaxed);
                 Counters::add(&self.counters.touches);
                 Ok(())
             }
@@ -982,12 +985,74 @@ impl<C: Codec> Inner<C> {
                 // again.
                 Counters::add(&self.counters.touch_failures);
                 entry.state.lock().backed_up = 0;
-                let key = local_key(&entry.id());
-                self.backups.mark_dirty(key, entry);
-                Box::pin(self.run_backup(entry)).await
+                self.backups.mark_dirty(local_key(&job.id), entry);
+                let job = self.backup_job(entry);
+                self.write(entry, job).await
             }
             Err(error) => {
                 Counters::add(&self.counters.touch_failures);
+                Err(error.to_string())
+            }
+        }
+    }
+
+    /// The lock that orders the remote writes of `entry`: one of a fixed set, chosen
+    /// by the entry's address, so that entries need no lock of their own.
+    fn write_order(&self, entry: &Arc<LocalEntry<C>>) -> &tokio::sync::Mutex<()> {
+        let address = Arc::as_ptr(entry) as usize;
+        &self.write_order[(address >> 4) % self.write_order.len()]
+    }
+
+    /// What a backup of `entry` sends now: the encoded state if it is newer than the
+    /// remote copy, and where it goes.
+    fn backup_job(&self, entry: &LocalEntry<C>) -> BackupJob {
+        let state = entry.state.lock();
+        let id = state.session.id().clone();
+        BackupJob {
+            node: self.node_of(&id),
+            key: self.store_key(&id),
+            ttl: remote_ttl(state.session.max_inactive()),
+            bytes: (state.revision > state.backed_up).then(|| self.encode(&state.session)),
+            revision: state.revision,
+            id,
+        }
+    }
+
+    async fn write(&self, entry: &Arc<LocalEntry<C>>, job: BackupJob) -> Result<(), String> {
+        let Some(bytes) = job.bytes else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        match self.store.set(&job.node, &job.key, &bytes, job.ttl).await {
+            Ok(()) => {
+                entry
+                    .remote_refreshed_ms
+                    .store(self.now_ms(), Ordering::Relaxed);
+                entry.remote_digest.store(digest(&bytes), Ordering::Relaxed);
+                let clean = {
+                    let mut state = entry.state.lock();
+                    state.backed_up = state.backed_up.max(job.revision);
+                    state.backed_up == state.revision
+                };
+                if clean {
+                    self.backups.clean(&local_key(&job.id), entry);
+                }
+                Counters::add(&self.counters.backups_written);
+                tracing::trace!(
+                    session = %job.id.storage_id(),
+                    bytes = bytes.len(),
+                    elapsed = ?started.elapsed(),
+                    "backup written"
+                );
+                Ok(())
+            }
+            Err(error) => {
+                Counters::add(&self.counters.backups_failed);
+                if error.is_node_failure() {
+                    tracing::debug!(session = %job.id.storage_id(), %error, "backup failed; will retry");
+                } else {
+                    tracing::warn!(session = %job.id.storage_id(), %error, "backup failed; will retry");
+                }
                 Err(error.to_string())
             }
         }
@@ -997,7 +1062,9 @@ impl<C: Codec> Inner<C> {
     async fn delete_remote(&self, node: &NodeId, key: &StoreKey) {
         match self.store.delete(node, key).await {
             Ok(_) => Counters::add(&self.counters.remote_deletes),
-            Err(error) => tracing::debug!(%error, key = key.as_str(), "remote delete failed; the copy expires by its TTL"),
+            Err(error) => {
+                tracing::debug!(%error, key = key.as_str(), "remote delete failed; the copy expires by its TTL")
+            }
         }
     }
 
@@ -1017,8 +1084,20 @@ impl<C: Codec> Inner<C> {
         }
         let id = entry.id();
         tracing::debug!(session = %id.storage_id(), "session expired");
-        self.delete_remote(&self.node_of(&id), &self.store_key(&id)).await;
+        self.delete_remote(&self.node_of(&id), &self.store_key(&id))
+            .await;
     }
+}
+
+/// One backup, as read from an entry under its write-order lock.
+struct BackupJob {
+    id: SessionId,
+    node: NodeId,
+    key: StoreKey,
+    ttl: Ttl,
+    /// The encoded state, if it is newer than what the remote tier holds.
+    bytes: Option<Vec<u8>>,
+    revision: u64,
 }
 
 /// The result of applying a request's changes.

@@ -115,7 +115,11 @@ async fn unknown_ids_are_remembered_by_the_negative_cache() {
         let session = manager.load(Some(unknown)).await.unwrap();
         assert!(session.is_new());
     }
-    assert_eq!(store.operations(), 1, "one remote read, then the negative cache");
+    assert_eq!(
+        store.operations(),
+        1,
+        "one remote read, then the negative cache"
+    );
     let stats = manager.stats();
     assert_eq!(stats.unknown_ids, 10);
     assert_eq!(stats.negative_cache_hits, 9);
@@ -130,10 +134,16 @@ async fn changes_are_backed_up_and_unchanged_sessions_are_not_rewritten() {
     let mut session = manager.load(Some(id.as_str())).await.unwrap();
     session.insert("a", "1").unwrap(); // same bytes: no change
     assert!(!session.is_modified());
-    assert_eq!(manager.commit(session).await.unwrap().backup, BackupStatus::NotNeeded);
+    assert_eq!(
+        manager.commit(session).await.unwrap().backup,
+        BackupStatus::NotNeeded
+    );
     let mut session = manager.load(Some(id.as_str())).await.unwrap();
     session.insert("a", "2").unwrap();
-    assert_eq!(manager.commit(session).await.unwrap().backup, BackupStatus::Queued);
+    assert_eq!(
+        manager.commit(session).await.unwrap().backup,
+        BackupStatus::Queued
+    );
     settle(&manager).await;
     assert_eq!(manager.stats().backups_written, 2);
 
@@ -160,11 +170,16 @@ async fn sync_backup_is_written_before_the_commit_returns() {
 
     // A down node does not fail the commit: counted, retried later.
     store.set_node_up(&node("n1"), false);
-    let CookieUpdate::Set { id, .. } = outcome.cookie else { unreachable!() };
+    let CookieUpdate::Set { id, .. } = outcome.cookie else {
+        unreachable!()
+    };
     let mut session = manager.load(Some(id.as_str())).await.unwrap();
     session.insert("a", "2").unwrap();
     let outcome = manager.commit(session).await.unwrap();
-    assert!(matches!(outcome.backup, BackupStatus::Failed(_)), "{outcome:?}");
+    assert!(
+        matches!(outcome.backup, BackupStatus::Failed(_)),
+        "{outcome:?}"
+    );
     assert_eq!(manager.stats().backups_failed, 1);
 }
 
@@ -198,11 +213,17 @@ async fn merge_reports_a_change_of_the_same_attribute_as_a_conflict() {
     let id = create(&manager, &[("count", "0"), ("other", "x")]).await;
     let mut first = manager.load(Some(id.as_str())).await.unwrap();
     let mut second = manager.load(Some(id.as_str())).await.unwrap();
+    let mut third = manager.load(Some(id.as_str())).await.unwrap();
     first.insert("count", "1").unwrap();
-    second.insert("count", "1").unwrap(); // the same change: no conflict
     second.insert("other", "y").unwrap();
+    // Both derived "1" from the "0" they read: the second increment would be lost.
+    third.insert("count", "1").unwrap();
     manager.commit(first).await.unwrap();
     manager.commit(second).await.unwrap();
+    assert!(matches!(
+        manager.commit(third).await,
+        Err(CommitError::Conflict { .. })
+    ));
 
     let mut stale = manager.load(Some(id.as_str())).await.unwrap();
     let mut fresh = manager.load(Some(id.as_str())).await.unwrap();
@@ -221,7 +242,7 @@ async fn merge_reports_a_change_of_the_same_attribute_as_a_conflict() {
     assert_eq!(get(&manager, &id, "count").await.as_deref(), Some("2"));
     assert_eq!(get(&manager, &id, "unrelated").await, None);
     assert_eq!(get(&manager, &id, "other").await.as_deref(), Some("y"));
-    assert_eq!(manager.stats().conflicts, 1);
+    assert_eq!(manager.stats().conflicts, 2);
 }
 
 #[tokio::test]
@@ -244,7 +265,10 @@ async fn last_writer_wins_overwrites_without_conflict() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_mode_serializes_read_modify_write() {
     let store = store(&["n1"]);
-    let manager = builder(&store).concurrency(Concurrency::Lock).build().unwrap();
+    let manager = builder(&store)
+        .concurrency(Concurrency::Lock)
+        .build()
+        .unwrap();
     let id = create(&manager, &[("count", "0")]).await;
     let mut tasks = Vec::new();
     for _ in 0..32 {
@@ -319,7 +343,10 @@ async fn invalidate_removes_the_session_everywhere_and_clears_the_cookie() {
     settle(&manager).await;
     let mut session = manager.load(Some(id.as_str())).await.unwrap();
     session.invalidate();
-    assert_eq!(manager.commit(session).await.unwrap().cookie, CookieUpdate::Clear);
+    assert_eq!(
+        manager.commit(session).await.unwrap().cookie,
+        CookieUpdate::Clear
+    );
     settle(&manager).await;
     for _ in 0..100 {
         if store.item_count(&node("n1")) == 0 {
@@ -340,7 +367,10 @@ async fn a_session_over_the_size_limit_is_refused_and_the_old_state_stays() {
     let mut session = manager.load(Some(id.as_str())).await.unwrap();
     session.insert("a", &"x".repeat(500)).unwrap();
     let error = manager.commit(session).await.unwrap_err();
-    assert!(matches!(error, CommitError::TooLarge { limit: 200, .. }), "{error:?}");
+    assert!(
+        matches!(error, CommitError::TooLarge { limit: 200, .. }),
+        "{error:?}"
+    );
     assert_eq!(get(&manager, &id, "a").await.as_deref(), Some("small"));
     let other = new_manager(&store);
     assert_eq!(get(&other, &id, "a").await.as_deref(), Some("small"));
@@ -353,11 +383,18 @@ async fn a_session_on_a_down_node_moves_to_a_live_one() {
     let manager = new_manager(&store);
     let id = create(&manager, &[("user", "ann")]).await;
     settle(&manager).await;
-    let (down, live) = if id.node() == "n1" { ("n1", "n2") } else { ("n2", "n1") };
+    let (down, live) = if id.node() == "n1" {
+        ("n1", "n2")
+    } else {
+        ("n2", "n1")
+    };
     store.set_node_up(&node(down), false);
     let session = manager.load(Some(id.as_str())).await.unwrap();
     assert_eq!(session.id().node(), live);
-    assert_eq!(session.get::<String>("user").unwrap().as_deref(), Some("ann"));
+    assert_eq!(
+        session.get::<String>("user").unwrap().as_deref(),
+        Some("ann")
+    );
     let CookieUpdate::Set { id: moved, .. } = manager.commit(session).await.unwrap().cookie else {
         panic!("the client must learn the new id");
     };
@@ -372,7 +409,10 @@ async fn a_session_on_a_down_node_moves_to_a_live_one() {
 #[tokio::test]
 async fn failover_nodes_are_used_only_when_every_regular_node_is_down() {
     let store = store(&["n1", "n2", "n3"]);
-    let manager = builder(&store).failover_nodes([node("n3")]).build().unwrap();
+    let manager = builder(&store)
+        .failover_nodes([node("n3")])
+        .build()
+        .unwrap();
     for _ in 0..30 {
         assert_ne!(create(&manager, &[("a", "1")]).await.node(), "n3");
     }
@@ -398,8 +438,14 @@ async fn with_every_node_down_sessions_are_served_locally_and_backed_up_later() 
 #[tokio::test]
 async fn a_takeover_rewrites_the_route_and_distrusts_a_stale_local_copy() {
     let store = store(&["n1"]);
-    let a1 = builder(&store).route(Route::new("a1").unwrap()).build().unwrap();
-    let a2 = builder(&store).route(Route::new("a2").unwrap()).build().unwrap();
+    let a1 = builder(&store)
+        .route(Route::new("a1").unwrap())
+        .build()
+        .unwrap();
+    let a2 = builder(&store)
+        .route(Route::new("a2").unwrap())
+        .build()
+        .unwrap();
     let id = create(&a1, &[("cart", "1")]).await;
     assert_eq!(id.route(), Some("a1"));
     settle(&a1).await;
@@ -421,7 +467,12 @@ async fn a_takeover_rewrites_the_route_and_distrusts_a_stale_local_copy() {
 
     // A second request with the old route right after the takeover keeps a2's copy:
     // the remote copy is the one a2 read, so a2's local copy is current.
-    let mut on_a2_again = a2.load(Some(on_a2.with_route(Some(&Route::new("a1").unwrap())).as_str())).await.unwrap();
+    let mut on_a2_again = a2
+        .load(Some(
+            on_a2.with_route(Some(&Route::new("a1").unwrap())).as_str(),
+        ))
+        .await
+        .unwrap();
     on_a2_again.insert("note", "kept").unwrap();
     a2.commit(on_a2_again).await.unwrap();
     assert_eq!(get(&a2, &on_a2, "note").await.as_deref(), Some("kept"));
@@ -442,4 +493,50 @@ async fn shutdown_flushes_pending_backups() {
     for (i, id) in ids.iter().enumerate() {
         assert_eq!(get(&next, id, "i").await, Some(i.to_string()));
     }
+}
+
+#[tokio::test]
+async fn a_late_expiry_report_never_deletes_the_live_session_under_the_same_key() {
+    let store = store(&["n1"]);
+    let manager = new_manager(&store);
+    let id = create(&manager, &[("user", "ann")]).await;
+    settle(&manager).await;
+    let key = local_key(&id);
+    let old = manager.inner.local.get(&key).await.unwrap();
+    // The key is filled again (a reload) before the cache reports the old value's
+    // expiry.
+    let session = old.state.lock().session.clone();
+    let live = Arc::new(LocalEntry::new(session, true, false));
+    manager
+        .inner
+        .local
+        .insert(key.clone(), Arc::clone(&live))
+        .await;
+    manager
+        .inner
+        .expire(backup::Expired {
+            key: key.clone(),
+            entry: old,
+        })
+        .await;
+    assert_eq!(
+        store.item_count(&node("n1")),
+        1,
+        "the live session's copy was deleted"
+    );
+    assert_eq!(manager.stats().expired, 0);
+    assert!(!live.is_retired());
+    assert_eq!(get(&manager, &id, "user").await.as_deref(), Some("ann"));
+
+    // Without a live entry the same report deletes the remote copy.
+    let expired = manager.inner.local.remove(&key).await.unwrap();
+    manager
+        .inner
+        .expire(backup::Expired {
+            key,
+            entry: expired,
+        })
+        .await;
+    assert_eq!(store.item_count(&node("n1")), 0);
+    assert_eq!(manager.stats().expired, 1);
 }

@@ -1,0 +1,8 @@
+//! Sticky mode against real memcached processes. Managers with different routes stand
+//! in for app servers.
+
+mod common;
+mod concurrency;
+mod expiry;
+mod failover;
+mod lifecycle;
