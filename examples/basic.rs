@@ -1,6 +1,7 @@
-//! The foundation end to end: create a session, store it on the node its id names,
-//! load it back as another app server would, change one attribute and write it back
-//! with compare-and-swap.
+//! Sticky mode end to end with two app servers, `a1` and `a2`, sharing one remote tier:
+//! a1 creates a cart session and serves it from its local tier (no network), backs it
+//! up, shuts down gracefully; a2 then receives the client's cookie, takes the session
+//! over from the remote tier and tells the client its new route.
 //!
 //! ```sh
 //! cargo run --example basic                                   # in-process store
@@ -8,13 +9,13 @@
 //! ```
 
 use std::error::Error;
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 
 use speedy::{Readable, Writable};
 use tandem::memcached::{MemcachedConfig, MemcachedStore};
 use tandem::{
-    CasOutcome, KeyPrefix, KeySpace, MemoryStore, NodeSpec, RemoteStore, Session, SessionId,
-    SpeedyCodec, Ttl, envelope,
+    CookieUpdate, MemoryStore, NodeSpec, RemoteStore, Route, SessionId, SessionManager, SpeedyCodec,
 };
 
 #[derive(Debug, Clone, PartialEq, Readable, Writable)]
@@ -23,9 +24,30 @@ struct CartLine {
     quantity: u32,
 }
 
+type Manager = SessionManager<SpeedyCodec>;
+
 fn usage() -> ! {
     eprintln!("usage: basic [--memcached NODESPEC]   (NODESPEC: n1:host:port[,n2:host:port...])");
     std::process::exit(2)
+}
+
+fn app_server(store: &Arc<dyn RemoteStore>, route: &str) -> Result<Manager, Box<dyn Error>> {
+    Ok(Manager::builder(Arc::clone(store))
+        .route(Route::new(route)?)
+        .build()?)
+}
+
+/// What a web layer does with a commit's cookie update.
+fn cookie(update: &CookieUpdate, current: Option<SessionId>) -> Option<SessionId> {
+    match update {
+        CookieUpdate::Keep => current,
+        CookieUpdate::Set { id, .. } => Some(id.clone()),
+        CookieUpdate::Clear => None,
+    }
+}
+
+fn shown(cookie: &Option<SessionId>) -> &str {
+    cookie.as_ref().map_or("(none)", SessionId::as_str)
 }
 
 #[tokio::main]
@@ -36,85 +58,78 @@ async fn main() -> Result<(), Box<dyn Error>> {
         (Some("--memcached"), Some(spec)) => Some(spec),
         _ => usage(),
     };
-
-    let (spec, store): (NodeSpec, Box<dyn RemoteStore>) = match memcached {
+    let store: Arc<dyn RemoteStore> = match memcached {
         Some(text) => {
             let spec = NodeSpec::parse(&text)?;
-            let store = MemcachedStore::connect(&spec, MemcachedConfig::default()).await?;
             println!("remote tier: memcached {spec}");
-            (spec, Box::new(store))
+            Arc::new(MemcachedStore::connect(&spec, MemcachedConfig::default()).await?)
         }
         None => {
-            let spec = NodeSpec::parse("n1:in-process:1,n2:in-process:2")?;
             println!(
                 "remote tier: in-process memory store (pass --memcached NODESPEC for memcached)"
             );
-            (spec.clone(), Box::new(MemoryStore::new(spec.ids())))
+            Arc::new(MemoryStore::new(NodeSpec::parse("n1:in-process:1")?.ids()))
         }
     };
-    let node = spec
-        .nodes()
-        .iter()
-        .map(|node| node.id())
-        .find(|id| store.is_available(id))
-        .ok_or("no node is available")?;
-    let prefix = KeyPrefix::new("basic:")?;
 
-    // App server a1 creates a session on a live node and stores it there.
-    let id = SessionId::generate(node, Some(&"a1".parse()?));
-    let mut session: Session<SpeedyCodec> = Session::new(
-        id.clone(),
-        SystemTime::now(),
-        Some(Duration::from_secs(1800)),
-    );
-    session.insert("user", "ann")?;
-    session.insert(
-        "cart",
-        &vec![CartLine {
-            sku: "apple".into(),
-            quantity: 3,
-        }],
-    )?;
-    let key = prefix.key(KeySpace::Session, &id);
-    let ttl = Ttl::from_max_inactive(session.max_inactive());
-    let bytes = envelope::encode(&session);
-    store.set(node, &key, &bytes, ttl).await?;
+    // Request 1 on a1: no cookie yet; adding to the cart creates the session.
+    let a1 = app_server(&store, "a1")?;
+    let mut session = a1.load(None).await?;
+    let cart = vec![CartLine {
+        sku: "apple".into(),
+        quantity: 3,
+    }];
+    session.insert("cart", &cart)?;
+    let outcome = a1.commit(session).await?;
+    let mut client = cookie(&outcome.cookie, None);
     println!(
-        "a1 created {id} and stored {} bytes under {key}",
-        bytes.len()
+        "a1 created the session; cookie {}, backup {:?}",
+        shown(&client),
+        outcome.backup
     );
 
-    // App server a2 receives the cookie. The id is parsed strictly before any network
-    // call; the route is not part of the key, so a2 finds the same stored session.
-    let incoming = SessionId::parse(id.as_str())?.with_route(Some(&"a2".parse()?));
-    let item = store
-        .get(node, &prefix.key(KeySpace::Session, &incoming))
-        .await?
-        .ok_or("session not found")?;
-    let mut loaded: Session<SpeedyCodec> = envelope::decode(incoming.clone(), &item.value)?;
-    let mut cart: Vec<CartLine> = loaded.get("cart")?.unwrap_or_default();
+    // Requests 2..=100 on a1: served from the local tier.
+    for _ in 2..=100 {
+        let session = a1.load(client.as_ref().map(SessionId::as_str)).await?;
+        let cart: Vec<CartLine> = session.get("cart")?.unwrap_or_default();
+        assert_eq!(cart.len(), 1);
+        client = cookie(&a1.commit(session).await?.cookie, client);
+    }
+    let stats = a1.stats();
     println!(
-        "a2 loaded {incoming}: user {:?}, cart {cart:?}",
-        loaded.get::<String>("user")?
+        "a1 served {} requests from its local tier ({} backup written, {} pending)",
+        stats.loaded_local,
+        stats.backups_written,
+        a1.pending_backups()
     );
 
-    // a2 changes one attribute and writes back only if nobody else wrote meanwhile.
-    cart[0].quantity += 1;
-    loaded.insert("cart", &cart)?;
-    let changed: Vec<&str> = loaded.changes().map(|change| change.name).collect();
-    let outcome = store
-        .cas(node, &key, &envelope::encode(&loaded), ttl, item.cas)
-        .await?;
-    println!("a2 changed {changed:?}; compare-and-swap: {outcome:?}");
-    assert_eq!(outcome, CasOutcome::Stored);
+    // a1 goes away (a rolling restart): pending backups are flushed first.
+    let report = a1.shutdown(Duration::from_secs(5)).await;
+    println!("a1 shut down: {report:?}");
+    drop(a1);
 
-    // A forged cookie never reaches the store.
-    let forged = "../../etc/passwd\r\nflush_all";
+    // The balancer sends the next request to a2, which takes the session over.
+    let a2 = app_server(&store, "a2")?;
+    let mut session = a2.load(client.as_ref().map(SessionId::as_str)).await?;
+    let mut cart: Vec<CartLine> = session.get("cart")?.unwrap_or_default();
+    println!("a2 loaded the cart from the remote tier: {cart:?}");
+    cart.push(CartLine {
+        sku: "pear".into(),
+        quantity: 1,
+    });
+    session.insert("cart", &cart)?;
+    let outcome = a2.commit(session).await?;
+    client = cookie(&outcome.cookie, client);
+    println!("a2 took the session over; new cookie {}", shown(&client));
+    let stats = a2.stats();
     println!(
-        "forged id {forged:?}: {}",
-        SessionId::parse(forged).unwrap_err()
+        "a2: {} taken over, {} loaded remotely",
+        stats.taken_over, stats.loaded_remote
     );
 
-    store.delete(node, &key).await?;
+    // A forged cookie is no session, and costs no remote operation.
+    let forged = a2.load(Some("../../etc/passwd\r\nflush_all")).await?;
+    println!("forged cookie -> new session: {}", forged.is_new());
+    a2.shutdown(Duration::from_secs(5)).await;
     Ok(())
 }

@@ -39,9 +39,9 @@ pub use id::{
 pub use key::{KeyError, KeyPrefix, KeySpace, MAX_KEY_LEN, MAX_PREFIX_LEN, StoreKey};
 pub use layers::{BlobLayer, LayerError, LayerStats, NoLayer};
 pub use manager::{
-    BackupMode, BackupStatus, CommitError, CommitOutcome, Concurrency, ConfigError, CookieUpdate,
-    LoadError, LockTimeoutPolicy, ManagerBuilder, RequestSession, SessionManager, ShutdownReport,
-    Stats, keepalive_slack,
+    AUTO_LOCK_LEARN_AFTER, BackupMode, BackupStatus, CommitError, CommitOutcome, Concurrency,
+    ConfigError, CookieUpdate, LoadError, LockScope, LockTimeoutPolicy, ManagerBuilder, Mode,
+    RequestInfo, RequestSession, SessionManager, ShutdownReport, Stats, keepalive_slack,
 };
 pub use memory::MemoryStore;
 pub use nodes::{NodeAddress, NodeSpec, NodeSpecError};

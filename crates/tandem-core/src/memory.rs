@@ -277,6 +277,23 @@ impl RemoteStore for MemoryStore {
         })
     }
 
+    async fn get_and_touch(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        ttl: Ttl,
+    ) -> Result<Option<Item>, StoreError> {
+        self.with_items(node, |items, now| {
+            live_entry(items, key, now).map(|entry| {
+                entry.expires = expiry(ttl, now);
+                Item {
+                    value: entry.value.clone(),
+                    cas: CasToken(entry.cas),
+                }
+            })
+        })
+    }
+
     fn nodes(&self) -> Vec<NodeId> {
         self.nodes.iter().map(|node| node.id.clone()).collect()
     }

@@ -197,6 +197,22 @@ pub trait RemoteStore: Send + Sync + 'static {
     /// Sets a new TTL on `key` without rewriting it; returns whether it existed.
     async fn touch(&self, node: &NodeId, key: &StoreKey, ttl: Ttl) -> Result<bool, StoreError>;
 
+    /// Reads `key` with its CAS token and sets a new TTL on it, in one operation where
+    /// the store can (memcached's get-and-touch); `Ok(None)` if absent. The default
+    /// runs [`get`](Self::get), then [`touch`](Self::touch) on a hit.
+    async fn get_and_touch(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        ttl: Ttl,
+    ) -> Result<Option<Item>, StoreError> {
+        let item = self.get(node, key).await?;
+        if item.is_some() {
+            self.touch(node, key, ttl).await?;
+        }
+        Ok(item)
+    }
+
     /// The ids of all configured nodes, in configuration order.
     fn nodes(&self) -> Vec<NodeId>;
 

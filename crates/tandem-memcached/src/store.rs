@@ -334,6 +334,29 @@ fn classify(
     }
 }
 
+/// The item of a get that asked for value and CAS token; `None` on a miss.
+fn hit_item(
+    node: &NodeId,
+    hit: bool,
+    value: Option<Vec<u8>>,
+    cas: Option<u64>,
+) -> Result<Option<Item>, StoreError> {
+    if !hit {
+        return Ok(None);
+    }
+    match (value, cas) {
+        (Some(value), Some(cas)) => Ok(Some(Item {
+            value,
+            cas: CasToken(cas),
+        })),
+        // memcached always sends both on a hit when asked to.
+        _ => Err(server_error(
+            node,
+            "a hit without value or CAS token".into(),
+        )),
+    }
+}
+
 fn server_error(node: &NodeId, message: String) -> StoreError {
     StoreError::Server {
         node: node.clone(),
@@ -353,20 +376,7 @@ impl RemoteStore for MemcachedStore {
                 client.get(key.as_str()).meta(Meta::NONE.cas()).send()
             })
             .await?;
-        if !result.hit() {
-            return Ok(None);
-        }
-        match (result.value, result.item.cas) {
-            (Some(value), Some(cas)) => Ok(Some(Item {
-                value,
-                cas: CasToken(cas),
-            })),
-            // memcached always sends both on a hit when asked to.
-            _ => Err(server_error(
-                node,
-                "a hit without value or CAS token".into(),
-            )),
-        }
+        hit_item(node, result.hit(), result.value, result.item.cas)
     }
 
     async fn set(
@@ -457,6 +467,25 @@ impl RemoteStore for MemcachedStore {
             })
             .await?;
         Ok(result.hit())
+    }
+
+    async fn get_and_touch(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        ttl: Ttl,
+    ) -> Result<Option<Item>, StoreError> {
+        let expiry = wire_ttl(ttl, SystemTime::now());
+        let result = self
+            .call(node, None, |client| {
+                client
+                    .get(key.as_str())
+                    .touch_raw(expiry)
+                    .meta(Meta::NONE.cas())
+                    .send()
+            })
+            .await?;
+        hit_item(node, result.hit(), result.value, result.item.cas)
     }
 
     fn nodes(&self) -> Vec<NodeId> {

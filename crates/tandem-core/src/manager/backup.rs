@@ -100,6 +100,17 @@ impl<C: Codec> Backups<C> {
         }
     }
 
+    /// Counts background work started outside the queue (non-sticky backup copies),
+    /// so that shutdown waits for it.
+    pub(super) fn begin(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Ends what [`begin`](Self::begin) started.
+    pub(super) fn end(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
     pub(super) fn mark_dirty(&self, key: LocalKey, entry: &Arc<LocalEntry<C>>) {
         self.dirty.lock().insert(key, Arc::clone(entry));
     }
@@ -137,6 +148,11 @@ impl<C: Codec> Backups<C> {
 
     pub(super) fn dirty_count(&self) -> usize {
         self.dirty.lock().len()
+    }
+
+    /// Background jobs queued or running.
+    pub(super) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
     }
 
     fn dirty_entries(&self) -> Vec<Arc<LocalEntry<C>>> {

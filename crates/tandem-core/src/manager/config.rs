@@ -11,6 +11,36 @@ use crate::store::RemoteStore;
 
 use super::SessionManager;
 
+/// Where the primary copy of a session lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The load balancer keeps a session on one app server: the local tier holds the
+    /// primary copy, the remote tier a backup.
+    #[default]
+    Sticky,
+    /// Any request may land on any app server: the remote tier is the source of truth
+    /// (a primary copy on the node the id names and a backup copy on the next node in
+    /// ring order); the local copy lives only while requests of the session are in
+    /// flight in this process.
+    NonSticky,
+}
+
+/// Which requests take the session lock under [`Concurrency::Lock`] in non-sticky
+/// mode. (In sticky mode every request of a session is serialized in process.)
+#[derive(Debug, Clone, Default)]
+pub enum LockScope {
+    /// Every request.
+    #[default]
+    All,
+    /// Every request until its pattern (method and path) has been seen not to change
+    /// the session [`AUTO_LOCK_LEARN_AFTER`](super::AUTO_LOCK_LEARN_AFTER) times in a
+    /// row; such requests then skip the lock. A request that skipped it and did change
+    /// the session is still checked for conflicts, and its pattern is locked again.
+    Auto,
+    /// Requests whose path matches this regular expression.
+    Paths(regex::Regex),
+}
+
 /// How concurrent requests of one session are reconciled at commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Concurrency {
@@ -65,6 +95,10 @@ pub enum BackupMode {
 /// The settings of a [`SessionManager`], built with [`ManagerBuilder`].
 #[derive(Debug, Clone)]
 pub(crate) struct ManagerConfig {
+    pub(crate) mode: Mode,
+    pub(crate) lock_scope: LockScope,
+    pub(crate) lock_ttl: Duration,
+    pub(crate) max_merge_retries: u32,
     pub(crate) prefix: KeyPrefix,
     pub(crate) route: Option<Route>,
     pub(crate) failover: Vec<NodeId>,
@@ -85,6 +119,10 @@ pub(crate) struct ManagerConfig {
 impl Default for ManagerConfig {
     fn default() -> ManagerConfig {
         ManagerConfig {
+            mode: Mode::Sticky,
+            lock_scope: LockScope::All,
+            lock_ttl: Duration::from_secs(30),
+            max_merge_retries: 8,
             prefix: KeyPrefix::new("tandem:").expect("a valid prefix"),
             route: None,
             failover: Vec::new(),
@@ -164,6 +202,35 @@ impl<C: Codec> ManagerBuilder<C> {
             config: ManagerConfig::default(),
             codec: PhantomData,
         }
+    }
+
+    /// Sticky (default) or non-sticky mode.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.config.mode = mode;
+        self
+    }
+
+    /// Which requests take the remote session lock in non-sticky mode under
+    /// [`Concurrency::Lock`] (default: all).
+    pub fn lock_scope(mut self, scope: LockScope) -> Self {
+        self.config.lock_scope = scope;
+        self
+    }
+
+    /// How long a remote session lock lives if its holder never releases it (a crashed
+    /// server), in non-sticky mode (default 30 s).
+    pub fn lock_ttl(mut self, ttl: Duration) -> Self {
+        self.config.lock_ttl = ttl;
+        self
+    }
+
+    /// How often a non-sticky commit reloads and re-applies its changes after a
+    /// compare-and-swap conflict before it gives up with
+    /// [`CommitError::RetriesExhausted`](super::CommitError::RetriesExhausted)
+    /// (default 8).
+    pub fn max_merge_retries(mut self, retries: u32) -> Self {
+        self.config.max_merge_retries = retries;
+        self
     }
 
     /// The prefix of every storage key (default `tandem:`), so that several
@@ -290,6 +357,11 @@ impl<C: Codec> ManagerBuilder<C> {
         {
             return Err(ConfigError::Invalid(
                 "the sync backup timeout must not be zero",
+            ));
+        }
+        if config.mode == Mode::NonSticky && config.lock_ttl < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid(
+                "the lock TTL must be at least one second",
             ));
         }
         if config.concurrency == Concurrency::Lock && config.lock_timeout.is_zero() {

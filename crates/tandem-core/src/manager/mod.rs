@@ -29,6 +29,7 @@
 mod backup;
 mod config;
 mod entry;
+mod nonsticky;
 mod request;
 mod stats;
 
@@ -49,13 +50,18 @@ use crate::key::{KeySpace, StoreKey};
 use crate::session::{AttributeValue, Session};
 use crate::store::{RemoteStore, StoreError, Ttl};
 
-pub use config::{BackupMode, Concurrency, ConfigError, LockTimeoutPolicy, ManagerBuilder};
+pub use config::{
+    BackupMode, Concurrency, ConfigError, LockScope, LockTimeoutPolicy, ManagerBuilder, Mode,
+};
+pub use nonsticky::AUTO_LOCK_LEARN_AFTER;
 pub use request::RequestSession;
 pub use stats::Stats;
 
 use backup::{Backups, Expired};
 use config::ManagerConfig;
 use entry::{LocalEntry, LocalKey, local_key};
+use nonsticky::TransitMap;
+use request::Attached;
 use stats::Counters;
 
 /// How many locks order remote writes. Sessions share them by address; with far more
@@ -136,6 +142,16 @@ pub struct CommitOutcome {
     pub backup: BackupStatus,
 }
 
+/// What a web layer knows about the request that loads a session: used by
+/// [`LockScope`] to decide which requests take the session lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestInfo<'a> {
+    /// The HTTP method, e.g. `GET`.
+    pub method: &'a str,
+    /// The request path, e.g. `/cart/items`.
+    pub path: &'a str,
+}
+
 /// Why [`SessionManager::load`] failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -147,6 +163,10 @@ pub enum LoadError {
         /// How long the request waited.
         waited: Duration,
     },
+    /// Non-sticky mode: no node holding the session could be reached. A web layer
+    /// answers 503.
+    #[error("no node can serve the session")]
+    Unavailable,
 }
 
 /// Why [`SessionManager::commit`] failed. The request's changes were not applied; the
@@ -172,6 +192,19 @@ pub enum CommitError {
     /// Another request invalidated the session while this one was using it.
     #[error("the session was invalidated by another request")]
     SessionEnded,
+    /// Non-sticky mode: no node could take the write. A web layer answers 503.
+    #[error("no node can store the session: {reason}")]
+    Unavailable {
+        /// The last store error.
+        reason: String,
+    },
+    /// Non-sticky mode: the session kept changing under this commit; it gave up after
+    /// this many compare-and-swap attempts.
+    #[error("the session kept changing; gave up after {attempts} attempts")]
+    RetriesExhausted {
+        /// How many writes were tried.
+        attempts: u32,
+    },
 }
 
 /// What [`SessionManager::shutdown`] achieved.
@@ -236,6 +269,11 @@ struct Inner<C> {
     /// requests still carrying the old id follow the session instead of missing it.
     moved: moka::sync::Cache<LocalKey, SessionId>,
     backups: Backups<C>,
+    /// Non-sticky mode: the sessions with requests in flight.
+    transit: Arc<TransitMap<C>>,
+    /// `LockScope::Auto`: per request pattern, how many requests in a row left the
+    /// session unchanged.
+    read_only_streaks: moka::sync::Cache<Box<str>, u32>,
     counters: Arc<Counters>,
     clock: Instant,
     closing: AtomicBool,
@@ -298,6 +336,8 @@ impl<C: Codec> SessionManager<C> {
             negative,
             moved,
             backups,
+            transit: Arc::new(parking_lot::Mutex::new(std::collections::HashMap::new())),
+            read_only_streaks: moka::sync::Cache::new(10_000),
             counters,
             clock: Instant::now(),
             closing: AtomicBool::new(false),
@@ -317,8 +357,26 @@ impl<C: Codec> SessionManager<C> {
     /// new, empty session (created for real only if the request stores something).
     /// A locally held session is served without any network operation.
     pub async fn load(&self, incoming: Option<&str>) -> Result<RequestSession<C>, LoadError> {
+        self.load_for(incoming, None).await
+    }
+
+    /// [`load`](Self::load) with what is known about the request, which
+    /// [`LockScope::Auto`] and [`LockScope::Paths`] decide on in non-sticky mode.
+    ///
+    /// In non-sticky mode a load reads the session from its primary node (falling back
+    /// to the backup copy), unless another request of the session is in flight in this
+    /// process, and fails with [`LoadError::Unavailable`] when no node holding it can be
+    /// reached.
+    pub async fn load_for(
+        &self,
+        incoming: Option<&str>,
+        request: Option<&RequestInfo<'_>>,
+    ) -> Result<RequestSession<C>, LoadError> {
         let inner = &self.inner;
         Counters::add(&inner.counters.loads);
+        if inner.config.mode == Mode::NonSticky {
+            return inner.ns_load(incoming, request).await;
+        }
         let Some(id) = incoming.and_then(|text| inner.parse_incoming(text)) else {
             return Ok(inner.fresh(None, incoming.is_some()));
         };
@@ -364,9 +422,13 @@ impl<C: Codec> SessionManager<C> {
         // Held to the end of the commit, so that the next request of the session sees
         // this one's result.
         let _lock = request._lock.take();
-        match request.entry.take() {
-            None => inner.commit_new(request).await,
-            Some(entry) => inner.commit_existing(entry, request).await,
+        match std::mem::replace(&mut request.attached, Attached::New) {
+            Attached::New if inner.config.mode == Mode::NonSticky => {
+                inner.ns_commit_new(request).await
+            }
+            Attached::New => inner.commit_new(request).await,
+            Attached::Local(entry) => inner.commit_existing(entry, request).await,
+            Attached::Transit(transit) => inner.ns_commit(transit, request).await,
         }
     }
 
@@ -393,9 +455,12 @@ impl<C: Codec> SessionManager<C> {
         self.inner.local.run_pending_tasks().await;
     }
 
-    /// Backups that are queued, being written, or waiting for a retry.
+    /// Background work not finished yet: sessions whose newest state is not known to be
+    /// stored remotely (queued, being written, or waiting for a retry), plus remote
+    /// writes, touches and deletes queued or running. Zero means everything committed
+    /// so far has reached the remote tier, as far as it could.
     pub fn pending_backups(&self) -> usize {
-        self.inner.backups.dirty_count()
+        self.inner.backups.dirty_count() + self.inner.backups.in_flight()
     }
 }
 
@@ -455,15 +520,22 @@ impl<C: Codec> Inner<C> {
             Counters::add(&self.counters.degraded);
             self.regular[rand::rng().random_range(0..self.regular.len())].clone()
         });
-        let id = SessionId::generate(&node, self.config.route.as_ref());
+        // Routes are for sticky load balancing only.
+        let route = match self.config.mode {
+            Mode::Sticky => self.config.route.as_ref(),
+            Mode::NonSticky => None,
+        };
+        let id = SessionId::generate(&node, route);
         RequestSession {
             session: Session::new(id, SystemTime::now(), self.config.max_inactive),
-            entry: None,
+            attached: Attached::New,
             incoming: None,
             had_cookie,
             invalidated: false,
             cycle_id: false,
             _lock: None,
+            remote_lock: None,
+            pattern: None,
         }
     }
 
@@ -681,12 +753,14 @@ impl<C: Codec> Inner<C> {
         }
         Ok(RequestSession {
             session: snapshot,
-            entry: Some(entry),
+            attached: Attached::Local(entry),
             incoming: Some(incoming),
             had_cookie: true,
             invalidated: false,
             cycle_id: false,
             _lock: lock,
+            remote_lock: None,
+            pattern: None,
         })
     }
 

@@ -9,6 +9,17 @@ use crate::id::SessionId;
 use crate::session::{AttributeError, Session};
 
 use super::entry::LocalEntry;
+use super::nonsticky::{RemoteLock, TransitRef};
+
+/// What a request's session is attached to.
+pub(crate) enum Attached<C> {
+    /// Nothing yet: the session is created at commit if the request stores something.
+    New,
+    /// A session held in the local tier (sticky mode).
+    Local(Arc<LocalEntry<C>>),
+    /// A session loaded from the remote tier for the requests in flight (non-sticky).
+    Transit(TransitRef<C>),
+}
 
 /// One request's session, from [`SessionManager::load`](super::SessionManager::load)
 /// until [`SessionManager::commit`](super::SessionManager::commit).
@@ -20,9 +31,7 @@ use super::entry::LocalEntry;
 /// releases the session's lock under [`Concurrency::Lock`](super::Concurrency::Lock)).
 pub struct RequestSession<C> {
     pub(crate) session: Session<C>,
-    /// The local entry this request works on; `None` for a session that does not exist
-    /// yet (it is created at commit if the request stored anything).
-    pub(crate) entry: Option<Arc<LocalEntry<C>>>,
+    pub(crate) attached: Attached<C>,
     /// The id the client sent, exactly as sent, if it was a valid id.
     pub(crate) incoming: Option<SessionId>,
     /// Whether the client sent any id at all (valid or not): if no session results,
@@ -32,6 +41,11 @@ pub struct RequestSession<C> {
     pub(crate) cycle_id: bool,
     /// Held until the request ends under `Concurrency::Lock`.
     pub(crate) _lock: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// The remote session lock (non-sticky `Concurrency::Lock`), released at commit or
+    /// when the request is dropped.
+    pub(crate) remote_lock: Option<RemoteLock>,
+    /// The request's pattern (method and path) when the lock scope learns from it.
+    pub(crate) pattern: Option<Box<str>>,
 }
 
 impl<C: Codec> RequestSession<C> {
@@ -44,7 +58,7 @@ impl<C: Codec> RequestSession<C> {
 
     /// Whether the session did not exist before this request.
     pub fn is_new(&self) -> bool {
-        self.entry.is_none()
+        matches!(self.attached, Attached::New)
     }
 
     /// Decodes attribute `name`; `Ok(None)` if it does not exist. A decode failure is
@@ -132,7 +146,7 @@ impl<C> fmt::Debug for RequestSession<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequestSession")
             .field("session", &self.session)
-            .field("new", &self.entry.is_none())
+            .field("new", &matches!(self.attached, Attached::New))
             .field("invalidated", &self.invalidated)
             .field("cycle_id", &self.cycle_id)
             .finish()

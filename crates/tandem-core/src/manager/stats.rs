@@ -87,6 +87,11 @@ counters! {
     lock_timeouts,
     /// Commits refused because another request changed the same attribute.
     conflicts,
+    /// Non-sticky commits that reloaded the session and applied their changes again
+    /// after a compare-and-swap conflict.
+    merge_retries,
+    /// Non-sticky requests refused because no node could serve them.
+    unavailable,
 }
 
 impl Counters {

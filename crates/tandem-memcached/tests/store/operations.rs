@@ -130,6 +130,33 @@ async fn touch_extends_the_ttl_without_rewriting() {
 }
 
 #[tokio::test]
+async fn get_and_touch_reads_and_extends_the_ttl_in_one_operation() {
+    let memcached = MemcachedProcess::start();
+    let store = single(&memcached, config()).await;
+    let (n1, k) = (node("n1"), key("gat"));
+    store
+        .set(&n1, &k, b"v", Ttl::After(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    let cas = store.get(&n1, &k).await.unwrap().unwrap().cas;
+    let operations = store.node_health(&n1).unwrap().operations;
+
+    let item = store
+        .get_and_touch(&n1, &k, Ttl::After(Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((item.value.as_slice(), item.cas), (&b"v"[..], cas));
+    assert_eq!(store.node_health(&n1).unwrap().operations, operations + 1);
+    assert!(remaining_ttl(&memcached, "gat").await.unwrap() > 50);
+    let absent = store
+        .get_and_touch(&n1, &key("absent"), Ttl::Never)
+        .await
+        .unwrap();
+    assert_eq!(absent, None);
+}
+
+#[tokio::test]
 async fn items_expire_after_their_ttl() {
     let memcached = MemcachedProcess::start();
     let store = single(&memcached, config()).await;

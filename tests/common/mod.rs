@@ -1,14 +1,16 @@
-//! Helpers for the sticky-mode tests: real memcached processes, managers standing in
-//! for app servers, and polling.
+//! Helpers shared by the manager tests: real memcached processes, managers standing in
+//! for app servers, and polling. Each test crate uses a part of them.
+#![allow(dead_code)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use speedy::{Readable, Writable};
 use tandem::memcached::{MemcachedConfig, MemcachedStore};
 use tandem::{
-    CookieUpdate, ManagerBuilder, NodeId, NodeSpec, RemoteStore, Route, SessionId, SessionManager,
-    SpeedyCodec,
+    CommitError, CookieUpdate, ManagerBuilder, Mode, NodeId, NodeSpec, RemoteStore, Route,
+    SessionId, SessionManager, SpeedyCodec,
 };
 use tandem_testkit::MemcachedCluster;
 
@@ -39,10 +41,17 @@ pub async fn connect(cluster: &MemcachedCluster) -> Arc<MemcachedStore> {
     Arc::new(MemcachedStore::connect(&spec, config).await.unwrap())
 }
 
-/// A manager builder for an app server named `route`.
+/// A sticky-mode manager builder for an app server named `route`.
 pub fn server(store: &Arc<MemcachedStore>, route: &str) -> ManagerBuilder<SpeedyCodec> {
     Manager::builder(Arc::clone(store) as Arc<dyn RemoteStore>)
         .route(Route::new(route).unwrap())
+        .retry_interval(RETRY)
+}
+
+/// A non-sticky manager builder.
+pub fn non_sticky(store: &Arc<MemcachedStore>) -> ManagerBuilder<SpeedyCodec> {
+    Manager::builder(Arc::clone(store) as Arc<dyn RemoteStore>)
+        .mode(Mode::NonSticky)
         .retry_interval(RETRY)
 }
 
@@ -102,4 +111,34 @@ pub async fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) ->
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     condition().then(|| started.elapsed())
+}
+
+/// Runs `requests` concurrent read-modify-write increments of `n`, spread over the
+/// `servers` in turn; returns how many commits succeeded. Every failure must be a
+/// conflict on `n`.
+pub async fn increment_concurrently(servers: &[Manager], id: &SessionId, requests: u32) -> u32 {
+    let succeeded = Arc::new(AtomicU32::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..requests {
+        let server = servers[i as usize % servers.len()].clone();
+        let (id, succeeded) = (id.clone(), Arc::clone(&succeeded));
+        tasks.push(tokio::spawn(async move {
+            let mut session = server.load(Some(id.as_str())).await.unwrap();
+            let n: u32 = session.get("n").unwrap().unwrap();
+            // Let the other requests run between the read and the write.
+            tokio::task::yield_now().await;
+            session.insert("n", &(n + 1)).unwrap();
+            match server.commit(session).await {
+                Ok(_) => {
+                    succeeded.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(CommitError::Conflict { attributes }) => assert_eq!(attributes, ["n"]),
+                Err(other) => panic!("unexpected commit error {other:?}"),
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    succeeded.load(Ordering::Relaxed)
 }

@@ -1,0 +1,188 @@
+//! The manager's request path in sticky mode.
+//!
+//! - `local/bare_moka_get_insert` (baseline): a `moka` future cache `get` plus
+//!   `insert` of the same stored bytes, which is the least a cache-backed session layer
+//!   can do per request.
+//! - `local/load_commit_unchanged`: `SessionManager::load` + `commit` of a locally held
+//!   session that the request reads but does not change (the common request).
+//! - `local/load_commit_changed_async`: the same with one attribute changed and an
+//!   asynchronous backup (the write happens off the request path, against a real
+//!   memcached).
+//! - `memcached/load_commit_changed_sync`: the same with a synchronous backup: one
+//!   memcached round trip inside the commit.
+//! - `memcached/raw_set` : a bare memcached set of the same bytes, the floor of the
+//!   sync case.
+//!
+//! Run with `scripts/bench-manager.sh`, which prints the ratios to the baselines.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use speedy::{Readable, Writable};
+use tandem::memcached::{MemcachedConfig, MemcachedStore};
+use tandem::{
+    BackupMode, CookieUpdate, KeyPrefix, KeySpace, NodeSpec, RemoteStore, SessionId,
+    SessionManager, SpeedyCodec, Ttl, envelope,
+};
+use tandem_testkit::MemcachedProcess;
+
+#[derive(Clone, Readable, Writable)]
+struct CartLine {
+    sku: String,
+    quantity: u32,
+    unit_price_cents: u64,
+}
+
+/// A session like the shop's: a user, a cart of eight lines (~500 bytes stored).
+fn fill(session: &mut tandem::RequestSession<SpeedyCodec>) {
+    session.insert("user", "ann@example.com").unwrap();
+    let cart: Vec<CartLine> = (0..8)
+        .map(|i| CartLine {
+            sku: format!("SKU-{i:06}-BLUE-XL"),
+            quantity: i + 1,
+            unit_price_cents: 1999 + u64::from(i) * 100,
+        })
+        .collect();
+    session.insert("cart", &cart).unwrap();
+    session
+        .insert("csrf", "f3a9c2d1e8b7a6f5e4d3c2b1a0f9e8d7")
+        .unwrap();
+    session.insert("locale", "en-GB").unwrap();
+    session.insert("visits", &0u64).unwrap();
+}
+
+async fn manager_with(
+    store: Arc<dyn RemoteStore>,
+    backup: BackupMode,
+) -> (SessionManager<SpeedyCodec>, SessionId) {
+    let manager = SessionManager::<SpeedyCodec>::builder(store)
+        .backup(backup)
+        .build()
+        .unwrap();
+    let mut session = manager.load(None).await.unwrap();
+    fill(&mut session);
+    let CookieUpdate::Set { id, .. } = manager.commit(session).await.unwrap().cookie else {
+        unreachable!("a new session sets its cookie")
+    };
+    (manager, id)
+}
+
+fn bench(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let memcached = MemcachedProcess::start();
+    let spec = NodeSpec::parse(&format!("n1:{}", memcached.address())).unwrap();
+    let store: Arc<dyn RemoteStore> = Arc::new(
+        runtime
+            .block_on(MemcachedStore::connect(&spec, MemcachedConfig::default()))
+            .unwrap(),
+    );
+
+    let (async_manager, id) = runtime.block_on(manager_with(Arc::clone(&store), BackupMode::Async));
+    let sync = BackupMode::Sync {
+        timeout: Duration::from_secs(1),
+    };
+    let (sync_manager, sync_id) = runtime.block_on(manager_with(Arc::clone(&store), sync));
+
+    // The baseline stores what the manager would back up: the session's envelope.
+    let bytes = runtime.block_on(async {
+        let session = async_manager.load(Some(id.as_str())).await.unwrap();
+        let bytes = envelope::encode(session.session());
+        async_manager.commit(session).await.unwrap();
+        Arc::new(bytes)
+    });
+    println!("stored session: {} bytes", bytes.len());
+    let cache: moka::future::Cache<Arc<str>, Arc<Vec<u8>>> =
+        moka::future::Cache::builder().max_capacity(1 << 30).build();
+    let cache_key: Arc<str> = Arc::from(id.storage_id());
+    runtime.block_on(cache.insert(Arc::clone(&cache_key), Arc::clone(&bytes)));
+
+    let mut local = c.benchmark_group("local");
+    local.bench_function("bare_moka_get_insert", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    let value = cache.get(&cache_key).await.unwrap();
+                    cache.insert(Arc::clone(&cache_key), black_box(value)).await;
+                }
+                started.elapsed()
+            })
+        })
+    });
+    local.bench_function("load_commit_unchanged", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    let session = async_manager.load(Some(id.as_str())).await.unwrap();
+                    black_box(session.get::<u64>("visits").unwrap());
+                    black_box(async_manager.commit(session).await.unwrap());
+                }
+                started.elapsed()
+            })
+        })
+    });
+    local.bench_function("load_commit_changed_async", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let started = Instant::now();
+                for i in 0..iters {
+                    let mut session = async_manager.load(Some(id.as_str())).await.unwrap();
+                    session.insert("visits", &i).unwrap();
+                    black_box(async_manager.commit(session).await.unwrap());
+                }
+                started.elapsed()
+            })
+        })
+    });
+    local.finish();
+
+    let mut remote = c.benchmark_group("memcached");
+    let key = KeyPrefix::new("bench:")
+        .unwrap()
+        .key(KeySpace::Session, &id);
+    let node = tandem::NodeId::new("n1").unwrap();
+    remote.bench_function("raw_set", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    store.set(&node, &key, &bytes, Ttl::Never).await.unwrap();
+                }
+                started.elapsed()
+            })
+        })
+    });
+    remote.bench_function("load_commit_changed_sync", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let started = Instant::now();
+                for i in 0..iters {
+                    let mut session = sync_manager.load(Some(sync_id.as_str())).await.unwrap();
+                    session.insert("visits", &i).unwrap();
+                    black_box(sync_manager.commit(session).await.unwrap());
+                }
+                started.elapsed()
+            })
+        })
+    });
+    remote.finish();
+    let stats = async_manager.stats();
+    println!(
+        "async manager: {} commits, {} backups written, {} coalesced",
+        stats.commits, stats.backups_written, stats.backups_coalesced
+    );
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default();
+    targets = bench
+}
+criterion_main!(benches);

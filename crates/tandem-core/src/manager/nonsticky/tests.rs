@@ -1,0 +1,433 @@
+//! Unit tests of non-sticky mode over the in-process store; the same behaviour runs
+//! against real memcached in the facade package's `tests/nonsticky`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use crate::manager::{
+    CommitError, Concurrency, CookieUpdate, LoadError, LockScope, LockTimeoutPolicy,
+    ManagerBuilder, Mode, RequestInfo, SessionManager,
+};
+use crate::memory::MemoryStore;
+use crate::session::tests::TextCodec;
+use crate::{NodeId, RemoteStore, SessionId};
+
+type Manager = SessionManager<TextCodec>;
+
+fn node(id: &str) -> NodeId {
+    NodeId::new(id).unwrap()
+}
+
+fn store(nodes: &[&str]) -> Arc<MemoryStore> {
+    Arc::new(MemoryStore::new(nodes.iter().map(|id| node(id))))
+}
+
+fn builder(store: &Arc<MemoryStore>) -> ManagerBuilder<TextCodec> {
+    Manager::builder(Arc::clone(store) as Arc<dyn RemoteStore>)
+        .mode(Mode::NonSticky)
+        .retry_interval(Duration::from_millis(50))
+}
+
+fn manager(store: &Arc<MemoryStore>) -> Manager {
+    builder(store).build().unwrap()
+}
+
+async fn create(manager: &Manager, name: &str, value: &str) -> SessionId {
+    let mut session = manager.load(None).await.unwrap();
+    session.insert(name, value).unwrap();
+    match manager.commit(session).await.unwrap().cookie {
+        CookieUpdate::Set { id, .. } => id,
+        other => panic!("expected a new cookie, got {other:?}"),
+    }
+}
+
+async fn read(manager: &Manager, id: &SessionId, name: &str) -> Option<String> {
+    let session = manager.load(Some(id.as_str())).await.unwrap();
+    let value = session.get::<String>(name).unwrap();
+    manager.commit(session).await.unwrap();
+    value
+}
+
+async fn write(manager: &Manager, id: &SessionId, name: &str, value: &str) -> CookieUpdate {
+    let mut session = manager.load(Some(id.as_str())).await.unwrap();
+    assert!(!session.is_new());
+    session.insert(name, value).unwrap();
+    manager.commit(session).await.unwrap().cookie
+}
+
+/// Lets background writes (spawned tasks) run.
+async fn settle(manager: &Manager) {
+    for _ in 0..200 {
+        tokio::task::yield_now().await;
+        if manager.pending_backups() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("background work still running");
+}
+
+#[tokio::test]
+async fn two_servers_see_each_others_changes() {
+    let store = store(&["n1", "n2"]);
+    let (a1, a2) = (manager(&store), manager(&store));
+    let id = create(&a1, "step", "1").await;
+    for step in 2..=10 {
+        let (reader, writer) = if step % 2 == 0 {
+            (&a1, &a2)
+        } else {
+            (&a2, &a1)
+        };
+        assert_eq!(
+            read(reader, &id, "step").await,
+            Some((step - 1).to_string())
+        );
+        assert_eq!(
+            write(writer, &id, "step", &step.to_string()).await,
+            CookieUpdate::Keep
+        );
+    }
+    assert_eq!(read(&a1, &id, "step").await.as_deref(), Some("10"));
+    settle(&a1).await;
+    settle(&a2).await;
+    // Both copies exist: the primary on the id's node, the backup on the other.
+    assert_eq!(store.item_count(&node("n1")), 1);
+    assert_eq!(store.item_count(&node("n2")), 1);
+}
+
+#[tokio::test]
+async fn round_trips_on_the_request_path_are_one_for_a_read_and_two_for_a_change() {
+    let store = store(&["n1", "n2"]);
+    let a1 = manager(&store);
+    let id = create(&a1, "a", "1").await;
+    settle(&a1).await;
+
+    let before = store.operations();
+    let session = a1.load(Some(id.as_str())).await.unwrap();
+    assert_eq!(
+        store.operations() - before,
+        1,
+        "a load is one get-and-touch"
+    );
+    a1.commit(session).await.unwrap();
+    assert_eq!(
+        store.operations() - before,
+        1,
+        "an unchanged commit waits for nothing"
+    );
+    settle(&a1).await;
+
+    let before = store.operations();
+    let mut session = a1.load(Some(id.as_str())).await.unwrap();
+    session.insert("a", "2").unwrap();
+    a1.commit(session).await.unwrap();
+    assert_eq!(
+        store.operations() - before,
+        2,
+        "get-and-touch, compare-and-swap"
+    );
+}
+
+#[tokio::test]
+async fn the_transit_copy_lives_only_while_requests_are_in_flight() {
+    let store = store(&["n1"]);
+    let a1 = manager(&store);
+    let id = create(&a1, "a", "1").await;
+    let first = a1.load(Some(id.as_str())).await.unwrap();
+    let operations = store.operations();
+    let second = a1.load(Some(id.as_str())).await.unwrap();
+    assert_eq!(
+        store.operations(),
+        operations,
+        "the second request shares the copy"
+    );
+    assert_eq!(a1.inner.transit.lock().len(), 1);
+    a1.commit(first).await.unwrap();
+    assert_eq!(a1.inner.transit.lock().len(), 1);
+    drop(second); // a request may end without a commit
+    assert!(a1.inner.transit.lock().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_keeps_distinct_attributes_and_reports_every_lost_race() {
+    let store = store(&["n1", "n2"]);
+    let servers = [manager(&store), manager(&store)];
+    let id = create(&servers[0], "count", "0").await;
+    let succeeded = Arc::new(AtomicU32::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..50u32 {
+        let (server, id, succeeded) = (
+            servers[i as usize % 2].clone(),
+            id.clone(),
+            Arc::clone(&succeeded),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut session = server.load(Some(id.as_str())).await.unwrap();
+            let count: u32 = session.get("count").unwrap().unwrap();
+            tokio::task::yield_now().await;
+            session.insert("count", &(count + 1).to_string()).unwrap();
+            session.insert(&format!("attr{i}"), "x").unwrap();
+            match server.commit(session).await {
+                Ok(_) => {
+                    succeeded.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(CommitError::Conflict { attributes }) => assert_eq!(attributes, ["count"]),
+                Err(other) => panic!("{other:?}"),
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let succeeded = succeeded.load(Ordering::Relaxed);
+    assert!(succeeded >= 1);
+    let count: u32 = read(&servers[1], &id, "count")
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(count, succeeded);
+    let conflicts: u64 = servers.iter().map(|s| s.stats().conflicts).sum();
+    assert_eq!(conflicts, u64::from(50 - succeeded));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_make_concurrent_increments_on_two_servers_exact() {
+    let store = store(&["n1", "n2"]);
+    let lock = |store| {
+        builder(store)
+            .concurrency(Concurrency::Lock)
+            .build()
+            .unwrap()
+    };
+    let servers = [lock(&store), lock(&store)];
+    let id = create(&servers[0], "count", "0").await;
+    let mut tasks = Vec::new();
+    for i in 0..50usize {
+        let (server, id) = (servers[i % 2].clone(), id.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut session = server.load(Some(id.as_str())).await.unwrap();
+            let count: u32 = session.get("count").unwrap().unwrap();
+            tokio::task::yield_now().await;
+            session.insert("count", &(count + 1).to_string()).unwrap();
+            server.commit(session).await.unwrap();
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(read(&servers[0], &id, "count").await.as_deref(), Some("50"));
+    assert_eq!(servers.iter().map(|s| s.stats().conflicts).sum::<u64>(), 0);
+}
+
+#[tokio::test]
+async fn a_lock_not_acquired_in_time_fails_or_proceeds_as_configured() {
+    let store = store(&["n1"]);
+    let holder_server = builder(&store)
+        .concurrency(Concurrency::Lock)
+        .build()
+        .unwrap();
+    let id = create(&holder_server, "a", "1").await;
+    let holder = holder_server.load(Some(id.as_str())).await.unwrap();
+    for policy in [LockTimeoutPolicy::Fail, LockTimeoutPolicy::ProceedUnlocked] {
+        let other = builder(&store)
+            .concurrency(Concurrency::Lock)
+            .lock_timeout(Duration::from_millis(30), policy)
+            .build()
+            .unwrap();
+        let result = other.load(Some(id.as_str())).await;
+        match policy {
+            LockTimeoutPolicy::Fail => {
+                assert!(
+                    matches!(result, Err(LoadError::LockTimeout { .. })),
+                    "{result:?}"
+                )
+            }
+            LockTimeoutPolicy::ProceedUnlocked => assert!(result.is_ok()),
+        }
+        assert_eq!(other.stats().lock_timeouts, 1);
+    }
+    holder_server.commit(holder).await.unwrap();
+}
+
+#[tokio::test]
+async fn auto_lock_scope_learns_read_only_patterns() {
+    let store = store(&["n1"]);
+    let a1 = builder(&store)
+        .concurrency(Concurrency::Lock)
+        .lock_scope(LockScope::Auto)
+        .build()
+        .unwrap();
+    let id = create(&a1, "a", "1").await;
+    let get = RequestInfo {
+        method: "GET",
+        path: "/cart",
+    };
+    let ops = |store: &MemoryStore| store.operations();
+    let mut per_request = Vec::new();
+    for _ in 0..(crate::manager::AUTO_LOCK_LEARN_AFTER + 2) {
+        settle(&a1).await; // background writes and lock releases are not counted
+        let before = ops(&store);
+        let session = a1.load_for(Some(id.as_str()), Some(&get)).await.unwrap();
+        per_request.push(ops(&store) - before);
+        a1.commit(session).await.unwrap();
+    }
+    // Locked: lock add + get-and-touch; learned: get-and-touch only.
+    assert_eq!(per_request[0], 2);
+    assert_eq!(*per_request.last().unwrap(), 1);
+
+    // A request of that pattern that changes the session locks the pattern again.
+    let mut session = a1.load_for(Some(id.as_str()), Some(&get)).await.unwrap();
+    session.insert("a", "2").unwrap();
+    a1.commit(session).await.unwrap();
+    settle(&a1).await;
+    let before = ops(&store);
+    let session = a1.load_for(Some(id.as_str()), Some(&get)).await.unwrap();
+    assert_eq!(ops(&store) - before, 2);
+    a1.commit(session).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_path_lock_scope_locks_only_matching_requests() {
+    let store = store(&["n1"]);
+    let a1 = builder(&store)
+        .concurrency(Concurrency::Lock)
+        .lock_scope(LockScope::Paths(regex::Regex::new("^/cart").unwrap()))
+        .build()
+        .unwrap();
+    let id = create(&a1, "a", "1").await;
+    for (path, expected) in [("/cart/items", 2), ("/static/app.css", 1)] {
+        settle(&a1).await;
+        let before = store.operations();
+        let info = RequestInfo {
+            method: "POST",
+            path,
+        };
+        let session = a1.load_for(Some(id.as_str()), Some(&info)).await.unwrap();
+        assert_eq!(store.operations() - before, expected, "{path}");
+        a1.commit(session).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_down_primary_serves_the_backup_and_moves_the_session() {
+    let store = store(&["n1", "n2", "n3"]);
+    let a1 = manager(&store);
+    let id = loop {
+        let id = create(&a1, "user", "ann").await;
+        if id.node() == "n1" {
+            break id;
+        }
+    };
+    settle(&a1).await;
+    store.set_node_up(&node("n1"), false);
+    let a2 = manager(&store);
+    let session = a2.load(Some(id.as_str())).await.unwrap();
+    assert_eq!(
+        session.get::<String>("user").unwrap().as_deref(),
+        Some("ann")
+    );
+    assert_eq!(session.id().node(), "n2", "moves to where the backup is");
+    let CookieUpdate::Set { id: moved, .. } = a2.commit(session).await.unwrap().cookie else {
+        panic!("the client must learn the new id");
+    };
+    assert_eq!(moved.random(), id.random());
+    settle(&a2).await;
+    // The moved session has a primary on n2 and a fresh backup on n3.
+    store.set_node_up(&node("n2"), false);
+    assert_eq!(read(&a1, &moved, "user").await.as_deref(), Some("ann"));
+    assert_eq!(a2.stats().relocated, 1);
+}
+
+#[tokio::test]
+async fn a_down_backup_node_does_not_stop_the_primary_and_the_backup_comes_back() {
+    let store = store(&["n1", "n2"]);
+    let a1 = manager(&store);
+    let id = create(&a1, "a", "1").await;
+    settle(&a1).await;
+    let primary = node(id.node());
+    let backup = node(if id.node() == "n1" { "n2" } else { "n1" });
+    store.set_node_up(&backup, false);
+    write(&a1, &id, "a", "2").await;
+    store.set_node_up(&backup, true);
+    store.clear_node(&backup);
+    // The next (unchanged) request finds no backup copy and writes it again.
+    assert_eq!(read(&a1, &id, "a").await.as_deref(), Some("2"));
+    settle(&a1).await;
+    assert_eq!(store.item_count(&backup), 1);
+    store.set_node_up(&primary, false);
+    assert_eq!(
+        read(&a1, &id, "a").await.as_deref(),
+        Some("2"),
+        "served from the backup"
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_empty_primary_is_refilled_from_the_backup() {
+    let store = store(&["n1", "n2"]);
+    let a1 = manager(&store);
+    let id = create(&a1, "a", "1").await;
+    settle(&a1).await;
+    let primary = node(id.node());
+    store.clear_node(&primary);
+    assert_eq!(write(&a1, &id, "a", "2").await, CookieUpdate::Keep);
+    assert_eq!(store.item_count(&primary), 1);
+    let a2 = manager(&store);
+    assert_eq!(read(&a2, &id, "a").await.as_deref(), Some("2"));
+}
+
+#[tokio::test]
+async fn with_every_node_down_requests_get_a_clear_error() {
+    let store = store(&["n1", "n2"]);
+    let a1 = manager(&store);
+    let id = create(&a1, "a", "1").await;
+    store.set_node_up(&node("n1"), false);
+    store.set_node_up(&node("n2"), false);
+    assert_eq!(
+        a1.load(Some(id.as_str())).await.unwrap_err(),
+        LoadError::Unavailable
+    );
+    let mut session = a1.load(None).await.unwrap();
+    session.insert("a", "1").unwrap();
+    assert!(matches!(
+        a1.commit(session).await,
+        Err(CommitError::Unavailable { .. })
+    ));
+    assert_eq!(a1.stats().unavailable, 2);
+}
+
+#[tokio::test]
+async fn invalidate_and_cycle_id_remove_both_copies_of_the_old_id() {
+    let store = store(&["n1", "n2"]);
+    let a1 = manager(&store);
+    let old = create(&a1, "user", "ann").await;
+    settle(&a1).await;
+    let mut session = a1.load(Some(old.as_str())).await.unwrap();
+    session.cycle_id();
+    let CookieUpdate::Set { id: new, .. } = a1.commit(session).await.unwrap().cookie else {
+        panic!("cycle_id sets a new cookie");
+    };
+    settle(&a1).await;
+    let a2 = manager(&store);
+    assert!(a2.load(Some(old.as_str())).await.unwrap().is_new());
+    assert_eq!(read(&a2, &new, "user").await.as_deref(), Some("ann"));
+    assert_eq!(
+        store.item_count(&node("n1")) + store.item_count(&node("n2")),
+        2
+    );
+
+    let mut session = a2.load(Some(new.as_str())).await.unwrap();
+    session.invalidate();
+    assert_eq!(
+        a2.commit(session).await.unwrap().cookie,
+        CookieUpdate::Clear
+    );
+    settle(&a2).await;
+    assert_eq!(
+        store.item_count(&node("n1")) + store.item_count(&node("n2")),
+        0
+    );
+    assert!(a1.load(Some(new.as_str())).await.unwrap().is_new());
+}

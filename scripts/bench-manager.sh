@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs the manager benchmark (benches/manager.rs, starts its own memcached) and prints
+# each figure as a ratio to its baseline measured in the same run. Extra arguments go
+# to criterion (e.g. --measurement-time 3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo bench --bench manager -- "$@" | tee target/bench-manager.log | grep -E "stored session|async manager|time:"
+
+python3 - <<'PY'
+import json, pathlib
+root = pathlib.Path("target/criterion")
+def mean_ns(group, name):
+    path = root / group / name / "new" / "estimates.json"
+    return json.loads(path.read_text())["mean"]["point_estimate"] if path.exists() else None
+rows = [
+    ("local", "bare_moka_get_insert", ("local", "bare_moka_get_insert")),
+    ("local", "load_commit_unchanged", ("local", "bare_moka_get_insert")),
+    ("local", "load_commit_changed_async", ("local", "bare_moka_get_insert")),
+    ("memcached", "raw_set", ("memcached", "raw_set")),
+    ("memcached", "load_commit_changed_sync", ("memcached", "raw_set")),
+]
+print()
+print(f"{'benchmark':36} {'mean':>11}  ratio to baseline")
+for group, name, (bgroup, bname) in rows:
+    value, base = mean_ns(group, name), mean_ns(bgroup, bname)
+    if value is None or base is None:
+        continue
+    print(f"{group + '/' + name:36} {value / 1000:>8.3f} µs  {value / base:.2f}x {bgroup}/{bname}")
+PY
