@@ -29,7 +29,10 @@
 //! assert_eq!(loaded.get::<u32>("visits").unwrap(), Some(1));
 //! ```
 
-pub use tandem_codec::{JsonCodec, SpeedyCodec};
+pub use tandem_codec::{JsonCodec, Migrating, MsgpackCodec, PostcardCodec, SpeedyCodec};
+
+/// Codecs, rolling codec migration and stored-bytes layers (compression, encryption).
+pub use tandem_codec as codec;
 pub use tandem_core::*;
 
 /// The codec sessions use unless another is chosen.

@@ -91,7 +91,7 @@ pub async fn write_n(manager: &Manager, id: &SessionId, n: u32) {
 }
 
 /// Waits until every backup of `manager` is written.
-pub async fn settle(manager: &Manager) {
+pub async fn settle<C: tandem::Codec>(manager: &SessionManager<C>) {
     let done = wait_until(Duration::from_secs(5), || manager.pending_backups() == 0).await;
     assert!(
         done.is_some(),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::codec::Codec;
 use crate::id::{NodeId, Route};
 use crate::key::KeyPrefix;
+use crate::layers::{BlobLayer, NoLayer};
 use crate::store::RemoteStore;
 
 use super::SessionManager;
@@ -93,12 +94,13 @@ pub enum BackupMode {
 }
 
 /// The settings of a [`SessionManager`], built with [`ManagerBuilder`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct ManagerConfig {
     pub(crate) mode: Mode,
     pub(crate) lock_scope: LockScope,
     pub(crate) lock_ttl: Duration,
     pub(crate) max_merge_retries: u32,
+    pub(crate) layer: Arc<dyn BlobLayer>,
     pub(crate) prefix: KeyPrefix,
     pub(crate) route: Option<Route>,
     pub(crate) failover: Vec<NodeId>,
@@ -123,6 +125,7 @@ impl Default for ManagerConfig {
             lock_scope: LockScope::All,
             lock_ttl: Duration::from_secs(30),
             max_merge_retries: 8,
+            layer: Arc::new(NoLayer),
             prefix: KeyPrefix::new("tandem:").expect("a valid prefix"),
             route: None,
             failover: Vec::new(),
@@ -230,6 +233,14 @@ impl<C: Codec> ManagerBuilder<C> {
     /// (default 8).
     pub fn max_merge_retries(mut self, retries: u32) -> Self {
         self.config.max_merge_retries = retries;
+        self
+    }
+
+    /// What happens to stored bytes between the envelope and the remote tier:
+    /// compression, encryption at rest, or a stack of them (default: stored as they
+    /// are). Bytes stored before a layer was configured still load.
+    pub fn layer(mut self, layer: impl BlobLayer) -> Self {
+        self.config.layer = Arc::new(layer);
         self
     }
 

@@ -198,6 +198,12 @@ pub enum CommitError {
         /// The last store error.
         reason: String,
     },
+    /// The session could not be sealed for storage (a layer failed).
+    #[error("the session could not be prepared for storage: {reason}")]
+    Encoding {
+        /// What the layer reported.
+        reason: String,
+    },
     /// Non-sticky mode: the session kept changing under this commit; it gave up after
     /// this many compare-and-swap attempts.
     #[error("the session kept changing; gave up after {attempts} attempts")]
@@ -444,6 +450,12 @@ impl<C: Codec> SessionManager<C> {
         self.inner.counters.snapshot()
     }
 
+    /// What the configured stored-bytes layers did so far (sealed blobs, bytes in and
+    /// out, hence the compression ratio; rejected blobs).
+    pub fn layer_stats(&self) -> crate::layers::LayerStats {
+        self.inner.config.layer.stats()
+    }
+
     /// Number of sessions held in the local tier (approximate while requests run).
     pub fn local_sessions(&self) -> u64 {
         self.inner.local.entry_count()
@@ -626,12 +638,27 @@ impl<C: Codec> Inner<C> {
         }
     }
 
-    fn decode(&self, id: &SessionId, bytes: &[u8]) -> Result<Session<C>, EnvelopeError> {
-        envelope::decode(id.clone(), bytes)
+    /// Opens stored bytes (through the configured layers) and decodes the envelope.
+    fn decode(&self, id: &SessionId, stored: &[u8]) -> Result<Session<C>, String> {
+        let opened = self
+            .config
+            .layer
+            .open(id, stored)
+            .map_err(|error| error.to_string())?;
+        envelope::decode::<C>(id.clone(), &opened).map_err(|error: EnvelopeError| error.to_string())
     }
 
+    /// The plain envelope of `session`: what the size limit is checked against.
     fn encode(&self, session: &Session<C>) -> Vec<u8> {
         envelope::encode(session)
+    }
+
+    /// The bytes to store for `session`: its envelope, sealed by the configured layers.
+    fn seal(&self, session: &Session<C>) -> Result<Vec<u8>, String> {
+        self.config
+            .layer
+            .seal(session.id(), envelope::encode(session))
+            .map_err(|error| error.to_string())
     }
 
     /// An id whose route names another server (or none): this server takes the session
@@ -1039,7 +1066,7 @@ impl<C: Codec> Inner<C> {
             return Ok(());
         }
         let _order = self.write_order(entry).lock().await;
-        let job = self.backup_job(entry);
+        let job = self.backup_job(entry)?;
         if job.bytes.is_some() {
             return self.write(entry, job).await;
         }
@@ -1060,7 +1087,7 @@ impl<C: Codec> Inner<C> {
                 Counters::add(&self.counters.touch_failures);
                 entry.state.lock().backed_up = 0;
                 self.backups.mark_dirty(local_key(&job.id), entry);
-                let job = self.backup_job(entry);
+                let job = self.backup_job(entry)?;
                 self.write(entry, job).await
             }
             Err(error) => {
@@ -1077,19 +1104,27 @@ impl<C: Codec> Inner<C> {
         &self.write_order[(address >> 4) % self.write_order.len()]
     }
 
-    /// What a backup of `entry` sends now: the encoded state if it is newer than the
+    /// What a backup of `entry` sends now: the sealed state if it is newer than the
     /// remote copy, and where it goes.
-    fn backup_job(&self, entry: &LocalEntry<C>) -> BackupJob {
+    fn backup_job(&self, entry: &LocalEntry<C>) -> Result<BackupJob, String> {
         let state = entry.state.lock();
         let id = state.session.id().clone();
-        BackupJob {
+        let bytes = if state.revision > state.backed_up {
+            Some(self.seal(&state.session).inspect_err(|error| {
+                Counters::add(&self.counters.backups_failed);
+                tracing::warn!(session = %id.storage_id(), %error, "session could not be sealed for its backup");
+            })?)
+        } else {
+            None
+        };
+        Ok(BackupJob {
             node: self.node_of(&id),
             key: self.store_key(&id),
             ttl: remote_ttl(state.session.max_inactive()),
-            bytes: (state.revision > state.backed_up).then(|| self.encode(&state.session)),
+            bytes,
             revision: state.revision,
             id,
-        }
+        })
     }
 
     async fn write(&self, entry: &Arc<LocalEntry<C>>, job: BackupJob) -> Result<(), String> {

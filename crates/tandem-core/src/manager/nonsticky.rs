@@ -542,7 +542,9 @@ impl<C: Codec> Inner<C> {
             next.mark_unchanged();
             let id = next.id().clone();
             let node = self.node_of(&id);
-            let bytes = self.encode(&next);
+            let bytes = self
+                .seal(&next)
+                .map_err(|reason| CommitError::Encoding { reason })?;
             let ttl = copy_ttl(next.max_inactive());
             let key = self.store_key(&id);
             let written = if new_id.is_some() || !state.on_primary {
@@ -698,11 +700,14 @@ impl<C: Codec> Inner<C> {
         session.touch(SystemTime::now());
         session.mark_unchanged();
         let ttl = copy_ttl(session.max_inactive());
-        let bytes = self.encode(&session);
         let mut last_error = None;
         for _ in 0..3 {
             let node = self.node_of(session.id());
             let id = session.id().clone();
+            // Sealed per attempt: a layer may bind the bytes to the id.
+            let bytes = self
+                .seal(&session)
+                .map_err(|reason| CommitError::Encoding { reason })?;
             match self
                 .store
                 .add(&node, &self.store_key(&id), &bytes, ttl)
@@ -802,11 +807,16 @@ impl<C: Codec> Inner<C> {
                 Ok(true) => Counters::add(&inner.counters.touches),
                 Ok(false) => {
                     Counters::add(&inner.counters.touch_failures);
-                    let bytes = inner.encode(&session);
-                    match inner.store.set(&node, &key, &bytes, ttl).await {
-                        Ok(()) => Counters::add(&inner.counters.backups_written),
-                        Err(_) => Counters::add(&inner.counters.backups_failed),
-                    }
+                    let written = match inner.seal(&session) {
+                        Ok(bytes) => inner.store.set(&node, &key, &bytes, ttl).await.is_ok(),
+                        Err(_) => false,
+                    };
+                    let counter = if written {
+                        &inner.counters.backups_written
+                    } else {
+                        &inner.counters.backups_failed
+                    };
+                    Counters::add(counter);
                 }
                 Err(_) => Counters::add(&inner.counters.touch_failures),
             }
