@@ -204,7 +204,7 @@ impl Compression {
             #[cfg(feature = "zstd")]
             Algorithm::Zstd { level } => {
                 let compressed =
-                    zstd::bulk::compress(envelope, level).map_err(|error| LayerError::Seal {
+                    zstd_context::compress(envelope, level).map_err(|error| LayerError::Seal {
                         layer: layer_name(kind),
                         reason: error.to_string(),
                     })?;
@@ -247,7 +247,7 @@ impl Compression {
             LayerKind::LZ4 => lz4_flex::block::decompress_into(payload, &mut out)
                 .map_err(|error| malformed(error.to_string()))?,
             #[cfg(feature = "zstd")]
-            LayerKind::ZSTD => zstd::bulk::decompress_to_buffer(payload, &mut out)
+            LayerKind::ZSTD => zstd_context::decompress_to_buffer(payload, &mut out)
                 .map_err(|error| malformed(error.to_string()))?,
             _ => {
                 return Err(malformed(
@@ -261,6 +261,45 @@ impl Compression {
             )));
         }
         Ok(out)
+    }
+}
+
+/// zstd contexts, kept per thread: creating one costs more than compressing a
+/// session of a few kilobytes with it.
+#[cfg(feature = "zstd")]
+mod zstd_context {
+    use std::cell::RefCell;
+    use std::io;
+
+    use zstd::bulk::{Compressor, Decompressor};
+
+    thread_local! {
+        static COMPRESSOR: RefCell<Option<(i32, Compressor<'static>)>> = const { RefCell::new(None) };
+        static DECOMPRESSOR: RefCell<Option<Decompressor<'static>>> = const { RefCell::new(None) };
+    }
+
+    pub(super) fn compress(data: &[u8], level: i32) -> io::Result<Vec<u8>> {
+        COMPRESSOR.with(|slot| {
+            let mut compressor = match slot.take() {
+                Some((kept, compressor)) if kept == level => compressor,
+                _ => Compressor::new(level)?,
+            };
+            let result = compressor.compress(data);
+            slot.replace(Some((level, compressor)));
+            result
+        })
+    }
+
+    pub(super) fn decompress_to_buffer(data: &[u8], out: &mut [u8]) -> io::Result<usize> {
+        DECOMPRESSOR.with(|slot| {
+            let mut decompressor = match slot.take() {
+                Some(decompressor) => decompressor,
+                None => Decompressor::new()?,
+            };
+            let result = decompressor.decompress_to_buffer(data, out);
+            slot.replace(Some(decompressor));
+            result
+        })
     }
 }
 
