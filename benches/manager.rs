@@ -12,6 +12,10 @@
 //!   memcached round trip inside the commit.
 //! - `memcached/raw_set` : a bare memcached set of the same bytes, the floor of the
 //!   sync case.
+//! - `nonsticky/raw_get_set` (baseline): a bare memcached get plus set of the same
+//!   bytes, what any remote session store does for a changed request.
+//! - `nonsticky/load_commit_changed` and `nonsticky/load_commit_unchanged`: non-sticky
+//!   requests (get-and-touch, then compare-and-swap for the changed one).
 //!
 //! Run with `scripts/bench-manager.sh`, which prints the ratios to the baselines.
 
@@ -23,7 +27,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use speedy::{Readable, Writable};
 use tandem::memcached::{MemcachedConfig, MemcachedStore};
 use tandem::{
-    BackupMode, CookieUpdate, KeyPrefix, KeySpace, NodeSpec, RemoteStore, SessionId,
+    BackupMode, CookieUpdate, KeyPrefix, KeySpace, Mode, NodeSpec, RemoteStore, SessionId,
     SessionManager, SpeedyCodec, Ttl, envelope,
 };
 use tandem_testkit::MemcachedProcess;
@@ -75,13 +79,16 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
+    // Managers start their background tasks on the runtime they are built in.
+    let _runtime_context = runtime.enter();
     let memcached = MemcachedProcess::start();
     let spec = NodeSpec::parse(&format!("n1:{}", memcached.address())).unwrap();
-    let store: Arc<dyn RemoteStore> = Arc::new(
+    let typed_store = Arc::new(
         runtime
             .block_on(MemcachedStore::connect(&spec, MemcachedConfig::default()))
             .unwrap(),
     );
+    let store: Arc<dyn RemoteStore> = Arc::clone(&typed_store) as Arc<dyn RemoteStore>;
 
     let (async_manager, id) = runtime.block_on(manager_with(Arc::clone(&store), BackupMode::Async));
     let sync = BackupMode::Sync {
@@ -173,6 +180,95 @@ fn bench(c: &mut Criterion) {
         })
     });
     remote.finish();
+
+    let non_sticky = SessionManager::<SpeedyCodec>::builder(Arc::clone(&store))
+        .mode(Mode::NonSticky)
+        .build()
+        .unwrap();
+    let ns_id = runtime.block_on(async {
+        let mut session = non_sticky.load(None).await.unwrap();
+        fill(&mut session);
+        let CookieUpdate::Set { id, .. } = non_sticky.commit(session).await.unwrap().cookie else {
+            unreachable!("a new session sets its cookie")
+        };
+        id
+    });
+    let mut group = c.benchmark_group("nonsticky");
+    group.bench_function("raw_get_set", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    let item = store.get(&node, &key).await.unwrap().unwrap();
+                    store
+                        .set(&node, &key, &item.value, Ttl::Never)
+                        .await
+                        .unwrap();
+                }
+                started.elapsed()
+            })
+        })
+    });
+    group.bench_function("load_commit_changed", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let started = Instant::now();
+                for i in 0..iters {
+                    let mut session = non_sticky.load(Some(ns_id.as_str())).await.unwrap();
+                    session.insert("visits", &i).unwrap();
+                    black_box(non_sticky.commit(session).await.unwrap());
+                }
+                started.elapsed()
+            })
+        })
+    });
+    group.bench_function("load_commit_unchanged", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    let session = non_sticky.load(Some(ns_id.as_str())).await.unwrap();
+                    black_box(session.get::<u64>("visits").unwrap());
+                    black_box(non_sticky.commit(session).await.unwrap());
+                }
+                started.elapsed()
+            })
+        })
+    });
+    group.finish();
+
+    // memcached operations on the request path per request kind, counted by the store.
+    let memcached_store = Arc::clone(&typed_store);
+    let operations = || {
+        memcached_store
+            .health()
+            .iter()
+            .map(|n| n.operations)
+            .sum::<u64>()
+    };
+    runtime.block_on(async {
+        tokio::time::sleep(Duration::from_millis(200)).await; // background work settles
+        for (kind, change) in [("read-only", false), ("changed", true)] {
+            let before = operations();
+            let mut session = non_sticky.load(Some(ns_id.as_str())).await.unwrap();
+            if change {
+                session.insert("visits", &u64::MAX).unwrap();
+            }
+            non_sticky.commit(session).await.unwrap();
+            println!(
+                "non-sticky {kind} request: {} memcached round trips on the request path",
+                operations() - before
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let before = operations();
+        let session = async_manager.load(Some(id.as_str())).await.unwrap();
+        async_manager.commit(session).await.unwrap();
+        println!(
+            "sticky read-only request: {} memcached round trips",
+            operations() - before
+        );
+    });
     let stats = async_manager.stats();
     println!(
         "async manager: {} commits, {} backups written, {} coalesced",

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo bench --bench manager -- "$@" | tee target/bench-manager.log | grep -E "stored session|async manager|time:"
+cargo bench --bench manager -- "$@" | tee target/bench-manager.log | grep -E "stored session|async manager|round trips|time:"
 
 python3 - <<'PY'
 import json, pathlib
@@ -19,6 +19,9 @@ rows = [
     ("local", "load_commit_changed_async", ("local", "bare_moka_get_insert")),
     ("memcached", "raw_set", ("memcached", "raw_set")),
     ("memcached", "load_commit_changed_sync", ("memcached", "raw_set")),
+    ("nonsticky", "raw_get_set", ("nonsticky", "raw_get_set")),
+    ("nonsticky", "load_commit_changed", ("nonsticky", "raw_get_set")),
+    ("nonsticky", "load_commit_unchanged", ("nonsticky", "raw_get_set")),
 ]
 print()
 print(f"{'benchmark':36} {'mean':>11}  ratio to baseline")

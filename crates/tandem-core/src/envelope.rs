@@ -131,13 +131,30 @@ pub struct Header {
     pub attribute_count: u32,
 }
 
+/// The length of `session`'s envelope, without encoding it.
+///
+/// ```
+/// # use std::time::SystemTime;
+/// # use tandem_core::{envelope, Codec, CodecError, CodecId, Encodes, NodeId, Session, SessionId};
+/// # struct Raw;
+/// # impl Codec for Raw { const ID: CodecId = CodecId::new(250); const NAME: &'static str = "raw"; }
+/// # impl Encodes<[u8]> for Raw { fn encode(v: &[u8]) -> Result<Vec<u8>, CodecError> { Ok(v.to_vec()) } }
+/// let id = SessionId::generate(&NodeId::new("n1").unwrap(), None);
+/// let mut session: Session<Raw> = Session::new(id, SystemTime::now(), None);
+/// session.insert("blob", &[7u8; 100][..]).unwrap();
+/// assert_eq!(envelope::encoded_len(&session), envelope::encode(&session).len());
+/// ```
+pub fn encoded_len<C: Codec>(session: &Session<C>) -> usize {
+    HEADER_LEN
+        + session
+            .values()
+            .map(|(name, value)| MIN_ENTRY_LEN + name.len() + value.bytes().len())
+            .sum::<usize>()
+}
+
 /// Encodes `session` as an envelope. The header records `C` as the writer.
 pub fn encode<C: Codec>(session: &Session<C>) -> Vec<u8> {
-    let body: usize = session
-        .values()
-        .map(|(name, value)| MIN_ENTRY_LEN + name.len() + value.bytes().len())
-        .sum();
-    let mut out = Vec::with_capacity(HEADER_LEN + body);
+    let mut out = Vec::with_capacity(encoded_len(session));
     out.extend_from_slice(&MAGIC);
     out.push(FORMAT_VERSION);
     out.push(0);

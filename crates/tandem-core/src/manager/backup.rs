@@ -111,30 +111,50 @@ impl<C: Codec> Backups<C> {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
-    pub(super) fn mark_dirty(&self, key: LocalKey, entry: &Arc<LocalEntry<C>>) {
-        self.dirty.lock().insert(key, Arc::clone(entry));
+    /// Records that `entry` holds state the remote tier may not have. Cheap when it is
+    /// already recorded: a flag on the entry, no lock, no key.
+    pub(super) fn mark_dirty(&self, entry: &Arc<LocalEntry<C>>) {
+        if entry.in_dirty.load(Ordering::Acquire) {
+            return;
+        }
+        let key = super::entry::local_key(&entry.id());
+        let mut dirty = self.dirty.lock();
+        dirty.insert(key, Arc::clone(entry));
+        entry.in_dirty.store(true, Ordering::Release);
     }
 
-    /// The entry is backed up: no longer dirty (unless another entry took the key).
+    /// The entry's newest state is backed up: no longer dirty. Checked again under the
+    /// lock, because a commit may have changed the session since the write started.
     pub(super) fn clean(&self, key: &LocalKey, entry: &Arc<LocalEntry<C>>) {
         let mut dirty = self.dirty.lock();
-        if dirty.get(key).is_some_and(|held| Arc::ptr_eq(held, entry)) {
-            dirty.remove(key);
+        let state = entry.state.lock();
+        if state.backed_up == state.revision {
+            Self::remove_held(&mut dirty, key, entry);
         }
     }
 
     /// The entry will never be written: drop it from the dirty set.
     pub(super) fn forget(&self, key: &LocalKey, entry: &Arc<LocalEntry<C>>) {
-        self.clean(key, entry);
+        Self::remove_held(&mut self.dirty.lock(), key, entry);
     }
 
-    /// The entry's key changed (relocation, new id).
+    fn remove_held(
+        dirty: &mut HashMap<LocalKey, Arc<LocalEntry<C>>>,
+        key: &LocalKey,
+        entry: &Arc<LocalEntry<C>>,
+    ) {
+        if dirty.get(key).is_some_and(|held| Arc::ptr_eq(held, entry)) {
+            dirty.remove(key);
+            entry.in_dirty.store(false, Ordering::Release);
+        }
+    }
+
+    /// The entry's key changed (relocation, new id): it is dirty under the new key.
     pub(super) fn rekey(&self, old: &LocalKey, new: LocalKey, entry: &Arc<LocalEntry<C>>) {
         let mut dirty = self.dirty.lock();
-        if dirty.get(old).is_some_and(|held| Arc::ptr_eq(held, entry)) {
-            dirty.remove(old);
-        }
+        Self::remove_held(&mut dirty, old, entry);
         dirty.insert(new, Arc::clone(entry));
+        entry.in_dirty.store(true, Ordering::Release);
     }
 
     /// A dirty entry under `key`, if any.

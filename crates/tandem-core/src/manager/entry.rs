@@ -28,6 +28,9 @@ pub(crate) struct LocalEntry<C> {
     /// Set while a backup job for this entry is queued: further commits coalesce into
     /// that job instead of queueing another.
     pub(crate) queued: AtomicBool,
+    /// Whether the entry is in the backup bookkeeping's dirty set (changed under its
+    /// lock), so that a commit of an already dirty session skips the set.
+    pub(crate) in_dirty: AtomicBool,
     /// Set when the entry must never be written again: invalidated, or taken over by
     /// another server. A queued backup of a retired entry is dropped.
     pub(crate) retired: AtomicBool,
@@ -63,6 +66,7 @@ impl<C: Codec> LocalEntry<C> {
     pub(crate) fn new(session: Session<C>, backed_up: bool, with_lock: bool) -> LocalEntry<C> {
         let entry = LocalEntry {
             queued: AtomicBool::new(false),
+            in_dirty: AtomicBool::new(false),
             retired: AtomicBool::new(false),
             max_inactive_ms: AtomicU64::new(0),
             weight: AtomicU32::new(0),
@@ -79,8 +83,11 @@ impl<C: Codec> LocalEntry<C> {
         entry
     }
 
-    /// Updates what the local tier reads without locking: interval and weight.
-    pub(crate) fn refresh_metadata(&self, session: &Session<C>) {
+    /// Updates what the local tier reads without locking: interval and weight. Returns
+    /// whether the weight moved by more than an eighth from the one the tier last
+    /// weighed (recorded when this returns `true`), which is when re-inserting the
+    /// entry to have it weighed again is worth its cost.
+    pub(crate) fn refresh_metadata(&self, session: &Session<C>) -> bool {
         let interval = session.max_inactive().map_or(0, |interval| {
             u64::try_from(interval.as_millis()).unwrap_or(u64::MAX)
         });
@@ -90,8 +97,13 @@ impl<C: Codec> LocalEntry<C> {
             .map(|(name, value)| name.len() + value.bytes().len() + ATTRIBUTE_OVERHEAD)
             .sum::<usize>()
             + ENTRY_OVERHEAD;
-        self.weight
-            .store(u32::try_from(bytes).unwrap_or(u32::MAX), Ordering::Relaxed);
+        let weight = u32::try_from(bytes).unwrap_or(u32::MAX);
+        let weighed = self.weight.load(Ordering::Relaxed);
+        let moved = weight.abs_diff(weighed) > weighed / 8;
+        if moved {
+            self.weight.store(weight, Ordering::Relaxed);
+        }
+        moved
     }
 
     pub(crate) fn max_inactive(&self) -> Option<Duration> {

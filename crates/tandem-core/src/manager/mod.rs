@@ -648,11 +648,6 @@ impl<C: Codec> Inner<C> {
         envelope::decode::<C>(id.clone(), &opened).map_err(|error: EnvelopeError| error.to_string())
     }
 
-    /// The plain envelope of `session`: what the size limit is checked against.
-    fn encode(&self, session: &Session<C>) -> Vec<u8> {
-        envelope::encode(session)
-    }
-
     /// The bytes to store for `session`: its envelope, sealed by the configured layers.
     fn seal(&self, session: &Session<C>) -> Result<Vec<u8>, String> {
         self.config
@@ -826,7 +821,7 @@ impl<C: Codec> Inner<C> {
             .config
             .max_session_size
             .unwrap_or_else(|| self.store.max_item_size());
-        let size = self.encode(session).len();
+        let size = envelope::encoded_len(session);
         if size > limit {
             Counters::add(&self.counters.too_large);
             tracing::warn!(session = %session.id().storage_id(), size, limit, "session too large; commit refused");
@@ -903,7 +898,7 @@ impl<C: Codec> Inner<C> {
             }
             self.backups.delete(self.node_of(old), self.store_key(old));
             Counters::add(&self.counters.ids_cycled);
-        } else if applied.changed {
+        } else if applied.reweigh {
             // Re-insert so that the local tier weighs the new size.
             self.local
                 .insert(local_key(&applied.id), Arc::clone(&entry))
@@ -967,6 +962,7 @@ impl<C: Codec> Inner<C> {
             SessionId::generate(&node, self.config.route.as_ref())
         });
         let changed = !changes.is_empty() || interval_changed || new_id.is_some();
+        let mut reweigh = false;
         if changed {
             let mut next = state.session.clone();
             for (name, value) in changes {
@@ -984,13 +980,14 @@ impl<C: Codec> Inner<C> {
             next.mark_unchanged();
             state.session = next;
             state.revision += 1;
-            entry.refresh_metadata(&state.session);
+            reweigh = entry.refresh_metadata(&state.session);
         } else {
             state.session.touch(SystemTime::now());
         }
         Ok(Applied {
             id: state.session.id().clone(),
             changed,
+            reweigh,
             rekeyed: new_id.map(|new| (old_id, new)),
         })
     }
@@ -1013,7 +1010,7 @@ impl<C: Codec> Inner<C> {
     /// Queues (or, in sync mode or during shutdown, performs) the backup of a changed
     /// entry.
     async fn schedule_write(self: &Inner<C>, entry: &Arc<LocalEntry<C>>) -> BackupStatus {
-        self.backups.mark_dirty(local_key(&entry.id()), entry);
+        self.backups.mark_dirty(entry);
         let sync_timeout = match self.config.backup {
             _ if self.closing.load(Ordering::Acquire) => {
                 Some(self.config.retry_interval.max(Duration::from_secs(1)))
@@ -1086,7 +1083,7 @@ impl<C: Codec> Inner<C> {
                 // again.
                 Counters::add(&self.counters.touch_failures);
                 entry.state.lock().backed_up = 0;
-                self.backups.mark_dirty(local_key(&job.id), entry);
+                self.backups.mark_dirty(entry);
                 let job = self.backup_job(entry)?;
                 self.write(entry, job).await
             }
@@ -1213,6 +1210,8 @@ struct BackupJob {
 struct Applied {
     id: SessionId,
     changed: bool,
+    /// The session's size moved enough for the local tier to weigh it again.
+    reweigh: bool,
     rekeyed: Option<(SessionId, SessionId)>,
 }
 
