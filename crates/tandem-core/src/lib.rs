@@ -40,8 +40,9 @@ pub use key::{KeyError, KeyPrefix, KeySpace, MAX_KEY_LEN, MAX_PREFIX_LEN, StoreK
 pub use layers::{BlobLayer, LayerError, LayerStats, NoLayer};
 pub use manager::{
     AUTO_LOCK_LEARN_AFTER, BackupMode, BackupStatus, CommitError, CommitOutcome, Concurrency,
-    ConfigError, CookieUpdate, LoadError, LockScope, LockTimeoutPolicy, ManagerBuilder, Mode,
-    RequestInfo, RequestSession, SessionManager, ShutdownReport, Stats, keepalive_slack,
+    ConfigError, CookieUpdate, HistogramSnapshot, LoadError, LockScope, LockTimeoutPolicy,
+    ManagerBuilder, Mode, RequestInfo, RequestSession, SessionManager, ShutdownReport, Stats,
+    keepalive_slack,
 };
 pub use memory::MemoryStore;
 pub use nodes::{NodeAddress, NodeSpec, NodeSpecError};
@@ -49,5 +50,6 @@ pub use session::{
     AttributeChange, AttributeError, AttributeValue, MAX_ATTRIBUTE_NAME_LEN, Session,
 };
 pub use store::{
-    AddOutcome, CasOutcome, CasToken, DEFAULT_MAX_ITEM_SIZE, Item, RemoteStore, StoreError, Ttl,
+    AddOutcome, CasOutcome, CasToken, DEFAULT_MAX_ITEM_SIZE, Item, NodeStatus, RemoteStore,
+    StoreError, Ttl,
 };

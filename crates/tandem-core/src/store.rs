@@ -5,7 +5,7 @@
 //! rerouted behind its back. Implementations: [`MemoryStore`](crate::MemoryStore)
 //! in-process, and the memcached store in `tandem-memcached`.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
@@ -53,6 +53,47 @@ impl Ttl {
                 let seconds = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
                 Some(u32::try_from(seconds.max(1)).unwrap_or(u32::MAX))
             }
+        }
+    }
+}
+
+/// One node's health, as a store reports it through [`RemoteStore::node_status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStatus {
+    /// The node.
+    pub id: NodeId,
+    /// Where it is, as configured (`host:port`), if the store has an address.
+    pub address: Option<String>,
+    /// Whether operations are sent to it.
+    pub up: bool,
+    /// Since when it is down; `None` while up.
+    pub down_since: Option<SystemTime>,
+    /// The most recent failure, with its time.
+    pub last_error: Option<(String, SystemTime)>,
+    /// Operations sent to the node.
+    pub operations: u64,
+    /// Operations that failed.
+    pub failures: u64,
+    /// How often the node went from up to down.
+    pub down_transitions: u64,
+    /// Mean latency of the operations that got an answer, if the store measures it.
+    pub mean_latency: Option<Duration>,
+}
+
+impl NodeStatus {
+    /// A status that says only whether `id` is up.
+    pub fn up_or_down(id: NodeId, up: bool) -> NodeStatus {
+        NodeStatus {
+            id,
+            address: None,
+            up,
+            down_since: None,
+            last_error: None,
+            operations: 0,
+            failures: 0,
+            down_transitions: 0,
+            mean_latency: None,
         }
     }
 }
@@ -219,6 +260,18 @@ pub trait RemoteStore: Send + Sync + 'static {
     /// Whether `node` is currently believed usable. No network access: this reads the
     /// health state the operations maintain.
     fn is_available(&self, node: &NodeId) -> bool;
+
+    /// The health of every node, in configuration order. The default knows only
+    /// [`is_available`](Self::is_available); stores that track more report it.
+    fn node_status(&self) -> Vec<NodeStatus> {
+        self.nodes()
+            .into_iter()
+            .map(|node| {
+                let up = self.is_available(&node);
+                NodeStatus::up_or_down(node, up)
+            })
+            .collect()
+    }
 
     /// The largest value the store accepts, in bytes.
     fn max_item_size(&self) -> usize {

@@ -1,7 +1,7 @@
 //! Per-node health: up or down, the last error, and counters.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 use tandem_core::NodeId;
@@ -34,6 +34,8 @@ pub struct NodeHealth {
     pub marked_down: u64,
     /// How often the node went from down to up.
     pub marked_up: u64,
+    /// Mean latency of the operations the node answered; `None` before the first.
+    pub mean_latency: Option<Duration>,
 }
 
 /// The live health state of one node. Operations read `up` without locking; the
@@ -44,6 +46,9 @@ pub(crate) struct HealthState {
     operations: AtomicU64,
     failures: AtomicU64,
     refused_while_down: AtomicU64,
+    /// Operations answered, and their total latency in microseconds.
+    answered: AtomicU64,
+    answered_micros: AtomicU64,
     detail: Mutex<Detail>,
 }
 
@@ -63,6 +68,8 @@ impl HealthState {
             operations: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             refused_while_down: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            answered_micros: AtomicU64::new(0),
             detail: Mutex::new(Detail::default()),
         }
     }
@@ -73,6 +80,15 @@ impl HealthState {
 
     pub(crate) fn count_operation(&self) {
         self.operations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records the latency of an answered operation.
+    pub(crate) fn record_latency(&self, latency: Duration) {
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        self.answered_micros.fetch_add(
+            u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     pub(crate) fn count_refused(&self) {
@@ -125,6 +141,12 @@ impl HealthState {
             refused_while_down: self.refused_while_down.load(Ordering::Relaxed),
             marked_down: detail.marked_down,
             marked_up: detail.marked_up,
+            mean_latency: match self.answered.load(Ordering::Relaxed) {
+                0 => None,
+                answered => Some(Duration::from_micros(
+                    self.answered_micros.load(Ordering::Relaxed) / answered,
+                )),
+            },
         }
     }
 }
@@ -165,7 +187,10 @@ mod tests {
         state.count_failure("first".into());
         state.remember_error("probe".into());
         state.count_refused();
+        state.record_latency(Duration::from_micros(100));
+        state.record_latency(Duration::from_micros(300));
         let health = snapshot(&state);
+        assert_eq!(health.mean_latency, Some(Duration::from_micros(200)));
         assert_eq!(health.id.as_str(), "n1");
         assert_eq!(health.address, "127.0.0.1:11211");
         assert_eq!(

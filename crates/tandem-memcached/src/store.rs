@@ -3,15 +3,15 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use memcache::exp::{
     AsyncMetaClient, Error as ClientError, Meta, MetaClientBuilder, MutationStatus,
 };
 use tandem_core::{
-    AddOutcome, CasOutcome, CasToken, Item, NodeId, NodeSpec, RemoteStore, StoreError, StoreKey,
-    Ttl,
+    AddOutcome, CasOutcome, CasToken, Item, NodeId, NodeSpec, NodeStatus, RemoteStore, StoreError,
+    StoreKey, Ttl,
 };
 
 use crate::config::MemcachedConfig;
@@ -192,15 +192,20 @@ impl MemcachedStore {
         }
         node.health.count_operation();
         let timeout = shared.config.operation_timeout();
+        let started = Instant::now();
         let failure = match tokio::time::timeout(timeout, operation(&node.client)).await {
-            Ok(Ok(value)) => return Ok(value),
+            Ok(Ok(value)) => {
+                node.health.record_latency(started.elapsed());
+                return Ok(value);
+            }
             Ok(Err(error)) => classify(&node.id, error, timeout, value_size, &shared.config),
             Err(_elapsed) => timed_out(&node.id, timeout),
         };
-        node.health.count_failure(failure.detail);
         if failure.node_failed && node.health.mark_down() {
+            tracing::warn!(node = %node.id, address = %node.address, error = %failure.detail, "memcached node marked down");
             spawn_probe(shared, index);
         }
+        node.health.count_failure(failure.detail);
         Err(failure.error)
     }
 }
@@ -223,7 +228,9 @@ impl Shared {
         let timeout = self.config.operation_timeout();
         let failure = match tokio::time::timeout(timeout, node.client.noop()).await {
             Ok(Ok(())) => {
-                node.health.mark_up();
+                if node.health.mark_up() {
+                    tracing::info!(node = %node.id, address = %node.address, "memcached node answers again; marked up");
+                }
                 return true;
             }
             Ok(Err(error)) => classify(&node.id, error, timeout, None, &self.config),
@@ -504,6 +511,23 @@ impl RemoteStore for MemcachedStore {
 
     fn max_item_size(&self) -> usize {
         self.shared.config.max_value_size()
+    }
+
+    fn node_status(&self) -> Vec<NodeStatus> {
+        self.health()
+            .into_iter()
+            .map(|health| {
+                let mut status = NodeStatus::up_or_down(health.id, health.up);
+                status.address = Some(health.address);
+                status.down_since = health.down_since;
+                status.last_error = health.last_error;
+                status.operations = health.operations;
+                status.failures = health.failures;
+                status.down_transitions = health.marked_down;
+                status.mean_latency = health.mean_latency;
+                status
+            })
+            .collect()
     }
 }
 

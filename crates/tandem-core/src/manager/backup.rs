@@ -230,6 +230,7 @@ pub(super) fn spawn_dispatcher<C: Codec>(
                     let Some(inner) = weak.upgrade() else { return };
                     inner.local.run_pending_tasks().await;
                     retry(&inner);
+                    inner.export_metrics();
                 }
             }
         }

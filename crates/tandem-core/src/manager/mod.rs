@@ -48,14 +48,14 @@ use crate::envelope::{self, EnvelopeError};
 use crate::id::{NodeId, Route, SessionId};
 use crate::key::{KeySpace, StoreKey};
 use crate::session::{AttributeValue, Session};
-use crate::store::{RemoteStore, StoreError, Ttl};
+use crate::store::{NodeStatus, RemoteStore, StoreError, Ttl};
 
 pub use config::{
     BackupMode, Concurrency, ConfigError, LockScope, LockTimeoutPolicy, ManagerBuilder, Mode,
 };
 pub use nonsticky::AUTO_LOCK_LEARN_AFTER;
 pub use request::RequestSession;
-pub use stats::Stats;
+pub use stats::{HistogramSnapshot, Stats};
 
 use backup::{Backups, Expired};
 use config::ManagerConfig;
@@ -352,6 +352,7 @@ impl<C: Codec> SessionManager<C> {
                 .collect(),
             config,
         });
+        Counters::describe();
         backup::spawn_dispatcher(&inner, backup_rx, expired_rx, runtime);
         SessionManager { inner }
     }
@@ -425,17 +426,23 @@ impl<C: Codec> SessionManager<C> {
     ) -> Result<CommitOutcome, CommitError> {
         let inner = &self.inner;
         Counters::add(&inner.counters.commits);
+        let started = Instant::now();
+        let modified = request.session.is_modified() || request.cycle_id;
         // Held to the end of the commit, so that the next request of the session sees
         // this one's result.
         let _lock = request._lock.take();
-        match std::mem::replace(&mut request.attached, Attached::New) {
+        let outcome = match std::mem::replace(&mut request.attached, Attached::New) {
             Attached::New if inner.config.mode == Mode::NonSticky => {
                 inner.ns_commit_new(request).await
             }
             Attached::New => inner.commit_new(request).await,
             Attached::Local(entry) => inner.commit_existing(entry, request).await,
             Attached::Transit(transit) => inner.ns_commit(transit, request).await,
+        };
+        if modified {
+            inner.counters.histograms.changed_commit(started.elapsed());
         }
+        outcome
     }
 
     /// Stops taking backups asynchronously and writes every pending backup, waiting at
@@ -448,6 +455,28 @@ impl<C: Codec> SessionManager<C> {
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
         self.inner.counters.snapshot()
+    }
+
+    /// Publishes the counters' totals and the gauges (local sessions, pending backups,
+    /// nodes up) to the `metrics` facade now. The manager also does this on every
+    /// sweep (its retry interval), so an exporter is at most that much behind.
+    pub fn export_metrics(&self) {
+        self.inner.export_metrics();
+    }
+
+    /// Every node of the remote tier with its health as the store reports it, and
+    /// whether the manager treats it as a failover node.
+    pub fn nodes(&self) -> Vec<(NodeStatus, bool)> {
+        let inner = &self.inner;
+        inner
+            .store
+            .node_status()
+            .into_iter()
+            .map(|status| {
+                let failover = inner.failover.contains(&status.id);
+                (status, failover)
+            })
+            .collect()
     }
 
     /// What the configured stored-bytes layers did so far (sealed blobs, bytes in and
@@ -477,6 +506,31 @@ impl<C: Codec> SessionManager<C> {
 }
 
 impl<C: Codec> Inner<C> {
+    fn export_metrics(&self) {
+        self.counters.export();
+        metrics::gauge!("tandem_local_sessions").set(self.local.entry_count() as f64);
+        metrics::gauge!("tandem_pending_backups")
+            .set((self.backups.dirty_count() + self.backups.in_flight()) as f64);
+        for status in self.store.node_status() {
+            let node = status.id.to_string();
+            metrics::gauge!("tandem_node_up", "node" => node.clone()).set(if status.up {
+                1.0
+            } else {
+                0.0
+            });
+            metrics::counter!("tandem_node_operations_total", "node" => node.clone())
+                .absolute(status.operations);
+            metrics::counter!("tandem_node_failures_total", "node" => node.clone())
+                .absolute(status.failures);
+            metrics::counter!("tandem_node_down_transitions_total", "node" => node)
+                .absolute(status.down_transitions);
+        }
+        let layers = self.config.layer.stats();
+        metrics::counter!("tandem_layer_bytes_in_total").absolute(layers.bytes_in);
+        metrics::counter!("tandem_layer_bytes_out_total").absolute(layers.bytes_out);
+        metrics::counter!("tandem_layer_rejected_total").absolute(layers.rejected);
+    }
+
     fn now_ms(&self) -> u64 {
         u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -593,13 +647,16 @@ impl<C: Codec> Inner<C> {
 
     /// Reads and decodes the remote copy of `id` into a new local entry; `Ok(None)` if
     /// there is none or it cannot be decoded (counted and logged).
+    #[tracing::instrument(name = "tandem.remote_load", level = "debug", skip_all, fields(session = %id.storage_id(), node = %node))]
     async fn read_remote(
         &self,
         node: &NodeId,
         id: &SessionId,
     ) -> Result<Option<LocalEntry<C>>, StoreError> {
         let started = Instant::now();
-        let item = match self.store.get(node, &self.store_key(id)).await {
+        let result = self.store.get(node, &self.store_key(id)).await;
+        self.counters.histograms.remote_load(started.elapsed());
+        let item = match result {
             Ok(item) => item,
             Err(error) => {
                 Counters::add(&self.counters.remote_load_failures);
@@ -659,11 +716,15 @@ impl<C: Codec> Inner<C> {
     /// An id whose route names another server (or none): this server takes the session
     /// over. The local copy, if any, is kept only if the remote copy is still exactly
     /// what this server last wrote or read; otherwise the remote copy replaces it.
+    #[tracing::instrument(name = "tandem.takeover", level = "debug", skip_all, fields(session = %id.storage_id()))]
     async fn take_over(&self, id: &SessionId, key: &LocalKey) -> Option<Arc<LocalEntry<C>>> {
         let node = self.node_of(id);
         let held = self.local.get(key).await;
         let remote = if self.store.is_available(&node) {
-            self.store.get(&node, &self.store_key(id)).await
+            let started = Instant::now();
+            let result = self.store.get(&node, &self.store_key(id)).await;
+            self.counters.histograms.remote_load(started.elapsed());
+            result
         } else {
             Err(StoreError::NodeDown { node: node.clone() })
         };
@@ -729,6 +790,7 @@ impl<C: Codec> Inner<C> {
 
     /// Prepares a request on a held session: takes its lock, rewrites its route,
     /// relocates it off a down node, and snapshots it.
+    #[tracing::instrument(name = "tandem.attach", level = "trace", skip_all)]
     async fn attach(
         &self,
         entry: Arc<LocalEntry<C>>,
@@ -798,7 +860,10 @@ impl<C: Codec> Inner<C> {
         }
         Counters::add(&self.counters.lock_waits);
         let timeout = self.config.lock_timeout;
-        match tokio::time::timeout(timeout, Arc::clone(lock).lock_owned()).await {
+        let started = Instant::now();
+        let waited = tokio::time::timeout(timeout, Arc::clone(lock).lock_owned()).await;
+        self.counters.histograms.lock_wait(started.elapsed());
+        match waited {
             Ok(guard) => Ok(Some(guard)),
             Err(_) => {
                 Counters::add(&self.counters.lock_timeouts);
@@ -1058,6 +1123,7 @@ impl<C: Codec> Inner<C> {
     /// Writes of one session never overlap: two overlapping writes could reach
     /// memcached in the opposite order and leave the older state stored. The state is
     /// read under the write-order lock, so a later writer always sends a newer state.
+    #[tracing::instrument(name = "tandem.backup", level = "trace", skip_all)]
     async fn run_backup(&self, entry: &Arc<LocalEntry<C>>) -> Result<(), String> {
         if entry.is_retired() {
             return Ok(());
@@ -1129,7 +1195,11 @@ impl<C: Codec> Inner<C> {
             return Ok(());
         };
         let started = Instant::now();
-        match self.store.set(&job.node, &job.key, &bytes, job.ttl).await {
+        let result = self.store.set(&job.node, &job.key, &bytes, job.ttl).await;
+        self.counters
+            .histograms
+            .backup_write(started.elapsed(), bytes.len());
+        match result {
             Ok(()) => {
                 entry
                     .remote_refreshed_ms

@@ -275,7 +275,10 @@ impl<C: Codec> Inner<C> {
         }
         Counters::add(&self.counters.lock_waits);
         let timeout = self.config.lock_timeout;
-        match tokio::time::timeout(timeout, Arc::clone(&transit.lock).lock_owned()).await {
+        let started = Instant::now();
+        let waited = tokio::time::timeout(timeout, Arc::clone(&transit.lock).lock_owned()).await;
+        self.counters.histograms.lock_wait(started.elapsed());
+        match waited {
             Ok(guard) => Ok(Some(guard)),
             Err(_) => self.lock_timed_out(timeout).map(|()| None),
         }
@@ -284,6 +287,7 @@ impl<C: Codec> Inner<C> {
     /// Takes the session's `lock:` key on its primary node (or where the session moves
     /// if the primary is down) with `add`, retrying with exponential backoff until the
     /// lock timeout.
+    #[tracing::instrument(name = "tandem.lock", level = "debug", skip_all, fields(session = %id.storage_id()))]
     async fn lock_remote(&self, id: &SessionId) -> Result<Option<RemoteLock>, LoadError> {
         let primary = self.node_of(id);
         let node = if self.store.is_available(&primary) {
@@ -302,6 +306,9 @@ impl<C: Codec> Inner<C> {
         loop {
             match self.store.add(&node, &key, b"1", ttl).await {
                 Ok(AddOutcome::Stored) => {
+                    if waited {
+                        self.counters.histograms.lock_wait(started.elapsed());
+                    }
                     return Ok(Some(RemoteLock {
                         store: Arc::clone(&self.store),
                         node,
@@ -353,15 +360,18 @@ impl<C: Codec> Inner<C> {
     /// the primary node is down the session moves to the backup's node (its id
     /// changes); when the primary just lacks the copy (restarted empty), the next commit
     /// writes it back.
+    #[tracing::instrument(name = "tandem.remote_load", level = "debug", skip_all, fields(session = %id.storage_id()))]
     async fn ns_read(&self, id: &SessionId) -> Result<Option<Loaded<C>>, LoadError> {
         let primary = self.node_of(id);
         let ttl = copy_ttl(self.config.max_inactive);
+        let started = Instant::now();
         let primary_down = if self.store.is_available(&primary) {
-            match self
+            let result = self
                 .store
                 .get_and_touch(&primary, &self.store_key(id), ttl)
-                .await
-            {
+                .await;
+            self.counters.histograms.remote_load(started.elapsed());
+            match result {
                 Ok(Some(item)) => {
                     return Ok(self.ns_decode(id, &item.value).map(|session| {
                         self.slide_custom_interval(&primary, id, &session);
@@ -779,11 +789,16 @@ impl<C: Codec> Inner<C> {
         let inner = Arc::clone(self);
         self.backups.begin();
         tokio::spawn(async move {
-            if let Err(error) = inner
+            let started = Instant::now();
+            let result = inner
                 .store
                 .set(&node, &inner.backup_key(&id), &bytes, ttl)
-                .await
-            {
+                .await;
+            inner
+                .counters
+                .histograms
+                .backup_write(started.elapsed(), bytes.len());
+            if let Err(error) = result {
                 Counters::add(&inner.counters.backups_failed);
                 tracing::debug!(session = %id.storage_id(), %error, "backup copy not written");
             }
