@@ -150,3 +150,34 @@ async fn compressed_and_encrypted_sessions_round_trip_and_are_opaque_in_memcache
     assert_eq!(stranger.stats().undecodable, 1);
     assert_eq!(stranger.layer_stats().rejected, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_over_memcacheds_item_limit_fails_its_commit_and_the_stored_copy_stays() {
+    let cluster = MemcachedCluster::start(1);
+    let store = connect(&cluster).await;
+    let manager =
+        SessionManager::<SpeedyCodec>::builder(Arc::clone(&store) as Arc<dyn RemoteStore>)
+            .build()
+            .unwrap();
+    let mut session = manager.load(None).await.unwrap();
+    session.insert("profile", &profile()).unwrap();
+    let CookieUpdate::Set { id, .. } = manager.commit(session).await.unwrap().cookie else {
+        unreachable!()
+    };
+    settle(&manager).await;
+    let before = stored_bytes(&store, &id).await;
+
+    let mut session = manager.load(Some(id.as_str())).await.unwrap();
+    session.insert("upload", &vec![7u8; 1024 * 1024]).unwrap();
+    let error = manager.commit(session).await.unwrap_err();
+    assert!(
+        matches!(error, tandem::CommitError::TooLarge { .. }),
+        "{error:?}"
+    );
+    assert_eq!(manager.stats().too_large, 1);
+    settle(&manager).await;
+    assert_eq!(stored_bytes(&store, &id).await, before);
+    let session = manager.load(Some(id.as_str())).await.unwrap();
+    assert!(!session.contains("upload"));
+    assert_eq!(session.get::<Profile>("profile").unwrap(), Some(profile()));
+}
