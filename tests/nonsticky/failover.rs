@@ -113,3 +113,21 @@ async fn with_every_node_down_requests_fail_with_a_clear_error() {
     assert_eq!(error, LoadError::Unavailable);
     assert!(started.elapsed() < TIMEOUT * 2 + Duration::from_millis(150));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_primary_and_backup_cost_one_timeout_not_two() {
+    let cluster = MemcachedCluster::start(2);
+    let store = connect(&cluster).await;
+    let a1 = non_sticky(&store).build().unwrap();
+    let id = create(&a1, 1).await;
+    settle(&a1).await;
+    cluster.node("n1").pause();
+    cluster.node("n2").pause();
+    let started = Instant::now();
+    let error = a1.load(Some(id.as_str())).await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(error, LoadError::Unavailable);
+    assert!(took < TIMEOUT + Duration::from_millis(100), "took {took:?}");
+    cluster.node("n1").resume();
+    cluster.node("n2").resume();
+}

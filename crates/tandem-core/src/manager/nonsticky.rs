@@ -25,13 +25,17 @@ use crate::key::{KeySpace, StoreKey};
 use crate::session::Session;
 use crate::store::{AddOutcome, CasOutcome, CasToken, RemoteStore, StoreError, Ttl};
 
-use super::config::{Concurrency, LockScope, LockTimeoutPolicy};
+use super::config::{BackupMode, Concurrency, LockScope, LockTimeoutPolicy};
 use super::entry::{LocalKey, local_key};
 use super::request::{Attached, RequestSession};
 use super::stats::Counters;
 use super::{
     BackupStatus, CommitError, CommitOutcome, CookieUpdate, Inner, LoadError, RequestInfo,
 };
+
+/// How long a primary read may take before the backup copy is read alongside it.
+/// memcached answers in well under a millisecond; a read this slow is likely hung.
+const HEDGE_DELAY: Duration = Duration::from_millis(20);
 
 /// How many requests of a pattern in a row must leave the session unchanged before
 /// [`LockScope::Auto`] stops locking that pattern.
@@ -363,44 +367,66 @@ impl<C: Codec> Inner<C> {
     #[tracing::instrument(name = "tandem.remote_load", level = "debug", skip_all, fields(session = %id.storage_id()))]
     async fn ns_read(&self, id: &SessionId) -> Result<Option<Loaded<C>>, LoadError> {
         let primary = self.node_of(id);
+        let backup_node = self.successor(&primary);
         let ttl = copy_ttl(self.config.max_inactive);
+        let (primary_key, backup_key) = (self.store_key(id), self.backup_key(id));
+        let read_backup = || async {
+            match &backup_node {
+                Some(node) => Some(self.store.get(node, &backup_key).await),
+                None => None,
+            }
+        };
         let started = Instant::now();
-        let primary_down = if self.store.is_available(&primary) {
-            let result = self
-                .store
-                .get_and_touch(&primary, &self.store_key(id), ttl)
-                .await;
-            self.counters.histograms.remote_load(started.elapsed());
-            match result {
-                Ok(Some(item)) => {
-                    return Ok(self.ns_decode(id, &item.value).map(|session| {
-                        self.slide_custom_interval(&primary, id, &session);
-                        Counters::add(&self.counters.loaded_remote);
-                        Loaded {
-                            session,
-                            cas: Some(item.cas),
-                            on_primary: true,
-                        }
-                    }));
-                }
-                Ok(None) => false,
-                Err(error) => {
-                    Counters::add(&self.counters.remote_load_failures);
-                    tracing::debug!(session = %id.storage_id(), %error, "primary read failed");
-                    true
+        let (primary_result, prefetched) = if self.store.is_available(&primary) {
+            let primary_read = self.store.get_and_touch(&primary, &primary_key, ttl);
+            tokio::pin!(primary_read);
+            tokio::select! {
+                result = &mut primary_read => (Some(result), None),
+                () = tokio::time::sleep(HEDGE_DELAY) => {
+                    // The primary is slow, maybe hung: read the backup meanwhile, so
+                    // that a hung primary costs one operation timeout, not two. The
+                    // backup is used only if the primary fails: a slow primary may
+                    // still hold a newer state.
+                    let (result, backup) = tokio::join!(primary_read, read_backup());
+                    (Some(result), Some(backup))
                 }
             }
         } else {
-            true
+            (None, None)
         };
-        let Some(backup_node) = self.successor(&primary) else {
+        self.counters.histograms.remote_load(started.elapsed());
+        let primary_down = match primary_result {
+            Some(Ok(Some(item))) => {
+                return Ok(self.ns_decode(id, &item.value).map(|session| {
+                    self.slide_custom_interval(&primary, id, &session);
+                    Counters::add(&self.counters.loaded_remote);
+                    Loaded {
+                        session,
+                        cas: Some(item.cas),
+                        on_primary: true,
+                    }
+                }));
+            }
+            Some(Ok(None)) => false,
+            Some(Err(error)) => {
+                Counters::add(&self.counters.remote_load_failures);
+                tracing::debug!(session = %id.storage_id(), %error, "primary read failed");
+                true
+            }
+            None => true,
+        };
+        let backup_result = match prefetched {
+            Some(result) => result,
+            None => read_backup().await,
+        };
+        let (Some(backup_result), Some(backup_node)) = (backup_result, &backup_node) else {
             return if primary_down {
                 Err(self.unavailable_load())
             } else {
                 Ok(None)
             };
         };
-        let item = match self.store.get(&backup_node, &self.backup_key(id)).await {
+        let item = match backup_result {
             Ok(Some(item)) => item,
             Ok(None) => {
                 return if primary_down {
@@ -421,7 +447,7 @@ impl<C: Codec> Inner<C> {
         };
         Counters::add(&self.counters.loaded_remote);
         if primary_down {
-            let moved = id.with_node(&backup_node);
+            let moved = id.with_node(backup_node);
             tracing::info!(from = %id.storage_id(), to = %moved.storage_id(), "session relocated off a down node");
             Counters::add(&self.counters.relocated);
             session.set_id(moved);
@@ -588,11 +614,10 @@ impl<C: Codec> Inner<C> {
                         // the old id, which is stale now.
                         self.backups.delete(node.clone(), self.backup_key(incoming));
                     }
-                    Counters::add(&self.counters.backups_written);
-                    self.ns_write_backup(id, bytes, ttl);
+                    let backup = self.ns_write_backup(id, bytes, ttl).await;
                     return Ok(CommitOutcome {
                         cookie: self.ns_cookie(request, &state.session),
-                        backup: BackupStatus::Queued,
+                        backup,
                     });
                 }
                 Ok(false) => {
@@ -725,14 +750,13 @@ impl<C: Codec> Inner<C> {
             {
                 Ok(AddOutcome::Stored) => {
                     Counters::add(&self.counters.sessions_created);
-                    Counters::add(&self.counters.backups_written);
-                    self.ns_write_backup(id.clone(), bytes, ttl);
+                    let backup = self.ns_write_backup(id.clone(), bytes, ttl).await;
                     return Ok(CommitOutcome {
                         cookie: CookieUpdate::Set {
                             max_inactive: session.max_inactive(),
                             id,
                         },
-                        backup: BackupStatus::Queued,
+                        backup,
                     });
                 }
                 // A 131-bit collision, or a node that failed: new id, live node.
@@ -780,30 +804,66 @@ impl<C: Codec> Inner<C> {
         }
     }
 
-    /// Writes the backup copy on the primary's successor, in the background.
-    fn ns_write_backup(self: &Arc<Self>, id: SessionId, bytes: Vec<u8>, ttl: Ttl) {
+    /// Writes the backup copy on the primary's successor: in the background, or
+    /// before returning with a synchronous backup mode (or during shutdown).
+    async fn ns_write_backup(
+        self: &Arc<Self>,
+        id: SessionId,
+        bytes: Vec<u8>,
+        ttl: Ttl,
+    ) -> BackupStatus {
         let Some(node) = self.successor(&self.node_of(&id)) else {
             tracing::debug!(session = %id.storage_id(), "no node for the backup copy; written with the next change");
-            return;
+            return BackupStatus::Failed("no node is available for the backup copy".into());
         };
+        let sync_timeout = match self.config.backup {
+            _ if self.closing.load(std::sync::atomic::Ordering::Acquire) => {
+                Some(Duration::from_secs(1))
+            }
+            BackupMode::Sync { timeout } => Some(timeout),
+            BackupMode::Async => None,
+        };
+        if let Some(timeout) = sync_timeout {
+            return match tokio::time::timeout(
+                timeout,
+                self.write_backup_copy(&node, &id, &bytes, ttl),
+            )
+            .await
+            {
+                Ok(Ok(())) => BackupStatus::Written,
+                Ok(Err(error)) => BackupStatus::Failed(error.to_string()),
+                Err(_) => BackupStatus::Failed(format!("no answer within {timeout:?}")),
+            };
+        }
         let inner = Arc::clone(self);
         self.backups.begin();
         tokio::spawn(async move {
-            let started = Instant::now();
-            let result = inner
-                .store
-                .set(&node, &inner.backup_key(&id), &bytes, ttl)
-                .await;
-            inner
-                .counters
-                .histograms
-                .backup_write(started.elapsed(), bytes.len());
-            if let Err(error) = result {
-                Counters::add(&inner.counters.backups_failed);
-                tracing::debug!(session = %id.storage_id(), %error, "backup copy not written");
-            }
+            let _ = inner.write_backup_copy(&node, &id, &bytes, ttl).await;
             inner.backups.end();
         });
+        BackupStatus::Queued
+    }
+
+    async fn write_backup_copy(
+        &self,
+        node: &NodeId,
+        id: &SessionId,
+        bytes: &[u8],
+        ttl: Ttl,
+    ) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let result = self.store.set(node, &self.backup_key(id), bytes, ttl).await;
+        self.counters
+            .histograms
+            .backup_write(started.elapsed(), bytes.len());
+        match &result {
+            Ok(()) => Counters::add(&self.counters.backups_written),
+            Err(error) => {
+                Counters::add(&self.counters.backups_failed);
+                tracing::debug!(session = %id.storage_id(), %error, "backup copy not written");
+            }
+        }
+        result
     }
 
     /// An unchanged request: slide the backup copy's expiry too, and write it again if
