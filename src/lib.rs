@@ -42,6 +42,11 @@ pub type DefaultCodec = SpeedyCodec;
 #[cfg(feature = "memcached")]
 pub use tandem_memcached as memcached;
 
+/// The web layer: a tower `Layer` and an axum extractor (feature `tower`, on by
+/// default).
+#[cfg(feature = "tower")]
+pub use tandem_tower as tower;
+
 /// The README's code blocks, compiled as doc tests so that they cannot rot.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

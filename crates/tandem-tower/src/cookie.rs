@@ -1,0 +1,400 @@
+//! The session cookie: its attributes, reading it from `Cookie` headers, and writing
+//! `Set-Cookie` headers.
+//!
+//! Written by hand rather than with a cookie crate: the layer accepts exactly one
+//! narrow value format (a session id, optionally followed by a signature), so a strict
+//! byte check replaces general cookie parsing, and rendering is one `format!`.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use http::header::{COOKIE, HeaderMap, HeaderValue};
+use tandem_core::MAX_SESSION_ID_LEN;
+
+use crate::signing::SIGNATURE_LEN;
+
+/// The longest cookie value the layer looks at: a session id of the maximum length,
+/// a dot and a signature. Anything longer is no session, without further work.
+///
+/// ```
+/// assert!(tandem_tower::MAX_COOKIE_VALUE_LEN < 256);
+/// ```
+pub const MAX_COOKIE_VALUE_LEN: usize = MAX_SESSION_ID_LEN + 1 + SIGNATURE_LEN;
+
+/// The cookie lifetime browsers accept at most (400 days, RFC 6265bis), used for
+/// sessions that never expire.
+const BROWSER_MAX_AGE: Duration = Duration::from_secs(400 * 24 * 60 * 60);
+
+/// The cookie's `SameSite` attribute.
+///
+/// ```
+/// use tandem_tower::SameSite;
+///
+/// assert_eq!(SameSite::default(), SameSite::Lax);
+/// assert_eq!(SameSite::Strict.as_str(), "Strict");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SameSite {
+    /// Sent only with requests that start on the site itself.
+    Strict,
+    /// Also sent with top-level navigations from other sites (following a link), not
+    /// with cross-site subrequests or form posts. The default.
+    #[default]
+    Lax,
+    /// Sent with cross-site requests too. Browsers require `Secure` with it, so the
+    /// layer refuses `SameSite::None` without [`secure`](crate::SessionLayerBuilder::secure).
+    None,
+}
+
+impl SameSite {
+    /// The attribute's value as written in `Set-Cookie`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+            SameSite::None => "None",
+        }
+    }
+}
+
+/// How long the browser keeps the session cookie (its `Max-Age` attribute).
+///
+/// Sessions expire after a max inactive interval that restarts with every request
+/// (sliding expiry), while a `Max-Age` counts from the moment the cookie was set. With
+/// [`MaxAge::FollowSession`] the layer keeps the two in step:
+///
+/// - a cookie is issued (new session, id change, takeover, relocation) with `Max-Age`
+///   equal to the session's max inactive interval (400 days, the most browsers accept,
+///   for a session that never expires);
+/// - because expiry slides, the cookie is **renewed** (the same value, a fresh
+///   `Max-Age`) on a response whose request used the session once the cookie may be
+///   older than a renewal window, an eighth of the interval between 1 second and 5
+///   minutes (the same slack the remote copy gets,
+///   [`keepalive_slack`](tandem_core::keepalive_slack)); changing the interval with
+///   `set_max_inactive` renews it at once.
+///
+/// So the cookie never outlives its session, and an active session never loses its
+/// cookie; a client idle for almost the whole interval may lose the cookie up to one
+/// renewal window before the server would have expired the session. The layer learns
+/// the cookie's age from its own record of the cookies it issued (kept in process for
+/// a few minutes) and, for a cookie another server issued, from the session's creation
+/// time, so renewals stay rare: at most one per renewal window and server.
+///
+/// [`MaxAge::BrowserSession`] never renews: the cookie is sent only when the id is new
+/// or changes, and lives until the browser closes; the server's idle expiry alone ends
+/// the session.
+///
+/// ```
+/// use std::time::Duration;
+/// use tandem_tower::MaxAge;
+///
+/// assert_eq!(MaxAge::default(), MaxAge::FollowSession);
+/// let fixed = MaxAge::Fixed(Duration::from_secs(3600));
+/// # let _ = fixed;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MaxAge {
+    /// `Max-Age` is the session's max inactive interval, renewed while the session is
+    /// used (see above). The default.
+    #[default]
+    FollowSession,
+    /// No `Max-Age`: a browser-session cookie, never renewed.
+    BrowserSession,
+    /// This `Max-Age` whenever the cookie is set (rounded up to whole seconds), never
+    /// renewed.
+    Fixed(Duration),
+}
+
+/// Why a cookie setting was refused by [`SessionLayerBuilder::build`](crate::SessionLayerBuilder::build).
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use tandem_core::{MemoryStore, NodeId, SessionManager};
+/// use tandem_codec::SpeedyCodec;
+/// use tandem_tower::{CookieConfigError, SessionLayer};
+///
+/// let store = Arc::new(MemoryStore::new([NodeId::new("n1").unwrap()]));
+/// let manager = SessionManager::<SpeedyCodec>::builder(store).build().unwrap();
+/// let refused = SessionLayer::builder(manager).cookie_name("my session").build();
+/// assert!(matches!(refused, Err(CookieConfigError::Name(_))));
+/// # });
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CookieConfigError {
+    /// The name is empty, too long, or has a character a cookie name cannot have.
+    #[error("invalid cookie name {0:?}: use 1 to 128 letters, digits or !#$%&'*+-.^_`|~")]
+    Name(String),
+    /// The path does not start with `/`, or has a control character or `;`.
+    #[error(
+        "invalid cookie path {0:?}: it must start with '/' and have no ';' or control characters"
+    )]
+    Path(String),
+    /// The domain is empty, too long, or not letters, digits, `-` and `.`.
+    #[error("invalid cookie domain {0:?}")]
+    Domain(String),
+    /// `SameSite=None` without `Secure`, which browsers reject.
+    #[error("SameSite=None requires the Secure attribute")]
+    SameSiteNoneNeedsSecure,
+}
+
+/// The cookie's settings, checked once when the layer is built.
+#[derive(Debug, Clone)]
+pub(crate) struct CookieSettings {
+    pub(crate) name: String,
+    pub(crate) path: String,
+    pub(crate) domain: Option<String>,
+    pub(crate) http_only: bool,
+    pub(crate) secure: bool,
+    pub(crate) same_site: SameSite,
+    pub(crate) max_age: MaxAge,
+}
+
+impl Default for CookieSettings {
+    fn default() -> Self {
+        CookieSettings {
+            name: crate::DEFAULT_COOKIE_NAME.to_owned(),
+            path: "/".to_owned(),
+            domain: None,
+            http_only: true,
+            secure: true,
+            same_site: SameSite::Lax,
+            max_age: MaxAge::FollowSession,
+        }
+    }
+}
+
+impl CookieSettings {
+    pub(crate) fn validate(&self) -> Result<(), CookieConfigError> {
+        let name_ok =
+            !self.name.is_empty() && self.name.len() <= 128 && self.name.bytes().all(is_token_byte);
+        if !name_ok {
+            return Err(CookieConfigError::Name(self.name.clone()));
+        }
+        let path_ok = self.path.starts_with('/')
+            && self.path.len() <= 1024
+            && self
+                .path
+                .bytes()
+                .all(|byte| (0x20..0x7f).contains(&byte) && byte != b';');
+        if !path_ok {
+            return Err(CookieConfigError::Path(self.path.clone()));
+        }
+        if let Some(domain) = &self.domain {
+            let domain_ok = !domain.is_empty()
+                && domain.len() <= 253
+                && domain
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'.');
+            if !domain_ok {
+                return Err(CookieConfigError::Domain(domain.clone()));
+            }
+        }
+        if self.same_site == SameSite::None && !self.secure {
+            return Err(CookieConfigError::SameSiteNoneNeedsSecure);
+        }
+        Ok(())
+    }
+
+    /// The `Max-Age` of a cookie set now for a session with this interval, if any.
+    pub(crate) fn max_age_for(&self, max_inactive: Option<Duration>) -> Option<u64> {
+        let lifetime = match self.max_age {
+            MaxAge::FollowSession => max_inactive.unwrap_or(BROWSER_MAX_AGE),
+            MaxAge::BrowserSession => return None,
+            MaxAge::Fixed(lifetime) => lifetime,
+        };
+        // Rounded up: a sub-second lifetime must not become "delete now".
+        let seconds = lifetime.as_secs() + u64::from(lifetime.subsec_nanos() > 0);
+        Some(seconds.clamp(1, BROWSER_MAX_AGE.as_secs()))
+    }
+
+    /// `Set-Cookie` for `value`.
+    pub(crate) fn set(&self, value: &str, max_inactive: Option<Duration>) -> HeaderValue {
+        let mut header = format!("{}={value}", self.name);
+        self.attributes(&mut header, self.max_age_for(max_inactive));
+        to_header(header)
+    }
+
+    /// `Set-Cookie` that makes the browser delete the cookie.
+    pub(crate) fn clear(&self) -> HeaderValue {
+        let mut header = format!("{}=", self.name);
+        self.attributes(&mut header, Some(0));
+        header.push_str("; Expires=Thu, 01 Jan 1970 00:00:00 GMT");
+        to_header(header)
+    }
+
+    fn attributes(&self, header: &mut String, max_age: Option<u64>) {
+        // Writing to a String cannot fail.
+        let _ = write!(header, "; Path={}", self.path);
+        if let Some(domain) = &self.domain {
+            let _ = write!(header, "; Domain={domain}");
+        }
+        if let Some(seconds) = max_age {
+            let _ = write!(header, "; Max-Age={seconds}");
+        }
+        if self.secure {
+            header.push_str("; Secure");
+        }
+        if self.http_only {
+            header.push_str("; HttpOnly");
+        }
+        let _ = write!(header, "; SameSite={}", self.same_site.as_str());
+    }
+}
+
+/// Every setting and value was checked to be visible ASCII, which a header value always
+/// accepts.
+fn to_header(text: String) -> HeaderValue {
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// RFC 6265 token characters (cookie names).
+fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
+/// Whether `value` has the shape of a session cookie value (a session id, maybe
+/// followed by a signature): short, and only letters, digits, `-`, `_` and `.`.
+pub(crate) fn plausible_value(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_COOKIE_VALUE_LEN
+        && value
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'))
+}
+
+/// The values of every cookie named `name` in `Cookie` headers, in order (a client may
+/// send several, for example one per path). Headers that are not visible ASCII are
+/// skipped.
+pub(crate) fn values<'a>(
+    headers: impl IntoIterator<Item = &'a HeaderValue>,
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> {
+    headers
+        .into_iter()
+        .filter_map(|header| header.to_str().ok())
+        .flat_map(|header| header.split(';'))
+        .filter_map(move |pair| {
+            let (key, value) = pair.split_once('=')?;
+            (key.trim() == name).then(|| {
+                let value = value.trim();
+                // RFC 6265 allows a value in double quotes.
+                value
+                    .strip_prefix('"')
+                    .and_then(|inner| inner.strip_suffix('"'))
+                    .unwrap_or(value)
+            })
+        })
+}
+
+/// The `Cookie` headers of a request, kept until the session is actually loaded.
+pub(crate) fn cookie_headers(headers: &HeaderMap) -> Vec<HeaderValue> {
+    headers.get_all(COOKIE).iter().cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> CookieSettings {
+        CookieSettings {
+            name: "sid".into(),
+            ..CookieSettings::default()
+        }
+    }
+
+    #[test]
+    fn set_cookie_has_every_attribute() {
+        let mut cookie = settings();
+        cookie.domain = Some("example.com".into());
+        let header = cookie.set("abc-n1", Some(Duration::from_secs(1800)));
+        assert_eq!(
+            header.to_str().unwrap(),
+            "sid=abc-n1; Path=/; Domain=example.com; Max-Age=1800; Secure; HttpOnly; SameSite=Lax"
+        );
+    }
+
+    #[test]
+    fn clearing_expires_the_cookie() {
+        let mut cookie = settings();
+        cookie.secure = false;
+        let header = cookie.clear();
+        assert_eq!(
+            header.to_str().unwrap(),
+            "sid=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
+        );
+    }
+
+    #[test]
+    fn max_age_follows_the_policy() {
+        let mut cookie = settings();
+        assert_eq!(cookie.max_age_for(Some(Duration::from_secs(60))), Some(60));
+        assert_eq!(
+            cookie.max_age_for(Some(Duration::from_millis(1500))),
+            Some(2)
+        );
+        assert_eq!(cookie.max_age_for(None), Some(BROWSER_MAX_AGE.as_secs()));
+        cookie.max_age = MaxAge::BrowserSession;
+        assert_eq!(cookie.max_age_for(Some(Duration::from_secs(60))), None);
+        cookie.max_age = MaxAge::Fixed(Duration::from_secs(7));
+        assert_eq!(cookie.max_age_for(None), Some(7));
+        let header = cookie.set("v", None);
+        assert!(header.to_str().unwrap().contains("; Max-Age=7;"));
+    }
+
+    #[test]
+    fn settings_are_validated() {
+        let mut cookie = settings();
+        assert_eq!(cookie.validate(), Ok(()));
+        for bad in ["", "a b", "a;b", "a=b", "é"] {
+            cookie.name = bad.into();
+            assert!(
+                matches!(cookie.validate(), Err(CookieConfigError::Name(_))),
+                "{bad:?}"
+            );
+        }
+        cookie = settings();
+        for bad in ["", "app", "/a;b", "/a\nb"] {
+            cookie.path = bad.into();
+            assert!(
+                matches!(cookie.validate(), Err(CookieConfigError::Path(_))),
+                "{bad:?}"
+            );
+        }
+        cookie = settings();
+        cookie.domain = Some("exa mple.com".into());
+        assert!(matches!(
+            cookie.validate(),
+            Err(CookieConfigError::Domain(_))
+        ));
+        cookie = settings();
+        cookie.same_site = SameSite::None;
+        cookie.secure = false;
+        assert_eq!(
+            cookie.validate(),
+            Err(CookieConfigError::SameSiteNoneNeedsSecure)
+        );
+    }
+
+    #[test]
+    fn values_are_found_in_every_header() {
+        let headers = [
+            HeaderValue::from_static("a=1; sid=first ; b=2"),
+            HeaderValue::from_static("sid=\"second\"; sidx=no"),
+            HeaderValue::from_bytes(b"sid=\xff").unwrap(),
+        ];
+        let found: Vec<&str> = values(&headers, "sid").collect();
+        assert_eq!(found, ["first", "second"]);
+    }
+
+    #[test]
+    fn implausible_values_are_refused() {
+        assert!(plausible_value("Ab3-n1.a1"));
+        assert!(!plausible_value(""));
+        assert!(!plausible_value("a b"));
+        assert!(!plausible_value("a\"b"));
+        assert!(!plausible_value("../etc/passwd"));
+        assert!(!plausible_value(&"a".repeat(MAX_COOKIE_VALUE_LEN + 1)));
+    }
+}

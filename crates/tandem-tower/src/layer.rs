@@ -1,0 +1,447 @@
+//! [`SessionLayer`] and the service it wraps around an application.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use http::header::SET_COOKIE;
+use http::{Request, Response};
+use regex::Regex;
+use tandem_core::{Codec, CookieUpdate, SessionManager, keepalive_slack};
+use tower::{Layer, Service};
+
+use crate::cookie::{CookieConfigError, CookieSettings, MaxAge, SameSite};
+use crate::error::{Failure, Responder, default_error_response};
+use crate::session::{Finished, Session, Slot};
+use crate::signing::CookieSigner;
+
+/// How many recently issued cookies the layer remembers for [`MaxAge::FollowSession`]
+/// renewals. A forgotten one only costs one early renewal.
+const ISSUED_CAPACITY: u64 = 100_000;
+/// How long an issued cookie is remembered: longer than the longest renewal window.
+const ISSUED_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// Everything the services of one layer share.
+pub(crate) struct Shared<C> {
+    pub(crate) manager: SessionManager<C>,
+    pub(crate) cookie: CookieSettings,
+    pub(crate) ignore: Option<Regex>,
+    pub(crate) signer: Option<CookieSigner>,
+    pub(crate) responder: Responder,
+    /// When this process last issued each cookie (by cookie value), for renewals.
+    issued: moka::sync::Cache<Box<str>, Instant>,
+}
+
+impl<C: Codec> Shared<C> {
+    /// The cookie value for a session id.
+    fn value(&self, id: &str) -> String {
+        match &self.signer {
+            Some(signer) => signer.sign(&self.cookie.name, id),
+            None => id.to_owned(),
+        }
+    }
+
+    fn issue(&self, id: &str, max_inactive: Option<Duration>) -> http::HeaderValue {
+        self.issued.insert(id.into(), Instant::now());
+        self.cookie.set(&self.value(id), max_inactive)
+    }
+
+    /// Whether the cookie of a session in use may be older than its renewal window
+    /// (see [`MaxAge::FollowSession`]).
+    fn renewal_due(&self, id: &str, created: SystemTime, max_inactive: Option<Duration>) -> bool {
+        if self.cookie.max_age != MaxAge::FollowSession {
+            return false;
+        }
+        let window = keepalive_slack(max_inactive.unwrap_or(Duration::MAX));
+        match self.issued.get(id) {
+            Some(issued) => issued.elapsed() >= window,
+            // Issued by another server, or forgotten: it is no older than the session.
+            None => SystemTime::now()
+                .duration_since(created)
+                .is_ok_and(|age| age >= window),
+        }
+    }
+
+    /// Commits a request's session and sets its cookie on `response`; a failed commit
+    /// replaces the response.
+    pub(crate) async fn finish<B: From<String>>(
+        &self,
+        finished: Finished<C>,
+        mut response: Response<B>,
+    ) -> Response<B> {
+        let Finished {
+            session,
+            cookie_rejected,
+            interval_at_load,
+        } = finished;
+        let was_new = session.is_new();
+        let interval = session.max_inactive();
+        let created = session.created();
+        let current = session.id().as_str().to_owned();
+        let outcome = match self.manager.commit(session).await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                tracing::debug!(%error, "session commit failed");
+                return (self.responder)(&Failure::Commit(error)).map(B::from);
+            }
+        };
+        let header = match outcome.cookie {
+            CookieUpdate::Set { id, max_inactive } => Some(self.issue(id.as_str(), max_inactive)),
+            CookieUpdate::Clear => Some(self.cookie.clear()),
+            // No session, but the client sent a cookie the layer refused (bad signature,
+            // malformed): remove it rather than see it again on every request.
+            CookieUpdate::Keep if was_new => cookie_rejected.then(|| self.cookie.clear()),
+            CookieUpdate::Keep => (interval != interval_at_load
+                || self.renewal_due(&current, created, interval))
+            .then(|| self.issue(&current, interval)),
+        };
+        if let Some(header) = header {
+            response.headers_mut().append(SET_COOKIE, header);
+        }
+        response
+    }
+}
+
+/// A tower [`Layer`] that gives each request a lazily loaded session and sets the
+/// session cookie on its response.
+///
+/// For each request that is not [ignored](SessionLayerBuilder::ignore), the layer puts
+/// a [`Session`] handle into the request's extensions (axum handlers take it as an
+/// extractor). Nothing else happens unless the handler uses the handle: its first use
+/// reads the cookie, checks its signature and loads the session with
+/// [`SessionManager::load_for`] (passing the method and path, for lock scopes). After
+/// the handler produced its response, a used session is committed with
+/// [`SessionManager::commit`] before the response goes out (with asynchronous backups
+/// the commit does not wait for the remote tier), and the cookie is set or cleared as
+/// the commit says. A commit that fails replaces the response with the configured
+/// error response ([`default_error_response`] unless changed). The response body type
+/// must be constructible from a `String` for that (axum's `Body` and
+/// `http_body_util::Full<Bytes>` are).
+///
+/// ```
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use axum::{routing::get, Router};
+/// use tandem_core::{MemoryStore, NodeId, SessionManager};
+/// use tandem_tower::{Session, SessionLayer};
+/// # use tandem_core::{Codec, CodecId, Decodes, Encodes, CodecError};
+/// # struct Text;
+/// # impl Codec for Text { const ID: CodecId = CodecId::new(250); const NAME: &'static str = "text"; }
+/// # impl Encodes<str> for Text { fn encode(v: &str) -> Result<Vec<u8>, CodecError> { Ok(v.as_bytes().to_vec()) } }
+/// # impl Decodes<String> for Text { fn decode(b: &[u8]) -> Result<String, CodecError> { String::from_utf8(b.to_vec()).map_err(|e| CodecError::decode(Self::ID, e)) } }
+///
+/// async fn hello(session: Session<Text>) -> Result<String, tandem_tower::SessionError> {
+///     let name = session.get::<String>("name").await?.unwrap_or_else(|| "stranger".into());
+///     Ok(format!("hello, {name}"))
+/// }
+///
+/// let store = Arc::new(MemoryStore::new([NodeId::new("n1")?]));
+/// let manager = SessionManager::<Text>::builder(store).build()?;
+/// let app: Router = Router::new()
+///     .route("/", get(hello))
+///     .layer(SessionLayer::new(manager));
+/// # let _ = app;
+/// # Ok(())
+/// # }
+/// ```
+pub struct SessionLayer<C> {
+    shared: Arc<Shared<C>>,
+}
+
+impl<C> Clone for SessionLayer<C> {
+    fn clone(&self) -> Self {
+        SessionLayer {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<C: Codec> SessionLayer<C> {
+    /// A layer with the default settings: cookie `tandem_session` on path `/`,
+    /// `HttpOnly`, `Secure`, `SameSite=Lax`, [`MaxAge::FollowSession`], no ignored
+    /// paths, unsigned values, [`default_error_response`].
+    pub fn new(manager: SessionManager<C>) -> SessionLayer<C> {
+        SessionLayer::builder(manager)
+            .build()
+            .unwrap_or_else(|_| unreachable!("the default settings are valid"))
+    }
+
+    /// A builder to change the settings.
+    pub fn builder(manager: SessionManager<C>) -> SessionLayerBuilder<C> {
+        SessionLayerBuilder {
+            manager,
+            cookie: CookieSettings::default(),
+            ignore: None,
+            signer: None,
+            responder: Arc::new(default_error_response),
+        }
+    }
+
+    /// The session manager behind the layer.
+    pub fn manager(&self) -> &SessionManager<C> {
+        &self.shared.manager
+    }
+}
+
+impl<C> std::fmt::Debug for SessionLayer<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionLayer")
+            .field("cookie", &self.shared.cookie)
+            .field("ignore", &self.shared.ignore)
+            .field("signed", &self.shared.signer.is_some())
+            .finish()
+    }
+}
+
+impl<S, C> Layer<S> for SessionLayer<C> {
+    type Service = SessionService<S, C>;
+
+    fn layer(&self, inner: S) -> SessionService<S, C> {
+        SessionService {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// Builds a [`SessionLayer`]; start from [`SessionLayer::builder`].
+///
+/// ```
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use regex::Regex;
+/// use tandem_core::{MemoryStore, NodeId, SessionManager};
+/// use tandem_tower::{CookieSigner, MaxAge, SameSite, SessionLayer};
+/// # use tandem_core::{Codec, CodecId};
+/// # struct MyCodec;
+/// # impl Codec for MyCodec { const ID: CodecId = CodecId::new(250); const NAME: &'static str = "mine"; }
+///
+/// let store = Arc::new(MemoryStore::new([NodeId::new("n1")?]));
+/// let manager = SessionManager::<MyCodec>::builder(store).build()?;
+/// let layer = SessionLayer::builder(manager)
+///     .cookie_name("shop_session")
+///     .cookie_path("/shop")
+///     .cookie_domain("example.com")
+///     .same_site(SameSite::Strict)
+///     .max_age(MaxAge::BrowserSession)
+///     .ignore(Regex::new(r"^/shop/(static|assets)/")?)
+///     .signed(CookieSigner::new(&std::env::var("SESSION_SIGNING_KEY")?.into_bytes())?)
+///     .build()?;
+/// # let _ = layer;
+/// # Ok(())
+/// # }
+/// ```
+pub struct SessionLayerBuilder<C> {
+    manager: SessionManager<C>,
+    cookie: CookieSettings,
+    ignore: Option<Regex>,
+    signer: Option<CookieSigner>,
+    responder: Responder,
+}
+
+impl<C: Codec> SessionLayerBuilder<C> {
+    /// The cookie's name (default `tandem_session`).
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.cookie.name = name.into();
+        self
+    }
+
+    /// The cookie's `Path` (default `/`).
+    pub fn cookie_path(mut self, path: impl Into<String>) -> Self {
+        self.cookie.path = path.into();
+        self
+    }
+
+    /// The cookie's `Domain` (default: none, so the cookie goes back to the host that
+    /// set it only).
+    pub fn cookie_domain(mut self, domain: impl Into<String>) -> Self {
+        self.cookie.domain = Some(domain.into());
+        self
+    }
+
+    /// Whether the cookie is `HttpOnly`, hidden from scripts (default on).
+    pub fn http_only(mut self, on: bool) -> Self {
+        self.cookie.http_only = on;
+        self
+    }
+
+    /// Whether the cookie is `Secure`, sent over HTTPS only (default on; turn it off
+    /// only for plain-HTTP development servers).
+    pub fn secure(mut self, on: bool) -> Self {
+        self.cookie.secure = on;
+        self
+    }
+
+    /// The cookie's `SameSite` (default [`SameSite::Lax`]).
+    pub fn same_site(mut self, same_site: SameSite) -> Self {
+        self.cookie.same_site = same_site;
+        self
+    }
+
+    /// How the cookie's `Max-Age` is chosen (default [`MaxAge::FollowSession`], which
+    /// explains how it behaves with sliding expiry).
+    pub fn max_age(mut self, max_age: MaxAge) -> Self {
+        self.cookie.max_age = max_age;
+        self
+    }
+
+    /// Requests whose path matches `pattern` never get a session (static resources):
+    /// no handle in their extensions, no cookie read or written.
+    pub fn ignore(mut self, pattern: Regex) -> Self {
+        self.ignore = Some(pattern);
+        self
+    }
+
+    /// Signs cookie values with `signer`; values that do not verify are no session, and
+    /// cost no lookup in either tier. Turning signing on makes the unsigned cookies
+    /// already issued invalid (their sessions start over).
+    pub fn signed(mut self, signer: CookieSigner) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+
+    /// What a failed load or commit answers (default [`default_error_response`]).
+    ///
+    /// ```
+    /// # async fn run(manager: tandem_core::SessionManager<tandem_codec::SpeedyCodec>) {
+    /// use http::{Response, StatusCode};
+    /// use tandem_core::CommitError;
+    /// use tandem_tower::{default_error_response, Failure, SessionLayer};
+    ///
+    /// let layer = SessionLayer::builder(manager)
+    ///     .error_response(|failure: &Failure| match failure {
+    ///         Failure::Commit(CommitError::Conflict { .. }) => {
+    ///             let mut response = Response::new("please retry".to_owned());
+    ///             *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    ///             response
+    ///         }
+    ///         other => default_error_response(other),
+    ///     })
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = layer;
+    /// # }
+    /// ```
+    pub fn error_response(
+        mut self,
+        responder: impl Fn(&Failure) -> Response<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.responder = Arc::new(responder);
+        self
+    }
+
+    /// Checks the cookie settings and builds the layer.
+    pub fn build(self) -> Result<SessionLayer<C>, CookieConfigError> {
+        self.cookie.validate()?;
+        Ok(SessionLayer {
+            shared: Arc::new(Shared {
+                manager: self.manager,
+                cookie: self.cookie,
+                ignore: self.ignore,
+                signer: self.signer,
+                responder: self.responder,
+                issued: moka::sync::Cache::builder()
+                    .max_capacity(ISSUED_CAPACITY)
+                    .time_to_live(ISSUED_TTL)
+                    .build(),
+            }),
+        })
+    }
+}
+
+/// The service [`SessionLayer`] wraps around an inner service: any tower service of
+/// `http` requests whose response body can be made from a `String`.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::convert::Infallible;
+/// use std::sync::Arc;
+/// use http::{header, Request, Response};
+/// use tandem_core::{MemoryStore, NodeId, SessionManager};
+/// use tandem_codec::SpeedyCodec;
+/// use tandem_tower::{Session, SessionLayer};
+/// use tower::{Layer, ServiceExt};
+///
+/// let store = Arc::new(MemoryStore::new([NodeId::new("n1").unwrap()]));
+/// let manager = SessionManager::<SpeedyCodec>::builder(store).build().unwrap();
+/// let service = SessionLayer::new(manager).layer(tower::service_fn(|request: Request<()>| async move {
+///     let session = request.extensions().get::<Session<SpeedyCodec>>().unwrap();
+///     session.insert("seen", &true).await.unwrap();
+///     Ok::<_, Infallible>(Response::new(String::from("hello")))
+/// }));
+///
+/// let response = service.oneshot(Request::new(())).await.unwrap();
+/// assert!(response.headers().contains_key(header::SET_COOKIE));
+/// # });
+/// ```
+pub struct SessionService<S, C> {
+    inner: S,
+    shared: Arc<Shared<C>>,
+}
+
+impl<S: Clone, C> Clone for SessionService<S, C> {
+    fn clone(&self) -> Self {
+        SessionService {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: std::fmt::Debug, C> std::fmt::Debug for SessionService<S, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The future of [`SessionService`]'s responses.
+pub type ResponseFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
+
+impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S, C>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    C: Codec,
+    ReqBody: Send + 'static,
+    ResBody: From<String> + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<Response<ResBody>, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        // The clone that was polled ready serves this request; the fresh clone stays.
+        let fresh = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, fresh);
+        let ignored = self
+            .shared
+            .ignore
+            .as_ref()
+            .is_some_and(|pattern| pattern.is_match(request.uri().path()));
+        if ignored {
+            return Box::pin(inner.call(request));
+        }
+        let slot = Arc::new(Slot::new(Arc::clone(&self.shared), &request));
+        request
+            .extensions_mut()
+            .insert(Session::new(Arc::clone(&slot)));
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move {
+            let response = inner.call(request).await?;
+            Ok(match slot.take().await {
+                Some(finished) => shared.finish(finished, response).await,
+                // The handler never used the session: nothing to do.
+                None => response,
+            })
+        })
+    }
+}

@@ -1,0 +1,134 @@
+//! Tandem's web layer: a [tower] [`Layer`](tower::Layer) that gives every request a
+//! lazily loaded session and keeps the session cookie, and an [axum] extractor for it.
+//!
+//! [tower]: https://docs.rs/tower
+//! [axum]: https://docs.rs/axum
+//!
+//! ```
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use axum::{routing::{get, post}, Router};
+//! use regex::Regex;
+//! use tandem_core::{MemoryStore, NodeId, SessionManager};
+//! use tandem_codec::SpeedyCodec;
+//! use tandem_tower::{Session, SessionError, SessionLayer};
+//!
+//! async fn visits(session: Session<SpeedyCodec>) -> Result<String, SessionError> {
+//!     let visits = session.get::<u64>("visits").await?.unwrap_or(0) + 1;
+//!     session.insert("visits", &visits).await?;
+//!     Ok(format!("visit {visits}"))
+//! }
+//!
+//! async fn login(session: Session<SpeedyCodec>) -> Result<&'static str, SessionError> {
+//!     session.insert("user", "ann").await?;
+//!     session.cycle_id().await?; // a new id after a login
+//!     Ok("welcome")
+//! }
+//!
+//! async fn health() -> &'static str {
+//!     "ok" // never touches the session: costs nothing
+//! }
+//!
+//! let store = Arc::new(MemoryStore::new([NodeId::new("n1")?])); // or a MemcachedStore
+//! let manager = SessionManager::<SpeedyCodec>::builder(store).build()?;
+//! let app: Router = Router::new()
+//!     .route("/", get(visits))
+//!     .route("/login", post(login))
+//!     .route("/healthz", get(health))
+//!     .layer(
+//!         SessionLayer::builder(manager)
+//!             .ignore(Regex::new("^/static/")?)
+//!             .build()?,
+//!     );
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What it does
+//!
+//! - **Lazy sessions.** The layer puts a [`Session`] handle into each request. Only
+//!   its first use reads the cookie and loads the session (with
+//!   [`SessionManager::load_for`](tandem_core::SessionManager::load_for), passing the
+//!   method and path for lock scopes); a request whose handler never uses it costs no
+//!   session work and no network operation.
+//! - **Commit after the handler.** A used session is committed when the handler has
+//!   produced its response, before the response leaves: with asynchronous backups
+//!   (the default) the commit does not wait for the remote tier; with synchronous
+//!   backups the response waits for the write (bounded by its timeout).
+//! - **Cookies.** Name, `Path`, `Domain`, `HttpOnly` (default on), `Secure` (default
+//!   on), `SameSite` (default `Lax`), `Max-Age` following the session's lifetime
+//!   ([`MaxAge`] explains how it slides). `Set-Cookie` is sent when the id is new or
+//!   changes (creation, relocation to another node, takeover by this server,
+//!   `cycle_id`), when the session is invalidated or unknown (a cookie that clears it),
+//!   and, with [`MaxAge::FollowSession`], now and then to renew the cookie of a
+//!   session in use.
+//! - **Hostile cookies.** Values are checked for shape and length before anything
+//!   else; with [`CookieSigner`] they carry an HMAC-SHA256 signature, and a forged or
+//!   altered one is refused before either tier is asked. A refused cookie is no
+//!   session, never an error.
+//! - **Ignored paths.** A regular expression on the path ([`SessionLayerBuilder::ignore`])
+//!   keeps static resources away from sessions entirely.
+//! - **Errors are responses.** A failed commit (a concurrent change of the same
+//!   attribute, no node available in non-sticky mode, ...) replaces the handler's
+//!   response with a configurable one ([`default_error_response`]: 409, 413 or 503); a
+//!   failed load is a [`SessionError`] that answers the same way when returned from a
+//!   handler. Nothing in the layer panics on input.
+//!
+//! # What it is not
+//!
+//! It holds no sessions and talks to no store itself: that is the
+//! [`SessionManager`](tandem_core::SessionManager) of `tandem-core`, which this layer
+//! calls. It does not terminate TLS, set security headers other than the cookie's, or
+//! authenticate users. Servers that are not tower-based (actix-web, ...) use the
+//! manager's framework-free `load` / `commit` API directly.
+//!
+//! # Without axum
+//!
+//! The layer is plain tower: it wraps any `Service<http::Request<B>>` whose response
+//! body can be made from a `String`, for example a hyper service through
+//! `hyper_util::service::TowerToHyperService`. Handlers then find the session in the
+//! request's extensions:
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response};
+//! use tandem_codec::SpeedyCodec;
+//! use tandem_tower::Session;
+//!
+//! async fn handler(request: Request<String>) -> Result<Response<String>, Infallible> {
+//!     let Some(session) = request.extensions().get::<Session<SpeedyCodec>>() else {
+//!         return Ok(Response::new("no session here".into()));
+//!     };
+//!     let user = session.get::<String>("user").await.ok().flatten();
+//!     Ok(Response::new(format!("user: {user:?}")))
+//! }
+//! ```
+//!
+//! (With `tower::service_fn(handler)` wrapped by the layer.) The `axum` feature (on by
+//! default) adds the extractor; without it the crate needs only `tower` and `http`.
+#![warn(missing_docs)]
+
+mod cookie;
+mod error;
+#[cfg(feature = "axum")]
+mod extract;
+mod layer;
+mod session;
+mod signing;
+
+pub use cookie::{CookieConfigError, MAX_COOKIE_VALUE_LEN, MaxAge, SameSite};
+pub use error::{Failure, SessionError, SessionErrorKind, default_error_response};
+#[cfg(feature = "axum")]
+pub use extract::MissingSession;
+pub use layer::{ResponseFuture, SessionLayer, SessionLayerBuilder, SessionService};
+pub use session::{Session, SessionGuard};
+pub use signing::{CookieSigner, SigningKeyError};
+
+/// The session cookie's name unless [`SessionLayerBuilder::cookie_name`] changes it.
+///
+/// ```
+/// assert_eq!(tandem_tower::DEFAULT_COOKIE_NAME, "tandem_session");
+/// ```
+pub const DEFAULT_COOKIE_NAME: &str = "tandem_session";

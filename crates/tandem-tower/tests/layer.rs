@@ -1,0 +1,644 @@
+//! The layer over HTTP, in process (axum), against real memcached processes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::{get, post};
+use http::{Request, StatusCode, header};
+use regex::Regex;
+use tandem_codec::SpeedyCodec;
+use tandem_core::{
+    CommitError, Concurrency, LockScope, Mode, NodeSpec, RemoteStore, Route, SessionManager,
+};
+use tandem_memcached::{MemcachedConfig, MemcachedStore};
+use tandem_testkit::MemcachedCluster;
+use tandem_tower::{
+    CookieSigner, Failure, MaxAge, SameSite, Session, SessionError, SessionLayer,
+    SessionLayerBuilder, default_error_response,
+};
+use tower::ServiceExt;
+
+type Manager = SessionManager<SpeedyCodec>;
+
+const KEY: [u8; 32] = [0x5a; 32];
+
+async fn connect(cluster: &MemcachedCluster) -> Arc<MemcachedStore> {
+    let config = MemcachedConfig::default()
+        .with_operation_timeout(Duration::from_millis(200))
+        .with_probe_interval(Duration::from_millis(100));
+    let spec = NodeSpec::parse(&cluster.node_spec()).unwrap();
+    Arc::new(MemcachedStore::connect(&spec, config).await.unwrap())
+}
+
+/// memcached operations sent so far, over every node.
+fn operations(store: &MemcachedStore) -> u64 {
+    store.health().iter().map(|node| node.operations).sum()
+}
+
+/// Waits until the manager's background work is done and memcached sees no more
+/// operations, then returns the operation count.
+async fn quiet(manager: &Manager, store: &MemcachedStore) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let count = operations(store);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if manager.pending_backups() == 0 && operations(store) == count {
+            return count;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "memcached never went quiet"
+        );
+    }
+}
+
+fn manager(store: &Arc<MemcachedStore>, mode: Mode) -> Manager {
+    let builder = Manager::builder(Arc::clone(store) as Arc<dyn RemoteStore>)
+        .mode(mode)
+        .retry_interval(Duration::from_millis(50));
+    match mode {
+        Mode::Sticky => builder.route(Route::new("a1").unwrap()),
+        Mode::NonSticky => builder,
+    }
+    .build()
+    .unwrap()
+}
+
+async fn read_n(session: Session<SpeedyCodec>) -> Result<String, SessionError> {
+    Ok(format!("{:?}", session.get::<u32>("n").await?))
+}
+
+async fn write_n(session: Session<SpeedyCodec>, body: String) -> Result<String, SessionError> {
+    let n: u32 = body.parse().unwrap_or(0);
+    session.insert("n", &n).await?;
+    Ok(format!("{n}"))
+}
+
+async fn cycle(session: Session<SpeedyCodec>) -> Result<&'static str, SessionError> {
+    session.insert("user", "ann").await?;
+    session.cycle_id().await?;
+    Ok("cycled")
+}
+
+async fn end(session: Session<SpeedyCodec>) -> Result<&'static str, SessionError> {
+    session.invalidate().await?;
+    Ok("ended")
+}
+
+/// Takes the session but never uses it: the handle alone is no work.
+async fn untouched(_session: Session<SpeedyCodec>) -> &'static str {
+    "untouched"
+}
+
+async fn maybe(session: Option<Session<SpeedyCodec>>) -> &'static str {
+    match session {
+        Some(_) => "session",
+        None => "no session",
+    }
+}
+
+async fn shorten(session: Session<SpeedyCodec>) -> Result<&'static str, SessionError> {
+    session
+        .load()
+        .await?
+        .set_max_inactive(Some(Duration::from_secs(60)));
+    Ok("shortened")
+}
+
+fn app(layer: SessionLayer<SpeedyCodec>) -> Router {
+    Router::new()
+        .route("/n", get(read_n).post(write_n))
+        .route("/locked/n", get(read_n))
+        .route("/cycle", post(cycle))
+        .route("/end", post(end))
+        .route("/untouched", get(untouched))
+        .route("/static/{*path}", get(maybe))
+        .route("/maybe", get(maybe))
+        .route("/shorten", post(shorten))
+        .layer(layer)
+}
+
+fn builder(manager: Manager) -> SessionLayerBuilder<SpeedyCodec> {
+    SessionLayer::builder(manager).ignore(Regex::new("^/static/").unwrap())
+}
+
+struct Reply {
+    status: StatusCode,
+    set_cookie: Vec<String>,
+    body: String,
+}
+
+impl Reply {
+    /// The one `Set-Cookie` header.
+    fn cookie(&self) -> &str {
+        assert_eq!(
+            self.set_cookie.len(),
+            1,
+            "Set-Cookie: {:?}",
+            self.set_cookie
+        );
+        &self.set_cookie[0]
+    }
+
+    /// The value of the one `Set-Cookie` header.
+    fn value(&self) -> String {
+        let pair = self.cookie().split(';').next().unwrap();
+        pair.split_once('=').unwrap().1.to_owned()
+    }
+}
+
+async fn call(app: &Router, method: &str, uri: &str, cookie: Option<&str>, body: &str) -> Reply {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(value) = cookie {
+        request = request.header(header::COOKIE, format!("tandem_session={value}"));
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::from(body.to_owned())).unwrap())
+        .await
+        .unwrap();
+    let set_cookie = response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|value| value.to_str().unwrap().to_owned())
+        .collect();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    Reply {
+        status,
+        set_cookie,
+        body: String::from_utf8(bytes.to_vec()).unwrap(),
+    }
+}
+
+/// Creates a session with `n` and returns its cookie value.
+async fn create(app: &Router, n: u32) -> String {
+    let reply = call(app, "POST", "/n", None, &n.to_string()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    reply.value()
+}
+
+#[tokio::test]
+async fn new_session_cookie_has_the_secure_defaults() {
+    let cluster = MemcachedCluster::start(1);
+    let store = connect(&cluster).await;
+    let app = app(SessionLayer::new(manager(&store, Mode::Sticky)));
+
+    let reply = call(&app, "POST", "/n", None, "7").await;
+    let cookie = reply.cookie();
+    let value = reply.value();
+    assert!(value.ends_with("-n1.a1"), "{value}");
+    assert_eq!(
+        cookie,
+        format!("tandem_session={value}; Path=/; Max-Age=1800; Secure; HttpOnly; SameSite=Lax")
+    );
+
+    // Reading and writing the same session again sets no cookie.
+    let reply = call(&app, "GET", "/n", Some(&value), "").await;
+    assert_eq!(reply.body, "Some(7)");
+    assert!(reply.set_cookie.is_empty(), "{:?}", reply.set_cookie);
+    let reply = call(&app, "POST", "/n", Some(&value), "8").await;
+    assert!(reply.set_cookie.is_empty(), "{:?}", reply.set_cookie);
+    assert_eq!(
+        call(&app, "GET", "/n", Some(&value), "").await.body,
+        "Some(8)"
+    );
+
+    // A handler that reads no session and stores nothing creates none.
+    let reply = call(&app, "GET", "/n", None, "").await;
+    assert_eq!((reply.body.as_str(), reply.set_cookie.len()), ("None", 0));
+}
+
+#[tokio::test]
+async fn cookie_settings_are_applied() {
+    let cluster = MemcachedCluster::start(1);
+    let store = connect(&cluster).await;
+    let layer = builder(manager(&store, Mode::Sticky))
+        .cookie_name("shop")
+        .cookie_path("/app")
+        .cookie_domain("example.com")
+        .secure(false)
+        .http_only(false)
+        .same_site(SameSite::Strict)
+        .max_age(MaxAge::BrowserSession)
+        .build()
+        .unwrap();
+    let app = app(layer);
+    let reply = call(&app, "POST", "/n", None, "1").await;
+    let cookie = reply.cookie();
+    let value = reply.value();
+    assert_eq!(
+        cookie,
+        format!("shop={value}; Path=/app; Domain=example.com; SameSite=Strict")
+    );
+
+    // Invalid settings are refused when the layer is built.
+    let refused = SessionLayer::builder(manager(&store, Mode::Sticky))
+        .cookie_name("bad name")
+        .build();
+    assert!(refused.is_err());
+    let refused = SessionLayer::builder(manager(&store, Mode::Sticky))
+        .same_site(SameSite::None)
+        .secure(false)
+        .build();
+    assert!(refused.is_err());
+}
+
+#[tokio::test]
+async fn a_handler_that_does_not_use_its_session_costs_no_store_call() {
+    let cluster = MemcachedCluster::start(2);
+    let store = connect(&cluster).await;
+    let manager = manager(&store, Mode::NonSticky);
+    let app = app(SessionLayer::new(manager.clone()));
+    let value = create(&app, 1).await;
+    let (before, loads) = (quiet(&manager, &store).await, manager.stats().loads);
+    for path in ["/untouched", "/maybe"] {
+        let reply = call(&app, "GET", path, Some(&value), "").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(reply.set_cookie.is_empty());
+    }
+    assert_eq!(operations(&store), before, "no memcached operation");
+    assert_eq!(manager.stats().loads, loads, "no load");
+
+    // The same cookie on a handler that reads the session does go to memcached
+    // (non-sticky mode), which is what the counts above would have shown.
+    assert_eq!(
+        call(&app, "GET", "/n", Some(&value), "").await.body,
+        "Some(1)"
+    );
+    assert!(operations(&store) > before);
+}
+
+#[tokio::test]
+async fn ignored_paths_get_no_session() {
+    let cluster = MemcachedCluster::start(1);
+    let store = connect(&cluster).await;
+    let manager = manager(&store, Mode::NonSticky);
+    let app = app(builder(manager.clone()).build().unwrap());
+    let value = create(&app, 1).await;
+
+    let before = quiet(&manager, &store).await;
+    let reply = call(&app, "GET", "/static/app.css", Some(&value), "").await;
+    assert_eq!(reply.body, "no session");
+    assert!(reply.set_cookie.is_empty());
+    let reply = call(&app, "GET", "/static/logo.png", None, "").await;
+    assert_eq!(reply.body, "no session");
+    assert!(reply.set_cookie.is_empty());
+    assert_eq!(operations(&store), before);
+    assert_eq!(call(&app, "GET", "/maybe", None, "").await.body, "session");
+}
+
+#[tokio::test]
+async fn a_tampered_signed_cookie_is_refused_without_a_store_call() {
+    let cluster = MemcachedCluster::start(1);
+    let store = connect(&cluster).await;
+    let manager = manager(&store, Mode::NonSticky);
+    let signer = CookieSigner::new(&KEY).unwrap();
+    let app = app(builder(manager.clone())
+        .signed(signer.clone())
+        .build()
+        .unwrap());
+
+    let value = create(&app, 5).await;
+    let id = signer
+        .verify("tandem_session", &value)
+        .expect("a signed value");
+    assert!(value.len() > id.len() + 40);
+    assert_eq!(
+        call(&app, "GET", "/n", Some(&value), "").await.body,
+        "Some(5)"
+    );
+
+    let (before, invalid) = (quiet(&manager, &store).await, manager.stats().invalid_ids);
+    let forged_signature = format!("{id}.{}", "A".repeat(43));
+    let mut flipped = value.clone().into_bytes();
+    flipped[3] = if flipped[3] == b'x' { b'y' } else { b'x' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    for bad in [id.to_owned(), forged_signature, flipped] {
+        let reply = call(&app, "GET", "/n", Some(&bad), "").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body, "None", "{bad} must be no session");
+        assert!(reply.cookie().starts_with("tandem_session=; "), "cleared");
+        assert!(reply.cookie().contains("Max-Age=0"));
+    }
+    assert_eq!(operations(&store), before, "no memcached call");
+    assert_eq!(
+        manager.stats().invalid_ids,
+        invalid,
+        "refused before the manager"
+    );
+
+    // A key being rotated out still verifies; a value signed with an unknown key does not.
+    let rotated = CookieSigner::new(&[0x11; 32])
+        .unwrap()
+        .with_previous_key(&KEY)
+        .unwrap();
+    let app2 = self::app(builder(manager.clone()).signed(rotated).build().unwrap());
+    assert_eq!(
+        call(&app2, "GET", "/n", Some(&value), "").await.body,
+        "Some(5)"
+    );
+    let stranger = CookieSigner::new(&[0x22; 32])
+        .unwrap()
+        .sign("tandem_session", id);
+    assert_eq!(
+        call(&app, "GET", "/n", Some(&stranger), "").await.body,
+        "None"
+    );
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_cookies_are_no_session() {
+    let cluster = MemcachedCluster::start(1);
+    let store = connect(&cluster).await;
+    let manager = manager(&store, Mode::NonSticky);
+    let app = app(SessionLayer::new(manager.clone()));
+    let value = create(&app, 3).await;
+    let before = quiet(&manager, &store).await;
+    let long = "a".repeat(100_000);
+    for bad in [
+        "",
+        "a b",
+        "../../etc/passwd",
+        "\"unterminated",
+        "x%00y",
+        long.as_str(),
+    ] {
+        let reply = call(&app, "GET", "/n", Some(bad), "").await;
+        assert_eq!(reply.status, StatusCode::OK, "{bad:.20}");
+        assert_eq!(reply.body, "None", "{bad:.20}");
+    }
+    assert_eq!(operations(&store), before);
+    // A well-formed cookie next to a malformed one of the same name still counts.
+    let request = Request::get("/n")
+        .header(
+            header::COOKIE,
+            format!("tandem_session=%%; tandem_session={value}"),
+        )
+        .body(Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let body = axum::body::to_bytes(response.into_body(), 1024)
+        .await
+        .unwrap();
+    assert_eq!(&body[..], b"Some(3)");
+}
+
+#[tokio::test]
+async fn cycle_id_sets_a_new_cookie_and_the_old_id_no_longer_loads() {
+    let cluster = MemcachedCluster::start(2);
+    let store = connect(&cluster).await;
+    let manager = manager(&store, Mode::Sticky);
+    let app = app(SessionLayer::new(manager.clone()));
+    let old = create(&app, 9).await;
+
+    let reply = call(&app, "POST", "/cycle", Some(&old), "").await;
+    assert_eq!(reply.body, "cycled");
+    let new = reply.value();
+    assert_ne!(new, old);
+    assert!(reply.cookie().contains("Max-Age=1800"));
+    assert_eq!(manager.stats().ids_cycled, 1);
+
+    assert_eq!(
+        call(&app, "GET", "/n", Some(&new), "").await.body,
+        "Some(9)"
+    );
+    let reply = call(&app, "GET", "/n", Some(&old), "").await;
+    assert_eq!(reply.body, "None", "the old id is dead");
+    assert!(
+        reply.cookie().contains("Max-Age=0"),
+        "and its cookie cleared"
+    );
+
+    // Nor does another server load it from memcached.
+    let other = self::app(SessionLayer::new(
+        Manager::builder(Arc::clone(&store) as Arc<dyn RemoteStore>)
+            .route(Route::new("a2").unwrap())
+            .build()
+            .unwrap(),
+    ));
+    quiet(&manager, &store).await; // the old copy's delete
+    assert_eq!(call(&other, "GET", "/n", Some(&old), "").await.body, "None");
+    let reply = call(&other, "GET", "/n", Some(&new), "").await;
+    assert_eq!(reply.body, "Some(9)", "the new id is taken over");
+    assert!(reply.value().ends_with(".a2"));
+}
+
+#[tokio::test]
+async fn invalidate_clears_the_cookie() {
+    let cluster = MemcachedCluster::start(1);
+    let store = connect(&cluster).await;
+    let app = app(SessionLayer::new(manager(&store, Mode::NonSticky)));
+    let value = create(&app, 4).await;
+
+    let reply = call(&app, "POST", "/end", Some(&value), "").await;
+    assert_eq!(reply.body, "ended");
+    assert_eq!(
+        reply.cookie(),
+        "tandem_session=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Lax; \
+         Expires=Thu, 01 Jan 1970 00:00:00 GMT"
+    );
+    assert_eq!(call(&app, "GET", "/n", Some(&value), "").await.body, "None");
+    // Ending a session one does not have sets no cookie.
+    assert!(
+        call(&app, "POST", "/end", None, "")
+            .await
+            .set_cookie
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_conflicting_commit_answers_409_and_changes_nothing() {
+    let cluster = MemcachedCluster::start(1);
+    let store = connect(&cluster).await;
+    let manager = manager(&store, Mode::Sticky);
+    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    let handler = {
+        let barrier = Arc::clone(&barrier);
+        move |session: Session<SpeedyCodec>, body: String| async move {
+            // Both requests read before either writes.
+            let n = session.get::<u32>("n").await?.unwrap_or(0);
+            barrier.wait().await;
+            session
+                .insert("n", &(n + body.parse::<u32>().unwrap_or(0)))
+                .await?;
+            Ok::<_, SessionError>("added")
+        }
+    };
+    let app = Router::new()
+        .route("/n", get(read_n).post(write_n))
+        .route("/add", post(handler))
+        .layer(SessionLayer::new(manager.clone()));
+    let value = create(&app, 10).await;
+
+    let (a, b) = tokio::join!(
+        call(&app, "POST", "/add", Some(&value), "1"),
+        call(&app, "POST", "/add", Some(&value), "2"),
+    );
+    let mut statuses = [a.status, b.status];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::CONFLICT]);
+    let loser = if a.status == StatusCode::CONFLICT {
+        &a
+    } else {
+        &b
+    };
+    assert!(loser.body.contains("concurrent"), "{}", loser.body);
+    assert!(loser.set_cookie.is_empty());
+    let n = call(&app, "GET", "/n", Some(&value), "").await.body;
+    assert!(
+        n == "Some(11)" || n == "Some(12)",
+        "one change survives: {n}"
+    );
+    assert_eq!(manager.stats().conflicts, 1);
+}
+
+#[tokio::test]
+async fn error_responses_are_configurable() {
+    let cluster = MemcachedCluster::start(1);
+    let store = connect(&cluster).await;
+    let layer = SessionLayer::builder(manager(&store, Mode::Sticky))
+        .error_response(|failure: &Failure| match failure {
+            Failure::Commit(CommitError::TooLarge { .. }) => {
+                let mut response = http::Response::new("cart full".to_owned());
+                *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+                response
+            }
+            other => default_error_response(other),
+        })
+        .build()
+        .unwrap();
+    let big = |session: Session<SpeedyCodec>| async move {
+        session.insert("blob", &vec![7u8; 2 << 20]).await?;
+        Ok::<_, SessionError>("stored")
+    };
+    let app = Router::new().route("/big", post(big)).layer(layer);
+    let reply = call(&app, "POST", "/big", None, "").await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reply.body, "cart full");
+    assert!(reply.set_cookie.is_empty(), "no session was stored");
+}
+
+#[tokio::test]
+async fn no_reachable_node_answers_503_in_non_sticky_mode() {
+    let cluster = MemcachedCluster::start(1);
+    let store = connect(&cluster).await;
+    let app = app(SessionLayer::new(manager(&store, Mode::NonSticky)));
+    let value = create(&app, 2).await;
+    cluster.node("n1").kill();
+
+    // The load fails: the handler's `?` answers with the configured response.
+    let reply = call(&app, "GET", "/n", Some(&value), "").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.body
+    );
+    // A new session cannot be stored anywhere: the commit fails.
+    let reply = call(&app, "POST", "/n", None, "5").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.body
+    );
+    assert!(reply.set_cookie.is_empty());
+    // Requests that do not use the session are served as usual.
+    assert_eq!(
+        call(&app, "GET", "/untouched", Some(&value), "")
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn the_lock_scope_sees_the_request_path() {
+    let cluster = MemcachedCluster::start(1);
+    let store = connect(&cluster).await;
+    let manager = Manager::builder(Arc::clone(&store) as Arc<dyn RemoteStore>)
+        .mode(Mode::NonSticky)
+        .concurrency(Concurrency::Lock)
+        .lock_scope(LockScope::Paths(Regex::new("^/locked/").unwrap()))
+        .build()
+        .unwrap();
+    let app = app(SessionLayer::new(manager.clone()));
+    let value = create(&app, 6).await;
+
+    let before = quiet(&manager, &store).await;
+    assert_eq!(
+        call(&app, "GET", "/n", Some(&value), "").await.body,
+        "Some(6)"
+    );
+    let unlocked = quiet(&manager, &store).await - before;
+    let before = operations(&store);
+    assert_eq!(
+        call(&app, "GET", "/locked/n", Some(&value), "").await.body,
+        "Some(6)"
+    );
+    // The lock is released in the background.
+    let locked = quiet(&manager, &store).await - before;
+    // Taking and releasing the memcached lock costs operations of its own.
+    assert!(
+        locked >= unlocked + 2,
+        "locked {locked}, unlocked {unlocked}"
+    );
+}
+
+#[tokio::test]
+async fn the_cookie_is_renewed_while_the_session_is_in_use() {
+    let cluster = MemcachedCluster::start(1);
+    let store = connect(&cluster).await;
+    // An interval of 4 s has a renewal window of 1 s.
+    let manager = Manager::builder(Arc::clone(&store) as Arc<dyn RemoteStore>)
+        .max_inactive(Some(Duration::from_secs(4)))
+        .build()
+        .unwrap();
+    let app = app(SessionLayer::new(manager.clone()));
+    let value = create(&app, 1).await;
+    assert!(
+        call(&app, "GET", "/n", Some(&value), "")
+            .await
+            .set_cookie
+            .is_empty()
+    );
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let reply = call(&app, "GET", "/n", Some(&value), "").await;
+    assert_eq!(reply.value(), value, "the same id");
+    assert!(reply.cookie().contains("Max-Age=4;"), "{}", reply.cookie());
+    assert!(
+        call(&app, "GET", "/n", Some(&value), "")
+            .await
+            .set_cookie
+            .is_empty(),
+        "renewed once per window"
+    );
+
+    // A changed interval is sent at once.
+    let reply = call(&app, "POST", "/shorten", Some(&value), "").await;
+    assert!(reply.cookie().contains("Max-Age=60;"), "{}", reply.cookie());
+
+    // Browser-session cookies are never renewed and carry no Max-Age.
+    let app = self::app(
+        SessionLayer::builder(manager)
+            .max_age(MaxAge::BrowserSession)
+            .build()
+            .unwrap(),
+    );
+    let value = create(&app, 1).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(
+        call(&app, "GET", "/n", Some(&value), "")
+            .await
+            .set_cookie
+            .is_empty()
+    );
+}
