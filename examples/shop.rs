@@ -1,0 +1,801 @@
+//! A small shop on axum with Tandem sessions: a cart, preferences, login and logout.
+//!
+//! ```sh
+//! cargo run --release --example shop                      # in-process store, port 8080
+//! cargo run --release --example shop -- --memcached n1:127.0.0.1:11211,n2:127.0.0.1:11212 --route a1
+//! curl -si -X POST 'localhost:8080/cart/items?sku=apple&qty=2'
+//! ```
+//!
+//! Options (all optional):
+//!
+//! ```text
+//! --listen ADDR                  default 127.0.0.1:8080
+//! --mode sticky|non-sticky       default sticky
+//! --memcached NODESPEC           n1:host:port,n2:host:port (absent: in-process store)
+//! --failover-nodes IDS           node ids used only while every other node is down
+//! --route NAME                   this server's route, for sticky load balancing
+//! --codec speedy|json|msgpack    how new values are written (default speedy); sessions
+//!                                written with any of the three are read
+//! --concurrency none|lock|merge  default merge
+//! --max-inactive SECS            default 1800; 0 = sessions never expire
+//! --backup async|sync            default async
+//! --secure-cookie                mark the cookie Secure (off: this serves plain HTTP)
+//! ```
+//!
+//! HTTP:
+//!
+//! ```text
+//! GET  /cart                     {"session", "items", "user", "served_by"}; creates no session
+//! POST /cart/items?sku=S&qty=N   adds N (may be negative) to S in the `cart` attribute
+//! GET  /prefs                    {"prefs": {..}}
+//! POST /prefs?key=K&value=V      stores V in attribute `pref.K`
+//! POST /login?user=U             sets the user and gives the session a new id
+//! POST /logout                   ends the session, clears the cookie
+//! GET  /static/<path>            text, never a session
+//! GET  /healthz                  ok
+//! GET  /metrics                  Prometheus text, names prefixed tandem_
+//! GET  /admin/nodes              {"nodes": [{"id", "address", "up"}]}
+//! ```
+//!
+//! SIGTERM or SIGINT stops accepting requests, lets running ones finish and flushes
+//! pending backups before the process exits.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tandem::memcached::{MemcachedConfig, MemcachedStore};
+use tandem::tower::{Session, SessionError, SessionLayer};
+use tandem::{
+    BackupMode, Codec, Concurrency, Decodes, Encodes, MAX_ATTRIBUTE_NAME_LEN, MemoryStore, Mode,
+    NodeSpec, RemoteStore, Route, SessionManager, ShutdownReport, Stats,
+};
+use tandem_codec::{JsonCodec, Migrating, MsgpackCodec, SpeedyCodec};
+
+const USAGE: &str = "usage: shop [--listen ADDR] [--mode sticky|non-sticky] [--memcached NODESPEC] \
+[--failover-nodes IDS] [--route NAME] [--codec speedy|json|msgpack] [--concurrency none|lock|merge] \
+[--max-inactive SECS] [--backup async|sync] [--secure-cookie]";
+
+/// How long a shutdown may spend flushing backups.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a synchronous backup may hold a response (`--backup sync`).
+const SYNC_BACKUP_TIMEOUT: Duration = Duration::from_secs(1);
+/// Paths that never touch sessions.
+const STATIC_PATHS: &str = "^/static/";
+
+const MAX_SKU_LEN: usize = 128;
+const MAX_USER_LEN: usize = 256;
+const MAX_PREF_VALUE_LEN: usize = 4096;
+const PREF_PREFIX: &str = "pref.";
+
+/// The cart attribute: quantity per SKU. Written by whichever codec `--codec` names,
+/// so it is both speedy- and serde-serializable.
+type Cart = BTreeMap<String, i64>;
+
+/// Each `--codec` writes with its own codec and reads the other two, so servers with
+/// different `--codec` share sessions.
+type WriteSpeedy = Migrating<SpeedyCodec, (JsonCodec, MsgpackCodec)>;
+type WriteJson = Migrating<JsonCodec, (SpeedyCodec, MsgpackCodec)>;
+type WriteMsgpack = Migrating<MsgpackCodec, (SpeedyCodec, JsonCodec)>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodecChoice {
+    Speedy,
+    Json,
+    Msgpack,
+}
+
+/// The command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    pub listen: String,
+    pub mode: Mode,
+    pub memcached: Option<String>,
+    pub failover_nodes: Option<String>,
+    pub route: Option<String>,
+    pub codec: CodecChoice,
+    pub concurrency: Concurrency,
+    pub max_inactive: u64,
+    pub backup_sync: bool,
+    pub secure_cookie: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            listen: "127.0.0.1:8080".into(),
+            mode: Mode::Sticky,
+            memcached: None,
+            failover_nodes: None,
+            route: None,
+            codec: CodecChoice::Speedy,
+            concurrency: Concurrency::Merge,
+            max_inactive: 1800,
+            backup_sync: false,
+            secure_cookie: false,
+        }
+    }
+}
+
+impl Options {
+    /// Parses the arguments after the program name; `Ok(None)` for `--help`.
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, String> {
+        let mut options = Options::default();
+        let mut args = args.into_iter();
+        while let Some(flag) = args.next() {
+            if flag == "--help" || flag == "-h" {
+                return Ok(None);
+            }
+            if flag == "--secure-cookie" {
+                options.secure_cookie = true;
+                continue;
+            }
+            let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            let bad = || format!("invalid value {value:?} for {flag}");
+            match flag.as_str() {
+                "--listen" => options.listen = value,
+                "--mode" => {
+                    options.mode = match value.as_str() {
+                        "sticky" => Mode::Sticky,
+                        "non-sticky" => Mode::NonSticky,
+                        _ => return Err(bad()),
+                    }
+                }
+                "--memcached" => {
+                    NodeSpec::parse(&value).map_err(|error| format!("--memcached: {error}"))?;
+                    options.memcached = Some(value);
+                }
+                "--failover-nodes" => options.failover_nodes = Some(value),
+                "--route" => {
+                    Route::new(&value).map_err(|error| format!("--route: {error}"))?;
+                    options.route = Some(value);
+                }
+                "--codec" => {
+                    options.codec = match value.as_str() {
+                        "speedy" => CodecChoice::Speedy,
+                        "json" => CodecChoice::Json,
+                        "msgpack" => CodecChoice::Msgpack,
+                        _ => return Err(bad()),
+                    }
+                }
+                "--concurrency" => {
+                    options.concurrency = match value.as_str() {
+                        "none" => Concurrency::LastWriterWins,
+                        "lock" => Concurrency::Lock,
+                        "merge" => Concurrency::Merge,
+                        _ => return Err(bad()),
+                    }
+                }
+                "--max-inactive" => options.max_inactive = value.parse().map_err(|_| bad())?,
+                "--backup" => {
+                    options.backup_sync = match value.as_str() {
+                        "async" => false,
+                        "sync" => true,
+                        _ => return Err(bad()),
+                    }
+                }
+                _ => return Err(format!("unknown option {flag}")),
+            }
+        }
+        if options.failover_nodes.is_some() && options.memcached.is_none() {
+            return Err("--failover-nodes needs --memcached".into());
+        }
+        Ok(Some(options))
+    }
+}
+
+/// The remote tier.
+#[derive(Clone)]
+pub enum Backend {
+    /// The in-process store: the example runs without memcached.
+    Memory(Arc<MemoryStore>),
+    Memcached(Arc<MemcachedStore>),
+}
+
+impl Backend {
+    /// The store the options name.
+    pub async fn connect(options: &Options) -> Result<Backend, String> {
+        let Some(text) = &options.memcached else {
+            let spec = NodeSpec::parse("n1:in-process:1").map_err(|error| error.to_string())?;
+            return Ok(Backend::Memory(Arc::new(MemoryStore::new(spec.ids()))));
+        };
+        let spec = NodeSpec::parse(text).map_err(|error| format!("--memcached: {error}"))?;
+        let store = MemcachedStore::connect(&spec, MemcachedConfig::default())
+            .await
+            .map_err(|error| format!("memcached: {error}"))?;
+        Ok(Backend::Memcached(Arc::new(store)))
+    }
+
+    fn store(&self) -> Arc<dyn RemoteStore> {
+        match self {
+            Backend::Memory(store) => Arc::clone(store) as Arc<dyn RemoteStore>,
+            Backend::Memcached(store) => Arc::clone(store) as Arc<dyn RemoteStore>,
+        }
+    }
+
+    /// `/admin/nodes`.
+    fn nodes(&self) -> Value {
+        let nodes: Vec<Value> = match self {
+            Backend::Memory(store) => store
+                .nodes()
+                .iter()
+                .map(|id| json!({"id": id.as_str(), "address": "in-process", "up": store.is_available(id)}))
+                .collect(),
+            Backend::Memcached(store) => store
+                .health()
+                .iter()
+                .map(|node| json!({"id": node.id.as_str(), "address": node.address, "up": node.up}))
+                .collect(),
+        };
+        json!({ "nodes": nodes })
+    }
+}
+
+/// What the process needs of its manager beyond the routes.
+pub trait Sessions: Send + Sync {
+    fn stats(&self) -> Stats;
+    fn local_sessions(&self) -> u64;
+    fn pending_backups(&self) -> usize;
+    fn shutdown(
+        &self,
+        deadline: Duration,
+    ) -> Pin<Box<dyn Future<Output = ShutdownReport> + Send + '_>>;
+}
+
+impl<C: Codec> Sessions for SessionManager<C> {
+    fn stats(&self) -> Stats {
+        SessionManager::stats(self)
+    }
+
+    fn local_sessions(&self) -> u64 {
+        SessionManager::local_sessions(self)
+    }
+
+    fn pending_backups(&self) -> usize {
+        SessionManager::pending_backups(self)
+    }
+
+    fn shutdown(
+        &self,
+        deadline: Duration,
+    ) -> Pin<Box<dyn Future<Output = ShutdownReport> + Send + '_>> {
+        Box::pin(SessionManager::shutdown(self, deadline))
+    }
+}
+
+/// A shop ready to serve.
+pub struct Shop {
+    pub router: Router,
+    pub sessions: Arc<dyn Sessions>,
+}
+
+impl Shop {
+    /// The shop for `options` over `backend`. Needs a tokio runtime.
+    pub fn build(options: &Options, backend: Backend) -> Result<Shop, String> {
+        match options.codec {
+            CodecChoice::Speedy => Shop::with_codec::<WriteSpeedy>(options, backend),
+            CodecChoice::Json => Shop::with_codec::<WriteJson>(options, backend),
+            CodecChoice::Msgpack => Shop::with_codec::<WriteMsgpack>(options, backend),
+        }
+    }
+
+    fn with_codec<C>(options: &Options, backend: Backend) -> Result<Shop, String>
+    where
+        C: Codec + Encodes<Cart> + Decodes<Cart> + Encodes<str> + Decodes<String>,
+    {
+        let mut builder = SessionManager::<C>::builder(backend.store())
+            .mode(options.mode)
+            .concurrency(options.concurrency)
+            .max_inactive(Some(Duration::from_secs(options.max_inactive)))
+            .backup(if options.backup_sync {
+                BackupMode::Sync {
+                    timeout: SYNC_BACKUP_TIMEOUT,
+                }
+            } else {
+                BackupMode::Async
+            });
+        if let Some(route) = &options.route {
+            builder =
+                builder.route(Route::new(route).map_err(|error| format!("--route: {error}"))?);
+        }
+        if let (Some(ids), Some(text)) = (&options.failover_nodes, &options.memcached) {
+            let spec = NodeSpec::parse(text)
+                .and_then(|spec| spec.with_failover(ids))
+                .map_err(|error| format!("--failover-nodes: {error}"))?;
+            builder = builder.failover_nodes(spec.failover().to_vec());
+        }
+        let manager = builder.build().map_err(|error| error.to_string())?;
+        let layer = SessionLayer::builder(manager.clone())
+            .secure(options.secure_cookie)
+            .ignore(regex::Regex::new(STATIC_PATHS).map_err(|error| error.to_string())?)
+            .build()
+            .map_err(|error| error.to_string())?;
+        let sessions: Arc<dyn Sessions> = Arc::new(manager);
+        let context = Arc::new(Context {
+            served_by: options
+                .route
+                .clone()
+                .unwrap_or_else(|| options.listen.clone()),
+            backend,
+            sessions: Arc::clone(&sessions),
+        });
+        let router = Router::new()
+            .route("/cart", get(show_cart::<C>))
+            .route("/cart/items", post(add_item::<C>))
+            .route("/prefs", get(show_prefs::<C>).post(set_pref::<C>))
+            .route("/login", post(login::<C>))
+            .route("/logout", post(logout::<C>))
+            .route("/static/{*path}", get(static_file))
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/metrics", get(metrics))
+            .route("/admin/nodes", get(nodes))
+            .layer(layer)
+            .with_state(context);
+        Ok(Shop { router, sessions })
+    }
+}
+
+struct Context {
+    served_by: String,
+    backend: Backend,
+    sessions: Arc<dyn Sessions>,
+}
+
+type Ctx = State<Arc<Context>>;
+
+/// A handler's failure: the client's mistake (400), or the session's.
+enum ShopError {
+    BadRequest(String),
+    Session(SessionError),
+}
+
+impl From<SessionError> for ShopError {
+    fn from(error: SessionError) -> ShopError {
+        ShopError::Session(error)
+    }
+}
+
+impl From<tandem::AttributeError> for ShopError {
+    fn from(error: tandem::AttributeError) -> ShopError {
+        ShopError::Session(error.into())
+    }
+}
+
+impl IntoResponse for ShopError {
+    fn into_response(self) -> Response {
+        match self {
+            ShopError::BadRequest(message) => {
+                (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response()
+            }
+            ShopError::Session(error) => error.into_response(),
+        }
+    }
+}
+
+fn bad(message: impl Into<String>) -> ShopError {
+    ShopError::BadRequest(message.into())
+}
+
+/// A required, non-empty query parameter of at most `max` bytes.
+fn required(value: Option<String>, name: &str, max: usize) -> Result<String, ShopError> {
+    match value {
+        None => Err(bad(format!("missing query parameter {name}"))),
+        Some(value) if value.is_empty() => Err(bad(format!("query parameter {name} is empty"))),
+        Some(value) if value.len() > max => Err(bad(format!(
+            "query parameter {name} is longer than {max} bytes"
+        ))),
+        Some(value) => Ok(value),
+    }
+}
+
+/// The cart JSON of `/cart`, `/cart/items`, `/login` and `/logout`. `show_id` is
+/// false when the id changes at commit (login): the new id is only in the cookie.
+async fn cart_json<C>(
+    context: &Context,
+    session: &Session<C>,
+    show_id: bool,
+) -> Result<Json<Value>, ShopError>
+where
+    C: Codec + Decodes<Cart> + Decodes<String>,
+{
+    let guard = session.load().await?;
+    let cart: Cart = guard.get("cart")?.unwrap_or_default();
+    let user: Option<String> = guard.get("user")?;
+    // A session exists after this request if it existed or this request stored
+    // something, and it was not ended.
+    let exists = !guard.is_invalidated() && (!guard.is_new() || guard.is_modified());
+    let id = (show_id && exists).then(|| guard.id().as_str().to_owned());
+    Ok(Json(json!({
+        "session": id,
+        "items": cart,
+        "user": user,
+        "served_by": context.served_by,
+    })))
+}
+
+async fn show_cart<C>(State(context): Ctx, session: Session<C>) -> Result<Json<Value>, ShopError>
+where
+    C: Codec + Decodes<Cart> + Decodes<String>,
+{
+    cart_json(&context, &session, true).await
+}
+
+#[derive(Debug, Deserialize)]
+struct ItemParams {
+    sku: Option<String>,
+    qty: Option<String>,
+}
+
+async fn add_item<C>(
+    State(context): Ctx,
+    session: Session<C>,
+    Query(params): Query<ItemParams>,
+) -> Result<Json<Value>, ShopError>
+where
+    C: Codec + Encodes<Cart> + Decodes<Cart> + Decodes<String>,
+{
+    // Checked before the session is touched: a bad request creates no session.
+    let sku = required(params.sku, "sku", MAX_SKU_LEN)?;
+    let qty: i64 = required(params.qty, "qty", 20)?
+        .parse()
+        .map_err(|_| bad("query parameter qty must be an integer"))?;
+    {
+        let mut guard = session.load().await?;
+        let mut cart: Cart = guard.get("cart")?.unwrap_or_default();
+        let current = cart.get(&sku).copied().unwrap_or(0);
+        let next = current
+            .checked_add(qty)
+            .ok_or_else(|| bad("quantity out of range"))?;
+        if next <= 0 {
+            cart.remove(&sku);
+        } else {
+            cart.insert(sku, next);
+        }
+        guard.insert("cart", &cart)?;
+    }
+    cart_json(&context, &session, true).await
+}
+
+async fn show_prefs<C>(session: Session<C>) -> Result<Json<Value>, ShopError>
+where
+    C: Codec + Decodes<String>,
+{
+    let guard = session.load().await?;
+    let mut prefs = BTreeMap::new();
+    for name in guard.names() {
+        if let Some(key) = name.strip_prefix(PREF_PREFIX) {
+            let value: Option<String> = guard.get(name)?;
+            prefs.insert(key.to_owned(), value);
+        }
+    }
+    Ok(Json(json!({ "prefs": prefs })))
+}
+
+#[derive(Debug, Deserialize)]
+struct PrefParams {
+    key: Option<String>,
+    value: Option<String>,
+}
+
+async fn set_pref<C>(
+    session: Session<C>,
+    Query(params): Query<PrefParams>,
+) -> Result<Json<Value>, ShopError>
+where
+    C: Codec + Encodes<str> + Decodes<String>,
+{
+    let key = required(
+        params.key,
+        "key",
+        MAX_ATTRIBUTE_NAME_LEN - PREF_PREFIX.len(),
+    )?;
+    let value = params
+        .value
+        .ok_or_else(|| bad("missing query parameter value"))?;
+    if value.len() > MAX_PREF_VALUE_LEN {
+        return Err(bad(format!(
+            "query parameter value is longer than {MAX_PREF_VALUE_LEN} bytes"
+        )));
+    }
+    session
+        .insert(&format!("{PREF_PREFIX}{key}"), value.as_str())
+        .await?;
+    show_prefs(session).await
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginParams {
+    user: Option<String>,
+}
+
+async fn login<C>(
+    State(context): Ctx,
+    session: Session<C>,
+    Query(params): Query<LoginParams>,
+) -> Result<Json<Value>, ShopError>
+where
+    C: Codec + Encodes<str> + Decodes<Cart> + Decodes<String>,
+{
+    let user = required(params.user, "user", MAX_USER_LEN)?;
+    {
+        let mut guard = session.load().await?;
+        guard.insert("user", user.as_str())?;
+        // Session-fixation protection: the id the client had before the login dies.
+        guard.cycle_id();
+    }
+    cart_json(&context, &session, false).await
+}
+
+async fn logout<C>(State(context): Ctx, session: Session<C>) -> Result<Json<Value>, ShopError>
+where
+    C: Codec + Decodes<Cart> + Decodes<String>,
+{
+    session.invalidate().await?;
+    Ok(Json(json!({
+        "session": null,
+        "items": {},
+        "user": null,
+        "served_by": context.served_by,
+    })))
+}
+
+async fn static_file(Path(path): Path<String>) -> String {
+    format!("static resource {path}\n")
+}
+
+async fn nodes(State(context): Ctx) -> Json<Value> {
+    Json(context.backend.nodes())
+}
+
+async fn metrics(State(context): Ctx) -> impl IntoResponse {
+    let sessions = &context.sessions;
+    let text = prometheus_text(
+        &sessions.stats(),
+        sessions.local_sessions(),
+        sessions.pending_backups(),
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+}
+
+/// The manager's counters in the Prometheus text format, every name prefixed
+/// `tandem_`.
+fn prometheus_text(stats: &Stats, local_sessions: u64, pending_backups: usize) -> String {
+    let counters = [
+        ("loads", stats.loads, "Requests that used their session."),
+        (
+            "sessions_created",
+            stats.sessions_created,
+            "New sessions stored.",
+        ),
+        (
+            "loaded_local",
+            stats.loaded_local,
+            "Loads served by the local tier.",
+        ),
+        (
+            "loaded_remote",
+            stats.loaded_remote,
+            "Loads served by the remote tier.",
+        ),
+        (
+            "relocated",
+            stats.relocated,
+            "Sessions moved off a down node.",
+        ),
+        (
+            "taken_over",
+            stats.taken_over,
+            "Sessions taken over from another server.",
+        ),
+        (
+            "expired",
+            stats.expired,
+            "Sessions expired after their max inactive interval.",
+        ),
+        (
+            "invalidated",
+            stats.invalidated,
+            "Sessions invalidated by the application.",
+        ),
+        (
+            "ids_cycled",
+            stats.ids_cycled,
+            "Session ids changed by cycle_id.",
+        ),
+        (
+            "invalid_ids",
+            stats.invalid_ids,
+            "Malformed or unknown-node session ids received.",
+        ),
+        (
+            "unknown_ids",
+            stats.unknown_ids,
+            "Well-formed session ids no tier knew.",
+        ),
+        (
+            "negative_cache_hits",
+            stats.negative_cache_hits,
+            "Unknown ids answered without asking the remote tier.",
+        ),
+        (
+            "remote_load_failures",
+            stats.remote_load_failures,
+            "Remote loads that failed.",
+        ),
+        (
+            "undecodable",
+            stats.undecodable,
+            "Stored sessions that could not be decoded.",
+        ),
+        (
+            "degraded",
+            stats.degraded,
+            "Requests served while no node could hold the backup.",
+        ),
+        ("commits", stats.commits, "Session commits."),
+        (
+            "backups_written",
+            stats.backups_written,
+            "Backups written to the remote tier.",
+        ),
+        (
+            "backups_skipped_unchanged",
+            stats.backups_skipped_unchanged,
+            "Commits that changed nothing.",
+        ),
+        (
+            "backups_coalesced",
+            stats.backups_coalesced,
+            "Backups merged into one already queued.",
+        ),
+        (
+            "backups_failed",
+            stats.backups_failed,
+            "Backup writes that failed.",
+        ),
+        ("too_large", stats.too_large, "Commits refused for size."),
+        ("touches", stats.touches, "Remote expiry extensions."),
+        (
+            "touch_failures",
+            stats.touch_failures,
+            "Touches that failed or found no copy.",
+        ),
+        (
+            "remote_deletes",
+            stats.remote_deletes,
+            "Remote copies deleted.",
+        ),
+        (
+            "swapped_out",
+            stats.swapped_out,
+            "Sessions dropped locally for space.",
+        ),
+        (
+            "lock_waits",
+            stats.lock_waits,
+            "Loads that waited for the session lock.",
+        ),
+        (
+            "lock_timeouts",
+            stats.lock_timeouts,
+            "Loads that gave up waiting for the lock.",
+        ),
+        (
+            "conflicts",
+            stats.conflicts,
+            "Commits refused for a concurrent change.",
+        ),
+        (
+            "merge_retries",
+            stats.merge_retries,
+            "Compare-and-swap retries.",
+        ),
+        (
+            "unavailable",
+            stats.unavailable,
+            "Requests refused because no node could serve them.",
+        ),
+    ];
+    let mut text = String::new();
+    for (name, value, help) in counters {
+        text.push_str(&format!(
+            "# HELP tandem_{name}_total {help}\n# TYPE tandem_{name}_total counter\ntandem_{name}_total {value}\n"
+        ));
+    }
+    text.push_str(&format!(
+        "# HELP tandem_local_sessions Sessions held in the local tier.\n# TYPE tandem_local_sessions gauge\ntandem_local_sessions {local_sessions}\n"
+    ));
+    text.push_str(&format!(
+        "# HELP tandem_pending_backups Backups not yet written.\n# TYPE tandem_pending_backups gauge\ntandem_pending_backups {pending_backups}\n"
+    ));
+    text
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    eprintln!("shop: cannot listen for SIGTERM ({error}); only SIGINT stops it");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+async fn run(options: Options) -> Result<(), String> {
+    let backend = Backend::connect(&options).await?;
+    let store = match &options.memcached {
+        Some(spec) => format!("memcached {spec}"),
+        None => "in-process store".to_owned(),
+    };
+    let shop = Shop::build(&options, backend)?;
+    let listener = tokio::net::TcpListener::bind(&options.listen)
+        .await
+        .map_err(|error| format!("cannot listen on {}: {error}", options.listen))?;
+    let address: SocketAddr = listener.local_addr().map_err(|error| error.to_string())?;
+    println!(
+        "shop listening on http://{address} ({:?} mode, {:?} codec, {store})",
+        options.mode, options.codec
+    );
+    axum::serve(listener, shop.router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|error| error.to_string())?;
+    let report = shop.sessions.shutdown(SHUTDOWN_DEADLINE).await;
+    println!(
+        "shop stopped: {} pending backups written, {} unsaved",
+        report.written, report.unsaved
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let options = match Options::parse(std::env::args().skip(1)) {
+        Ok(Some(options)) => options,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("shop: {message}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(options).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("shop: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
