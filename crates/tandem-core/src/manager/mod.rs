@@ -283,6 +283,8 @@ struct Inner<C> {
     counters: Arc<Counters>,
     clock: Instant,
     closing: AtomicBool,
+    /// Set by `abort`: background work stops writing, as if the process had died.
+    aborted: AtomicBool,
     /// Orders the remote writes of each session (see `run_backup`).
     write_order: Box<[tokio::sync::Mutex<()>]>,
 }
@@ -347,6 +349,7 @@ impl<C: Codec> SessionManager<C> {
             counters,
             clock: Instant::now(),
             closing: AtomicBool::new(false),
+            aborted: AtomicBool::new(false),
             write_order: (0..WRITE_ORDER_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -387,16 +390,20 @@ impl<C: Codec> SessionManager<C> {
         let Some(id) = incoming.and_then(|text| inner.parse_incoming(text)) else {
             return Ok(inner.fresh(None, incoming.is_some()));
         };
-        let (id, key) = match inner.moved.get(&local_key(&id)) {
+        let key = local_key(&id);
+        // A session held under the id itself wins over a record that the id moved: a
+        // session can move away from a node and later back to it.
+        let moved = if inner.local.contains_key(&key) {
+            None
+        } else {
+            inner.moved.get(&key)
+        };
+        let (id, key) = match moved {
             Some(moved) => {
-                let key = local_key(&moved);
                 let route = id.route().and_then(|route| Route::new(route).ok());
-                (moved.with_route(route.as_ref()), key)
+                (moved.with_route(route.as_ref()), local_key(&moved))
             }
-            None => {
-                let key = local_key(&id);
-                (id, key)
-            }
+            None => (id, key),
         };
         let foreign_route = id.route() != inner.config.route.as_ref().map(|r| r.as_str());
         let entry = if foreign_route {
@@ -452,6 +459,14 @@ impl<C: Codec> SessionManager<C> {
         backup::flush(&self.inner, deadline).await
     }
 
+    /// Stops every background write at once, without flushing: what the death of the
+    /// process does to backups still queued. For fault-injection tests of the layers
+    /// above (a crash loses exactly what this loses); use [`shutdown`](Self::shutdown)
+    /// to stop a manager.
+    pub fn abort(&self) {
+        self.inner.aborted.store(true, Ordering::Release);
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
         self.inner.counters.snapshot()
@@ -502,6 +517,14 @@ impl<C: Codec> SessionManager<C> {
     /// so far has reached the remote tier, as far as it could.
     pub fn pending_backups(&self) -> usize {
         self.inner.backups.dirty_count() + self.inner.backups.in_flight()
+    }
+
+    /// Sticky mode: sessions whose newest state is not known to be in the remote tier
+    /// (changed since their last successful backup). What a crash of this process
+    /// would lose right now. Always zero in non-sticky mode, where a commit returns
+    /// after the primary copy is written.
+    pub fn unsaved_sessions(&self) -> usize {
+        self.inner.backups.dirty_count()
     }
 }
 
@@ -830,6 +853,8 @@ impl<C: Codec> Inner<C> {
             let old_key = local_key(&old);
             let new_key = local_key(snapshot.id());
             self.moved.insert(old_key.clone(), snapshot.id().clone());
+            // Moving back to a key it left earlier: that key no longer points away.
+            self.moved.invalidate(&new_key);
             self.local.insert(new_key.clone(), Arc::clone(&entry)).await;
             self.local.invalidate(&old_key).await;
             self.backups.rekey(&old_key, new_key, &entry);
@@ -1125,6 +1150,9 @@ impl<C: Codec> Inner<C> {
     /// read under the write-order lock, so a later writer always sends a newer state.
     #[tracing::instrument(name = "tandem.backup", level = "trace", skip_all)]
     async fn run_backup(&self, entry: &Arc<LocalEntry<C>>) -> Result<(), String> {
+        if self.aborted.load(Ordering::Acquire) {
+            return Err("the manager was aborted".into());
+        }
         if entry.is_retired() {
             return Ok(());
         }

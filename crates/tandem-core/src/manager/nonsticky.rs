@@ -632,6 +632,12 @@ impl<C: Codec> Inner<C> {
                     Counters::add(&self.counters.too_large);
                     return Err(CommitError::TooLarge { size, limit });
                 }
+                // A hung node already cost this request one operation timeout: answer
+                // now (the node is marked down, so a retry moves the session at once)
+                // rather than spend a second timeout on another node.
+                Err(error @ StoreError::Timeout { .. }) => {
+                    return Err(self.unavailable_commit(&error));
+                }
                 Err(error) if error.is_node_failure() && !relocated => {
                     // The primary died under us: move to where its backup lives.
                     let Some(target) = self.successor(&node) else {
@@ -765,6 +771,10 @@ impl<C: Codec> Inner<C> {
                     Counters::add(&self.counters.too_large);
                     return Err(CommitError::TooLarge { size, limit });
                 }
+                Err(error @ StoreError::Timeout { .. }) => {
+                    // One operation timeout is all a request may spend on a hung node.
+                    return Err(self.unavailable_commit(&error));
+                }
                 Err(error) => last_error = Some(error),
             }
             let Some(node) = self.live_node() else {
@@ -851,6 +861,9 @@ impl<C: Codec> Inner<C> {
         bytes: &[u8],
         ttl: Ttl,
     ) -> Result<(), StoreError> {
+        if self.aborted.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(StoreError::NodeDown { node: node.clone() });
+        }
         let started = Instant::now();
         let result = self.store.set(node, &self.backup_key(id), bytes, ttl).await;
         self.counters

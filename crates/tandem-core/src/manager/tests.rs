@@ -540,3 +540,31 @@ async fn a_late_expiry_report_never_deletes_the_live_session_under_the_same_key(
     assert_eq!(store.item_count(&node("n1")), 0);
     assert_eq!(manager.stats().expired, 1);
 }
+
+#[tokio::test]
+async fn a_session_can_move_away_from_a_node_and_back() {
+    let store = store(&["n1", "n2"]);
+    let manager = new_manager(&store);
+    let mut id = create(&manager, &[("a", "0")]).await;
+    let (first, second) = if id.node() == "n1" {
+        ("n1", "n2")
+    } else {
+        ("n2", "n1")
+    };
+    // Down goes its node (it moves), then the other one (it moves back).
+    for (step, down, up) in [(1, first, second), (2, second, first)] {
+        store.set_node_up(&node(down), false);
+        store.set_node_up(&node(up), true);
+        let mut session = manager.load(Some(id.as_str())).await.unwrap();
+        assert!(!session.is_new(), "lost at step {step}");
+        assert_eq!(session.id().node(), up);
+        session.insert("a", &step.to_string()).unwrap();
+        id = match manager.commit(session).await.unwrap().cookie {
+            CookieUpdate::Set { id, .. } => id,
+            other => panic!("the client must learn the new id, got {other:?}"),
+        };
+    }
+    assert_eq!(id.node(), first);
+    assert_eq!(get(&manager, &id, "a").await.as_deref(), Some("2"));
+    assert_eq!(manager.stats().relocated, 2);
+}
