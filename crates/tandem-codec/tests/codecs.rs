@@ -286,7 +286,7 @@ fn deeply_nested_msgpack_is_an_error_not_a_stack_overflow() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2_000))]
+    #![proptest_config(ProptestConfig::with_cases(tandem_testkit::proptest_cases(2_000)))]
 
     #[test]
     fn random_bytes_never_panic_a_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {

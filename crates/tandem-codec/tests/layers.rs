@@ -439,7 +439,7 @@ fn sealed_blobs(id: &SessionId) -> Vec<Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(500))]
+    #![proptest_config(ProptestConfig::with_cases(tandem_testkit::proptest_cases(500)))]
 
     #[test]
     fn random_bytes_never_panic_a_layer(

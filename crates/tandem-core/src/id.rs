@@ -441,6 +441,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(tandem_testkit::proptest_cases(256)))]
         #[test]
         fn arbitrary_strings_round_trip_or_are_rejected(text in any::<String>()) {
             if let Ok(id) = SessionId::parse(&text) {

@@ -390,6 +390,7 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(tandem_testkit::proptest_cases(256)))]
         #[test]
         fn arbitrary_specs_never_panic(spec in ".{0,80}") {
             let _ = NodeSpec::parse(&spec).and_then(|spec| spec.with_failover("n1"));

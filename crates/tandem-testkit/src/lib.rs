@@ -35,6 +35,21 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{self, Signal};
 use nix::unistd::{Pid, User};
 
+/// How many cases a property test runs: the `PROPTEST_CASES` environment variable if
+/// it is set (`scripts/fuzz.sh` sets a million), else `default` (what the test suite
+/// runs).
+///
+/// ```
+/// # // SAFETY of the test: nothing else reads the environment here.
+/// assert!(tandem_testkit::proptest_cases(2_000) > 0);
+/// ```
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The binary that is started, looked up on `PATH`.
 const BINARY: &str = "memcached";
 /// The panic message when [`BINARY`] cannot be found.
