@@ -34,7 +34,9 @@
 //! GET  /static/<path>            text, never a session
 //! GET  /healthz                  ok
 //! GET  /metrics                  Prometheus text, names prefixed tandem_
-//! GET  /admin/nodes              {"nodes": [{"id", "address", "up"}]}
+//! GET  /admin/nodes              {"nodes": [{"id", "address", "up", "failover", "operations",
+//!                                 "failures", "down_transitions", "mean_latency_micros",
+//!                                 "last_error"}]}
 //! ```
 //!
 //! SIGTERM or SIGINT stops accepting requests, lets running ones finish and flushes
@@ -53,13 +55,14 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tandem::memcached::{MemcachedConfig, MemcachedStore};
 use tandem::tower::{Session, SessionError, SessionLayer};
 use tandem::{
     BackupMode, Codec, Concurrency, Decodes, Encodes, MAX_ATTRIBUTE_NAME_LEN, MemoryStore, Mode,
-    NodeSpec, RemoteStore, Route, SessionManager, ShutdownReport, Stats,
+    NodeId, NodeSpec, NodeStatus, RemoteStore, Route, SessionManager, ShutdownReport, Stats,
 };
 use tandem_codec::{JsonCodec, Migrating, MsgpackCodec, SpeedyCodec};
 
@@ -224,27 +227,22 @@ impl Backend {
         }
     }
 
-    /// `/admin/nodes`.
-    fn nodes(&self) -> Value {
-        let nodes: Vec<Value> = match self {
-            Backend::Memory(store) => store
-                .nodes()
-                .iter()
-                .map(|id| json!({"id": id.as_str(), "address": "in-process", "up": store.is_available(id)}))
-                .collect(),
+    /// Where node `id` is, for `/admin/nodes`.
+    fn address_of(&self, id: &NodeId) -> String {
+        match self {
+            Backend::Memory(_) => "in-process".to_owned(),
             Backend::Memcached(store) => store
-                .health()
-                .iter()
-                .map(|node| json!({"id": node.id.as_str(), "address": node.address, "up": node.up}))
-                .collect(),
-        };
-        json!({ "nodes": nodes })
+                .node_health(id)
+                .map_or_else(String::new, |health| health.address),
+        }
     }
 }
 
 /// What the process needs of its manager beyond the routes.
 pub trait Sessions: Send + Sync {
     fn stats(&self) -> Stats;
+    fn export_metrics(&self);
+    fn nodes(&self) -> Vec<(NodeStatus, bool)>;
     fn local_sessions(&self) -> u64;
     fn pending_backups(&self) -> usize;
     fn shutdown(
@@ -256,6 +254,14 @@ pub trait Sessions: Send + Sync {
 impl<C: Codec> Sessions for SessionManager<C> {
     fn stats(&self) -> Stats {
         SessionManager::stats(self)
+    }
+
+    fn export_metrics(&self) {
+        SessionManager::export_metrics(self)
+    }
+
+    fn nodes(&self) -> Vec<(NodeStatus, bool)> {
+        SessionManager::nodes(self)
     }
 
     fn local_sessions(&self) -> u64 {
@@ -274,10 +280,47 @@ impl<C: Codec> Sessions for SessionManager<C> {
     }
 }
 
+/// The shop's metrics: a Prometheus recorder of its own, which the `metrics`
+/// facade writes into.
+///
+/// The manager publishes its counters and gauges into whatever recorder is current
+/// when it exports; `/metrics` makes this one current for that call, so several shops
+/// in one process (the tests) each render their own. The shop binary also installs it
+/// as the process's global recorder, which is where the manager's histograms and its
+/// periodic exports go.
+pub struct Metrics {
+    recorder: Arc<PrometheusRecorder>,
+    handle: PrometheusHandle,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        Metrics {
+            recorder: Arc::new(recorder),
+            handle,
+        }
+    }
+
+    /// Makes this the process's recorder (once per process).
+    pub fn install(&self) -> Result<(), String> {
+        metrics::set_global_recorder(Arc::clone(&self.recorder))
+            .map_err(|error| format!("cannot install the metrics recorder: {error}"))
+    }
+
+    /// The Prometheus text exposition, with the manager's totals published just now.
+    pub fn render(&self, sessions: &dyn Sessions) -> String {
+        metrics::with_local_recorder(&*self.recorder, || sessions.export_metrics());
+        self.handle.render()
+    }
+}
+
 /// A shop ready to serve.
 pub struct Shop {
     pub router: Router,
     pub sessions: Arc<dyn Sessions>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Shop {
@@ -322,7 +365,9 @@ impl Shop {
             .build()
             .map_err(|error| error.to_string())?;
         let sessions: Arc<dyn Sessions> = Arc::new(manager);
+        let shop_metrics = Arc::new(Metrics::new());
         let context = Arc::new(Context {
+            metrics: Arc::clone(&shop_metrics),
             served_by: options
                 .route
                 .clone()
@@ -338,15 +383,20 @@ impl Shop {
             .route("/logout", post(logout::<C>))
             .route("/static/{*path}", get(static_file))
             .route("/healthz", get(|| async { "ok" }))
-            .route("/metrics", get(metrics))
+            .route("/metrics", get(show_metrics))
             .route("/admin/nodes", get(nodes))
             .layer(layer)
             .with_state(context);
-        Ok(Shop { router, sessions })
+        Ok(Shop {
+            router,
+            sessions,
+            metrics: shop_metrics,
+        })
     }
 }
 
 struct Context {
+    metrics: Arc<Metrics>,
     served_by: String,
     backend: Backend,
     sessions: Arc<dyn Sessions>,
@@ -555,16 +605,32 @@ async fn static_file(Path(path): Path<String>) -> String {
 }
 
 async fn nodes(State(context): Ctx) -> Json<Value> {
-    Json(context.backend.nodes())
+    let nodes: Vec<Value> = context
+        .sessions
+        .nodes()
+        .into_iter()
+        .map(|(node, failover)| {
+            let address = node
+                .address
+                .unwrap_or_else(|| context.backend.address_of(&node.id));
+            json!({
+                "id": node.id.as_str(),
+                "address": address,
+                "up": node.up,
+                "failover": failover,
+                "operations": node.operations,
+                "failures": node.failures,
+                "down_transitions": node.down_transitions,
+                "mean_latency_micros": node.mean_latency.map(|latency| latency.as_micros() as u64),
+                "last_error": node.last_error.map(|(message, _)| message),
+            })
+        })
+        .collect();
+    Json(json!({ "nodes": nodes }))
 }
 
-async fn metrics(State(context): Ctx) -> impl IntoResponse {
-    let sessions = &context.sessions;
-    let text = prometheus_text(
-        &sessions.stats(),
-        sessions.local_sessions(),
-        sessions.pending_backups(),
-    );
+async fn show_metrics(State(context): Ctx) -> impl IntoResponse {
+    let text = context.metrics.render(&*context.sessions);
     (
         [(
             header::CONTENT_TYPE,
@@ -572,160 +638,6 @@ async fn metrics(State(context): Ctx) -> impl IntoResponse {
         )],
         text,
     )
-}
-
-/// The manager's counters in the Prometheus text format, every name prefixed
-/// `tandem_`.
-fn prometheus_text(stats: &Stats, local_sessions: u64, pending_backups: usize) -> String {
-    let counters = [
-        ("loads", stats.loads, "Requests that used their session."),
-        (
-            "sessions_created",
-            stats.sessions_created,
-            "New sessions stored.",
-        ),
-        (
-            "loaded_local",
-            stats.loaded_local,
-            "Loads served by the local tier.",
-        ),
-        (
-            "loaded_remote",
-            stats.loaded_remote,
-            "Loads served by the remote tier.",
-        ),
-        (
-            "relocated",
-            stats.relocated,
-            "Sessions moved off a down node.",
-        ),
-        (
-            "taken_over",
-            stats.taken_over,
-            "Sessions taken over from another server.",
-        ),
-        (
-            "expired",
-            stats.expired,
-            "Sessions expired after their max inactive interval.",
-        ),
-        (
-            "invalidated",
-            stats.invalidated,
-            "Sessions invalidated by the application.",
-        ),
-        (
-            "ids_cycled",
-            stats.ids_cycled,
-            "Session ids changed by cycle_id.",
-        ),
-        (
-            "invalid_ids",
-            stats.invalid_ids,
-            "Malformed or unknown-node session ids received.",
-        ),
-        (
-            "unknown_ids",
-            stats.unknown_ids,
-            "Well-formed session ids no tier knew.",
-        ),
-        (
-            "negative_cache_hits",
-            stats.negative_cache_hits,
-            "Unknown ids answered without asking the remote tier.",
-        ),
-        (
-            "remote_load_failures",
-            stats.remote_load_failures,
-            "Remote loads that failed.",
-        ),
-        (
-            "undecodable",
-            stats.undecodable,
-            "Stored sessions that could not be decoded.",
-        ),
-        (
-            "degraded",
-            stats.degraded,
-            "Requests served while no node could hold the backup.",
-        ),
-        ("commits", stats.commits, "Session commits."),
-        (
-            "backups_written",
-            stats.backups_written,
-            "Backups written to the remote tier.",
-        ),
-        (
-            "backups_skipped_unchanged",
-            stats.backups_skipped_unchanged,
-            "Commits that changed nothing.",
-        ),
-        (
-            "backups_coalesced",
-            stats.backups_coalesced,
-            "Backups merged into one already queued.",
-        ),
-        (
-            "backups_failed",
-            stats.backups_failed,
-            "Backup writes that failed.",
-        ),
-        ("too_large", stats.too_large, "Commits refused for size."),
-        ("touches", stats.touches, "Remote expiry extensions."),
-        (
-            "touch_failures",
-            stats.touch_failures,
-            "Touches that failed or found no copy.",
-        ),
-        (
-            "remote_deletes",
-            stats.remote_deletes,
-            "Remote copies deleted.",
-        ),
-        (
-            "swapped_out",
-            stats.swapped_out,
-            "Sessions dropped locally for space.",
-        ),
-        (
-            "lock_waits",
-            stats.lock_waits,
-            "Loads that waited for the session lock.",
-        ),
-        (
-            "lock_timeouts",
-            stats.lock_timeouts,
-            "Loads that gave up waiting for the lock.",
-        ),
-        (
-            "conflicts",
-            stats.conflicts,
-            "Commits refused for a concurrent change.",
-        ),
-        (
-            "merge_retries",
-            stats.merge_retries,
-            "Compare-and-swap retries.",
-        ),
-        (
-            "unavailable",
-            stats.unavailable,
-            "Requests refused because no node could serve them.",
-        ),
-    ];
-    let mut text = String::new();
-    for (name, value, help) in counters {
-        text.push_str(&format!(
-            "# HELP tandem_{name}_total {help}\n# TYPE tandem_{name}_total counter\ntandem_{name}_total {value}\n"
-        ));
-    }
-    text.push_str(&format!(
-        "# HELP tandem_local_sessions Sessions held in the local tier.\n# TYPE tandem_local_sessions gauge\ntandem_local_sessions {local_sessions}\n"
-    ));
-    text.push_str(&format!(
-        "# HELP tandem_pending_backups Backups not yet written.\n# TYPE tandem_pending_backups gauge\ntandem_pending_backups {pending_backups}\n"
-    ));
-    text
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -758,6 +670,7 @@ async fn run(options: Options) -> Result<(), String> {
         None => "in-process store".to_owned(),
     };
     let shop = Shop::build(&options, backend)?;
+    shop.metrics.install()?;
     let listener = tokio::net::TcpListener::bind(&options.listen)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", options.listen))?;

@@ -427,19 +427,40 @@ async fn metrics_and_nodes() {
         reply.body
     );
     assert!(reply.body.contains("# TYPE tandem_loads_total counter\n"));
-    for line in reply.body.lines().filter(|line| !line.starts_with('#')) {
-        let (name, value) = line.split_once(' ').unwrap();
+    assert!(
+        reply.body.contains("# TYPE tandem_node_up gauge\n"),
+        "{}",
+        reply.body
+    );
+    for line in reply
+        .body
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+    {
+        let (name, value) = line.rsplit_once(' ').unwrap();
         assert!(name.starts_with("tandem_"), "{line}");
-        value.parse::<u64>().unwrap();
+        value.parse::<f64>().unwrap();
     }
 
     let nodes = call(&app, "GET", "/admin/nodes", None).await.json();
-    let expected: Vec<Value> = cluster
-        .ids()
+    let nodes = nodes["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), cluster.ids().len());
+    for (node, id) in nodes.iter().zip(cluster.ids()) {
+        assert_eq!(node["id"], json!(id));
+        assert_eq!(node["address"], json!(cluster.node(&id).address()));
+        assert_eq!(node["up"], json!(true));
+        assert_eq!(node["failover"], json!(false));
+        assert!(node["operations"].as_u64().is_some(), "{node}");
+        assert_eq!(node["last_error"], Value::Null);
+    }
+    let busiest = nodes
         .iter()
-        .map(|id| json!({"id": id, "address": cluster.node(id).address(), "up": true}))
-        .collect();
-    assert_eq!(nodes, json!({ "nodes": expected }));
+        .find(|node| node["operations"].as_u64() > Some(0))
+        .unwrap();
+    assert!(
+        busiest["mean_latency_micros"].as_u64().is_some(),
+        "{busiest}"
+    );
 
     // A dead node shows as down once an operation on it failed.
     cluster.node("n2").kill();
@@ -449,6 +470,9 @@ async fn metrics_and_nodes() {
         fill(&app).await;
     }
     assert_eq!(n2_up(&app).await, json!(false));
+    let nodes = call(&app, "GET", "/admin/nodes", None).await.json();
+    assert_eq!(nodes["nodes"][1]["down_transitions"], json!(1));
+    assert!(nodes["nodes"][1]["last_error"].is_string(), "{nodes}");
 }
 
 async fn n2_up(app: &Router) -> Value {
