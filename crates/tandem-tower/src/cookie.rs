@@ -397,4 +397,30 @@ mod tests {
         assert!(!plausible_value("../etc/passwd"));
         assert!(!plausible_value(&"a".repeat(MAX_COOKIE_VALUE_LEN + 1)));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            tandem_testkit::proptest_cases(2_000)
+        ))]
+
+        /// Any header bytes: parsing never panics, and what it finds for the session
+        /// cookie is either refused or has the shape of an id (so it reaches the id
+        /// parser, never a store).
+        #[test]
+        fn arbitrary_cookie_headers_parse_without_panicking(
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            text in "[ -~]{0,300}",
+        ) {
+            let headers: Vec<HeaderValue> = [HeaderValue::from_bytes(&raw).ok(), HeaderValue::from_str(&text).ok()]
+                .into_iter()
+                .flatten()
+                .collect();
+            for value in values(&headers, "sid") {
+                if plausible_value(value) {
+                    proptest::prop_assert!(value.len() <= MAX_COOKIE_VALUE_LEN);
+                    proptest::prop_assert!(value.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"-_.".contains(&byte)));
+                }
+            }
+        }
+    }
 }

@@ -186,4 +186,30 @@ mod tests {
         let signer = CookieSigner::new(&[0x41; 32]).unwrap();
         assert_eq!(format!("{signer:?}"), "CookieSigner { keys: 1 }");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            tandem_testkit::proptest_cases(2_000)
+        ))]
+
+        /// Forged values never verify and never panic; a signed value verifies only
+        /// unchanged.
+        #[test]
+        fn forged_and_tampered_values_never_verify(
+            forged in "[ -~]{0,120}",
+            flip in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let signer = CookieSigner::new(&[7; 32]).unwrap();
+            proptest::prop_assert_eq!(signer.verify("sid", &forged), None);
+            let signed = signer.sign("sid", ID);
+            let mut tampered = signed.clone().into_bytes();
+            let at = flip.index(tampered.len());
+            tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+            let tampered = String::from_utf8(tampered).unwrap();
+            if tampered != signed {
+                proptest::prop_assert_eq!(signer.verify("sid", &tampered), None);
+            }
+            proptest::prop_assert_eq!(signer.verify("sid", &signed), Some(ID));
+        }
+    }
 }
