@@ -190,13 +190,36 @@ impl Servers {
     }
 }
 
-/// One client: one session, requests one after another.
-async fn client(servers: Arc<Servers>, mode: Mode, outcome: Arc<Outcome>, stop: Arc<AtomicBool>) {
+/// How a client behaves.
+#[derive(Clone, Copy)]
+struct Behaviour {
+    /// Every this many requests increments the counter; the others only read it.
+    write_every: usize,
+    /// Every this many requests the client drops its session and starts a new one
+    /// (the old one is left to expire); `None`: one session for the whole run.
+    renew_every: Option<usize>,
+}
+
+/// One client: one session at a time, requests one after another.
+async fn client(
+    servers: Arc<Servers>,
+    mode: Mode,
+    behaviour: Behaviour,
+    outcome: Arc<Outcome>,
+    stop: Arc<AtomicBool>,
+) {
     let mut id: Option<SessionId> = None;
     let mut acknowledged = 0u32;
     let mut turn = 0usize;
     while !stop.load(Ordering::Relaxed) {
         turn += 1;
+        if behaviour
+            .renew_every
+            .is_some_and(|every| turn.is_multiple_of(every))
+        {
+            id = None;
+            acknowledged = 0;
+        }
         let Some(manager) = servers.pick(id.as_ref(), turn, mode) else {
             tokio::time::sleep(Duration::from_millis(5)).await;
             continue;
@@ -212,7 +235,8 @@ async fn client(servers: Arc<Servers>, mode: Mode, outcome: Arc<Outcome>, stop: 
             } else {
                 session.get::<u32>("n").ok().flatten()
             };
-            let next = found.unwrap_or(0) + 1;
+            let writes = id.is_none() || turn.is_multiple_of(behaviour.write_every);
+            let next = found.unwrap_or(0) + u32::from(writes);
             session.insert("n", &next).ok()?;
             let outcome = manager.commit(session).await.ok()?;
             Some((found, next, outcome.cookie))
@@ -334,6 +358,10 @@ async fn scenario(mode: Mode, backup: BackupMode, fault: Fault) -> Row {
             tokio::spawn(client(
                 Arc::clone(&servers),
                 mode,
+                Behaviour {
+                    write_every: 1,
+                    renew_every: None,
+                },
                 Arc::clone(&outcome),
                 Arc::clone(&stop),
             ))
@@ -400,4 +428,119 @@ async fn sticky_fault_matrix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_sticky_fault_matrix() {
     matrix(Mode::NonSticky).await;
+}
+
+/// The resident set size of this process, in KiB, from `/proc/self/status`.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The soak: `TANDEM_SOAK_SECS` (default 600) of mixed load on two sticky app servers
+/// with asynchronous backup (the default setup): 200 clients, one write in five
+/// requests, each client starting a new session every 2,000 requests (the old ones
+/// expire after 60 s), and a fault every 30 s in turn: node killed, node hung, node
+/// restarted empty, every node down, rolling restart of the app servers. Reports the
+/// process's resident memory after warm-up and at the end; no update may be lost and
+/// no request may fail. Run it with `scripts/soak.sh`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs for ten minutes: scripts/soak.sh"]
+async fn soak() {
+    let seconds: u64 = std::env::var("TANDEM_SOAK_SECS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(600);
+    let run_for = Duration::from_secs(seconds);
+    let cluster = MemcachedCluster::start(3);
+    let store: Arc<MemcachedStore> = connect(&cluster).await;
+    let build_store = Arc::clone(&store);
+    let servers = Arc::new(Servers {
+        slots: Mutex::new([None, None]),
+        build: Box::new(move |index| {
+            server(&build_store, ["a1", "a2"][index])
+                .max_inactive(Some(Duration::from_secs(60)))
+                .build()
+                .unwrap()
+        }),
+    });
+    servers.start(0);
+    servers.start(1);
+    let outcome = Arc::new(Outcome::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let behaviour = Behaviour {
+        write_every: 5,
+        renew_every: Some(2_000),
+    };
+    let clients: Vec<_> = (0..200)
+        .map(|_| {
+            tokio::spawn(client(
+                Arc::clone(&servers),
+                Mode::Sticky,
+                behaviour,
+                Arc::clone(&outcome),
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let rss_start = rss_kib();
+    let faults = [
+        Fault::KillNode,
+        Fault::HangNode,
+        Fault::RestartNodeEmpty,
+        Fault::AllNodesDown,
+        Fault::RollingRestart,
+    ];
+    let phases = Scale {
+        sessions: 200,
+        warmup: Duration::ZERO,
+        fault: Duration::from_secs(5),
+        recovery: Duration::ZERO,
+    };
+    let mut round = 0;
+    while started.elapsed() + Duration::from_secs(30) < run_for {
+        let fault = faults[round % faults.len()];
+        inject(fault, Mode::Sticky, &cluster, &servers, &phases, &outcome).await;
+        println!(
+            "{:>4} s: {fault:?} done; {} requests, RSS {} KiB",
+            started.elapsed().as_secs(),
+            outcome.requests.load(Ordering::Relaxed),
+            rss_kib()
+        );
+        round += 1;
+        tokio::time::sleep(Duration::from_secs(25)).await;
+    }
+    tokio::time::sleep(run_for.saturating_sub(started.elapsed())).await;
+    let rss_end = rss_kib();
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    let requests = outcome.requests.load(Ordering::Relaxed);
+    let lost = (
+        outcome.lost_sessions.load(Ordering::Relaxed),
+        outcome.lost_updates.load(Ordering::Relaxed),
+    );
+    let failed = outcome.failed.load(Ordering::Relaxed);
+    println!(
+        "soak: {} s, {requests} requests, {round} faults, {failed} failed, {} sessions and {} updates lost, slowest {} ms, RSS {rss_start} KiB after warm-up, {rss_end} KiB at the end",
+        started.elapsed().as_secs(),
+        lost.0,
+        lost.1,
+        outcome.slowest().as_millis()
+    );
+    assert_eq!(lost, (0, 0));
+    assert_eq!(failed, 0);
+    assert!(
+        rss_end <= rss_start + rss_start / 2,
+        "memory grew from {rss_start} KiB to {rss_end} KiB"
+    );
 }
