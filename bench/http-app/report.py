@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""Turns the raw figures of scripts/bench-http.sh (OUT/*.tsv) into markdown tables.
+
+Usage: report.py OUT_DIR
+"""
+import csv
+import sys
+from pathlib import Path
+
+WORKLOADS = [("0", "read-only"), ("20", "20% writes"), ("100", "100% writes")]
+TOWER = ["tower-sessions-moka", "tower-sessions-memcached", "tower-sessions-caching"]
+TANDEM = ["tandem-sticky", "tandem-nonsticky"]
+
+
+def read_tsv(path):
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return [row for row in csv.reader(f, delimiter="\t") if row]
+
+
+def fields(text):
+    """`KEY a=1 b=2` -> {"a": "1", "b": "2"}"""
+    out = {}
+    for part in text.split():
+        if "=" in part:
+            key, value = part.split("=", 1)
+            out[key] = value
+    return out
+
+
+def ratio(value, base):
+    if value is None or base in (None, 0):
+        return "n/a"
+    return f"{value / base:.2f}x"
+
+
+def main():
+    out = Path(sys.argv[1])
+    meta = {row[1]: row[2] for row in read_tsv(out / "meta.tsv") if len(row) >= 3}
+    hz = float(meta.get("clk_tck", "100"))
+    http = {}
+    with (out / "results.tsv").open() as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            if row["kind"] != "http":
+                continue
+            http[(row["sessions"], row["variant"], row["workload"])] = row
+    sessions_list = sorted({key[0] for key in http}, key=int)
+    variants = []
+    for key in http:
+        if key[1] not in variants:
+            variants.append(key[1])
+
+    def num(sessions, variant, workload, column):
+        row = http.get((sessions, variant, workload))
+        if row is None or row[column] in ("", None):
+            return None
+        return float(row[column])
+
+    def per_request(sessions, variant, workload, column):
+        value = num(sessions, variant, workload, column)
+        requests = num(sessions, variant, workload, "requests")
+        if value is None or not requests:
+            return None
+        return value / requests
+
+    def cpu_us(sessions, variant, workload, column):
+        ticks = per_request(sessions, variant, workload, column)
+        return None if ticks is None else ticks / hz * 1e6
+
+    print("# HTTP session benchmark")
+    print()
+    print(
+        f"{meta.get('cpus', '?')} CPUs ({meta.get('cpu_model', '?')}), "
+        f"{meta.get('memcached', 'memcached ?')}, {meta.get('wrk', 'wrk ?')}, {meta.get('rustc', '')}; "
+        f"wrk {meta.get('threads', '?')} threads, {meta.get('connections', '?')} connections, "
+        f"{meta.get('duration', '?')} s per measured run."
+    )
+    for sessions in sessions_list:
+        print()
+        print(f"## {int(sessions):,} live sessions")
+        print()
+        print("Requests/s and latency as a ratio to `none` (no sessions) in the same run "
+              "(requests/s: higher is better; latency: lower is better). "
+              "non-2xx: answers other than 200 (409 conflicts when two connections hit one session).")
+        print()
+        header = "| variant |"
+        rule = "|---|"
+        for _, label in WORKLOADS:
+            header += f" {label} req/s | p50 | p99 |"
+            rule += "---:|---:|---:|"
+        print(header + " non-2xx |")
+        print(rule + "---:|")
+        base = {w: (num(sessions, "none", w, "rps"), num(sessions, "none", w, "p50_us"),
+                    num(sessions, "none", w, "p99_us")) for w, _ in WORKLOADS}
+        line = "| none (absolute) |"
+        for w, _ in WORKLOADS:
+            rps, p50, p99 = base[w]
+            line += (f" {rps:,.0f} | {p50 / 1000:.2f} ms | {p99 / 1000:.2f} ms |"
+                     if rps is not None else " n/a | n/a | n/a |")
+        print(line + " |")
+        for variant in variants:
+            if variant == "none":
+                continue
+            line = f"| {variant} |"
+            errors = 0
+            for w, _ in WORKLOADS:
+                rps_b, p50_b, p99_b = base[w]
+                line += (f" {ratio(num(sessions, variant, w, 'rps'), rps_b)} |"
+                         f" {ratio(num(sessions, variant, w, 'p50_us'), p50_b)} |"
+                         f" {ratio(num(sessions, variant, w, 'p99_us'), p99_b)} |")
+                errors += int(num(sessions, variant, w, "status_errors") or 0)
+            print(line + f" {errors} |")
+
+        print()
+        print("memcached operations per request (`stats` deltas around the measured run: "
+              "get / set (incl. add, cas) / touch (incl. get-and-touch) / delete), "
+              "and new memcached connections per 1,000 requests:")
+        print()
+        header = "| variant |"
+        rule = "|---|"
+        for _, label in WORKLOADS:
+            header += f" {label} g/s/t/d | total | conns/1K |"
+            rule += "---|---:|---:|"
+        print(header)
+        print(rule)
+        for variant in variants:
+            line = f"| {variant} |"
+            for w, _ in WORKLOADS:
+                parts = [per_request(sessions, variant, w, c) for c in ("get", "set", "touch", "delete")]
+                conns = per_request(sessions, variant, w, "connections")
+                if None in parts:
+                    line += " n/a | n/a | n/a |"
+                    continue
+                line += (" " + "/".join(f"{p:.2f}" for p in parts) + f" | {sum(parts):.2f} |"
+                         f" {conns * 1000:.1f} |")
+            print(line)
+
+        print()
+        print("CPU time per request in µs (app process + memcached process), from /proc "
+              "around the measured run; the app's figure as a ratio to `none`'s:")
+        print()
+        header = "| variant |"
+        rule = "|---|"
+        for _, label in WORKLOADS:
+            header += f" {label} app µs | memcached µs | app vs none |"
+            rule += "---:|---:|---:|"
+        print(header)
+        print(rule)
+        for variant in variants:
+            line = f"| {variant} |"
+            for w, _ in WORKLOADS:
+                app = cpu_us(sessions, variant, w, "app_cpu_ticks")
+                mc = cpu_us(sessions, variant, w, "mc_cpu_ticks")
+                base_app = cpu_us(sessions, "none", w, "app_cpu_ticks")
+                line += (f" {app:.1f} | {mc:.1f} | {ratio(app, base_app)} |"
+                         if app is not None else " n/a | n/a | n/a |")
+            print(line)
+
+        print()
+        print("Tandem's requests/s as a ratio to each tower-sessions variant (higher: Tandem faster):")
+        print()
+        print("| Tandem | vs | " + " | ".join(label for _, label in WORKLOADS) + " |")
+        print("|---|---|" + "---:|" * len(WORKLOADS))
+        for tandem in TANDEM:
+            if tandem not in variants:
+                continue
+            for tower in TOWER:
+                if tower not in variants:
+                    continue
+                cells = [ratio(num(sessions, tandem, w, "rps"), num(sessions, tower, w, "rps"))
+                         for w, _ in WORKLOADS]
+                print(f"| {tandem} | {tower} | " + " | ".join(cells) + " |")
+
+    # Targets of issue 9.
+    mem = {}
+    for row in read_tsv(out / "mem.tsv"):
+        values = fields(row[1])
+        mem[values.get("variant")] = values
+    print()
+    print("## Targets (issue 9)")
+    print()
+    print("| target | measured | met |")
+    print("|---|---|---|")
+
+    def target(name, value, threshold, fmt="{:.2f}x"):
+        if value is None:
+            print(f"| {name} | n/a | n/a |")
+            return
+        print(f"| {name} | {fmt.format(value)} | {'yes' if value >= threshold else '**no**'} |")
+
+    for sessions in sessions_list:
+        n = f"{int(sessions):,}"
+
+        def rps_ratio(a, b, w):
+            x, y = num(sessions, a, w, "rps"), num(sessions, b, w, "rps")
+            return None if x is None or not y else x / y
+
+        target(f"sticky read-only >= 0.9x baseline ({n})", rps_ratio("tandem-sticky", "none", "0"), 0.9)
+        ops = [per_request(sessions, "tandem-sticky", "0", c) for c in ("get", "set", "touch", "delete")]
+        if None not in ops:
+            total = sum(ops)
+            print(f"| sticky read-only: 0 memcached ops/request ({n}) | {total:.4f} | "
+                  f"{'yes' if total < 0.001 else '**no**'} |")
+        target(f"sticky 20% writes >= 0.85x baseline ({n})", rps_ratio("tandem-sticky", "none", "20"), 0.85)
+        target(f"sticky >= 2x CachingSessionStore, 20% writes ({n})",
+               rps_ratio("tandem-sticky", "tower-sessions-caching", "20"), 2.0)
+        for w, label in WORKLOADS:
+            target(f"non-sticky >= 1.2x tower-sessions memcached, {label} ({n})",
+                   rps_ratio("tandem-nonsticky", "tower-sessions-memcached", w), 1.2)
+    sticky_mem = mem.get("tandem-sticky")
+    if sticky_mem:
+        overhead = float(sticky_mem["overhead"])
+        print(f"| per-session local overhead <= 256 bytes ({int(sticky_mem['sessions']):,} sessions) "
+              f"| {overhead:.0f} B | {'yes' if overhead <= 256 else '**no**'} |")
+
+    races = read_tsv(out / "race.tsv")
+    if races:
+        print()
+        print("## Lost updates")
+        print()
+        print("32 concurrent clients increment one counter attribute of one session "
+              "(read, +1, write); `accepted` = answers 200, `409` = conflicts reported to the client, "
+              "`lost` = accepted increments missing from the final value.")
+        print()
+        print("| variant | concurrency | sent | accepted | 409 | other errors | final value | lost | lost % of accepted |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        for row in races:
+            variant, concurrency, values = row[1], row[2], fields(row[3])
+            if variant.startswith("tower-sessions"):
+                concurrency = "(none: last writer wins)"
+            accepted = int(values["accepted"])
+            lost = int(values["lost"])
+            share = f"{100 * lost / accepted:.0f}%" if accepted else "n/a"
+            print(f"| {variant} | {concurrency} | {values['sent']} | {accepted} | {values['conflicts']} |"
+                  f" {values['errors']} | {values['final']} | {lost} | {share} |")
+
+    if mem:
+        print()
+        print("## Local memory per resident session")
+        print()
+        print("Heap held per session (counting allocator, in process, through the same router), "
+              "the payload (attribute name + value bytes in the variant's own encoding: speedy "
+              "for Tandem, JSON for tower-sessions) and what is beyond it. The RSS delta includes "
+              "the allocator's own overhead.")
+        print()
+        print("| variant | sessions | heap B/session | allocations/session | payload B | beyond payload B | RSS delta B/session |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for variant, values in mem.items():
+            print(f"| {variant} | {int(values['sessions']):,} | {values['bytes_per_session']} |"
+                  f" {values['allocs_per_session']} | {values['payload']} | {values['overhead']} |"
+                  f" {values['rss_per_session']} |")
+
+    rss = read_tsv(out / "rss.tsv")
+    if rss:
+        print()
+        print("App RSS growth while its live sessions were created over HTTP (KiB before -> after, "
+              "bytes per session; includes connection buffers and allocator slack):")
+        print()
+        print("| variant | sessions | RSS before KiB | RSS after KiB | B/session |")
+        print("|---|---:|---:|---:|---:|")
+        for row in rss:
+            sessions, variant, before, after = row[1], row[2], int(row[4]), int(row[5])
+            print(f"| {variant} | {int(sessions):,} | {before:,} | {after:,} |"
+                  f" {(after - before) * 1024 / int(sessions):.0f} |")
+
+
+if __name__ == "__main__":
+    main()

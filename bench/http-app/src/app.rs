@@ -1,0 +1,394 @@
+//! The app: the same handlers over every session variant.
+//!
+//! ```text
+//! GET  /cart      the cart's summary (404 if the session has no cart)
+//! POST /cart      one more of the next line's article; the new summary
+//! POST /session   creates a session holding a new cart (sets the cookie)
+//! GET  /counter   the counter attribute (0 when absent)
+//! POST /counter   counter + 1, read-modify-write: the lost-update test
+//! GET  /healthz   ok, never touches a session
+//! GET  /admin/stats  Tandem's manager counters and gauges as JSON ({} otherwise)
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::FromRequestParts;
+use axum::http::header::SET_COOKIE;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use tandem_codec::SpeedyCodec;
+use tandem_core::{Concurrency, Mode, NodeSpec, SessionManager};
+use tandem_memcached::{MemcachedConfig, MemcachedStore};
+use tandem_tower::SessionLayer;
+use tower_sessions::{CachingSessionStore, SessionManagerLayer};
+use tower_sessions_moka_store::MokaStore;
+
+use crate::cart::{CART, COUNTER, Cart};
+use crate::memcached_store::MemcachedSessionStore;
+
+/// The session layer under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// No session layer: the baseline. `POST /session` only sets a cookie of the same
+    /// shape, so that every variant's requests carry one.
+    None,
+    /// Tandem, sticky mode (local primary copy, asynchronous backup to memcached).
+    TandemSticky,
+    /// Tandem, non-sticky mode (memcached is the source of truth).
+    TandemNonSticky,
+    /// tower-sessions with its moka store.
+    TowerSessionsMoka,
+    /// tower-sessions with [`MemcachedSessionStore`].
+    TowerSessionsMemcached,
+    /// tower-sessions with `CachingSessionStore(moka store, memcached store)`.
+    TowerSessionsCaching,
+}
+
+impl Variant {
+    /// Every variant, in table order.
+    pub const ALL: [Variant; 6] = [
+        Variant::None,
+        Variant::TandemSticky,
+        Variant::TandemNonSticky,
+        Variant::TowerSessionsMoka,
+        Variant::TowerSessionsMemcached,
+        Variant::TowerSessionsCaching,
+    ];
+
+    /// The `--variant` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::None => "none",
+            Variant::TandemSticky => "tandem-sticky",
+            Variant::TandemNonSticky => "tandem-nonsticky",
+            Variant::TowerSessionsMoka => "tower-sessions-moka",
+            Variant::TowerSessionsMemcached => "tower-sessions-memcached",
+            Variant::TowerSessionsCaching => "tower-sessions-caching",
+        }
+    }
+
+    /// Whether the variant needs memcached.
+    pub fn uses_memcached(self) -> bool {
+        !matches!(self, Variant::None | Variant::TowerSessionsMoka)
+    }
+}
+
+impl fmt::Display for Variant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Variant {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Variant, String> {
+        Variant::ALL
+            .into_iter()
+            .find(|variant| variant.name() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Variant::ALL.iter().map(|v| v.name()).collect();
+                format!("unknown variant {text:?} (one of {})", names.join(", "))
+            })
+    }
+}
+
+/// How to build the app.
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    /// The session layer.
+    pub variant: Variant,
+    /// memcached nodes as a Tandem node spec (`n1:127.0.0.1:11211,n2:...`). Tandem
+    /// uses all of them; the tower-sessions memcached store uses the first.
+    pub memcached: Option<String>,
+    /// Tandem's concurrency mode (default merge, Tandem's default).
+    pub concurrency: Concurrency,
+}
+
+/// A built app.
+pub struct App {
+    /// The routes with the variant's session layer.
+    pub router: Router,
+    /// Tandem's manager, for its counters and for flushing backups.
+    pub manager: Option<SessionManager<SpeedyCodec>>,
+}
+
+impl App {
+    /// Builds the app. Needs a tokio runtime (Tandem's manager spawns its background
+    /// writer there).
+    pub async fn build(options: &AppOptions) -> Result<App, String> {
+        let spec = match (&options.memcached, options.variant.uses_memcached()) {
+            (Some(text), true) => {
+                Some(NodeSpec::parse(text).map_err(|error| format!("--memcached: {error}"))?)
+            }
+            (None, true) => {
+                return Err(format!("variant {} needs --memcached", options.variant));
+            }
+            (_, false) => None,
+        };
+        let first_address = || {
+            spec.as_ref()
+                .and_then(|spec| spec.nodes().first())
+                .map(|node| node.address())
+                .ok_or_else(|| "--memcached names no node".to_owned())
+        };
+        let (router, manager) = match options.variant {
+            Variant::None => (routes::<NoSession, ()>(), None),
+            Variant::TandemSticky | Variant::TandemNonSticky => {
+                let spec = spec.as_ref().ok_or("no memcached node spec")?;
+                let store = MemcachedStore::connect(spec, MemcachedConfig::default())
+                    .await
+                    .map_err(|error| format!("memcached: {error}"))?;
+                let mode = if options.variant == Variant::TandemSticky {
+                    Mode::Sticky
+                } else {
+                    Mode::NonSticky
+                };
+                let manager = SessionManager::<SpeedyCodec>::builder(Arc::new(store))
+                    .mode(mode)
+                    .concurrency(options.concurrency)
+                    .build()
+                    .map_err(|error| error.to_string())?;
+                let layer = SessionLayer::builder(manager.clone())
+                    .secure(false)
+                    .build()
+                    .map_err(|error| error.to_string())?;
+                let router = routes::<tandem_tower::Session<SpeedyCodec>, _>()
+                    .route("/admin/stats", get(tandem_stats))
+                    .layer(layer)
+                    .with_state(manager.clone());
+                (router, Some(manager))
+            }
+            Variant::TowerSessionsMoka => (tower_sessions_routes(MokaStore::new(None)), None),
+            Variant::TowerSessionsMemcached => (
+                tower_sessions_routes(MemcachedSessionStore::connect(&first_address()?).await?),
+                None,
+            ),
+            Variant::TowerSessionsCaching => (
+                tower_sessions_routes(CachingSessionStore::new(
+                    MokaStore::new(None),
+                    MemcachedSessionStore::connect(&first_address()?).await?,
+                )),
+                None,
+            ),
+        };
+        Ok(App { router, manager })
+    }
+}
+
+fn tower_sessions_routes<S: tower_sessions::SessionStore + Clone>(store: S) -> Router {
+    routes::<tower_sessions::Session, ()>()
+        .route("/admin/stats", get(|| async { "{}\n" }))
+        .layer(SessionManagerLayer::new(store).with_secure(false))
+        .with_state(())
+}
+
+/// The routes every variant serves, over its session handle `A`.
+fn routes<A, S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    A: SessionAccess + FromRequestParts<S>,
+{
+    Router::new()
+        .route("/cart", get(show_cart::<A, S>).post(bump_cart::<A, S>))
+        .route("/session", axum::routing::post(create::<A, S>))
+        .route(
+            "/counter",
+            get(show_counter::<A, S>).post(increment::<A, S>),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+}
+
+/// What the handlers need of a session, whichever layer provides it. Errors are
+/// already responses.
+pub trait SessionAccess: Send + Sync + 'static {
+    /// The cart attribute.
+    fn cart(&self) -> impl Future<Output = Result<Option<Cart>, Response>> + Send;
+    /// Stores the cart attribute.
+    fn set_cart(&self, cart: &Cart) -> impl Future<Output = Result<(), Response>> + Send;
+    /// The counter attribute.
+    fn counter(&self) -> impl Future<Output = Result<Option<u64>, Response>> + Send;
+    /// Stores the counter attribute.
+    fn set_counter(&self, value: u64) -> impl Future<Output = Result<(), Response>> + Send;
+    /// A cookie the handler must set itself on a new session (only the baseline,
+    /// which has no layer to do it).
+    fn creation_cookie(&self) -> Option<HeaderValue> {
+        None
+    }
+}
+
+async fn show_cart<A: SessionAccess + FromRequestParts<S>, S>(session: A) -> Response {
+    match session.cart().await {
+        Ok(Some(cart)) => cart.summary().into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no cart\n").into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn bump_cart<A: SessionAccess + FromRequestParts<S>, S>(session: A) -> Response {
+    let mut cart = match session.cart().await {
+        Ok(Some(cart)) => cart,
+        Ok(None) => return (StatusCode::NOT_FOUND, "no cart\n").into_response(),
+        Err(response) => return response,
+    };
+    cart.bump();
+    match session.set_cart(&cart).await {
+        Ok(()) => cart.summary().into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn create<A: SessionAccess + FromRequestParts<S>, S>(session: A) -> Response {
+    if let Err(response) = session.set_cart(&Cart::new()).await {
+        return response;
+    }
+    let mut response = "created\n".into_response();
+    if let Some(cookie) = session.creation_cookie() {
+        response.headers_mut().insert(SET_COOKIE, cookie);
+    }
+    response
+}
+
+async fn show_counter<A: SessionAccess + FromRequestParts<S>, S>(session: A) -> Response {
+    match session.counter().await {
+        Ok(value) => format!("{}\n", value.unwrap_or(0)).into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn increment<A: SessionAccess + FromRequestParts<S>, S>(session: A) -> Response {
+    let value = match session.counter().await {
+        Ok(value) => value.unwrap_or(0) + 1,
+        Err(response) => return response,
+    };
+    match session.set_counter(value).await {
+        Ok(()) => format!("{value}\n").into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn tandem_stats(
+    axum::extract::State(manager): axum::extract::State<SessionManager<SpeedyCodec>>,
+) -> Response {
+    let stats = manager.stats();
+    json!({
+        "local_sessions": manager.local_sessions(),
+        "pending_backups": manager.pending_backups(),
+        "loads": stats.loads,
+        "loaded_local": stats.loaded_local,
+        "loaded_remote": stats.loaded_remote,
+        "commits": stats.commits,
+        "backups_written": stats.backups_written,
+        "backups_coalesced": stats.backups_coalesced,
+        "backups_skipped_unchanged": stats.backups_skipped_unchanged,
+        "touches": stats.touches,
+        "conflicts": stats.conflicts,
+        "lock_waits": stats.lock_waits,
+        "merge_retries": stats.merge_retries,
+        "sessions_created": stats.sessions_created,
+    })
+    .to_string()
+    .into_response()
+}
+
+/// The baseline's "session": a cart that is always there, nothing stored.
+pub struct NoSession;
+
+/// The baseline's cookie values: unique, and as long as a Tandem session id.
+static NEXT_COOKIE: AtomicU64 = AtomicU64::new(0);
+
+impl<S: Send + Sync> FromRequestParts<S> for NoSession {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(NoSession)
+    }
+}
+
+impl SessionAccess for NoSession {
+    async fn cart(&self) -> Result<Option<Cart>, Response> {
+        Ok(Some(Cart::new()))
+    }
+
+    async fn set_cart(&self, _cart: &Cart) -> Result<(), Response> {
+        Ok(())
+    }
+
+    async fn counter(&self) -> Result<Option<u64>, Response> {
+        Ok(None)
+    }
+
+    async fn set_counter(&self, _value: u64) -> Result<(), Response> {
+        Ok(())
+    }
+
+    fn creation_cookie(&self) -> Option<HeaderValue> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        let serial = NEXT_COOKIE.fetch_add(1, Ordering::Relaxed);
+        let value = format!("bench_session={nanos:x}{serial:08x}-n1; Path=/; HttpOnly");
+        HeaderValue::from_str(&value).ok()
+    }
+}
+
+impl SessionAccess for tandem_tower::Session<SpeedyCodec> {
+    async fn cart(&self) -> Result<Option<Cart>, Response> {
+        self.get::<Cart>(CART)
+            .await
+            .map_err(IntoResponse::into_response)
+    }
+
+    async fn set_cart(&self, cart: &Cart) -> Result<(), Response> {
+        self.insert(CART, cart)
+            .await
+            .map(drop)
+            .map_err(IntoResponse::into_response)
+    }
+
+    async fn counter(&self) -> Result<Option<u64>, Response> {
+        self.get::<u64>(COUNTER)
+            .await
+            .map_err(IntoResponse::into_response)
+    }
+
+    async fn set_counter(&self, value: u64) -> Result<(), Response> {
+        self.insert(COUNTER, &value)
+            .await
+            .map(drop)
+            .map_err(IntoResponse::into_response)
+    }
+}
+
+fn tower_sessions_error(error: tower_sessions::session::Error) -> Response {
+    (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response()
+}
+
+impl SessionAccess for tower_sessions::Session {
+    async fn cart(&self) -> Result<Option<Cart>, Response> {
+        self.get::<Cart>(CART).await.map_err(tower_sessions_error)
+    }
+
+    async fn set_cart(&self, cart: &Cart) -> Result<(), Response> {
+        self.insert(CART, cart).await.map_err(tower_sessions_error)
+    }
+
+    async fn counter(&self) -> Result<Option<u64>, Response> {
+        self.get::<u64>(COUNTER).await.map_err(tower_sessions_error)
+    }
+
+    async fn set_counter(&self, value: u64) -> Result<(), Response> {
+        self.insert(COUNTER, value)
+            .await
+            .map_err(tower_sessions_error)
+    }
+}

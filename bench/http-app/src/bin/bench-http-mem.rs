@@ -1,0 +1,272 @@
+//! `bench-http-mem`: local memory per resident session, beyond its payload.
+//!
+//! ```text
+//! bench-http-mem --variant V [--sessions 100000] [--memcached NODESPEC]
+//! ```
+//!
+//! Builds the benchmark app in process (the same router as `bench-http-app serve`,
+//! session layer included), creates `--sessions` sessions through it (`POST /session`,
+//! no network between client and app), lets background work settle (Tandem's backups
+//! written, the caches' housekeeping run) and reports the heap the sessions hold, as
+//! counted by this binary's allocator: live bytes and live allocations per session,
+//! and the bytes beyond the payload (the attribute names plus the stored value bytes
+//! in the variant's own encoding: speedy for Tandem, JSON for tower-sessions). The
+//! allocator's own per-allocation overhead (about 8-16 bytes with glibc) comes on
+//! top; the RSS delta printed beside it includes it.
+//!
+//! Prints `MEM variant=.. sessions=.. bytes_per_session=.. allocs_per_session=..
+//! payload=.. overhead=.. rss_per_session=..`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use tandem_bench_http::{App, AppOptions, CART, Cart, Variant};
+use tandem_codec::SpeedyCodec;
+use tandem_core::{Concurrency, Encodes};
+use tower::ServiceExt;
+
+/// The system allocator, counting what is live.
+struct Counting;
+
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+static LIVE_ALLOCATIONS: AtomicIsize = AtomicIsize::new(0);
+
+fn size(layout: Layout) -> isize {
+    isize::try_from(layout.size()).unwrap_or(isize::MAX)
+}
+
+// SAFETY: every call is forwarded unchanged to `System`; only counters are added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `alloc`'s contract, which `System` needs.
+        let pointer = unsafe { System.alloc(layout) };
+        if !pointer.is_null() {
+            LIVE_BYTES.fetch_add(size(layout), Ordering::Relaxed);
+            LIVE_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        pointer
+    }
+
+    unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
+        // SAFETY: the caller upholds `dealloc`'s contract.
+        unsafe { System.dealloc(pointer, layout) };
+        LIVE_BYTES.fetch_sub(size(layout), Ordering::Relaxed);
+        LIVE_ALLOCATIONS.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller upholds `realloc`'s contract.
+        let moved = unsafe { System.realloc(pointer, layout, new_size) };
+        if !moved.is_null() {
+            LIVE_BYTES.fetch_add(
+                isize::try_from(new_size).unwrap_or(isize::MAX) - size(layout),
+                Ordering::Relaxed,
+            );
+        }
+        moved
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Sessions created before the first measurement, so that lazily sized structures
+/// (hash tables, channels, thread-local caches) are not charged to the sessions.
+const WARM_UP: usize = 2_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Snapshot {
+    bytes: isize,
+    allocations: isize,
+    rss: Option<u64>,
+}
+
+fn snapshot() -> Snapshot {
+    Snapshot {
+        bytes: LIVE_BYTES.load(Ordering::Relaxed),
+        allocations: LIVE_ALLOCATIONS.load(Ordering::Relaxed),
+        rss: rss_bytes(),
+    }
+}
+
+/// The resident set size from `/proc/self/status`, where there is one.
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Payload of one session in the variant's own stored form: attribute names plus
+/// value bytes.
+fn payload(variant: Variant) -> Result<usize, String> {
+    let cart = Cart::new();
+    let value = match variant {
+        Variant::TandemSticky | Variant::TandemNonSticky => {
+            <SpeedyCodec as Encodes<Cart>>::encode(&cart)
+                .map_err(|error| error.to_string())?
+                .len()
+        }
+        _ => serde_json::to_vec(&cart)
+            .map_err(|error| error.to_string())?
+            .len(),
+    };
+    Ok(CART.len() + value)
+}
+
+async fn create(app: &App, count: usize) -> Result<String, String> {
+    let mut last = String::new();
+    for _ in 0..count {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/session")
+            .body(Body::empty())
+            .map_err(|error| error.to_string())?;
+        let response = app
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .map_err(|error| error.to_string())?;
+        if response.status() != StatusCode::OK {
+            return Err(format!("POST /session answered {}", response.status()));
+        }
+        if let Some(cookie) = response
+            .headers()
+            .get(axum::http::header::SET_COOKIE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+        {
+            last = cookie.to_owned();
+        }
+    }
+    Ok(last)
+}
+
+/// Lets background work finish: Tandem's backups written and its local tier's
+/// housekeeping applied; for the others, reads that drive their caches'
+/// housekeeping.
+async fn settle(app: &App, cookie: &str) -> Result<(), String> {
+    if cookie.is_empty() {
+        return Err("POST /session set no cookie".into());
+    }
+    if let Some(manager) = &app.manager {
+        for _ in 0..600 {
+            if manager.pending_backups() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        manager.run_pending_tasks().await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for _ in 0..1_000 {
+        let request = Request::builder()
+            .uri("/cart")
+            .header(axum::http::header::COOKIE, cookie)
+            .body(Body::empty())
+            .map_err(|error| error.to_string())?;
+        let response = app
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .map_err(|error| error.to_string())?;
+        if response.status() != StatusCode::OK {
+            return Err(format!("GET /cart answered {}", response.status()));
+        }
+    }
+    if let Some(manager) = &app.manager {
+        manager.run_pending_tasks().await;
+    }
+    Ok(())
+}
+
+async fn run(args: &[String]) -> Result<(), String> {
+    let mut options = AppOptions {
+        variant: Variant::None,
+        memcached: None,
+        concurrency: Concurrency::Merge,
+    };
+    let mut variant = None;
+    let mut sessions = 100_000usize;
+    if !args.len().is_multiple_of(2) {
+        return Err("every option needs a value".into());
+    }
+    for pair in args.chunks(2) {
+        let (flag, value) = (pair[0].as_str(), pair[1].as_str());
+        match flag {
+            "--variant" => variant = Some(value.parse::<Variant>()?),
+            "--sessions" => {
+                sessions = value
+                    .parse()
+                    .map_err(|_| format!("invalid value {value:?} for --sessions"))?
+            }
+            "--memcached" => options.memcached = Some(value.to_owned()),
+            _ => return Err(format!("unknown option {flag}")),
+        }
+    }
+    options.variant = variant.ok_or("--variant is required")?;
+    if sessions == 0 {
+        return Err("--sessions must be at least 1".into());
+    }
+    let app = App::build(&options).await?;
+    let warm_cookie = create(&app, WARM_UP).await?;
+    settle(&app, &warm_cookie).await?;
+    let before = snapshot();
+    let cookie = create(&app, sessions).await?;
+    settle(&app, &cookie).await?;
+    let after = snapshot();
+    let count = sessions as f64;
+    let bytes = (after.bytes - before.bytes) as f64 / count;
+    let allocations = (after.allocations - before.allocations) as f64 / count;
+    let payload = payload(options.variant)?;
+    let overhead = bytes - payload as f64;
+    let rss = match (before.rss, after.rss) {
+        (Some(before), Some(after)) => {
+            format!("{:.0}", (after as f64 - before as f64) / count)
+        }
+        _ => "n/a".to_owned(),
+    };
+    let local = app
+        .manager
+        .as_ref()
+        .map_or_else(|| "n/a".to_owned(), |m| m.local_sessions().to_string());
+    println!(
+        "MEM variant={} sessions={sessions} bytes_per_session={bytes:.0} allocs_per_session={allocations:.1} payload={payload} overhead={overhead:.0} rss_per_session={rss} tandem_local_sessions={local}",
+        options.variant
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args
+        .first()
+        .is_some_and(|arg| arg == "--help" || arg == "-h")
+    {
+        println!("usage: bench-http-mem --variant V [--sessions N] [--memcached NODESPEC]");
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("bench-http-mem: no runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("bench-http-mem: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! The end-to-end HTTP benchmark's app: one set of axum handlers (a ~500-byte cart
+//! attribute read by `GET /cart` and changed by `POST /cart`, a counter for the
+//! lost-update test) served with no sessions at all (the baseline), with Tandem
+//! (sticky or non-sticky), or with tower-sessions over its moka store, over a small
+//! memcached store written here, or over `CachingSessionStore` of the two.
+//!
+//! `scripts/bench-http.sh` drives it with wrk; `benches/RESULTS.md` has the figures.
+//! The binaries are `bench-http-app` (`serve`, `populate`, `race`) and
+//! `bench-http-mem` (heap per resident session, with a counting allocator).
+//!
+//! It is a measuring tool, not an example to copy: the handlers do the least an
+//! application does with a session so that the session layer's cost shows.
+
+pub mod app;
+pub mod cart;
+pub mod client;
+pub mod memcached_store;
+
+pub use app::{App, AppOptions, Variant};
+pub use cart::{CART, COUNTER, Cart};

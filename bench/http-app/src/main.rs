@@ -1,0 +1,174 @@
+//! `bench-http-app`: the end-to-end HTTP benchmark's app and its helper clients.
+//!
+//! ```text
+//! bench-http-app serve --variant V [--listen ADDR] [--memcached NODESPEC] [--concurrency merge|lock|none]
+//! bench-http-app populate --target ADDR --count N [--connections C] --out FILE
+//! bench-http-app race --target ADDR [--clients 32] [--requests 100]
+//! ```
+//!
+//! `serve` runs the app until killed. `populate` creates N sessions and writes their
+//! cookies, one per line, for wrk. `race` is the lost-update test; it prints
+//! `RACE sent=.. accepted=.. conflicts=.. errors=.. final=.. lost=..`.
+//! Variants: none, tandem-sticky, tandem-nonsticky, tower-sessions-moka,
+//! tower-sessions-memcached, tower-sessions-caching. scripts/bench-http.sh runs it all.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use tandem_bench_http::client;
+use tandem_bench_http::{App, AppOptions, Variant};
+use tandem_core::Concurrency;
+
+const USAGE: &str = "usage:
+  bench-http-app serve --variant V [--listen ADDR] [--memcached NODESPEC] [--concurrency merge|lock|none]
+  bench-http-app populate --target ADDR --count N [--connections C] --out FILE
+  bench-http-app race --target ADDR [--clients N] [--requests N]";
+
+/// `--flag value` pairs after the subcommand.
+fn pairs(args: &[String]) -> Result<Vec<(&str, &str)>, String> {
+    if !args.len().is_multiple_of(2) {
+        return Err(format!("{} needs a value", args[args.len() - 1]));
+    }
+    Ok(args
+        .chunks(2)
+        .map(|pair| (pair[0].as_str(), pair[1].as_str()))
+        .collect())
+}
+
+fn number(flag: &str, value: &str) -> Result<usize, String> {
+    value
+        .parse()
+        .map_err(|_| format!("invalid value {value:?} for {flag}"))
+}
+
+fn address(flag: &str, value: &str) -> Result<SocketAddr, String> {
+    value
+        .parse()
+        .map_err(|_| format!("invalid address {value:?} for {flag}"))
+}
+
+async fn serve(args: &[String]) -> Result<(), String> {
+    let mut options = AppOptions {
+        variant: Variant::None,
+        memcached: None,
+        concurrency: Concurrency::Merge,
+    };
+    let mut variant = None;
+    let mut listen = "127.0.0.1:8080".to_owned();
+    for (flag, value) in pairs(args)? {
+        match flag {
+            "--variant" => variant = Some(value.parse::<Variant>()?),
+            "--listen" => listen = value.to_owned(),
+            "--memcached" => options.memcached = Some(value.to_owned()),
+            "--concurrency" => {
+                options.concurrency = match value {
+                    "merge" => Concurrency::Merge,
+                    "lock" => Concurrency::Lock,
+                    "none" => Concurrency::LastWriterWins,
+                    _ => return Err(format!("invalid value {value:?} for --concurrency")),
+                }
+            }
+            _ => return Err(format!("unknown option {flag}")),
+        }
+    }
+    options.variant = variant.ok_or("serve needs --variant")?;
+    let app = App::build(&options).await?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|error| format!("cannot listen on {listen}: {error}"))?;
+    let bound = listener.local_addr().map_err(|error| error.to_string())?;
+    println!("bench-http-app {} listening on {bound}", options.variant);
+    axum::serve(listener, app.router)
+        .await
+        .map_err(|error| error.to_string())
+}
+
+async fn populate(args: &[String]) -> Result<(), String> {
+    let (mut target, mut count, mut connections, mut out) = (None, None, 32, None);
+    for (flag, value) in pairs(args)? {
+        match flag {
+            "--target" => target = Some(address(flag, value)?),
+            "--count" => count = Some(number(flag, value)?),
+            "--connections" => connections = number(flag, value)?,
+            "--out" => out = Some(value.to_owned()),
+            _ => return Err(format!("unknown option {flag}")),
+        }
+    }
+    let (target, count, out) = match (target, count, out) {
+        (Some(target), Some(count), Some(out)) => (target, count, out),
+        _ => return Err("populate needs --target, --count and --out".into()),
+    };
+    let cookies = client::populate(target, count, connections).await?;
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(&out).map_err(|error| format!("{out}: {error}"))?,
+    );
+    for cookie in &cookies {
+        writeln!(file, "{cookie}").map_err(|error| format!("{out}: {error}"))?;
+    }
+    file.flush().map_err(|error| format!("{out}: {error}"))?;
+    println!("populated {} sessions into {out}", cookies.len());
+    Ok(())
+}
+
+async fn race(args: &[String]) -> Result<(), String> {
+    let (mut target, mut clients, mut requests) = (None, 32, 100);
+    for (flag, value) in pairs(args)? {
+        match flag {
+            "--target" => target = Some(address(flag, value)?),
+            "--clients" => clients = number(flag, value)?,
+            "--requests" => requests = number(flag, value)?,
+            _ => return Err(format!("unknown option {flag}")),
+        }
+    }
+    let target = target.ok_or("race needs --target")?;
+    let report = client::race(target, clients, requests).await?;
+    println!(
+        "RACE sent={} accepted={} conflicts={} errors={} final={} lost={}",
+        report.sent,
+        report.accepted,
+        report.conflicts,
+        report.errors,
+        report.final_value,
+        report.lost()
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(command) = args.first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("bench-http-app: no runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rest = &args[1..];
+    let result = runtime.block_on(async {
+        match command.as_str() {
+            "serve" => serve(rest).await,
+            "populate" => populate(rest).await,
+            "race" => race(rest).await,
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                Ok(())
+            }
+            other => Err(format!("unknown command {other:?}\n{USAGE}")),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("bench-http-app: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

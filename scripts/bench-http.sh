@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# End-to-end HTTP benchmark (issue 9): the same axum app (bench/http-app) without
+# sessions, with Tandem (sticky, non-sticky) and with tower-sessions (moka store,
+# a memcached store, CachingSessionStore of the two), driven by wrk.
+#
+#   scripts/bench-http.sh            full run: 1K and 100K live sessions, 15 s per run
+#   scripts/bench-http.sh --quick    smoke test: 1K sessions, 3 s per run (a few minutes)
+#
+# Options: --quick, --duration SECS, --sessions "1000 100000", --variants "none tandem-sticky ...",
+# --out DIR (default target/bench-http/<time>). Needs root or sudo to install wrk and
+# memcached when they are missing.
+#
+# For each live-session count: every variant's app is started and its sessions created
+# (POST /session), then for each workload (read-only, 20% writes, 100% writes) each
+# variant gets a wrk warm-up and a measured run (32 connections, 2 threads). Around the
+# measured run it records requests/s, p50/p99 latency, memcached `stats` deltas and the
+# CPU time of the app and of memcached. Then the lost-update test (32 clients
+# incrementing one counter of one session) and the local memory per session
+# (bench-http-mem, 100K sessions). Tables (markdown) go to stdout and to
+# OUT/tables.md; raw figures to OUT/results.tsv, logs beside them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+QUICK=0
+DURATION=""
+SESSIONS=""
+VARIANTS="none tandem-sticky tandem-nonsticky tower-sessions-moka tower-sessions-memcached tower-sessions-caching"
+OUT=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1; shift ;;
+        --duration) DURATION="$2"; shift 2 ;;
+        --sessions) SESSIONS="$2"; shift 2 ;;
+        --variants) VARIANTS="$2"; shift 2 ;;
+        --out) OUT="$2"; shift 2 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+if [ "$QUICK" = 1 ]; then
+    DURATION="${DURATION:-3}"; WARMUP=1; SESSIONS="${SESSIONS:-1000}"
+    RACE_REQUESTS=30; MEM_SESSIONS=20000
+else
+    DURATION="${DURATION:-15}"; WARMUP=3; SESSIONS="${SESSIONS:-1000 100000}"
+    RACE_REQUESTS=100; MEM_SESSIONS=100000
+fi
+CONNECTIONS=32
+THREADS=2
+WORKLOADS="0 20 100"
+OUT="${OUT:-target/bench-http/$(date +%Y%m%d-%H%M%S)}"
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+
+install_missing() {
+    local missing=()
+    command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+    command -v memcached >/dev/null 2>&1 || missing+=(memcached)
+    [ ${#missing[@]} -eq 0 ] && return
+    echo "installing ${missing[*]} with apt-get" >&2
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1 || {
+        $sudo apt-get update -q >/dev/null
+        $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+    }
+}
+install_missing
+
+echo "== building bench/http-app (release)" >&2
+cargo build --release --locked -p tandem-bench-http >&2
+BIN="${CARGO_TARGET_DIR:-target}/release"
+APP="$BIN/bench-http-app"
+MEM="$BIN/bench-http-mem"
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+MC_PORT=$(free_port)
+memcached -l 127.0.0.1 -p "$MC_PORT" -U 0 -m 4096 -t 2 -c 4096 -u "$(id -un)" >"$OUT/memcached.log" 2>&1 &
+MC_PID=$!
+PIDS+=("$MC_PID")
+NODESPEC="n1:127.0.0.1:$MC_PORT"
+
+wait_port() {
+    local port=$1
+    for _ in $(seq 1 200); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    echo "nothing listens on port $port" >&2
+    return 1
+}
+wait_port "$MC_PORT"
+
+# memcached's counters as `name value` lines.
+mc_stats() {
+    exec 3<>"/dev/tcp/127.0.0.1/$MC_PORT"
+    printf 'stats\r\nquit\r\n' >&3
+    tr -d '\r' <&3 | awk '$1 == "STAT" { print $2, $3 }'
+    exec 3<&-
+}
+
+# CPU time (user + system) of a process in clock ticks.
+cpu_ticks() {
+    awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+rss_kib() {
+    awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
+}
+
+declare -A APP_PID APP_PORT
+start_app() { # name variant [concurrency]
+    local name=$1 variant=$2 concurrency=${3:-merge}
+    local port
+    port=$(free_port)
+    "$APP" serve --variant "$variant" --listen "127.0.0.1:$port" --memcached "$NODESPEC" \
+        --concurrency "$concurrency" >"$OUT/app-$name.log" 2>&1 &
+    APP_PID[$name]=$!
+    APP_PORT[$name]=$port
+    PIDS+=("$!")
+    wait_port "$port"
+}
+stop_app() {
+    local name=$1
+    kill "${APP_PID[$name]}" 2>/dev/null || true
+    wait "${APP_PID[$name]}" 2>/dev/null || true
+}
+
+RESULTS="$OUT/results.tsv"
+printf 'kind\tsessions\tvariant\tworkload\trps\tp50_us\tp99_us\tstatus_errors\tsocket_errors\trequests\tget\tset\ttouch\tdelete\tcas\tconnections\tapp_cpu_ticks\tmc_cpu_ticks\n' >"$RESULTS"
+TICK_HZ=$(getconf CLK_TCK)
+echo -e "meta\tclk_tck\t$TICK_HZ" >"$OUT/meta.tsv"
+{
+    echo -e "meta\tduration\t$DURATION"
+    echo -e "meta\tconnections\t$CONNECTIONS"
+    echo -e "meta\tthreads\t$THREADS"
+    echo -e "meta\tcpus\t$(nproc)"
+    echo -e "meta\tcpu_model\t$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
+    echo -e "meta\tmemcached\t$(memcached -V)"
+    echo -e "meta\twrk\t$(wrk -v 2>&1 | head -1)"
+    echo -e "meta\trustc\t$(rustc -V)"
+} >>"$OUT/meta.tsv"
+
+stat_value() { # file name
+    awk -v key="$2" '$1 == key { print $2 }' "$1"
+}
+
+run_wrk() { # name sessions workload
+    local name=$1 sessions=$2 workload=$3 port=${APP_PORT[$1]} pid=${APP_PID[$1]}
+    local cookies="$OUT/cookies-$name-$sessions.txt" log="$OUT/wrk-$name-$sessions-$workload.log"
+    COOKIES="$cookies" WRITE_PCT="$workload" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" \
+        -s bench/http-app/wrk/sessions.lua "http://127.0.0.1:$port/" >/dev/null 2>&1
+    sleep 0.5
+    mc_stats >"$OUT/.before"
+    local app0 mc0
+    app0=$(cpu_ticks "$pid"); mc0=$(cpu_ticks "$MC_PID")
+    COOKIES="$cookies" WRITE_PCT="$workload" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" \
+        --latency -s bench/http-app/wrk/sessions.lua "http://127.0.0.1:$port/" >"$log" 2>&1
+    local app1 mc1
+    app1=$(cpu_ticks "$pid"); mc1=$(cpu_ticks "$MC_PID")
+    sleep 0.3
+    mc_stats >"$OUT/.after"
+    local line
+    line=$(grep '^RESULT' "$log") || { echo "wrk failed for $name: $(cat "$log")" >&2; return 1; }
+    field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" ${line#RESULT }"; }
+    delta() { echo $(( $(stat_value "$OUT/.after" "$1") - $(stat_value "$OUT/.before" "$1") )); }
+    local deletes=$(( $(delta delete_hits) + $(delta delete_misses) ))
+    local cas=$(( $(delta cas_hits) + $(delta cas_badval) + $(delta cas_misses) ))
+    printf 'http\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$sessions" "$name" "$workload" "$(field rps)" "$(field p50_us)" "$(field p99_us)" \
+        "$(field status_errors)" "$(field socket_errors)" "$(field requests)" \
+        "$(delta cmd_get)" "$(delta cmd_set)" "$(delta cmd_touch)" "$deletes" "$cas" \
+        "$(delta total_connections)" "$((app1 - app0))" "$((mc1 - mc0))" >>"$RESULTS"
+    printf '  %-26s %5s%% writes  %10s req/s  p50 %6s us  p99 %7s us  non-2xx %s\n' \
+        "$name" "$workload" "$(field rps)" "$(field p50_us)" "$(field p99_us)" "$(field status_errors)" >&2
+}
+
+# Tandem's manager counters (the others answer {}), kept in the logs.
+curl_stats() {
+    local port=$1
+    exec 4<>"/dev/tcp/127.0.0.1/$port"
+    printf 'GET /admin/stats HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n' >&4
+    tail -n 1 <&4
+    exec 4<&-
+}
+
+for sessions in $SESSIONS; do
+    echo "== $sessions live sessions" >&2
+    for variant in $VARIANTS; do
+        start_app "$variant" "$variant"
+        pid=${APP_PID[$variant]}
+        rss0=$(rss_kib "$pid")
+        "$APP" populate --target "127.0.0.1:${APP_PORT[$variant]}" --count "$sessions" \
+            --connections "$CONNECTIONS" --out "$OUT/cookies-$variant-$sessions.txt" >/dev/null
+        sleep 1
+        rss1=$(rss_kib "$pid")
+        printf 'rss\t%s\t%s\t-\t%s\t%s\n' "$sessions" "$variant" "$rss0" "$rss1" >>"$OUT/rss.tsv"
+        echo "  $variant: $sessions sessions created (RSS ${rss0} -> ${rss1} KiB)" >&2
+    done
+    for workload in $WORKLOADS; do
+        for variant in $VARIANTS; do
+            run_wrk "$variant" "$sessions" "$workload"
+            echo -e "$sessions\t$variant\t$workload\t$(curl_stats "${APP_PORT[$variant]}")" >>"$OUT/tandem-stats.tsv"
+        done
+    done
+    for variant in $VARIANTS; do stop_app "$variant"; done
+done
+
+echo "== lost updates: 32 clients x $RACE_REQUESTS increments of one counter" >&2
+RACES="tandem-sticky:merge tandem-sticky:lock tandem-nonsticky:merge tandem-nonsticky:lock tower-sessions-moka:merge tower-sessions-memcached:merge tower-sessions-caching:merge"
+for race in $RACES; do
+    variant=${race%%:*}
+    concurrency=${race##*:}
+    name="race-$variant-$concurrency"
+    start_app "$name" "$variant" "$concurrency"
+    line=$("$APP" race --target "127.0.0.1:${APP_PORT[$name]}" --clients 32 --requests "$RACE_REQUESTS")
+    stop_app "$name"
+    echo -e "race\t$variant\t$concurrency\t$line" >>"$OUT/race.tsv"
+    echo "  $variant ($concurrency): ${line#RACE }" >&2
+done
+
+echo "== local memory per session ($MEM_SESSIONS sessions, in process)" >&2
+for variant in tandem-sticky tower-sessions-moka tower-sessions-caching tandem-nonsticky tower-sessions-memcached; do
+    line=$("$MEM" --variant "$variant" --sessions "$MEM_SESSIONS" --memcached "$NODESPEC")
+    echo -e "mem\t$line" >>"$OUT/mem.tsv"
+    echo "  ${line#MEM }" >&2
+done
+
+python3 bench/http-app/report.py "$OUT" | tee "$OUT/tables.md"
+echo "raw figures and logs: $OUT" >&2
