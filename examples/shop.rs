@@ -679,8 +679,21 @@ async fn run(options: Options) -> Result<(), String> {
         "shop listening on http://{address} ({:?} mode, {:?} codec, {store})",
         options.mode, options.codec
     );
+    // On SIGTERM or SIGINT, flush pending backups while still taking requests (the
+    // manager commits synchronously from then on), and only then stop accepting: a
+    // balancer that moves this server's clients elsewhere must find their newest
+    // state in memcached, not a backup still being written.
+    let sessions = Arc::clone(&shop.sessions);
+    let drain = async move {
+        shutdown_signal().await;
+        let report = sessions.shutdown(SHUTDOWN_DEADLINE).await;
+        println!(
+            "shop stopping: {} pending backups written, {} unsaved",
+            report.written, report.unsaved
+        );
+    };
     axum::serve(listener, shop.router)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(drain)
         .await
         .map_err(|error| error.to_string())?;
     let report = shop.sessions.shutdown(SHUTDOWN_DEADLINE).await;

@@ -34,6 +34,9 @@ use common::{Manager, TIMEOUT, connect, non_sticky, server};
 /// How long and how hard each scenario runs.
 struct Scale {
     sessions: usize,
+    /// A client's pause between two requests: the load stays below what the two cores
+    /// can serve, so that the slowest request measures the faults, not queueing.
+    think: Duration,
     warmup: Duration,
     fault: Duration,
     recovery: Duration,
@@ -43,12 +46,14 @@ fn scale() -> Scale {
     match std::env::var("TANDEM_FAULTS").as_deref() {
         Ok("full") => Scale {
             sessions: 200,
+            think: Duration::from_millis(25),
             warmup: Duration::from_secs(2),
             fault: Duration::from_secs(5),
             recovery: Duration::from_secs(3),
         },
         _ => Scale {
             sessions: 24,
+            think: Duration::from_millis(3),
             warmup: Duration::from_millis(400),
             fault: Duration::from_millis(1200),
             recovery: Duration::from_millis(800),
@@ -198,6 +203,8 @@ struct Behaviour {
     /// Every this many requests the client drops its session and starts a new one
     /// (the old one is left to expire); `None`: one session for the whole run.
     renew_every: Option<usize>,
+    /// The pause between two requests.
+    think: Duration,
 }
 
 /// One client: one session at a time, requests one after another.
@@ -270,7 +277,7 @@ async fn client(
             CookieUpdate::Keep => {}
             CookieUpdate::Clear => id = None,
         }
-        tokio::time::sleep(Duration::from_millis(3)).await;
+        tokio::time::sleep(behaviour.think).await;
     }
 }
 
@@ -320,13 +327,19 @@ async fn inject(
         }
         Fault::RollingRestart => {
             for index in [0, 1] {
-                if let Some(manager) = servers.take(index) {
+                // The documented order: flush while the server still takes requests
+                // (its commits are synchronous from here on), then take it out of the
+                // balancer, so that no other server takes a session over from a
+                // backup that is still being written.
+                let draining = servers.slots.lock()[index].clone();
+                if let Some(manager) = draining {
                     let report = manager.shutdown(Duration::from_secs(2)).await;
                     assert_eq!(
                         report.unsaved, 0,
                         "a graceful shutdown left backups unsaved"
                     );
                 }
+                drop(servers.take(index));
                 servers.start(index);
                 tokio::time::sleep(scale.fault / 2).await;
             }
@@ -361,6 +374,7 @@ async fn scenario(mode: Mode, backup: BackupMode, fault: Fault) -> Row {
                 Behaviour {
                     write_every: 1,
                     renew_every: None,
+                    think: scale.think,
                 },
                 Arc::clone(&outcome),
                 Arc::clone(&stop),
@@ -477,6 +491,7 @@ async fn soak() {
     let behaviour = Behaviour {
         write_every: 5,
         renew_every: Some(2_000),
+        think: Duration::from_millis(20),
     };
     let clients: Vec<_> = (0..200)
         .map(|_| {
@@ -501,6 +516,7 @@ async fn soak() {
     ];
     let phases = Scale {
         sessions: 200,
+        think: Duration::from_millis(20),
         warmup: Duration::ZERO,
         fault: Duration::from_secs(5),
         recovery: Duration::ZERO,

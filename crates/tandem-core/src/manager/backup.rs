@@ -260,23 +260,36 @@ pub(super) async fn flush<C: Codec>(inner: &Arc<Inner<C>>, deadline: Duration) -
     while inner.backups.in_flight.load(Ordering::Acquire) > 0 && started.elapsed() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // Whatever is still dirty is written here, each entry once. An entry that a
+    // commit is writing synchronously meanwhile (commits are synchronous from the
+    // start of the shutdown) is up to date by the time its turn comes here, and counts
+    // as saved; what cannot be written (its node down, or the deadline passed) is
+    // reported as unsaved.
     let leftovers = inner.backups.dirty_entries();
-    if !leftovers.is_empty() {
-        let remaining = deadline.saturating_sub(started.elapsed());
-        let mut writers = tokio::task::JoinSet::new();
-        for entry in leftovers {
-            let inner = Arc::clone(inner);
-            writers.spawn(async move {
-                let _ = tokio::time::timeout(remaining, inner.run_backup(&entry)).await;
-            });
+    let remaining = deadline.saturating_sub(started.elapsed());
+    let mut writers = tokio::task::JoinSet::new();
+    for entry in leftovers {
+        let inner = Arc::clone(inner);
+        writers.spawn(async move {
+            matches!(
+                tokio::time::timeout(remaining, inner.run_backup(&entry)).await,
+                Ok(Ok(()))
+            )
+        });
+    }
+    let mut unsaved = 0;
+    let all_joined = tokio::time::timeout(remaining, async {
+        while let Some(saved) = writers.join_next().await {
+            if !matches!(saved, Ok(true)) {
+                unsaved += 1;
+            }
         }
-        let _ = tokio::time::timeout(remaining, async {
-            while writers.join_next().await.is_some() {}
-        })
-        .await;
+    })
+    .await;
+    if all_joined.is_err() {
+        unsaved += writers.len();
     }
     let written = inner.counters.snapshot().backups_written - written_before;
-    let unsaved = inner.backups.dirty_count();
     if unsaved > 0 {
         tracing::warn!(
             unsaved,

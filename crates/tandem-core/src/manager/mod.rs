@@ -454,6 +454,12 @@ impl<C: Codec> SessionManager<C> {
 
     /// Stops taking backups asynchronously and writes every pending backup, waiting at
     /// most `deadline`. Commits after this call write their backups synchronously.
+    ///
+    /// Call it while the server still takes requests, and stop accepting only when it
+    /// returns: once a balancer sends this server's clients elsewhere, the other
+    /// server loads their sessions from the remote tier, which must by then hold the
+    /// newest state (the fault matrix's rolling restart does exactly this; stopping
+    /// first loses the changes whose backups were still being written).
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         self.inner.closing.store(true, Ordering::Release);
         backup::flush(&self.inner, deadline).await
