@@ -4,7 +4,7 @@
 # mutated), every codec's decoder (random and mutated values), the stored-bytes
 # layers (random and mutated blobs), and the web layer's cookie parsing and
 # signature checks. The test suite runs the same properties with a few hundred to a
-# few thousand cases. Release build: about ten minutes on two cores.
+# few thousand cases. Release build: about three minutes on two cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PROPTEST_CASES="${PROPTEST_CASES:-1000000}"
