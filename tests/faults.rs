@@ -171,6 +171,17 @@ struct Servers {
 }
 
 impl Servers {
+    /// Both app servers, `a1` and `a2`, built by `build(index)`.
+    fn start_both(build: impl Fn(usize) -> Manager + Send + Sync + 'static) -> Arc<Servers> {
+        let servers = Arc::new(Servers {
+            slots: Mutex::new([None, None]),
+            build: Box::new(build),
+        });
+        servers.start(0);
+        servers.start(1);
+        servers
+    }
+
     /// The server for a request: in sticky mode the one the id's route names (or the
     /// other, if that one is gone, as a load balancer would); otherwise round robin.
     fn pick(&self, id: Option<&SessionId>, turn: usize, mode: Mode) -> Option<Manager> {
@@ -351,19 +362,13 @@ async fn scenario(mode: Mode, backup: BackupMode, fault: Fault) -> Row {
     let scale = scale();
     let cluster = MemcachedCluster::start(3);
     let store: Arc<MemcachedStore> = connect(&cluster).await;
-    let build_store = Arc::clone(&store);
-    let servers = Arc::new(Servers {
-        slots: Mutex::new([None, None]),
-        build: Box::new(move |index| {
-            let builder = match mode {
-                Mode::Sticky => server(&build_store, ["a1", "a2"][index]),
-                Mode::NonSticky => non_sticky(&build_store),
-            };
-            builder.backup(backup).build().unwrap()
-        }),
+    let servers = Servers::start_both(move |index| {
+        let builder = match mode {
+            Mode::Sticky => server(&store, ["a1", "a2"][index]),
+            Mode::NonSticky => non_sticky(&store),
+        };
+        builder.backup(backup).build().unwrap()
     });
-    servers.start(0);
-    servers.start(1);
     let outcome = Arc::new(Outcome::default());
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..scale.sessions)
@@ -474,18 +479,12 @@ async fn soak() {
     let run_for = Duration::from_secs(seconds);
     let cluster = MemcachedCluster::start(3);
     let store: Arc<MemcachedStore> = connect(&cluster).await;
-    let build_store = Arc::clone(&store);
-    let servers = Arc::new(Servers {
-        slots: Mutex::new([None, None]),
-        build: Box::new(move |index| {
-            server(&build_store, ["a1", "a2"][index])
-                .max_inactive(Some(Duration::from_secs(60)))
-                .build()
-                .unwrap()
-        }),
+    let servers = Servers::start_both(move |index| {
+        server(&store, ["a1", "a2"][index])
+            .max_inactive(Some(Duration::from_secs(60)))
+            .build()
+            .unwrap()
     });
-    servers.start(0);
-    servers.start(1);
     let outcome = Arc::new(Outcome::default());
     let stop = Arc::new(AtomicBool::new(false));
     let behaviour = Behaviour {

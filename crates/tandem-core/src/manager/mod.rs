@@ -926,7 +926,9 @@ impl<C: Codec> Inner<C> {
         Ok(())
     }
 
-    async fn commit_new(&self, request: RequestSession<C>) -> Result<CommitOutcome, CommitError> {
+    /// A new session at commit, in either mode: what to store, or, if the request
+    /// stored nothing (or invalidated it), the outcome without storing anything.
+    fn prepare_new(&self, request: RequestSession<C>) -> Result<NewSession<C>, CommitError> {
         let RequestSession {
             mut session,
             had_cookie,
@@ -939,14 +941,22 @@ impl<C: Codec> Inner<C> {
             } else {
                 CookieUpdate::Keep
             };
-            return Ok(CommitOutcome {
+            return Ok(NewSession::Discard(CommitOutcome {
                 cookie,
                 backup: BackupStatus::NotNeeded,
-            });
+            }));
         }
         self.check_size(&session)?;
         session.touch(SystemTime::now());
         session.mark_unchanged();
+        Ok(NewSession::Store(session))
+    }
+
+    async fn commit_new(&self, request: RequestSession<C>) -> Result<CommitOutcome, CommitError> {
+        let session = match self.prepare_new(request)? {
+            NewSession::Store(session) => session,
+            NewSession::Discard(outcome) => return Ok(outcome),
+        };
         let id = session.id().clone();
         let entry = Arc::new(LocalEntry::new(
             session,
@@ -1297,6 +1307,14 @@ impl<C: Codec> Inner<C> {
         self.delete_remote(&self.node_of(&id), &self.store_key(&id))
             .await;
     }
+}
+
+/// What a commit of a new session does.
+enum NewSession<C> {
+    /// Store this session.
+    Store(Session<C>),
+    /// Nothing to store: answer this.
+    Discard(CommitOutcome),
 }
 
 /// One backup, as read from an entry under its write-order lock.

@@ -30,7 +30,8 @@ use super::entry::{LocalKey, local_key};
 use super::request::{Attached, RequestSession};
 use super::stats::Counters;
 use super::{
-    BackupStatus, CommitError, CommitOutcome, CookieUpdate, Inner, LoadError, RequestInfo,
+    BackupStatus, CommitError, CommitOutcome, CookieUpdate, Inner, LoadError, NewSession,
+    RequestInfo,
 };
 
 /// How long a primary read may take before the backup copy is read alongside it.
@@ -720,26 +721,10 @@ impl<C: Codec> Inner<C> {
         self: &Arc<Self>,
         request: RequestSession<C>,
     ) -> Result<CommitOutcome, CommitError> {
-        let RequestSession {
-            mut session,
-            had_cookie,
-            invalidated,
-            ..
-        } = request;
-        if invalidated || !session.is_modified() {
-            let cookie = if had_cookie {
-                CookieUpdate::Clear
-            } else {
-                CookieUpdate::Keep
-            };
-            return Ok(CommitOutcome {
-                cookie,
-                backup: BackupStatus::NotNeeded,
-            });
-        }
-        self.check_size(&session)?;
-        session.touch(SystemTime::now());
-        session.mark_unchanged();
+        let mut session = match self.prepare_new(request)? {
+            NewSession::Store(session) => session,
+            NewSession::Discard(outcome) => return Ok(outcome),
+        };
         let ttl = copy_ttl(session.max_inactive());
         let mut last_error = None;
         for _ in 0..3 {
