@@ -7,7 +7,8 @@
 #   scripts/bench-http.sh --quick    smoke test: 1K sessions, 3 s per run (a few minutes)
 #
 # Options: --quick, --duration SECS, --sessions "1000 100000", --variants "none tandem-sticky ...",
-# --out DIR (default target/bench-http/<time>). Needs root or sudo to install wrk and
+# --memcached-idle N (idle memcached connections per node for Tandem and the tower-sessions
+# memcached store; default: Tandem's default, 8), --out DIR (default target/bench-http/<time>). Needs root or sudo to install wrk and
 # memcached when they are missing.
 #
 # For each live-session count: every variant's app is started and its sessions created
@@ -26,6 +27,7 @@ DURATION=""
 SESSIONS=""
 VARIANTS="none tandem-sticky tandem-nonsticky tower-sessions-moka tower-sessions-memcached tower-sessions-caching"
 OUT=""
+MEMCACHED_IDLE=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1; shift ;;
@@ -33,7 +35,8 @@ while [ $# -gt 0 ]; do
         --sessions) SESSIONS="$2"; shift 2 ;;
         --variants) VARIANTS="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        --memcached-idle) MEMCACHED_IDLE="$2"; shift 2 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -123,8 +126,10 @@ start_app() { # name variant [concurrency]
     local name=$1 variant=$2 concurrency=${3:-merge}
     local port
     port=$(free_port)
+    local idle=()
+    [ -z "$MEMCACHED_IDLE" ] || idle=(--memcached-idle "$MEMCACHED_IDLE")
     "$APP" serve --variant "$variant" --listen "127.0.0.1:$port" --memcached "$NODESPEC" \
-        --concurrency "$concurrency" >"$OUT/app-$name.log" 2>&1 &
+        --concurrency "$concurrency" "${idle[@]}" >"$OUT/app-$name.log" 2>&1 &
     APP_PID[$name]=$!
     APP_PORT[$name]=$port
     PIDS+=("$!")
@@ -142,6 +147,7 @@ TICK_HZ=$(getconf CLK_TCK)
 echo -e "meta\tclk_tck\t$TICK_HZ" >"$OUT/meta.tsv"
 {
     echo -e "meta\tduration\t$DURATION"
+    echo -e "meta\tmemcached_idle\t${MEMCACHED_IDLE:-8 (default)}"
     echo -e "meta\tconnections\t$CONNECTIONS"
     echo -e "meta\tthreads\t$THREADS"
     echo -e "meta\tcpus\t$(nproc)"

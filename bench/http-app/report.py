@@ -74,7 +74,8 @@ def main():
         f"{meta.get('cpus', '?')} CPUs ({meta.get('cpu_model', '?')}), "
         f"{meta.get('memcached', 'memcached ?')}, {meta.get('wrk', 'wrk ?')}, {meta.get('rustc', '')}; "
         f"wrk {meta.get('threads', '?')} threads, {meta.get('connections', '?')} connections, "
-        f"{meta.get('duration', '?')} s per measured run."
+        f"{meta.get('duration', '?')} s per measured run; idle memcached connections per node: "
+        f"{meta.get('memcached_idle', '8 (default)')}."
     )
     for sessions in sessions_list:
         print()
@@ -241,8 +242,8 @@ def main():
         print()
         print("Heap held per session (counting allocator, in process, through the same router), "
               "the payload (attribute name + value bytes in the variant's own encoding: speedy "
-              "for Tandem, JSON for tower-sessions) and what is beyond it. The RSS delta includes "
-              "the allocator's own overhead.")
+              "for Tandem, JSON for tower-sessions; 0 where no session is kept locally) and what is "
+              "beyond it. The RSS delta includes the allocator's own overhead.")
         print()
         print("| variant | sessions | heap B/session | allocations/session | payload B | beyond payload B | RSS delta B/session |")
         print("|---|---:|---:|---:|---:|---:|---:|")

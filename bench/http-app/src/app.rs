@@ -112,6 +112,9 @@ pub struct AppOptions {
     pub memcached: Option<String>,
     /// Tandem's concurrency mode (default merge, Tandem's default).
     pub concurrency: Concurrency,
+    /// Idle memcached connections kept per node, for Tandem's store and the
+    /// tower-sessions memcached store alike; `None`: Tandem's default (8).
+    pub memcached_idle: Option<usize>,
 }
 
 /// A built app.
@@ -145,7 +148,11 @@ impl App {
             Variant::None => (routes::<NoSession, ()>(), None),
             Variant::TandemSticky | Variant::TandemNonSticky => {
                 let spec = spec.as_ref().ok_or("no memcached node spec")?;
-                let store = MemcachedStore::connect(spec, MemcachedConfig::default())
+                let mut config = MemcachedConfig::default();
+                if let Some(idle) = options.memcached_idle {
+                    config = config.with_max_idle_connections(idle);
+                }
+                let store = MemcachedStore::connect(spec, config)
                     .await
                     .map_err(|error| format!("memcached: {error}"))?;
                 let mode = if options.variant == Variant::TandemSticky {
@@ -170,13 +177,17 @@ impl App {
             }
             Variant::TowerSessionsMoka => (tower_sessions_routes(MokaStore::new(None)), None),
             Variant::TowerSessionsMemcached => (
-                tower_sessions_routes(MemcachedSessionStore::connect(&first_address()?).await?),
+                tower_sessions_routes(
+                    MemcachedSessionStore::connect(&first_address()?, options.memcached_idle)
+                        .await?,
+                ),
                 None,
             ),
             Variant::TowerSessionsCaching => (
                 tower_sessions_routes(CachingSessionStore::new(
                     MokaStore::new(None),
-                    MemcachedSessionStore::connect(&first_address()?).await?,
+                    MemcachedSessionStore::connect(&first_address()?, options.memcached_idle)
+                        .await?,
                 )),
                 None,
             ),

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! bench-http-app serve --variant V [--listen ADDR] [--memcached NODESPEC] [--concurrency merge|lock|none]
+//!                      [--memcached-idle N]
 //! bench-http-app populate --target ADDR --count N [--connections C] --out FILE
 //! bench-http-app race --target ADDR [--clients 32] [--requests 100]
 //! ```
@@ -21,7 +22,7 @@ use tandem_bench_http::{App, AppOptions, Variant};
 use tandem_core::Concurrency;
 
 const USAGE: &str = "usage:
-  bench-http-app serve --variant V [--listen ADDR] [--memcached NODESPEC] [--concurrency merge|lock|none]
+  bench-http-app serve --variant V [--listen ADDR] [--memcached NODESPEC] [--concurrency merge|lock|none] [--memcached-idle N]
   bench-http-app populate --target ADDR --count N [--connections C] --out FILE
   bench-http-app race --target ADDR [--clients N] [--requests N]";
 
@@ -53,6 +54,7 @@ async fn serve(args: &[String]) -> Result<(), String> {
         variant: Variant::None,
         memcached: None,
         concurrency: Concurrency::Merge,
+        memcached_idle: None,
     };
     let mut variant = None;
     let mut listen = "127.0.0.1:8080".to_owned();
@@ -61,6 +63,7 @@ async fn serve(args: &[String]) -> Result<(), String> {
             "--variant" => variant = Some(value.parse::<Variant>()?),
             "--listen" => listen = value.to_owned(),
             "--memcached" => options.memcached = Some(value.to_owned()),
+            "--memcached-idle" => options.memcached_idle = Some(number(flag, value)?),
             "--concurrency" => {
                 options.concurrency = match value {
                     "merge" => Concurrency::Merge,

@@ -34,13 +34,16 @@ pub struct MemcachedSessionStore {
 }
 
 impl MemcachedSessionStore {
-    /// A store on the memcached at `address` (`host:port`); connections open on first
-    /// use.
-    pub async fn connect(address: &str) -> std::result::Result<MemcachedSessionStore, String> {
+    /// A store on the memcached at `address` (`host:port`) keeping up to `max_idle`
+    /// idle connections (`None`: Tandem's default); connections open on first use.
+    pub async fn connect(
+        address: &str,
+        max_idle: Option<usize>,
+    ) -> std::result::Result<MemcachedSessionStore, String> {
         let client = MetaClientBuilder::new()
             .connect_timeout(Some(OPERATION_TIMEOUT))
             .io_timeout(Some(OPERATION_TIMEOUT))
-            .max_idle(MAX_IDLE_CONNECTIONS)
+            .max_idle(max_idle.unwrap_or(MAX_IDLE_CONNECTIONS))
             .connect_async(address)
             .await
             .map_err(|error| format!("memcached at {address}: {error}"))?;

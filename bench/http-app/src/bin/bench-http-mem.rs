@@ -10,7 +10,8 @@
 //! written, the caches' housekeeping run) and reports the heap the sessions hold, as
 //! counted by this binary's allocator: live bytes and live allocations per session,
 //! and the bytes beyond the payload (the attribute names plus the stored value bytes
-//! in the variant's own encoding: speedy for Tandem, JSON for tower-sessions). The
+//! in the variant's own encoding: speedy for Tandem, JSON for tower-sessions; zero
+//! for the variants that keep no session locally). The
 //! allocator's own per-allocation overhead (about 8-16 bytes with glibc) comes on
 //! top; the RSS delta printed beside it includes it.
 //!
@@ -101,17 +102,17 @@ fn rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Payload of one session in the variant's own stored form: attribute names plus
-/// value bytes.
+/// Payload one session keeps in local memory, in the variant's own stored form:
+/// attribute names plus value bytes; zero for the variants that keep no session
+/// locally (everything they hold per session is overhead).
 fn payload(variant: Variant) -> Result<usize, String> {
     let cart = Cart::new();
     let value = match variant {
-        Variant::TandemSticky | Variant::TandemNonSticky => {
-            <SpeedyCodec as Encodes<Cart>>::encode(&cart)
-                .map_err(|error| error.to_string())?
-                .len()
-        }
-        _ => serde_json::to_vec(&cart)
+        Variant::None | Variant::TandemNonSticky | Variant::TowerSessionsMemcached => return Ok(0),
+        Variant::TandemSticky => <SpeedyCodec as Encodes<Cart>>::encode(&cart)
+            .map_err(|error| error.to_string())?
+            .len(),
+        Variant::TowerSessionsMoka | Variant::TowerSessionsCaching => serde_json::to_vec(&cart)
             .map_err(|error| error.to_string())?
             .len(),
     };
@@ -191,6 +192,7 @@ async fn run(args: &[String]) -> Result<(), String> {
         variant: Variant::None,
         memcached: None,
         concurrency: Concurrency::Merge,
+        memcached_idle: None,
     };
     let mut variant = None;
     let mut sessions = 100_000usize;
