@@ -6,10 +6,18 @@
 #   scripts/bench-http.sh            full run: 1K and 100K live sessions, 15 s per run
 #   scripts/bench-http.sh --quick    smoke test: 1K sessions, 3 s per run (a few minutes)
 #
-# Options: --quick, --duration SECS, --sessions "1000 100000", --variants "none tandem-sticky ...",
-# --memcached-idle N (idle memcached connections per node for Tandem and the tower-sessions
-# memcached store; default: Tandem's default, 8), --out DIR (default target/bench-http/<time>). Needs root or sudo to install wrk and
-# memcached when they are missing.
+# Options:
+#   --quick                 the smoke test above
+#   --duration SECS         length of each measured run
+#   --sessions "1000 100000"  live-session counts
+#   --variants "none tandem-sticky ..."  which variants (default: all six)
+#   --memcached-idle N      idle memcached connections per node, for Tandem and the
+#                           tower-sessions memcached store (default: Tandem's default, 8)
+#   --nodes N               memcached nodes (default 1). Tandem uses all of them (so
+#                           non-sticky keeps its backup copy only with 2 or more); the
+#                           tower-sessions memcached store uses the first
+#   --out DIR               where raw figures and logs go (default target/bench-http/<time>)
+# Needs root or sudo to install wrk and memcached when they are missing.
 #
 # For each live-session count: every variant's app is started and its sessions created
 # (POST /session), then for each workload (read-only, 20% writes, 100% writes) each
@@ -28,6 +36,7 @@ SESSIONS=""
 VARIANTS="none tandem-sticky tandem-nonsticky tower-sessions-moka tower-sessions-memcached tower-sessions-caching"
 OUT=""
 MEMCACHED_IDLE=""
+NODES=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1; shift ;;
@@ -36,7 +45,8 @@ while [ $# -gt 0 ]; do
         --variants) VARIANTS="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
         --memcached-idle) MEMCACHED_IDLE="$2"; shift 2 ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        --nodes) NODES="$2"; shift 2 ;;
+        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -87,12 +97,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-MC_PORT=$(free_port)
-memcached -l 127.0.0.1 -p "$MC_PORT" -U 0 -m 4096 -t 2 -c 4096 -u "$(id -un)" >"$OUT/memcached.log" 2>&1 &
-MC_PID=$!
-PIDS+=("$MC_PID")
-NODESPEC="n1:127.0.0.1:$MC_PORT"
-
 wait_port() {
     local port=$1
     for _ in $(seq 1 200); do
@@ -102,19 +106,40 @@ wait_port() {
     echo "nothing listens on port $port" >&2
     return 1
 }
-wait_port "$MC_PORT"
 
-# memcached's counters as `name value` lines.
+# One memcached per node; Tandem gets them all (n1,n2,...), the tower-sessions
+# memcached store the first.
+MC_PORTS=()
+MC_PIDS=()
+NODESPEC=""
+for node in $(seq 1 "$NODES"); do
+    port=$(free_port)
+    memcached -l 127.0.0.1 -p "$port" -U 0 -m 4096 -t 2 -c 4096 -u "$(id -un)" \
+        >"$OUT/memcached-n$node.log" 2>&1 &
+    MC_PIDS+=("$!")
+    PIDS+=("$!")
+    MC_PORTS+=("$port")
+    NODESPEC="${NODESPEC:+$NODESPEC,}n$node:127.0.0.1:$port"
+    wait_port "$port"
+done
+
+# memcached's counters as `name value` lines, summed over the nodes.
 mc_stats() {
-    exec 3<>"/dev/tcp/127.0.0.1/$MC_PORT"
-    printf 'stats\r\nquit\r\n' >&3
-    tr -d '\r' <&3 | awk '$1 == "STAT" { print $2, $3 }'
-    exec 3<&-
+    for port in "${MC_PORTS[@]}"; do
+        exec 3<>"/dev/tcp/127.0.0.1/$port"
+        printf 'stats\r\nquit\r\n' >&3
+        tr -d '\r' <&3 | awk '$1 == "STAT" { print $2, $3 }'
+        exec 3<&-
+    done | awk '$2 ~ /^[0-9]+$/ { sum[$1] += $2 } END { for (key in sum) print key, sum[key] }'
 }
 
-# CPU time (user + system) of a process in clock ticks.
+# CPU time (user + system) of processes in clock ticks, summed.
 cpu_ticks() {
-    awk '{ print $14 + $15 }' "/proc/$1/stat"
+    local total=0 pid
+    for pid in "$@"; do
+        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+    done
+    echo "$total"
 }
 
 rss_kib() {
@@ -148,6 +173,7 @@ echo -e "meta\tclk_tck\t$TICK_HZ" >"$OUT/meta.tsv"
 {
     echo -e "meta\tduration\t$DURATION"
     echo -e "meta\tmemcached_idle\t${MEMCACHED_IDLE:-8 (default)}"
+    echo -e "meta\tnodes\t$NODES"
     echo -e "meta\tconnections\t$CONNECTIONS"
     echo -e "meta\tthreads\t$THREADS"
     echo -e "meta\tcpus\t$(nproc)"
@@ -169,11 +195,11 @@ run_wrk() { # name sessions workload
     sleep 0.5
     mc_stats >"$OUT/.before"
     local app0 mc0
-    app0=$(cpu_ticks "$pid"); mc0=$(cpu_ticks "$MC_PID")
+    app0=$(cpu_ticks "$pid"); mc0=$(cpu_ticks "${MC_PIDS[@]}")
     COOKIES="$cookies" WRITE_PCT="$workload" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" \
         --latency -s bench/http-app/wrk/sessions.lua "http://127.0.0.1:$port/" >"$log" 2>&1
     local app1 mc1
-    app1=$(cpu_ticks "$pid"); mc1=$(cpu_ticks "$MC_PID")
+    app1=$(cpu_ticks "$pid"); mc1=$(cpu_ticks "${MC_PIDS[@]}")
     sleep 0.3
     mc_stats >"$OUT/.after"
     local line

@@ -75,7 +75,7 @@ def main():
         f"{meta.get('memcached', 'memcached ?')}, {meta.get('wrk', 'wrk ?')}, {meta.get('rustc', '')}; "
         f"wrk {meta.get('threads', '?')} threads, {meta.get('connections', '?')} connections, "
         f"{meta.get('duration', '?')} s per measured run; idle memcached connections per node: "
-        f"{meta.get('memcached_idle', '8 (default)')}."
+        f"{meta.get('memcached_idle', '8 (default)')}; memcached nodes: {meta.get('nodes', '1')}."
     )
     for sessions in sessions_list:
         print()

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! bench-http-app serve --variant V [--listen ADDR] [--memcached NODESPEC] [--concurrency merge|lock|none]
-//!                      [--memcached-idle N]
+//!                      [--memcached-idle N] [--workers N]
 //! bench-http-app populate --target ADDR --count N [--connections C] --out FILE
 //! bench-http-app race --target ADDR [--clients 32] [--requests 100]
 //! ```
@@ -22,7 +22,7 @@ use tandem_bench_http::{App, AppOptions, Variant};
 use tandem_core::Concurrency;
 
 const USAGE: &str = "usage:
-  bench-http-app serve --variant V [--listen ADDR] [--memcached NODESPEC] [--concurrency merge|lock|none] [--memcached-idle N]
+  bench-http-app serve --variant V [--listen ADDR] [--memcached NODESPEC] [--concurrency merge|lock|none] [--memcached-idle N] [--workers N]
   bench-http-app populate --target ADDR --count N [--connections C] --out FILE
   bench-http-app race --target ADDR [--clients N] [--requests N]";
 
@@ -35,6 +35,26 @@ fn pairs(args: &[String]) -> Result<Vec<(&str, &str)>, String> {
         .chunks(2)
         .map(|pair| (pair[0].as_str(), pair[1].as_str()))
         .collect())
+}
+
+/// Takes `--workers N` out of the arguments: the runtime's worker threads (default:
+/// one per core).
+fn workers(args: &[String]) -> Result<(Option<usize>, Vec<String>), String> {
+    let mut rest = Vec::with_capacity(args.len());
+    let mut workers = None;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if arg == "--workers" {
+            let value = args.next().ok_or("--workers needs a value")?;
+            match number(arg, value)? {
+                0 => return Err("--workers must be at least 1".into()),
+                count => workers = Some(count),
+            }
+        } else {
+            rest.push(arg.clone());
+        }
+    }
+    Ok((workers, rest))
 }
 
 fn number(flag: &str, value: &str) -> Result<usize, String> {
@@ -144,17 +164,27 @@ fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rest = &args[1..];
+    // `--workers N` (serve only) is read before the runtime exists; the rest after.
+    let (workers, rest) = match workers(rest) {
+        Ok(split) => split,
+        Err(message) => {
+            eprintln!("bench-http-app: {message}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("bench-http-app: no runtime: {error}");
             return ExitCode::FAILURE;
         }
     };
-    let rest = &args[1..];
+    let rest = rest.as_slice();
     let result = runtime.block_on(async {
         match command.as_str() {
             "serve" => serve(rest).await,
