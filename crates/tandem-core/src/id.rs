@@ -15,6 +15,7 @@
 
 use std::borrow::Borrow;
 use std::fmt;
+use std::sync::Arc;
 use std::str::FromStr;
 
 use rand::RngExt;
@@ -196,7 +197,8 @@ text_newtype_impls!(Route);
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId {
-    text: Box<str>,
+    /// Shared, not copied, when an id is cloned: a request clones its id several times.
+    text: Arc<str>,
     /// Byte offset of the `.` before the route, or the text length when there is none.
     route_dot: u8,
 }
@@ -267,7 +269,7 @@ impl SessionId {
             text.push_str(route);
         }
         SessionId {
-            text: text.into_boxed_str(),
+            text: Arc::from(text),
             // The format caps the text far below 256 bytes, so the offset fits.
             route_dot: u8::try_from(route_dot).expect("session id prefix fits in u8"),
         }

@@ -364,9 +364,11 @@ impl<C: Codec> Session<C> {
     }
 
     /// Forgets the recorded changes: the current state becomes the baseline (after it
-    /// was stored).
+    /// was stored). Also gives back the memory the change records and spare attribute
+    /// slots held: a baseline is what a local tier keeps resident.
     pub fn mark_unchanged(&mut self) {
-        self.originals.clear();
+        self.originals = Vec::new();
+        self.attributes.shrink_to_fit();
         self.max_inactive_changed = false;
     }
 

@@ -37,13 +37,13 @@ pub struct MemcachedConfig {
 
 impl Default for MemcachedConfig {
     /// A 500 ms operation timeout, a 1 s probe interval, memcached's default 1 MiB item
-    /// size and up to 8 idle connections per node.
+    /// size and up to 64 idle connections per node.
     fn default() -> MemcachedConfig {
         MemcachedConfig {
             operation_timeout: Duration::from_millis(500),
             probe_interval: Duration::from_secs(1),
             item_size_max: DEFAULT_MAX_ITEM_SIZE,
-            max_idle_connections: 8,
+            max_idle_connections: 64,
         }
     }
 }

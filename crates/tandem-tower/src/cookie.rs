@@ -75,10 +75,13 @@ impl SameSite {
 ///
 /// So the cookie never outlives its session, and an active session never loses its
 /// cookie; a client idle for almost the whole interval may lose the cookie up to one
-/// renewal window before the server would have expired the session. The layer learns
-/// the cookie's age from its own record of the cookies it issued (kept in process for
-/// a few minutes) and, for a cookie another server issued, from the session's creation
-/// time, so renewals stay rare: at most one per renewal window and server.
+/// renewal window before the server would have expired the session. In sticky mode
+/// the layer renews on the first request of each window-long period (it knows the
+/// session's previous access exactly), which costs nothing per request; in non-sticky
+/// mode it learns the cookie's age from its own record of the cookies it issued (kept
+/// in process for a few minutes) and, for a cookie another server issued, from the
+/// session's creation time. Either way renewals stay rare: about one per renewal
+/// window.
 ///
 /// [`MaxAge::BrowserSession`] never renews: the cookie is sent only when the id is new
 /// or changes, and lives until the browser closes; the server's idle expiry alone ends

@@ -4,12 +4,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::SET_COOKIE;
 use http::{Request, Response};
 use regex::Regex;
-use tandem_core::{Codec, CookieUpdate, SessionManager, keepalive_slack};
+use tandem_core::{Codec, CookieUpdate, Mode, SessionManager, keepalive_slack};
 use tower::{Layer, Service};
 
 use crate::cookie::{CookieConfigError, CookieSettings, MaxAge, SameSite};
@@ -44,17 +44,38 @@ impl<C: Codec> Shared<C> {
     }
 
     fn issue(&self, id: &str, max_inactive: Option<Duration>) -> http::HeaderValue {
-        self.issued.insert(id.into(), Instant::now());
+        if self.manager.mode() == Mode::NonSticky && self.cookie.max_age == MaxAge::FollowSession {
+            self.issued.insert(id.into(), Instant::now());
+        }
         self.cookie.set(&self.value(id), max_inactive)
     }
 
     /// Whether the cookie of a session in use may be older than its renewal window
     /// (see [`MaxAge::FollowSession`]).
-    fn renewal_due(&self, id: &str, created: SystemTime, max_inactive: Option<Duration>) -> bool {
+    ///
+    /// Sticky mode knows each session's previous access exactly, and renews the cookie
+    /// on the first request of each window-long period of time: a cookie is then never
+    /// older than one window at the session's last access, at no cost per request.
+    /// Non-sticky mode stores access times only with changes, so there the layer
+    /// remembers when it issued each cookie.
+    fn renewal_due(
+        &self,
+        id: &str,
+        previous_access: SystemTime,
+        created: SystemTime,
+        max_inactive: Option<Duration>,
+    ) -> bool {
         if self.cookie.max_age != MaxAge::FollowSession {
             return false;
         }
         let window = keepalive_slack(max_inactive.unwrap_or(Duration::MAX));
+        if self.manager.mode() == Mode::Sticky {
+            let period = |time: SystemTime| {
+                time.duration_since(UNIX_EPOCH)
+                    .map_or(0, |since| since.as_secs() / window.as_secs().max(1))
+            };
+            return period(SystemTime::now()) != period(previous_access);
+        }
         match self.issued.get(id) {
             Some(issued) => issued.elapsed() >= window,
             // Issued by another server, or forgotten: it is no older than the session.
@@ -79,7 +100,8 @@ impl<C: Codec> Shared<C> {
         let was_new = session.is_new();
         let interval = session.max_inactive();
         let created = session.created();
-        let current = session.id().as_str().to_owned();
+        let previous_access = session.last_accessed();
+        let current = session.id().clone();
         let outcome = match self.manager.commit(session).await {
             Ok(outcome) => outcome,
             Err(error) => {
@@ -94,8 +116,8 @@ impl<C: Codec> Shared<C> {
             // malformed): remove it rather than see it again on every request.
             CookieUpdate::Keep if was_new => cookie_rejected.then(|| self.cookie.clear()),
             CookieUpdate::Keep => (interval != interval_at_load
-                || self.renewal_due(&current, created, interval))
-            .then(|| self.issue(&current, interval)),
+                || self.renewal_due(current.as_str(), previous_access, created, interval))
+            .then(|| self.issue(current.as_str(), interval)),
         };
         if let Some(header) = header {
             response.headers_mut().append(SET_COOKIE, header);

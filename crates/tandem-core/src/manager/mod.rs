@@ -390,9 +390,19 @@ impl<C: Codec> SessionManager<C> {
         let Some(id) = incoming.and_then(|text| inner.parse_incoming(text)) else {
             return Ok(inner.fresh(None, incoming.is_some()));
         };
+        let our_route = inner.config.route.as_ref().map(|route| route.as_str());
+        // The common request: a session this server holds, under its own route. One
+        // lookup by the id's text, nothing allocated, no network.
+        if id.route() == our_route
+            && let Some(entry) = inner.local.get(id.storage_id()).await
+        {
+            Counters::add(&inner.counters.loaded_local);
+            return inner.attach(entry, id).await;
+        }
         let key = local_key(&id);
-        // A session held under the id itself wins over a record that the id moved: a
-        // session can move away from a node and later back to it.
+        // Not held under the id itself: the session may have moved to another node
+        // (a session held under the id wins over such a record, since a session can
+        // move away from a node and later back to it).
         let moved = if inner.local.contains_key(&key) {
             None
         } else {
@@ -405,8 +415,7 @@ impl<C: Codec> SessionManager<C> {
             }
             None => (id, key),
         };
-        let foreign_route = id.route() != inner.config.route.as_ref().map(|r| r.as_str());
-        let entry = if foreign_route {
+        let entry = if id.route() != our_route {
             inner.take_over(&id, &key).await
         } else {
             match inner.local.get(&key).await {
@@ -471,6 +480,11 @@ impl<C: Codec> SessionManager<C> {
     /// to stop a manager.
     pub fn abort(&self) {
         self.inner.aborted.store(true, Ordering::Release);
+    }
+
+    /// The mode the manager runs in.
+    pub fn mode(&self) -> Mode {
+        self.inner.config.mode
     }
 
     /// A snapshot of the counters.

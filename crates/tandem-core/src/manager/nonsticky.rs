@@ -255,9 +255,8 @@ impl<C: Codec> Inner<C> {
         let Some(current) = state.as_ref() else {
             return Ok(self.fresh(Some(id), true));
         };
-        let mut snapshot = current.session.clone();
+        let snapshot = current.session.clone();
         drop(state);
-        snapshot.touch(SystemTime::now());
         Ok(RequestSession {
             session: snapshot,
             attached: Attached::Transit(transit),

@@ -114,6 +114,14 @@ impl<C: Codec> RequestSession<C> {
         self.session.created()
     }
 
+    /// When the session was last used before this request, as far as the manager
+    /// knows: in sticky mode the previous request's commit; in non-sticky mode the
+    /// last change (reads slide the remote expiry but do not rewrite the stored
+    /// session). This request counts as an access from its commit on.
+    pub fn last_accessed(&self) -> SystemTime {
+        self.session.last_accessed()
+    }
+
     /// Whether this request changed any attribute (or the interval) so far.
     pub fn is_modified(&self) -> bool {
         self.session.is_modified()
