@@ -172,7 +172,7 @@ TICK_HZ=$(getconf CLK_TCK)
 echo -e "meta\tclk_tck\t$TICK_HZ" >"$OUT/meta.tsv"
 {
     echo -e "meta\tduration\t$DURATION"
-    echo -e "meta\tmemcached_idle\t${MEMCACHED_IDLE:-8 (default)}"
+    echo -e "meta\tmemcached_idle\t${MEMCACHED_IDLE:-64 (default)}"
     echo -e "meta\tnodes\t$NODES"
     echo -e "meta\tconnections\t$CONNECTIONS"
     echo -e "meta\tthreads\t$THREADS"

@@ -24,7 +24,7 @@ const MAX_RELATIVE_TTL: i64 = 30 * 24 * 3600;
 /// Tandem's default operation timeout, used for both connecting and each operation.
 const OPERATION_TIMEOUT: Duration = Duration::from_millis(500);
 /// Tandem's default pool size per node.
-const MAX_IDLE_CONNECTIONS: usize = 8;
+const MAX_IDLE_CONNECTIONS: usize = 64;
 
 /// The memcached-backed store.
 #[derive(Clone)]

@@ -254,7 +254,13 @@ impl SessionId {
         if let Some(route) = route {
             validate(route, MAX_ROUTE_LEN, is_route_char, IdError::InvalidRoute)?;
         }
-        Ok(SessionId::assemble(&text[..NODE_DASH], node, route))
+        // Valid as a whole: the id is exactly the input (one allocation, no rebuild).
+        let route_dot = NODE_DASH + 1 + node.len();
+        Ok(SessionId {
+            text: Arc::from(text),
+            // The format caps the text far below 256 bytes, so the offset fits.
+            route_dot: u8::try_from(route_dot).expect("session id prefix fits in u8"),
+        })
     }
 
     /// Builds the text from parts that are already valid.
