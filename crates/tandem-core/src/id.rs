@@ -15,8 +15,8 @@
 
 use std::borrow::Borrow;
 use std::fmt;
-use std::sync::Arc;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use rand::RngExt;
 use rand::distr::Alphanumeric;
