@@ -5,14 +5,17 @@ use tandem_testkit::MemcachedCluster;
 
 use crate::common::*;
 
+/// Two non-sticky app servers over `cluster`.
+async fn two_servers(cluster: &MemcachedCluster, concurrency: Concurrency) -> [Manager; 2] {
+    let store = connect(cluster).await;
+    let server = || non_sticky(&store).concurrency(concurrency).build().unwrap();
+    [server(), server()]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alternating_requests_on_two_servers_see_each_others_changes() {
     let cluster = MemcachedCluster::start(2);
-    let store = connect(&cluster).await;
-    let servers = [
-        non_sticky(&store).build().unwrap(),
-        non_sticky(&store).build().unwrap(),
-    ];
+    let servers = two_servers(&cluster, Concurrency::Merge).await;
     let id = create(&servers[0], 0).await;
     for n in 1..=20u32 {
         let (reader, writer) = (&servers[(n % 2) as usize], &servers[((n + 1) % 2) as usize]);
@@ -30,14 +33,7 @@ async fn alternating_requests_on_two_servers_see_each_others_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locks_make_50_concurrent_increments_exact() {
     let cluster = MemcachedCluster::start(2);
-    let store = connect(&cluster).await;
-    let lock = || {
-        non_sticky(&store)
-            .concurrency(Concurrency::Lock)
-            .build()
-            .unwrap()
-    };
-    let servers = [lock(), lock()];
+    let servers = two_servers(&cluster, Concurrency::Lock).await;
     let id = create(&servers[0], 0).await;
     assert_eq!(increment_concurrently(&servers, &id, 50).await, 50);
     assert_eq!(read_n(&servers[1], &id).await, Some(50));
@@ -46,11 +42,7 @@ async fn locks_make_50_concurrent_increments_exact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merge_answers_every_lost_race_with_a_conflict() {
     let cluster = MemcachedCluster::start(2);
-    let store = connect(&cluster).await;
-    let servers = [
-        non_sticky(&store).build().unwrap(),
-        non_sticky(&store).build().unwrap(),
-    ];
+    let servers = two_servers(&cluster, Concurrency::Merge).await;
     let id = create(&servers[0], 0).await;
     let succeeded = increment_concurrently(&servers, &id, 50).await;
     assert!(succeeded >= 1);
@@ -66,11 +58,7 @@ async fn merge_answers_every_lost_race_with_a_conflict() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merge_keeps_50_concurrent_writes_of_distinct_attributes() {
     let cluster = MemcachedCluster::start(2);
-    let store = connect(&cluster).await;
-    let servers = [
-        non_sticky(&store).build().unwrap(),
-        non_sticky(&store).build().unwrap(),
-    ];
+    let servers = two_servers(&cluster, Concurrency::Merge).await;
     let id = create(&servers[0], 0).await;
     let mut tasks = Vec::new();
     for i in 0..50u32 {

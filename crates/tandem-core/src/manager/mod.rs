@@ -926,6 +926,30 @@ impl<C: Codec> Inner<C> {
         }
     }
 
+    /// Refuses a request's changes if another request changed any of the same
+    /// attributes since this one read them: a conflict even if both wrote the same
+    /// bytes, because each may have derived its value from what it read (two
+    /// increments from 0 both write 1).
+    fn check_conflicts(
+        &self,
+        request: &Session<C>,
+        current: &Session<C>,
+    ) -> Result<(), CommitError> {
+        let conflicts: Vec<String> = request
+            .changes()
+            .filter(|change| current.value(change.name) != change.original)
+            .map(|change| change.name.to_owned())
+            .collect();
+        if conflicts.is_empty() {
+            return Ok(());
+        }
+        Counters::add(&self.counters.conflicts);
+        tracing::debug!(session = %current.id().storage_id(), ?conflicts, "concurrent change conflict");
+        Err(CommitError::Conflict {
+            attributes: conflicts,
+        })
+    }
+
     fn check_size(&self, session: &Session<C>) -> Result<(), CommitError> {
         let limit = self
             .config
@@ -1057,22 +1081,7 @@ impl<C: Codec> Inner<C> {
             .map(|change| (change.name, change.current))
             .collect();
         if merge {
-            // Changed by another request since this one read it: a conflict even if
-            // both wrote the same bytes, because each may have derived its value from
-            // what it read (two increments from 0 both write 1).
-            let conflicts: Vec<String> = request
-                .session
-                .changes()
-                .filter(|change| state.session.value(change.name) != change.original)
-                .map(|change| change.name.to_owned())
-                .collect();
-            if !conflicts.is_empty() {
-                Counters::add(&self.counters.conflicts);
-                tracing::debug!(session = %state.session.id().storage_id(), ?conflicts, "concurrent change conflict");
-                return Err(CommitError::Conflict {
-                    attributes: conflicts,
-                });
-            }
+            self.check_conflicts(&request.session, &state.session)?;
         }
         let interval_changed = request.session.is_max_inactive_modified()
             && request.session.max_inactive() != state.session.max_inactive();

@@ -547,18 +547,7 @@ impl<C: Codec> Inner<C> {
                 Counters::add(&self.counters.merge_retries);
             }
             if merge {
-                let conflicts: Vec<String> = request
-                    .session
-                    .changes()
-                    .filter(|change| state.session.value(change.name) != change.original)
-                    .map(|change| change.name.to_owned())
-                    .collect();
-                if !conflicts.is_empty() {
-                    Counters::add(&self.counters.conflicts);
-                    return Err(CommitError::Conflict {
-                        attributes: conflicts,
-                    });
-                }
+                self.check_conflicts(&request.session, &state.session)?;
             }
             let mut next = state.session.clone();
             for change in request.session.changes() {
