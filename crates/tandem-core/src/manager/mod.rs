@@ -384,6 +384,9 @@ impl<C: Codec> SessionManager<C> {
     ) -> Result<RequestSession<C>, LoadError> {
         let inner = &self.inner;
         Counters::add(&inner.counters.loads);
+        if inner.aborted.load(Ordering::Acquire) {
+            return Err(LoadError::Unavailable);
+        }
         if inner.config.mode == Mode::NonSticky {
             return inner.ns_load(incoming, request).await;
         }
@@ -458,6 +461,12 @@ impl<C: Codec> SessionManager<C> {
         if modified {
             inner.counters.histograms.changed_commit(started.elapsed());
         }
+        if inner.aborted.load(Ordering::Acquire) {
+            // A dead process answers nothing: no request it was serving succeeds.
+            return Err(CommitError::Unavailable {
+                reason: "the manager was aborted".into(),
+            });
+        }
         outcome
     }
 
@@ -474,10 +483,10 @@ impl<C: Codec> SessionManager<C> {
         backup::flush(&self.inner, deadline).await
     }
 
-    /// Stops every background write at once, without flushing: what the death of the
-    /// process does to backups still queued. For fault-injection tests of the layers
-    /// above (a crash loses exactly what this loses); use [`shutdown`](Self::shutdown)
-    /// to stop a manager.
+    /// Stops every background write at once, without flushing, and fails every load
+    /// and commit from then on (commits in progress included): what the death of the
+    /// process does. For fault-injection tests of the layers above (a crash loses
+    /// exactly what this loses); use [`shutdown`](Self::shutdown) to stop a manager.
     pub fn abort(&self) {
         self.inner.aborted.store(true, Ordering::Release);
     }
