@@ -49,6 +49,59 @@ async fn a_changed_session_is_backed_up_and_an_unchanged_one_is_not_rewritten() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_backups_go_to_memcached_in_pipelined_batches() {
+    let cluster = MemcachedCluster::start(1);
+    let store = connect(&cluster).await;
+    let a1 = server(&store, "a1")
+        .backup_concurrency(1)
+        .backup_linger(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let before = operations(&store);
+    let mut ids = Vec::new();
+    for n in 0..100 {
+        ids.push(create(&a1, n).await);
+    }
+    settle(&a1).await;
+    let exchanges = operations(&store) - before;
+    assert_eq!(a1.stats().backups_written, 100);
+    assert_eq!(cluster.node("n1").stats()["cmd_set"], "100");
+    assert!(
+        exchanges <= 25,
+        "100 backups took {exchanges} exchanges with memcached"
+    );
+    // Every batched write landed whole: another server reads each session.
+    let a2 = server(&store, "a2").build().unwrap();
+    for (n, id) in (0..100).zip(&ids) {
+        assert_eq!(read_n(&a2, id).await, Some(n));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_lingers_for_more_backups_to_send_with_the_first() {
+    let cluster = MemcachedCluster::start(1);
+    let store = connect(&cluster).await;
+    let linger = Duration::from_millis(300);
+    let a1 = server(&store, "a1").backup_linger(linger).build().unwrap();
+    let before = operations(&store);
+    let started = Instant::now();
+    for n in 0..20 {
+        create(&a1, n).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let created_in = started.elapsed();
+    settle(&a1).await;
+    assert_eq!(a1.stats().backups_written, 20);
+    if created_in < linger {
+        assert_eq!(
+            operations(&store) - before,
+            1,
+            "20 backups queued within the linger went out as one batch"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_while_a_backup_is_pending_coalesce_into_the_newest_state() {
     let cluster = MemcachedCluster::start(1);
     let store = connect(&cluster).await;

@@ -51,5 +51,5 @@ pub use session::{
 };
 pub use store::{
     AddOutcome, CasOutcome, CasToken, DEFAULT_MAX_ITEM_SIZE, Item, NodeStatus, RemoteStore,
-    StoreError, Ttl,
+    SetItem, StoreError, Ttl,
 };

@@ -111,6 +111,17 @@ pub struct Item {
     pub cas: CasToken,
 }
 
+/// One item of [`RemoteStore::set_many`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetItem<'a> {
+    /// Where to store it.
+    pub key: &'a StoreKey,
+    /// What to store.
+    pub value: &'a [u8],
+    /// How long it lives.
+    pub ttl: Ttl,
+}
+
 /// Outcome of [`RemoteStore::add`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AddOutcome {
@@ -212,6 +223,17 @@ pub trait RemoteStore: Send + Sync + 'static {
         value: &[u8],
         ttl: Ttl,
     ) -> Result<(), StoreError>;
+
+    /// Stores several items on `node` unconditionally, in one exchange where the store
+    /// can (memcached: pipelined, one round trip); one result per item, in order. The
+    /// default runs [`set`](Self::set) for each item in turn.
+    async fn set_many(&self, node: &NodeId, items: &[SetItem<'_>]) -> Vec<Result<(), StoreError>> {
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            results.push(self.set(node, item.key, item.value, item.ttl).await);
+        }
+        results
+    }
 
     /// Stores `value` only if `key` is absent, and reports which happened.
     async fn add(

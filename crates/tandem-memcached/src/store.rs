@@ -7,11 +7,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use memcache::exp::{
-    AsyncMetaClient, Error as ClientError, Meta, MetaClientBuilder, MutationStatus,
+    AsyncMetaClient, Error as ClientError, Meta, MetaClientBuilder, MutationStatus, Set,
 };
 use tandem_core::{
-    AddOutcome, CasOutcome, CasToken, Item, NodeId, NodeSpec, NodeStatus, RemoteStore, StoreError,
-    StoreKey, Ttl,
+    AddOutcome, CasOutcome, CasToken, Item, NodeId, NodeSpec, NodeStatus, RemoteStore, SetItem,
+    StoreError, StoreKey, Ttl,
 };
 
 use crate::config::MemcachedConfig;
@@ -403,6 +403,61 @@ impl RemoteStore for MemcachedStore {
             MutationStatus::Applied => Ok(()),
             status => Err(unexpected(node, status, "set")),
         }
+    }
+
+    async fn set_many(&self, node: &NodeId, items: &[SetItem<'_>]) -> Vec<Result<(), StoreError>> {
+        let limit = self.shared.config.max_value_size();
+        let mut results: Vec<Option<Result<(), StoreError>>> = items
+            .iter()
+            .map(|item| {
+                let size = item.value.len();
+                (size > limit).then_some(Err(StoreError::TooLarge { size, limit }))
+            })
+            .collect();
+        let sendable: Vec<usize> = (0..items.len())
+            .filter(|&index| results[index].is_none())
+            .collect();
+        if let [index] = sendable[..] {
+            let item = &items[index];
+            results[index] = Some(self.set(node, item.key, item.value, item.ttl).await);
+        } else if !sendable.is_empty() {
+            let now = SystemTime::now();
+            let sets: Vec<Set> = sendable
+                .iter()
+                .map(|&index| {
+                    let item = &items[index];
+                    Set::new(item.key.as_str(), item.value).ttl_raw(wire_ttl(item.ttl, now))
+                })
+                .collect();
+            // One pipelined exchange. A failed item fails the whole batch here, so that
+            // the store's health sees the failure; the sets that did land are written
+            // again by the caller's retry, which is harmless.
+            let outcome = self
+                .call(node, None, |client| async move {
+                    let outputs = client.run_many(sets).await?;
+                    outputs.into_iter().collect::<Result<Vec<_>, _>>()
+                })
+                .await;
+            match outcome {
+                Ok(outputs) => {
+                    for (&index, output) in sendable.iter().zip(outputs) {
+                        results[index] = Some(match output.status {
+                            MutationStatus::Applied => Ok(()),
+                            status => Err(unexpected(node, status, "set")),
+                        });
+                    }
+                }
+                Err(error) => {
+                    for &index in &sendable {
+                        results[index] = Some(Err(error.clone()));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|result| result.expect("every item was answered"))
+            .collect()
     }
 
     async fn add(

@@ -291,9 +291,26 @@ pub(crate) fn values<'a>(
         })
 }
 
-/// The `Cookie` headers of a request, kept until the session is actually loaded.
-pub(crate) fn cookie_headers(headers: &HeaderMap) -> Vec<HeaderValue> {
-    headers.get_all(COOKIE).iter().cloned().collect()
+/// A request's `Cookie` headers, kept (shared, not copied) until the session is used.
+/// Nearly every request has at most one, which is held without allocating.
+#[derive(Debug, Default)]
+pub(crate) struct CookieHeaders {
+    first: Option<HeaderValue>,
+    rest: Vec<HeaderValue>,
+}
+
+impl CookieHeaders {
+    pub(crate) fn of(headers: &HeaderMap) -> CookieHeaders {
+        let mut all = headers.get_all(COOKIE).iter();
+        CookieHeaders {
+            first: all.next().cloned(),
+            rest: all.cloned().collect(),
+        }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &HeaderValue> {
+        self.first.iter().chain(&self.rest)
+    }
 }
 
 #[cfg(test)]
@@ -389,6 +406,18 @@ mod tests {
         ];
         let found: Vec<&str> = values(&headers, "sid").collect();
         assert_eq!(found, ["first", "second"]);
+    }
+
+    #[test]
+    fn cookie_headers_keep_every_header_in_order() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(CookieHeaders::of(&headers).iter().count(), 0);
+        for value in ["a=1", "sid=x", "b=2"] {
+            headers.append(COOKIE, HeaderValue::from_static(value));
+        }
+        let kept = CookieHeaders::of(&headers);
+        let kept: Vec<&str> = kept.iter().map(|value| value.to_str().unwrap()).collect();
+        assert_eq!(kept, ["a=1", "sid=x", "b=2"]);
     }
 
     #[test]

@@ -87,11 +87,15 @@ impl<C: Codec> Shared<C> {
 
     /// Commits a request's session and sets its cookie on `response`; a failed commit
     /// replaces the response.
-    pub(crate) async fn finish<B: From<String>>(
-        &self,
+    ///
+    /// A plain function returning an async block, not an `async fn`: what the block
+    /// needs after the commit is read here, so its state holds the commit's future and
+    /// a few small values, not the whole session a second time.
+    pub(crate) fn finish<B: From<String> + Send + 'static>(
+        shared: Arc<Shared<C>>,
         finished: Finished<C>,
         mut response: Response<B>,
-    ) -> Response<B> {
+    ) -> impl Future<Output = Response<B>> + Send + 'static {
         let Finished {
             session,
             cookie_rejected,
@@ -102,27 +106,33 @@ impl<C: Codec> Shared<C> {
         let created = session.created();
         let previous_access = session.last_accessed();
         let current = session.id().clone();
-        let outcome = match self.manager.commit(session).await {
-            Ok(outcome) => outcome,
-            Err(error) => {
-                tracing::debug!(%error, "session commit failed");
-                return (self.responder)(&Failure::Commit(error)).map(B::from);
+        let manager = shared.manager.clone();
+        async move {
+            let outcome = match manager.commit(session).await {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    tracing::debug!(%error, "session commit failed");
+                    return (shared.responder)(&Failure::Commit(error)).map(B::from);
+                }
+            };
+            let header = match outcome.cookie {
+                CookieUpdate::Set { id, max_inactive } => {
+                    Some(shared.issue(id.as_str(), max_inactive))
+                }
+                CookieUpdate::Clear => Some(shared.cookie.clear()),
+                // No session, but the client sent a cookie the layer refused (bad
+                // signature, malformed): remove it rather than see it again on every
+                // request.
+                CookieUpdate::Keep if was_new => cookie_rejected.then(|| shared.cookie.clear()),
+                CookieUpdate::Keep => (interval != interval_at_load
+                    || shared.renewal_due(current.as_str(), previous_access, created, interval))
+                .then(|| shared.issue(current.as_str(), interval)),
+            };
+            if let Some(header) = header {
+                response.headers_mut().append(SET_COOKIE, header);
             }
-        };
-        let header = match outcome.cookie {
-            CookieUpdate::Set { id, max_inactive } => Some(self.issue(id.as_str(), max_inactive)),
-            CookieUpdate::Clear => Some(self.cookie.clear()),
-            // No session, but the client sent a cookie the layer refused (bad signature,
-            // malformed): remove it rather than see it again on every request.
-            CookieUpdate::Keep if was_new => cookie_rejected.then(|| self.cookie.clear()),
-            CookieUpdate::Keep => (interval != interval_at_load
-                || self.renewal_due(current.as_str(), previous_access, created, interval))
-            .then(|| self.issue(current.as_str(), interval)),
-        };
-        if let Some(header) = header {
-            response.headers_mut().append(SET_COOKIE, header);
+            response
         }
-        response
     }
 }
 
@@ -421,8 +431,61 @@ impl<S: std::fmt::Debug, C> std::fmt::Debug for SessionService<S, C> {
     }
 }
 
-/// The future of [`SessionService`]'s responses.
-pub type ResponseFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
+pin_project_lite::pin_project! {
+    /// The future of [`SessionService`]'s responses: the inner service's response,
+    /// then the commit of the request's session (if the handler used it).
+    ///
+    /// A hand-written state machine rather than a boxed async block: a request whose
+    /// handler does not use the session costs no allocation, and one that does
+    /// allocates only the (small) commit step.
+    pub struct ResponseFuture<F, C, B> {
+        #[pin]
+        inner: F,
+        // `None` once the inner response arrived, or for ignored paths.
+        slot: Option<Arc<Slot<C>>>,
+        shared: Arc<Shared<C>>,
+        finishing: Option<Pin<Box<dyn Future<Output = Response<B>> + Send>>>,
+    }
+}
+
+impl<F, C, B, E> Future for ResponseFuture<F, C, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    C: Codec,
+    B: From<String> + Send + 'static,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Some(finishing) = this.finishing.as_mut() {
+            return finishing.as_mut().poll(cx).map(Ok);
+        }
+        let response = std::task::ready!(this.inner.poll(cx))?;
+        let Some(slot) = this.slot.take() else {
+            return Poll::Ready(Ok(response));
+        };
+        let shared = Arc::clone(this.shared);
+        let mut finishing: Pin<Box<dyn Future<Output = Response<B>> + Send>> = match slot.try_take()
+        {
+            // The handler never used the session: nothing to do.
+            Ok(None) => return Poll::Ready(Ok(response)),
+            Ok(Some(finished)) => Box::pin(Shared::finish(shared, finished, response)),
+            // Something the handler spawned still holds the session: wait for it.
+            Err(()) => Box::pin(async move {
+                match slot.take().await {
+                    Some(finished) => Shared::finish(shared, finished, response).await,
+                    None => response,
+                }
+            }),
+        };
+        let poll = finishing.as_mut().poll(cx);
+        if poll.is_pending() {
+            *this.finishing = Some(finishing);
+        }
+        poll.map(Ok)
+    }
+}
 
 impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S, C>
 where
@@ -434,7 +497,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<Response<ResBody>, S::Error>;
+    type Future = ResponseFuture<S::Future, C, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -450,20 +513,22 @@ where
             .as_ref()
             .is_some_and(|pattern| pattern.is_match(request.uri().path()));
         if ignored {
-            return Box::pin(inner.call(request));
+            return ResponseFuture {
+                inner: inner.call(request),
+                slot: None,
+                shared: Arc::clone(&self.shared),
+                finishing: None,
+            };
         }
         let slot = Arc::new(Slot::new(Arc::clone(&self.shared), &request));
         request
             .extensions_mut()
             .insert(Session::new(Arc::clone(&slot)));
-        let shared = Arc::clone(&self.shared);
-        Box::pin(async move {
-            let response = inner.call(request).await?;
-            Ok(match slot.take().await {
-                Some(finished) => shared.finish(finished, response).await,
-                // The handler never used the session: nothing to do.
-                None => response,
-            })
-        })
+        ResponseFuture {
+            inner: inner.call(request),
+            slot: Some(slot),
+            shared: Arc::clone(&self.shared),
+            finishing: None,
+        }
     }
 }

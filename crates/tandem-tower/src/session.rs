@@ -5,7 +5,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, Method, Request, Uri};
+use http::{Method, Request, Uri};
 use tandem_core::{Codec, Decodes, Encodes, LoadError, RequestInfo, RequestSession, SessionId};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
@@ -46,7 +46,7 @@ pub(crate) struct Finished<C> {
 pub(crate) struct Slot<C> {
     shared: Arc<Shared<C>>,
     /// The request's `Cookie` headers, read only when the session is used.
-    cookies: Vec<HeaderValue>,
+    cookies: cookie::CookieHeaders,
     method: Method,
     uri: Uri,
     state: Mutex<State<C>>,
@@ -56,7 +56,7 @@ impl<C: Codec> Slot<C> {
     pub(crate) fn new<B>(shared: Arc<Shared<C>>, request: &Request<B>) -> Slot<C> {
         Slot {
             shared,
-            cookies: cookie::cookie_headers(request.headers()),
+            cookies: cookie::CookieHeaders::of(request.headers()),
             method: request.method().clone(),
             uri: request.uri().clone(),
             state: Mutex::new(State::Unloaded),
@@ -68,7 +68,7 @@ impl<C: Codec> Slot<C> {
     fn incoming(&self) -> (Option<&str>, bool) {
         let name = self.shared.cookie.name.as_str();
         let mut refused = false;
-        for value in cookie::values(&self.cookies, name) {
+        for value in cookie::values(self.cookies.iter(), name) {
             let id = if !cookie::plausible_value(value) {
                 None
             } else {
@@ -129,8 +129,18 @@ impl<C: Codec> Slot<C> {
 
     /// Ends the request's use of the session: what to commit, if the handler used it.
     pub(crate) async fn take(&self) -> Option<Finished<C>> {
-        let mut state = self.state.lock().await;
-        match std::mem::replace(&mut *state, State::Finished) {
+        Self::finish(&mut *self.state.lock().await)
+    }
+
+    /// [`take`](Self::take) without waiting: `Err` while something else holds the
+    /// session (a task the handler spawned, still running).
+    pub(crate) fn try_take(&self) -> Result<Option<Finished<C>>, ()> {
+        let mut state = self.state.try_lock().map_err(|_| ())?;
+        Ok(Self::finish(&mut state))
+    }
+
+    fn finish(state: &mut State<C>) -> Option<Finished<C>> {
+        match std::mem::replace(state, State::Finished) {
             State::Loaded(loaded) => Some(Finished {
                 session: loaded.session,
                 cookie_rejected: loaded.cookie_rejected,

@@ -107,9 +107,25 @@ async fn shorten(session: Session<SpeedyCodec>) -> Result<&'static str, SessionE
     Ok("shortened")
 }
 
+/// Hands the session to a task that still holds it, and changes it, after the handler
+/// returned.
+async fn spawned(session: Session<SpeedyCodec>) -> Result<&'static str, SessionError> {
+    session.insert("n", &1u32).await?;
+    let (held, holding) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut guard = session.load().await.unwrap();
+        held.send(()).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        guard.insert("n", &7u32).unwrap();
+    });
+    holding.await.unwrap();
+    Ok("spawned")
+}
+
 fn app(layer: SessionLayer<SpeedyCodec>) -> Router {
     Router::new()
         .route("/n", get(read_n).post(write_n))
+        .route("/spawned", post(spawned))
         .route("/locked/n", get(read_n))
         .route("/cycle", post(cycle))
         .route("/end", post(end))
@@ -272,6 +288,23 @@ async fn a_handler_that_does_not_use_its_session_costs_no_store_call() {
         "Some(1)"
     );
     assert!(operations(&store) > before);
+}
+
+#[tokio::test]
+async fn the_commit_waits_for_a_task_that_still_holds_the_session() {
+    let cluster = MemcachedCluster::start(1);
+    let store = connect(&cluster).await;
+    let app = app(builder(manager(&store, Mode::Sticky)).build().unwrap());
+    let started = std::time::Instant::now();
+    let reply = call(&app, "POST", "/spawned", None, "").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert!(
+        started.elapsed() >= Duration::from_millis(100),
+        "the response went out before the task released the session"
+    );
+    let cookie = reply.value();
+    let read = call(&app, "GET", "/n", Some(&cookie), "").await;
+    assert_eq!(read.body, "Some(7)", "the task's change was committed");
 }
 
 #[tokio::test]

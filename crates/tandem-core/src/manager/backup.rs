@@ -16,6 +16,9 @@ use crate::key::StoreKey;
 use super::entry::{LocalEntry, LocalKey};
 use super::{Inner, ShutdownReport};
 
+/// The most queued backups one writer sends in one batch.
+const BATCH_LIMIT: usize = 64;
+
 /// A session the local tier expired, reported by its eviction listener.
 pub(super) struct Expired<C> {
     pub(super) key: LocalKey,
@@ -192,6 +195,7 @@ pub(super) fn spawn_dispatcher<C: Codec>(
     let weak = Arc::downgrade(inner);
     let writers = Arc::new(Semaphore::new(inner.config.backup_concurrency));
     let period = inner.config.retry_interval;
+    let linger = inner.config.backup_linger;
     let Receivers {
         mut backups,
         mut deletes,
@@ -204,12 +208,31 @@ pub(super) fn spawn_dispatcher<C: Codec>(
                 entry = backups.recv() => {
                     let (Some(entry), Some(inner)) = (entry, weak.upgrade()) else { return };
                     let Ok(permit) = Arc::clone(&writers).acquire_owned().await else { return };
+                    // Whatever else is queued, or arrives within the linger, goes in
+                    // the same batch: one pipelined exchange per node instead of a
+                    // round trip per session.
+                    let mut batch = vec![entry];
+                    let linger_until = tokio::time::Instant::now() + linger;
+                    while batch.len() < BATCH_LIMIT {
+                        let next = match backups.try_recv() {
+                            Ok(entry) => Some(entry),
+                            Err(_) if linger.is_zero() => None,
+                            Err(_) => tokio::time::timeout_at(linger_until, backups.recv())
+                                .await
+                                .ok()
+                                .flatten(),
+                        };
+                        match next {
+                            Some(entry) => batch.push(entry),
+                            None => break,
+                        }
+                    }
                     tokio::spawn(async move {
-                        entry.queued.store(false, Ordering::Release);
-                        // Failures are counted and logged inside; the entry stays dirty
-                        // and the sweep retries it.
-                        let _ = inner.run_backup(&entry).await;
-                        inner.backups.in_flight.fetch_sub(1, Ordering::AcqRel);
+                        let count = batch.len();
+                        // Failures are counted and logged inside; the entries stay dirty
+                        // and the sweep retries them.
+                        inner.run_backups(batch).await;
+                        inner.backups.in_flight.fetch_sub(count, Ordering::AcqRel);
                         drop(permit);
                     });
                 }
@@ -228,7 +251,7 @@ pub(super) fn spawn_dispatcher<C: Codec>(
                 }
                 _ = sweep.tick() => {
                     let Some(inner) = weak.upgrade() else { return };
-                    inner.local.run_pending_tasks().await;
+                    inner.local.run_pending_tasks();
                     retry(&inner);
                     inner.export_metrics();
                 }

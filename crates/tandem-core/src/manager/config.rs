@@ -111,6 +111,7 @@ pub(crate) struct ManagerConfig {
     pub(crate) backup: BackupMode,
     pub(crate) backup_queue: usize,
     pub(crate) backup_concurrency: usize,
+    pub(crate) backup_linger: Duration,
     pub(crate) retry_interval: Duration,
     pub(crate) local_capacity_bytes: u64,
     pub(crate) max_session_size: Option<usize>,
@@ -136,6 +137,7 @@ impl Default for ManagerConfig {
             backup: BackupMode::Async,
             backup_queue: 4096,
             backup_concurrency: 16,
+            backup_linger: Duration::from_millis(1),
             retry_interval: Duration::from_secs(1),
             local_capacity_bytes: 256 * 1024 * 1024,
             max_session_size: None,
@@ -304,6 +306,19 @@ impl<C: Codec> ManagerBuilder<C> {
     /// How many remote writes the background writers run at once (default 16).
     pub fn backup_concurrency(mut self, writers: usize) -> Self {
         self.config.backup_concurrency = writers;
+        self
+    }
+
+    /// How long a background writer waits, after taking the first queued backup, for
+    /// more to send with it (default 1 ms; zero: send what is queued at once).
+    ///
+    /// Queued backups go to each node as one pipelined batch (up to 64 sessions), so
+    /// under a steady stream of changes a short wait turns many round trips into one
+    /// and gives repeated changes of one session more time to coalesce. It delays
+    /// when an asynchronous backup lands by at most this long (plus the timer's
+    /// resolution, about a millisecond); synchronous backups do not wait.
+    pub fn backup_linger(mut self, linger: Duration) -> Self {
+        self.config.backup_linger = linger;
         self
     }
 

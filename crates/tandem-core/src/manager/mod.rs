@@ -33,6 +33,7 @@ mod nonsticky;
 mod request;
 mod stats;
 
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,7 +49,7 @@ use crate::envelope::{self, EnvelopeError};
 use crate::id::{NodeId, Route, SessionId};
 use crate::key::{KeySpace, StoreKey};
 use crate::session::{AttributeValue, Session};
-use crate::store::{NodeStatus, RemoteStore, StoreError, Ttl};
+use crate::store::{NodeStatus, RemoteStore, SetItem, StoreError, Ttl};
 
 pub use config::{
     BackupMode, Concurrency, ConfigError, LockScope, LockTimeoutPolicy, ManagerBuilder, Mode,
@@ -268,7 +269,10 @@ struct Inner<C> {
     config: ManagerConfig,
     regular: Vec<NodeId>,
     failover: Vec<NodeId>,
-    local: moka::future::Cache<LocalKey, Arc<LocalEntry<C>>>,
+    local: moka::sync::Cache<LocalKey, Arc<LocalEntry<C>>, foldhash::fast::RandomState>,
+    /// Remote loads in progress, so that concurrent requests for a session this server
+    /// does not hold share one remote read.
+    loading: parking_lot::Mutex<HashMap<LocalKey, Arc<RemoteLoad<C>>>>,
     /// Ids the remote tier did not know, recently.
     negative: moka::sync::Cache<LocalKey, ()>,
     /// Where recently relocated sessions went: old local key to new id. Concurrent
@@ -289,6 +293,14 @@ struct Inner<C> {
     write_order: Box<[tokio::sync::Mutex<()>]>,
 }
 
+/// A backup write of a batch: the entry and what to send.
+type EntryWrite<C> = (Arc<LocalEntry<C>>, BackupJob);
+
+/// The outcome of one remote load, shared by the requests waiting for it: the entry,
+/// or whether the remote tier said the session does not exist (`false`: it could not
+/// be asked).
+type RemoteLoad<C> = tokio::sync::OnceCell<Result<Arc<LocalEntry<C>>, bool>>;
+
 impl<C: Codec> SessionManager<C> {
     /// A builder for a manager over `store`.
     pub fn builder(store: Arc<dyn RemoteStore>) -> ManagerBuilder<C> {
@@ -307,7 +319,7 @@ impl<C: Codec> SessionManager<C> {
         let counters = Arc::new(Counters::default());
         let (expired_tx, expired_rx) = mpsc::unbounded_channel();
         let listener_counters = Arc::clone(&counters);
-        let local = moka::future::Cache::builder()
+        let local = moka::sync::Cache::builder()
             .max_capacity(config.local_capacity_bytes)
             .weigher(|_key: &LocalKey, entry: &Arc<LocalEntry<C>>| entry.weight())
             // LRU, not TinyLFU: TinyLFU may refuse to admit a new or changed session
@@ -326,7 +338,10 @@ impl<C: Codec> SessionManager<C> {
                 RemovalCause::Size => Counters::add(&listener_counters.swapped_out),
                 RemovalCause::Explicit | RemovalCause::Replaced => {}
             })
-            .build();
+            // Every request hashes its id once here. A fast hasher with a per-process
+            // random seed is enough: the keys are ids this server generated or found
+            // in the remote tier, not arbitrary client input.
+            .build_with_hasher(foldhash::fast::RandomState::default());
         let negative = moka::sync::Cache::builder()
             .max_capacity(100_000)
             .time_to_live(config.negative_cache_ttl.max(Duration::from_millis(1)))
@@ -344,7 +359,8 @@ impl<C: Codec> SessionManager<C> {
             negative,
             moved,
             backups,
-            transit: Arc::new(parking_lot::Mutex::new(std::collections::HashMap::new())),
+            transit: Arc::new(parking_lot::Mutex::new(HashMap::new())),
+            loading: parking_lot::Mutex::new(HashMap::new()),
             read_only_streaks: moka::sync::Cache::new(10_000),
             counters,
             clock: Instant::now(),
@@ -387,8 +403,11 @@ impl<C: Codec> SessionManager<C> {
         if inner.aborted.load(Ordering::Acquire) {
             return Err(LoadError::Unavailable);
         }
+        // Paths other than the common one are boxed: their state machines (remote
+        // reads, takeovers) are large, and a future holding them inline would make
+        // every request's future, and every move of it, that large.
         if inner.config.mode == Mode::NonSticky {
-            return inner.ns_load(incoming, request).await;
+            return Box::pin(inner.ns_load(incoming, request)).await;
         }
         let Some(id) = incoming.and_then(|text| inner.parse_incoming(text)) else {
             return Ok(inner.fresh(None, incoming.is_some()));
@@ -397,11 +416,67 @@ impl<C: Codec> SessionManager<C> {
         // The common request: a session this server holds, under its own route. One
         // lookup by the id's text, nothing allocated, no network.
         if id.route() == our_route
-            && let Some(entry) = inner.local.get(id.storage_id()).await
+            && let Some(entry) = inner.local.get(id.storage_id())
         {
             Counters::add(&inner.counters.loaded_local);
             return inner.attach(entry, id).await;
         }
+        Box::pin(inner.load_elsewhere(id)).await
+    }
+
+    /// Ends a request: applies its changes to the session (or invalidates it, or
+    /// gives it a new id) and says what the client's cookie must become.
+    ///
+    /// A failed backup never fails the commit: it is counted, logged and retried.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would keep the request twice in its state (see below)"
+    )]
+    pub fn commit(
+        &self,
+        mut request: RequestSession<C>,
+    ) -> impl Future<Output = Result<CommitOutcome, CommitError>> + Send + '_ {
+        // An async block rather than an `async fn`: an async fn keeps its by-value
+        // argument twice in its state (the argument and the local it is moved to),
+        // which would make every request's future larger by a whole `RequestSession`.
+        async move {
+            let inner = &self.inner;
+            Counters::add(&inner.counters.commits);
+            let started = Instant::now();
+            let modified = request.session.is_modified() || request.cycle_id;
+            // Held to the end of the commit, so that the next request of the session
+            // sees this one's result.
+            let _lock = request._lock.take();
+            let outcome = match std::mem::replace(&mut request.attached, Attached::New) {
+                // Boxed but for the common case, as in `load_for`.
+                Attached::New if inner.config.mode == Mode::NonSticky => {
+                    Box::pin(inner.ns_commit_new(request)).await
+                }
+                Attached::New => Box::pin(inner.commit_new(request)).await,
+                Attached::Local(entry) => inner.commit_existing(entry, &request).await,
+                Attached::Transit(transit) => Box::pin(inner.ns_commit(transit, request)).await,
+            };
+            if modified {
+                inner.counters.histograms.changed_commit(started.elapsed());
+            }
+            if inner.aborted.load(Ordering::Acquire) {
+                // A dead process answers nothing: no request it was serving succeeds.
+                return Err(CommitError::Unavailable {
+                    reason: "the manager was aborted".into(),
+                });
+            }
+            outcome
+        }
+    }
+}
+
+impl<C: Codec> Inner<C> {
+    /// Sticky mode: a session this server does not hold under the id's own key and
+    /// route: moved off a down node, held by another server (takeover), or only in
+    /// the remote tier.
+    async fn load_elsewhere(&self, id: SessionId) -> Result<RequestSession<C>, LoadError> {
+        let inner = self;
+        let our_route = inner.config.route.as_ref().map(|route| route.as_str());
         let key = local_key(&id);
         // Not held under the id itself: the session may have moved to another node
         // (a session held under the id wins over such a record, since a session can
@@ -421,7 +496,7 @@ impl<C: Codec> SessionManager<C> {
         let entry = if id.route() != our_route {
             inner.take_over(&id, &key).await
         } else {
-            match inner.local.get(&key).await {
+            match inner.local.get(&key) {
                 Some(entry) => {
                     Counters::add(&inner.counters.loaded_local);
                     Some(entry)
@@ -434,42 +509,9 @@ impl<C: Codec> SessionManager<C> {
             None => Ok(inner.fresh(Some(id), true)),
         }
     }
+}
 
-    /// Ends a request: applies its changes to the session (or invalidates it, or
-    /// gives it a new id) and says what the client's cookie must become.
-    ///
-    /// A failed backup never fails the commit: it is counted, logged and retried.
-    pub async fn commit(
-        &self,
-        mut request: RequestSession<C>,
-    ) -> Result<CommitOutcome, CommitError> {
-        let inner = &self.inner;
-        Counters::add(&inner.counters.commits);
-        let started = Instant::now();
-        let modified = request.session.is_modified() || request.cycle_id;
-        // Held to the end of the commit, so that the next request of the session sees
-        // this one's result.
-        let _lock = request._lock.take();
-        let outcome = match std::mem::replace(&mut request.attached, Attached::New) {
-            Attached::New if inner.config.mode == Mode::NonSticky => {
-                inner.ns_commit_new(request).await
-            }
-            Attached::New => inner.commit_new(request).await,
-            Attached::Local(entry) => inner.commit_existing(entry, request).await,
-            Attached::Transit(transit) => inner.ns_commit(transit, request).await,
-        };
-        if modified {
-            inner.counters.histograms.changed_commit(started.elapsed());
-        }
-        if inner.aborted.load(Ordering::Acquire) {
-            // A dead process answers nothing: no request it was serving succeeds.
-            return Err(CommitError::Unavailable {
-                reason: "the manager was aborted".into(),
-            });
-        }
-        outcome
-    }
-
+impl<C: Codec> SessionManager<C> {
     /// Stops taking backups asynchronously and writes every pending backup, waiting at
     /// most `deadline`. Commits after this call write their backups synchronously.
     ///
@@ -537,7 +579,7 @@ impl<C: Codec> SessionManager<C> {
     /// Applies the local tier's pending housekeeping now (expiry, eviction); it
     /// otherwise runs every retry interval. Useful in tests and before measurements.
     pub async fn run_pending_tasks(&self) {
-        self.inner.local.run_pending_tasks().await;
+        self.inner.local.run_pending_tasks();
     }
 
     /// Background work not finished yet: sessions whose newest state is not known to be
@@ -663,7 +705,7 @@ impl<C: Codec> Inner<C> {
         if let Some(entry) = self.backups.unsaved(key) {
             // Swapped out for space while its backup was still pending: the pending
             // entry is newer than anything remote.
-            self.local.insert(key.clone(), Arc::clone(&entry)).await;
+            self.local.insert(key.clone(), Arc::clone(&entry));
             Counters::add(&self.counters.loaded_local);
             return Some(entry);
         }
@@ -676,20 +718,38 @@ impl<C: Codec> Inner<C> {
             Counters::add(&self.counters.remote_load_failures);
             return None;
         }
-        let loaded = self
-            .local
-            .try_get_with_by_ref(key, async {
+        let load = Arc::clone(self.loading.lock().entry(key.clone()).or_default());
+        let loaded = load
+            .get_or_init(|| async {
+                // A load that finished between this request's miss and now.
+                if let Some(entry) = self.local.get(key) {
+                    return Ok(entry);
+                }
                 match self.read_remote(&node, id).await {
-                    Ok(Some(entry)) => Ok(Arc::new(entry)),
-                    Ok(None) => Err(None),
-                    Err(error) => Err(Some(error)),
+                    Ok(Some(entry)) => {
+                        let entry = Arc::new(entry);
+                        self.local.insert(key.clone(), Arc::clone(&entry));
+                        Ok(entry)
+                    }
+                    Ok(None) => Err(true),
+                    Err(_) => Err(false),
                 }
             })
-            .await;
+            .await
+            .clone();
+        {
+            let mut loading = self.loading.lock();
+            if loading
+                .get(key)
+                .is_some_and(|current| Arc::ptr_eq(current, &load))
+            {
+                loading.remove(key);
+            }
+        }
         match loaded {
             Ok(entry) => Some(entry),
-            Err(error) => {
-                if error.is_none() && !self.config.negative_cache_ttl.is_zero() {
+            Err(absent) => {
+                if absent && !self.config.negative_cache_ttl.is_zero() {
                     self.negative.insert(key.clone(), ());
                 }
                 None
@@ -771,7 +831,7 @@ impl<C: Codec> Inner<C> {
     #[tracing::instrument(name = "tandem.takeover", level = "debug", skip_all, fields(session = %id.storage_id()))]
     async fn take_over(&self, id: &SessionId, key: &LocalKey) -> Option<Arc<LocalEntry<C>>> {
         let node = self.node_of(id);
-        let held = self.local.get(key).await;
+        let held = self.local.get(key);
         let remote = if self.store.is_available(&node) {
             let started = Instant::now();
             let result = self.store.get(&node, &self.store_key(id)).await;
@@ -815,7 +875,7 @@ impl<C: Codec> Inner<C> {
                     self.config.concurrency == Concurrency::Lock,
                 ));
                 entry.remote_digest.store(remote_digest, Ordering::Relaxed);
-                self.local.insert(key.clone(), Arc::clone(&entry)).await;
+                self.local.insert(key.clone(), Arc::clone(&entry));
                 Counters::add(&self.counters.loaded_remote);
                 Counters::add(&self.counters.taken_over);
                 tracing::info!(
@@ -837,7 +897,7 @@ impl<C: Codec> Inner<C> {
     async fn discard(&self, key: &LocalKey, entry: &Arc<LocalEntry<C>>) {
         entry.retire();
         self.backups.forget(key, entry);
-        self.local.invalidate(key).await;
+        self.local.invalidate(key);
     }
 
     /// Prepares a request on a held session: takes its lock, rewrites its route,
@@ -877,17 +937,8 @@ impl<C: Codec> Inner<C> {
             (state.session.clone(), moved_from)
         };
         if let Some(old) = moved_from {
-            Counters::add(&self.counters.relocated);
-            tracing::info!(from = %old.storage_id(), to = %snapshot.id().storage_id(), "session relocated off a down node");
-            let old_key = local_key(&old);
-            let new_key = local_key(snapshot.id());
-            self.moved.insert(old_key.clone(), snapshot.id().clone());
-            // Moving back to a key it left earlier: that key no longer points away.
-            self.moved.invalidate(&new_key);
-            self.local.insert(new_key.clone(), Arc::clone(&entry)).await;
-            self.local.invalidate(&old_key).await;
-            self.backups.rekey(&old_key, new_key, &entry);
-            self.schedule_write(&entry).await;
+            // Rare, and boxed so that the common load's future stays small.
+            Box::pin(self.relocate(&entry, &old, snapshot.id())).await;
         }
         Ok(RequestSession {
             session: snapshot,
@@ -902,6 +953,21 @@ impl<C: Codec> Inner<C> {
         })
     }
 
+    /// Moves a held session from the down node of `old` to the node of `new`.
+    async fn relocate(&self, entry: &Arc<LocalEntry<C>>, old: &SessionId, new: &SessionId) {
+        Counters::add(&self.counters.relocated);
+        tracing::info!(from = %old.storage_id(), to = %new.storage_id(), "session relocated off a down node");
+        let old_key = local_key(old);
+        let new_key = local_key(new);
+        self.moved.insert(old_key.clone(), new.clone());
+        // Moving back to a key it left earlier: that key no longer points away.
+        self.moved.invalidate(&new_key);
+        self.local.insert(new_key.clone(), Arc::clone(entry));
+        self.local.invalidate(&old_key);
+        self.backups.rekey(&old_key, new_key, entry);
+        self.schedule_write(entry).await;
+    }
+
     async fn lock(
         &self,
         entry: &LocalEntry<C>,
@@ -912,6 +978,13 @@ impl<C: Codec> Inner<C> {
         if let Ok(guard) = Arc::clone(lock).try_lock_owned() {
             return Ok(Some(guard));
         }
+        Box::pin(self.wait_for_lock(lock)).await
+    }
+
+    async fn wait_for_lock(
+        &self,
+        lock: &Arc<tokio::sync::Mutex<()>>,
+    ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, LoadError> {
         Counters::add(&self.counters.lock_waits);
         let timeout = self.config.lock_timeout;
         let started = Instant::now();
@@ -1010,7 +1083,7 @@ impl<C: Codec> Inner<C> {
             false,
             self.config.concurrency == Concurrency::Lock,
         ));
-        self.local.insert(local_key(&id), Arc::clone(&entry)).await;
+        self.local.insert(local_key(&id), Arc::clone(&entry));
         Counters::add(&self.counters.sessions_created);
         let backup = self.schedule_write(&entry).await;
         Ok(CommitOutcome {
@@ -1025,43 +1098,34 @@ impl<C: Codec> Inner<C> {
     async fn commit_existing(
         &self,
         mut entry: Arc<LocalEntry<C>>,
-        request: RequestSession<C>,
+        request: &RequestSession<C>,
     ) -> Result<CommitOutcome, CommitError> {
+        // Everything but applying the changes and queueing the backup is rare, and
+        // boxed (see `load_for`).
         if request.invalidated {
-            return Ok(self.invalidate(&entry).await);
+            return Ok(Box::pin(self.invalidate(&entry)).await);
         }
         // An entry retired since the request loaded it was replaced by a newer copy
         // (takeover check) or ended (invalidation): apply the changes to the current
         // copy, if there is one.
-        while entry.is_retired() {
-            let key = local_key(&entry.id());
-            match self.local.get(&key).await {
-                Some(current) if !Arc::ptr_eq(&current, &entry) => entry = current,
-                _ => return Err(CommitError::SessionEnded),
-            }
+        if entry.is_retired() {
+            entry = Box::pin(self.current_copy(entry)).await?;
         }
-        let applied = self.apply(&entry, &request)?;
+        let applied = self.apply(&entry, request)?;
         if let Some((old, new)) = &applied.rekeyed {
-            let (old_key, new_key) = (local_key(old), local_key(new));
-            self.local.insert(new_key.clone(), Arc::clone(&entry)).await;
-            self.local.invalidate(&old_key).await;
-            self.backups.rekey(&old_key, new_key, &entry);
-            if !self.config.negative_cache_ttl.is_zero() {
-                self.negative.insert(old_key, ());
-            }
-            self.backups.delete(self.node_of(old), self.store_key(old));
-            Counters::add(&self.counters.ids_cycled);
+            Box::pin(self.rekey(&entry, old, new)).await;
         } else if applied.reweigh {
             // Re-insert so that the local tier weighs the new size.
             self.local
-                .insert(local_key(&applied.id), Arc::clone(&entry))
-                .await;
+                .insert(local_key(&applied.id), Arc::clone(&entry));
         }
         let backup = if applied.changed {
-            self.schedule_write(&entry).await
+            Box::pin(self.schedule_write(&entry)).await
         } else {
             Counters::add(&self.counters.backups_skipped_unchanged);
-            self.keep_alive(&entry).await;
+            if self.touch_due(&entry) {
+                Box::pin(self.keep_alive(&entry)).await;
+            }
             BackupStatus::NotNeeded
         };
         let cookie = match &request.incoming {
@@ -1072,6 +1136,35 @@ impl<C: Codec> Inner<C> {
             },
         };
         Ok(CommitOutcome { cookie, backup })
+    }
+
+    /// The copy that replaced a retired entry: an entry retired since the request
+    /// loaded it was replaced by a newer copy (takeover check) or ended (invalidation).
+    async fn current_copy(
+        &self,
+        mut entry: Arc<LocalEntry<C>>,
+    ) -> Result<Arc<LocalEntry<C>>, CommitError> {
+        while entry.is_retired() {
+            let key = local_key(&entry.id());
+            match self.local.get(&key) {
+                Some(current) if !Arc::ptr_eq(&current, &entry) => entry = current,
+                _ => return Err(CommitError::SessionEnded),
+            }
+        }
+        Ok(entry)
+    }
+
+    /// Re-keys a held session whose id a commit changed from `old` to `new`.
+    async fn rekey(&self, entry: &Arc<LocalEntry<C>>, old: &SessionId, new: &SessionId) {
+        let (old_key, new_key) = (local_key(old), local_key(new));
+        self.local.insert(new_key.clone(), Arc::clone(entry));
+        self.local.invalidate(&old_key);
+        self.backups.rekey(&old_key, new_key, entry);
+        if !self.config.negative_cache_ttl.is_zero() {
+            self.negative.insert(old_key, ());
+        }
+        self.backups.delete(self.node_of(old), self.store_key(old));
+        Counters::add(&self.counters.ids_cycled);
     }
 
     /// Applies a request's attribute changes to the entry's current state, checking
@@ -1239,8 +1332,85 @@ impl<C: Codec> Inner<C> {
     /// The lock that orders the remote writes of `entry`: one of a fixed set, chosen
     /// by the entry's address, so that entries need no lock of their own.
     fn write_order(&self, entry: &Arc<LocalEntry<C>>) -> &tokio::sync::Mutex<()> {
+        &self.write_order[self.write_order_index(entry)]
+    }
+
+    fn write_order_index(&self, entry: &Arc<LocalEntry<C>>) -> usize {
         let address = Arc::as_ptr(entry) as usize;
-        &self.write_order[(address >> 4) % self.write_order.len()]
+        (address >> 4) % self.write_order.len()
+    }
+
+    /// Backs up several queued entries: the writes go to each node as one pipelined
+    /// batch; touches and entries that share a write-order lock with an earlier one
+    /// of the batch take the single-entry path.
+    async fn run_backups(&self, batch: Vec<Arc<LocalEntry<C>>>) {
+        for entry in &batch {
+            entry.queued.store(false, Ordering::Release);
+        }
+        if batch.len() == 1 || self.aborted.load(Ordering::Acquire) {
+            for entry in &batch {
+                let _ = self.run_backup(entry).await;
+            }
+            return;
+        }
+        // Locks are taken in index order, so two batches cannot wait for each other.
+        let mut batch: Vec<(usize, Arc<LocalEntry<C>>)> = batch
+            .into_iter()
+            .filter(|entry| !entry.is_retired())
+            .map(|entry| (self.write_order_index(&entry), entry))
+            .collect();
+        batch.sort_by_key(|(index, _)| *index);
+        let mut later = Vec::new();
+        let mut guards = Vec::new();
+        let mut writes: Vec<EntryWrite<C>> = Vec::new();
+        let mut last_index = None;
+        for (index, entry) in batch {
+            if last_index == Some(index) {
+                later.push(entry);
+                continue;
+            }
+            last_index = Some(index);
+            let guard = self.write_order[index].lock().await;
+            match self.backup_job(&entry) {
+                Ok(job) if job.bytes.is_some() => {
+                    guards.push(guard);
+                    writes.push((entry, job));
+                }
+                // A touch, or nothing to send: the single-entry path decides.
+                Ok(_) => {
+                    drop(guard);
+                    later.push(entry);
+                }
+                Err(_) => drop(guard),
+            }
+        }
+        let mut by_node: HashMap<NodeId, Vec<EntryWrite<C>>> = HashMap::new();
+        for (entry, job) in writes {
+            by_node
+                .entry(job.node.clone())
+                .or_default()
+                .push((entry, job));
+        }
+        for (node, jobs) in by_node {
+            let items: Vec<SetItem<'_>> = jobs
+                .iter()
+                .map(|(_, job)| SetItem {
+                    key: &job.key,
+                    value: job.bytes.as_deref().unwrap_or_default(),
+                    ttl: job.ttl,
+                })
+                .collect();
+            let started = Instant::now();
+            let results = self.store.set_many(&node, &items).await;
+            let elapsed = started.elapsed();
+            for ((entry, job), result) in jobs.iter().zip(results) {
+                let _ = self.wrote(entry, job, result, elapsed);
+            }
+        }
+        drop(guards);
+        for entry in later {
+            let _ = self.run_backup(&entry).await;
+        }
     }
 
     /// What a backup of `entry` sends now: the sealed state if it is newer than the
@@ -1267,20 +1437,30 @@ impl<C: Codec> Inner<C> {
     }
 
     async fn write(&self, entry: &Arc<LocalEntry<C>>, job: BackupJob) -> Result<(), String> {
-        let Some(bytes) = job.bytes else {
+        let Some(bytes) = &job.bytes else {
             return Ok(());
         };
         let started = Instant::now();
-        let result = self.store.set(&job.node, &job.key, &bytes, job.ttl).await;
-        self.counters
-            .histograms
-            .backup_write(started.elapsed(), bytes.len());
+        let result = self.store.set(&job.node, &job.key, bytes, job.ttl).await;
+        self.wrote(entry, &job, result, started.elapsed())
+    }
+
+    /// Records the outcome of one backup write.
+    fn wrote(
+        &self,
+        entry: &Arc<LocalEntry<C>>,
+        job: &BackupJob,
+        result: Result<(), StoreError>,
+        elapsed: Duration,
+    ) -> Result<(), String> {
+        let bytes = job.bytes.as_deref().unwrap_or_default();
+        self.counters.histograms.backup_write(elapsed, bytes.len());
         match result {
             Ok(()) => {
                 entry
                     .remote_refreshed_ms
                     .store(self.now_ms(), Ordering::Relaxed);
-                entry.remote_digest.store(digest(&bytes), Ordering::Relaxed);
+                entry.remote_digest.store(digest(bytes), Ordering::Relaxed);
                 let clean = {
                     let mut state = entry.state.lock();
                     state.backed_up = state.backed_up.max(job.revision);
@@ -1293,7 +1473,7 @@ impl<C: Codec> Inner<C> {
                 tracing::trace!(
                     session = %job.id.storage_id(),
                     bytes = bytes.len(),
-                    elapsed = ?started.elapsed(),
+                    ?elapsed,
                     "backup written"
                 );
                 Ok(())

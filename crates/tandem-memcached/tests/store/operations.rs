@@ -3,12 +3,13 @@
 use std::time::{Duration, Instant};
 
 use tandem_core::{
-    AddOutcome, CasOutcome, CasToken, MAX_KEY_LEN, NodeSpec, RemoteStore, StoreError, Ttl,
+    AddOutcome, CasOutcome, CasToken, MAX_KEY_LEN, NodeSpec, RemoteStore, SetItem, StoreError,
+    StoreKey, Ttl,
 };
 use tandem_memcached::{ConnectError, MemcachedConfig, MemcachedStore};
 use tandem_testkit::{MemcachedCluster, MemcachedProcess};
 
-use crate::common::{config, connect, key, node, remaining_ttl, single};
+use crate::common::{TIMEOUT, config, connect, key, node, remaining_ttl, single};
 
 const THIRTY_ONE_DAYS: Duration = Duration::from_secs(31 * 24 * 3600);
 
@@ -355,4 +356,49 @@ async fn connect_rejects_unusable_settings() {
         .unwrap_err();
     assert!(matches!(error, ConnectError::InvalidConfig { .. }));
     assert!(error.to_string().contains("timeout"), "{error}");
+}
+
+#[tokio::test]
+async fn set_many_pipelines_a_batch_and_refuses_oversized_items_alone() {
+    let memcached = MemcachedProcess::start();
+    let store = single(&memcached, config()).await;
+    let n1 = node("n1");
+    let keys: Vec<StoreKey> = (0..20).map(|i| key(&format!("batch{i}"))).collect();
+    let big = vec![0u8; store.config().max_value_size() + 1];
+    let mut items: Vec<SetItem<'_>> = keys
+        .iter()
+        .map(|key| SetItem {
+            key,
+            value: b"v",
+            ttl: Ttl::Never,
+        })
+        .collect();
+    items[7].value = &big;
+    let operations = store.node_health(&n1).unwrap().operations;
+    let results = store.set_many(&n1, &items).await;
+    assert_eq!(results.len(), 20);
+    assert!(matches!(results[7], Err(StoreError::TooLarge { .. })));
+    assert!(
+        results
+            .iter()
+            .enumerate()
+            .all(|(i, result)| i == 7 || result.is_ok())
+    );
+    // One exchange for the nineteen that were sent.
+    assert_eq!(store.node_health(&n1).unwrap().operations, operations + 1);
+    for (i, key) in keys.iter().enumerate() {
+        let stored = store.get(&n1, key).await.unwrap();
+        assert_eq!(stored.is_some(), i != 7, "item {i}");
+    }
+
+    memcached.pause();
+    let started = Instant::now();
+    let results = store.set_many(&n1, &items[..3]).await;
+    assert!(
+        results
+            .iter()
+            .all(|result| result.as_ref().is_err_and(StoreError::is_node_failure))
+    );
+    assert!(started.elapsed() < TIMEOUT + Duration::from_millis(150));
+    memcached.resume();
 }
