@@ -301,6 +301,12 @@ impl SessionId {
         self.text.get(usize::from(self.route_dot) + 1..)
     }
 
+    /// The id's whole text (shared) and the length of its storage part, for keys
+    /// that must not copy it.
+    pub(crate) fn shared_text(&self) -> (&Arc<str>, u8) {
+        (&self.text, self.route_dot)
+    }
+
     /// The id without its route: what storage keys are built from, so that a change
     /// of app server does not move the stored session.
     pub fn storage_id(&self) -> &str {

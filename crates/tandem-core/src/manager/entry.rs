@@ -12,7 +12,48 @@ use crate::session::Session;
 
 /// The local tier's key: the session id without its route (the route is not part of
 /// the stored identity, so a takeover keeps the key).
-pub(crate) type LocalKey = Arc<str>;
+///
+/// A view of the id's own shared text rather than a copy of its storage part: one
+/// allocation fewer per resident session. Hashes and compares as that `str`, so the
+/// tier can be searched with a plain `&str`.
+#[derive(Clone)]
+pub(crate) struct LocalKey {
+    text: Arc<str>,
+    len: u8,
+}
+
+impl LocalKey {
+    pub(crate) fn as_str(&self) -> &str {
+        &self.text[..usize::from(self.len)]
+    }
+}
+
+impl std::borrow::Borrow<str> for LocalKey {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for LocalKey {
+    fn eq(&self, other: &LocalKey) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for LocalKey {}
+
+impl std::hash::Hash for LocalKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Must hash exactly as the `str` it borrows as.
+        self.as_str().hash(state);
+    }
+}
+
+impl std::fmt::Debug for LocalKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Bytes a resident session costs beyond its attributes' names and values: the entry,
 /// the id and the cache's own bookkeeping, rounded up. Used by the local tier's
@@ -133,5 +174,9 @@ impl<C: Codec> LocalEntry<C> {
 
 /// The local key of `id`.
 pub(crate) fn local_key(id: &SessionId) -> LocalKey {
-    Arc::from(id.storage_id())
+    let (text, len) = id.shared_text();
+    LocalKey {
+        text: Arc::clone(text),
+        len,
+    }
 }

@@ -1341,8 +1341,8 @@ impl<C: Codec> Inner<C> {
     }
 
     /// Backs up several queued entries: the writes go to each node as one pipelined
-    /// batch; touches and entries that share a write-order lock with an earlier one
-    /// of the batch take the single-entry path.
+    /// batch, under the write-order locks of all of them (taken in stripe order, so
+    /// two batches cannot wait for each other); touches take the single-entry path.
     async fn run_backups(&self, batch: Vec<Arc<LocalEntry<C>>>) {
         for entry in &batch {
             entry.queued.store(false, Ordering::Release);
@@ -1359,29 +1359,26 @@ impl<C: Codec> Inner<C> {
             .filter(|entry| !entry.is_retired())
             .map(|entry| (self.write_order_index(&entry), entry))
             .collect();
-        batch.sort_by_key(|(index, _)| *index);
+        // Sorted by stripe, then by entry, so that an entry queued twice (a retry
+        // racing a commit) is written once.
+        batch.sort_by_key(|(index, entry)| (*index, Arc::as_ptr(entry) as usize));
+        batch.dedup_by(|(_, a), (_, b)| Arc::ptr_eq(a, b));
         let mut later = Vec::new();
         let mut guards = Vec::new();
         let mut writes: Vec<EntryWrite<C>> = Vec::new();
         let mut last_index = None;
         for (index, entry) in batch {
-            if last_index == Some(index) {
-                later.push(entry);
-                continue;
+            // Sessions that share a stripe are written under one guard.
+            if last_index != Some(index) {
+                last_index = Some(index);
+                guards.push(self.write_order[index].lock().await);
             }
-            last_index = Some(index);
-            let guard = self.write_order[index].lock().await;
             match self.backup_job(&entry) {
-                Ok(job) if job.bytes.is_some() => {
-                    guards.push(guard);
-                    writes.push((entry, job));
-                }
-                // A touch, or nothing to send: the single-entry path decides.
-                Ok(_) => {
-                    drop(guard);
-                    later.push(entry);
-                }
-                Err(_) => drop(guard),
+                Ok(job) if job.bytes.is_some() => writes.push((entry, job)),
+                // A touch, or nothing to send: the single-entry path decides, once the
+                // guards are released.
+                Ok(_) => later.push(entry),
+                Err(_) => {}
             }
         }
         let mut by_node: HashMap<NodeId, Vec<EntryWrite<C>>> = HashMap::new();

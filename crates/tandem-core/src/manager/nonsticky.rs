@@ -149,17 +149,20 @@ struct Loaded<C> {
 
 impl<C: Codec> Inner<C> {
     /// The ring of nodes: regular nodes in configuration order, then failover nodes.
-    fn ring(&self) -> impl Iterator<Item = &NodeId> {
+    fn ring(&self) -> impl Iterator<Item = &NodeId> + Clone {
         self.regular.iter().chain(&self.failover)
     }
 
     /// The first available node after `node` in ring order (never `node` itself): where
     /// `node`'s sessions keep their backup, and where they move when `node` is down.
     pub(super) fn successor(&self, node: &NodeId) -> Option<NodeId> {
-        let ring: Vec<&NodeId> = self.ring().collect();
-        let start = ring.iter().position(|candidate| *candidate == node)?;
-        (1..ring.len())
-            .map(|step| ring[(start + step) % ring.len()])
+        // Read on every load: walks the ring in place rather than collecting it.
+        let len = self.ring().count();
+        let start = self.ring().position(|candidate| candidate == node)?;
+        self.ring()
+            .cycle()
+            .skip(start + 1)
+            .take(len - 1)
             .find(|candidate| self.store.is_available(candidate))
             .cloned()
     }
@@ -220,8 +223,15 @@ impl<C: Codec> Inner<C> {
             Counters::add(&self.counters.negative_cache_hits);
             return Ok(self.fresh(Some(id), true));
         }
-        let pattern: Option<Box<str>> =
-            request.map(|info| format!("{} {}", info.method, info.path).into());
+        // Only the lock scopes that decide per request pattern need it.
+        let per_pattern = self.config.concurrency == Concurrency::Lock
+            && matches!(
+                self.config.lock_scope,
+                LockScope::Auto | LockScope::Paths(_)
+            );
+        let pattern: Option<Box<str>> = request
+            .filter(|_| per_pattern)
+            .map(|info| format!("{} {}", info.method, info.path).into());
         let transit = self.transit(&key);
         let mut local_lock = None;
         let mut remote_lock = None;
@@ -369,15 +379,23 @@ impl<C: Codec> Inner<C> {
         let primary = self.node_of(id);
         let backup_node = self.successor(&primary);
         let ttl = copy_ttl(self.config.max_inactive);
-        let (primary_key, backup_key) = (self.store_key(id), self.backup_key(id));
+        let primary_key = self.store_key(id);
         let read_backup = || async {
             match &backup_node {
-                Some(node) => Some(self.store.get(node, &backup_key).await),
+                Some(node) => Some(self.store.get(node, &self.backup_key(id)).await),
                 None => None,
             }
         };
         let started = Instant::now();
-        let (primary_result, prefetched) = if self.store.is_available(&primary) {
+        let (primary_result, prefetched) = if !self.store.is_available(&primary) {
+            (None, None)
+        } else if backup_node.is_none() {
+            // No backup copy to hedge with.
+            (
+                Some(self.store.get_and_touch(&primary, &primary_key, ttl).await),
+                None,
+            )
+        } else {
             let primary_read = self.store.get_and_touch(&primary, &primary_key, ttl);
             tokio::pin!(primary_read);
             tokio::select! {
@@ -391,8 +409,6 @@ impl<C: Codec> Inner<C> {
                     (Some(result), Some(backup))
                 }
             }
-        } else {
-            (None, None)
         };
         self.counters.histograms.remote_load(started.elapsed());
         let primary_down = match primary_result {
