@@ -1,6 +1,6 @@
 //! The manager's request path in sticky mode.
 //!
-//! - `local/bare_moka_get_insert` (baseline): a `moka` future cache `get` plus
+//! - `local/bare_moka_get_insert` (baseline): a `moka` (sync) cache `get` plus
 //!   `insert` of the same stored bytes, which is the least a cache-backed session layer
 //!   can do per request.
 //! - `local/load_commit_unchanged`: `SessionManager::load` + `commit` of a locally held
@@ -104,10 +104,10 @@ fn bench(c: &mut Criterion) {
         Arc::new(bytes)
     });
     println!("stored session: {} bytes", bytes.len());
-    let cache: moka::future::Cache<Arc<str>, Arc<Vec<u8>>> =
-        moka::future::Cache::builder().max_capacity(1 << 30).build();
+    let cache: moka::sync::Cache<Arc<str>, Arc<Vec<u8>>> =
+        moka::sync::Cache::builder().max_capacity(1 << 30).build();
     let cache_key: Arc<str> = Arc::from(id.storage_id());
-    runtime.block_on(cache.insert(Arc::clone(&cache_key), Arc::clone(&bytes)));
+    cache.insert(Arc::clone(&cache_key), Arc::clone(&bytes));
 
     let mut local = c.benchmark_group("local");
     local.bench_function("bare_moka_get_insert", |b| {
@@ -115,8 +115,8 @@ fn bench(c: &mut Criterion) {
             runtime.block_on(async {
                 let started = Instant::now();
                 for _ in 0..iters {
-                    let value = cache.get(&cache_key).await.unwrap();
-                    cache.insert(Arc::clone(&cache_key), black_box(value)).await;
+                    let value = cache.get(&cache_key).unwrap();
+                    cache.insert(Arc::clone(&cache_key), black_box(value));
                 }
                 started.elapsed()
             })
@@ -155,6 +155,11 @@ fn bench(c: &mut Criterion) {
         .unwrap()
         .key(KeySpace::Session, &id);
     let node = tandem::NodeId::new("n1").unwrap();
+    // The non-sticky baseline reads this key: stored here so that a filtered run
+    // (`nonsticky` alone) finds it too.
+    runtime
+        .block_on(store.set(&node, &key, &bytes, Ttl::Never))
+        .unwrap();
     remote.bench_function("raw_set", |b| {
         b.iter_custom(|iters| {
             runtime.block_on(async {

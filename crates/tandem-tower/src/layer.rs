@@ -30,6 +30,8 @@ pub(crate) struct Shared<C> {
     pub(crate) ignore: Option<Regex>,
     pub(crate) signer: Option<CookieSigner>,
     pub(crate) responder: Responder,
+    /// Whether loads look at the request's method and path (cached from the manager).
+    pub(crate) wants_request_info: bool,
     /// When this process last issued each cookie (by cookie value), for renewals.
     issued: moka::sync::Cache<Box<str>, Instant>,
 }
@@ -370,6 +372,7 @@ impl<C: Codec> SessionLayerBuilder<C> {
         self.cookie.validate()?;
         Ok(SessionLayer {
             shared: Arc::new(Shared {
+                wants_request_info: self.manager.uses_request_info(),
                 manager: self.manager,
                 cookie: self.cookie,
                 ignore: self.ignore,

@@ -47,19 +47,21 @@ pub(crate) struct Slot<C> {
     shared: Arc<Shared<C>>,
     /// The request's `Cookie` headers, read only when the session is used.
     cookies: cookie::CookieHeaders,
-    method: Method,
-    uri: Uri,
+    /// The request's method and URI, kept only when the manager's load looks at them
+    /// (`SessionManager::uses_request_info`).
+    request_line: Option<(Method, Uri)>,
     state: Mutex<State<C>>,
 }
 
 impl<C: Codec> Slot<C> {
     pub(crate) fn new<B>(shared: Arc<Shared<C>>, request: &Request<B>) -> Slot<C> {
         Slot {
-            shared,
             cookies: cookie::CookieHeaders::of(request.headers()),
-            method: request.method().clone(),
-            uri: request.uri().clone(),
+            request_line: shared
+                .wants_request_info
+                .then(|| (request.method().clone(), request.uri().clone())),
             state: Mutex::new(State::Unloaded),
+            shared,
         }
     }
 
@@ -93,11 +95,16 @@ impl<C: Codec> Slot<C> {
         let mut state = self.state.lock().await;
         if matches!(*state, State::Unloaded) {
             let (incoming, cookie_rejected) = self.incoming();
-            let request = RequestInfo {
-                method: self.method.as_str(),
-                path: self.uri.path(),
-            };
-            *state = match self.shared.manager.load_for(incoming, Some(&request)).await {
+            let request = self.request_line.as_ref().map(|(method, uri)| RequestInfo {
+                method: method.as_str(),
+                path: uri.path(),
+            });
+            *state = match self
+                .shared
+                .manager
+                .load_for(incoming, request.as_ref())
+                .await
+            {
                 Ok(session) => State::Loaded(Loaded {
                     interval_at_load: session.max_inactive(),
                     session,
@@ -192,9 +199,13 @@ impl<C> Clone for Session<C> {
 
 impl<C> fmt::Debug for Session<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (method, path) = match &self.slot.request_line {
+            Some((method, uri)) => (Some(method.as_str()), Some(uri.path())),
+            None => (None, None),
+        };
         f.debug_struct("Session")
-            .field("method", &self.slot.method)
-            .field("path", &self.slot.uri.path())
+            .field("method", &method)
+            .field("path", &path)
             .finish_non_exhaustive()
     }
 }

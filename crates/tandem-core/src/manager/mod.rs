@@ -538,6 +538,16 @@ impl<C: Codec> SessionManager<C> {
         self.inner.config.mode
     }
 
+    /// Whether [`load_for`](Self::load_for) looks at the request's method and path:
+    /// only in non-sticky mode under [`Concurrency::Lock`] with [`LockScope::Auto`] or
+    /// [`LockScope::Paths`]. Otherwise a web layer need not keep them for the load.
+    pub fn uses_request_info(&self) -> bool {
+        let config = &self.inner.config;
+        config.mode == Mode::NonSticky
+            && config.concurrency == Concurrency::Lock
+            && matches!(config.lock_scope, LockScope::Auto | LockScope::Paths(_))
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
         self.inner.counters.snapshot()
@@ -902,7 +912,6 @@ impl<C: Codec> Inner<C> {
 
     /// Prepares a request on a held session: takes its lock, rewrites its route,
     /// relocates it off a down node, and snapshots it.
-    #[tracing::instrument(name = "tandem.attach", level = "trace", skip_all)]
     async fn attach(
         &self,
         entry: Arc<LocalEntry<C>>,

@@ -586,3 +586,23 @@ async fn request_path_futures_stay_small() {
         "commit's future is {commit_size} bytes"
     );
 }
+
+#[tokio::test]
+async fn only_per_pattern_lock_scopes_use_the_request_info() {
+    let store = store(&["n1"]);
+    let build = |mode, concurrency, scope| {
+        builder(&store)
+            .mode(mode)
+            .concurrency(concurrency)
+            .lock_scope(scope)
+            .build()
+            .unwrap()
+            .uses_request_info()
+    };
+    let paths = || LockScope::Paths(regex::Regex::new("^/cart").unwrap());
+    assert!(!build(Mode::Sticky, Concurrency::Lock, paths()));
+    assert!(!build(Mode::NonSticky, Concurrency::Merge, paths()));
+    assert!(!build(Mode::NonSticky, Concurrency::Lock, LockScope::All));
+    assert!(build(Mode::NonSticky, Concurrency::Lock, paths()));
+    assert!(build(Mode::NonSticky, Concurrency::Lock, LockScope::Auto));
+}
