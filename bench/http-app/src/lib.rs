@@ -6,7 +6,9 @@
 //!
 //! `scripts/bench-http.sh` drives it with wrk; `benches/RESULTS.md` has the figures.
 //! The binaries are `bench-http-app` (`serve`, `populate`, `race`) and
-//! `bench-http-mem` (heap per resident session, with a counting allocator).
+//! `bench-http-mem` (heap per resident session, with a counting allocator),
+//! `bench-http-profile` (one variant's request path in process) and
+//! `bench-moka-floor` (the heap moka itself keeps per entry).
 //!
 //! It is a measuring tool, not an example to copy: the handlers do the least an
 //! application does with a session so that the session layer's cost shows.
@@ -14,6 +16,7 @@
 pub mod app;
 pub mod cart;
 pub mod client;
+pub mod counting;
 pub mod memcached_store;
 
 pub use app::{App, AppOptions, Variant};

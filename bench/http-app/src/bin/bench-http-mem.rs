@@ -18,59 +18,16 @@
 //! Prints `MEM variant=.. sessions=.. bytes_per_session=.. allocs_per_session=..
 //! payload=.. overhead=.. rss_per_session=..`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
+use tandem_bench_http::counting::{Counting, live_allocations, live_bytes};
 use tandem_bench_http::{App, AppOptions, CART, Cart, Variant};
 use tandem_codec::SpeedyCodec;
 use tandem_core::{Concurrency, Encodes};
 use tower::ServiceExt;
-
-/// The system allocator, counting what is live.
-struct Counting;
-
-static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
-static LIVE_ALLOCATIONS: AtomicIsize = AtomicIsize::new(0);
-
-fn size(layout: Layout) -> isize {
-    isize::try_from(layout.size()).unwrap_or(isize::MAX)
-}
-
-// SAFETY: every call is forwarded unchanged to `System`; only counters are added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller upholds `alloc`'s contract, which `System` needs.
-        let pointer = unsafe { System.alloc(layout) };
-        if !pointer.is_null() {
-            LIVE_BYTES.fetch_add(size(layout), Ordering::Relaxed);
-            LIVE_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        pointer
-    }
-
-    unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
-        // SAFETY: the caller upholds `dealloc`'s contract.
-        unsafe { System.dealloc(pointer, layout) };
-        LIVE_BYTES.fetch_sub(size(layout), Ordering::Relaxed);
-        LIVE_ALLOCATIONS.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: the caller upholds `realloc`'s contract.
-        let moved = unsafe { System.realloc(pointer, layout, new_size) };
-        if !moved.is_null() {
-            LIVE_BYTES.fetch_add(
-                isize::try_from(new_size).unwrap_or(isize::MAX) - size(layout),
-                Ordering::Relaxed,
-            );
-        }
-        moved
-    }
-}
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -88,8 +45,8 @@ struct Snapshot {
 
 fn snapshot() -> Snapshot {
     Snapshot {
-        bytes: LIVE_BYTES.load(Ordering::Relaxed),
-        allocations: LIVE_ALLOCATIONS.load(Ordering::Relaxed),
+        bytes: live_bytes(),
+        allocations: live_allocations(),
         rss: rss_bytes(),
     }
 }

@@ -12,41 +12,11 @@
 //! before and not counted). Prints `MOKA config=.. bytes_per_entry=..
 //! allocations_per_entry=..` lines.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// The system allocator, counting what is live.
-struct Counting;
-
-static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
-static LIVE_ALLOCATIONS: AtomicIsize = AtomicIsize::new(0);
-
-fn size(layout: Layout) -> isize {
-    isize::try_from(layout.size()).unwrap_or(isize::MAX)
-}
-
-// SAFETY: every call is forwarded unchanged to `System`; only counters are added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller upholds `alloc`'s contract, which `System` needs.
-        let pointer = unsafe { System.alloc(layout) };
-        if !pointer.is_null() {
-            LIVE_BYTES.fetch_add(size(layout), Ordering::Relaxed);
-            LIVE_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        pointer
-    }
-
-    unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
-        // SAFETY: the caller upholds `dealloc`'s contract.
-        unsafe { System.dealloc(pointer, layout) };
-        LIVE_BYTES.fetch_sub(size(layout), Ordering::Relaxed);
-        LIVE_ALLOCATIONS.fetch_sub(1, Ordering::Relaxed);
-    }
-}
+use tandem_bench_http::counting::{Counting, live_allocations, live_bytes};
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -91,8 +61,8 @@ fn measure(config: &str, entries: usize, build: impl Fn() -> Cache) {
         .map(|i| Arc::from(format!("{i:043}-n1").as_str()))
         .collect();
     let values: Vec<Value> = (0..entries).map(|i| Arc::new(i as u64)).collect();
-    let bytes_before = LIVE_BYTES.load(Ordering::Relaxed);
-    let allocations_before = LIVE_ALLOCATIONS.load(Ordering::Relaxed);
+    let bytes_before = live_bytes();
+    let allocations_before = live_allocations();
     let cache = build();
     for (key, value) in keys.iter().zip(&values) {
         cache.insert(Arc::clone(key), Arc::clone(value));
@@ -103,9 +73,8 @@ fn measure(config: &str, entries: usize, build: impl Fn() -> Cache) {
     }
     cache.run_pending_tasks();
     let count = isize::try_from(entries).unwrap_or(isize::MAX);
-    let bytes = (LIVE_BYTES.load(Ordering::Relaxed) - bytes_before) / count;
-    let allocations =
-        (LIVE_ALLOCATIONS.load(Ordering::Relaxed) - allocations_before) as f64 / entries as f64;
+    let bytes = (live_bytes() - bytes_before) / count;
+    let allocations = (live_allocations() - allocations_before) as f64 / entries as f64;
     println!("MOKA config={config} bytes_per_entry={bytes} allocations_per_entry={allocations:.1}");
 }
 
