@@ -296,6 +296,38 @@ struct Inner<C> {
 /// A backup write of a batch: the entry and what to send.
 type EntryWrite<C> = (Arc<LocalEntry<C>>, BackupJob);
 
+/// One request's share of a remote load. Dropped when the request is done with it,
+/// finished or cancelled: the last share of an unfinished load, or any share of a
+/// finished one, removes the load from the map, so that loads whose requests all went
+/// away leave nothing behind (a client can drop its connection mid-load).
+struct SharedLoad<'a, C> {
+    loading: &'a parking_lot::Mutex<HashMap<LocalKey, Arc<RemoteLoad<C>>>>,
+    key: &'a LocalKey,
+    load: Option<Arc<RemoteLoad<C>>>,
+}
+
+impl<C> Drop for SharedLoad<'_, C> {
+    fn drop(&mut self) {
+        let mut loading = self.loading.lock();
+        let Some(load) = self.load.take() else {
+            return;
+        };
+        let current = loading
+            .get(self.key)
+            .is_some_and(|current| Arc::ptr_eq(current, &load));
+        let finished = load.initialized();
+        // Released under the map's lock, where shares are taken: the count read next
+        // cannot grow meanwhile.
+        drop(load);
+        let unshared = loading
+            .get(self.key)
+            .is_some_and(|current| Arc::strong_count(current) == 1);
+        if current && (finished || unshared) {
+            loading.remove(self.key);
+        }
+    }
+}
+
 /// The outcome of one remote load, shared by the requests waiting for it: the entry,
 /// or whether the remote tier said the session does not exist (`false`: it could not
 /// be asked).
@@ -728,7 +760,14 @@ impl<C: Codec> Inner<C> {
             Counters::add(&self.counters.remote_load_failures);
             return None;
         }
-        let load = Arc::clone(self.loading.lock().entry(key.clone()).or_default());
+        let shared = SharedLoad {
+            loading: &self.loading,
+            key,
+            load: Some(Arc::clone(
+                self.loading.lock().entry(key.clone()).or_default(),
+            )),
+        };
+        let load = shared.load.as_ref().expect("set above");
         let loaded = load
             .get_or_init(|| async {
                 // A load that finished between this request's miss and now.
@@ -747,15 +786,7 @@ impl<C: Codec> Inner<C> {
             })
             .await
             .clone();
-        {
-            let mut loading = self.loading.lock();
-            if loading
-                .get(key)
-                .is_some_and(|current| Arc::ptr_eq(current, &load))
-            {
-                loading.remove(key);
-            }
-        }
+        drop(shared);
         match loaded {
             Ok(entry) => Some(entry),
             Err(absent) => {

@@ -606,3 +606,113 @@ async fn only_per_pattern_lock_scopes_use_the_request_info() {
     assert!(build(Mode::NonSticky, Concurrency::Lock, paths()));
     assert!(build(Mode::NonSticky, Concurrency::Lock, LockScope::Auto));
 }
+
+/// The memory store, with reads that never answer while `hang` is set.
+struct HangingReads {
+    inner: Arc<MemoryStore>,
+    hang: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl RemoteStore for HangingReads {
+    async fn get(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+    ) -> Result<Option<crate::store::Item>, StoreError> {
+        if self.hang.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        self.inner.get(node, key).await
+    }
+
+    async fn set(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        value: &[u8],
+        ttl: Ttl,
+    ) -> Result<(), StoreError> {
+        self.inner.set(node, key, value, ttl).await
+    }
+
+    async fn add(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        value: &[u8],
+        ttl: Ttl,
+    ) -> Result<crate::store::AddOutcome, StoreError> {
+        self.inner.add(node, key, value, ttl).await
+    }
+
+    async fn cas(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        value: &[u8],
+        ttl: Ttl,
+        cas: crate::store::CasToken,
+    ) -> Result<crate::store::CasOutcome, StoreError> {
+        self.inner.cas(node, key, value, ttl, cas).await
+    }
+
+    async fn delete(&self, node: &NodeId, key: &StoreKey) -> Result<bool, StoreError> {
+        self.inner.delete(node, key).await
+    }
+
+    async fn touch(&self, node: &NodeId, key: &StoreKey, ttl: Ttl) -> Result<bool, StoreError> {
+        self.inner.touch(node, key, ttl).await
+    }
+
+    fn nodes(&self) -> Vec<NodeId> {
+        self.inner.nodes()
+    }
+
+    fn is_available(&self, node: &NodeId) -> bool {
+        self.inner.is_available(node)
+    }
+}
+
+#[tokio::test]
+async fn a_remote_load_abandoned_by_every_request_leaves_nothing_behind() {
+    let memory = store(&["n1"]);
+    let hanging = Arc::new(HangingReads {
+        inner: Arc::clone(&memory),
+        hang: AtomicBool::new(false),
+    });
+    // a1 restarted as a2 (same route) holds nothing: a load reads the remote tier.
+    let a1 = builder(&memory)
+        .route(Route::new("a1").unwrap())
+        .build()
+        .unwrap();
+    let id = create(&a1, &[("user", "ann")]).await;
+    settle(&a1).await;
+    let a2 = SessionManager::<TextCodec>::builder(Arc::clone(&hanging) as Arc<dyn RemoteStore>)
+        .route(Route::new("a1").unwrap())
+        .build()
+        .unwrap();
+    hanging.hang.store(true, Ordering::SeqCst);
+    // Two requests share the hung load; both go away (the client hung up).
+    let first = tokio::time::timeout(Duration::from_millis(20), a2.load(Some(id.as_str())));
+    let second = tokio::time::timeout(Duration::from_millis(20), a2.load(Some(id.as_str())));
+    let (first, second) = tokio::join!(first, second);
+    assert!(
+        first.is_err() && second.is_err(),
+        "the loads should have hung"
+    );
+    assert_eq!(
+        a2.inner.loading.lock().len(),
+        0,
+        "an abandoned load stayed in the map"
+    );
+    // The next request loads the session for real.
+    hanging.hang.store(false, Ordering::SeqCst);
+    let session = a2.load(Some(id.as_str())).await.unwrap();
+    assert_eq!(
+        session.get::<String>("user").unwrap().as_deref(),
+        Some("ann")
+    );
+    a2.commit(session).await.unwrap();
+    assert_eq!(a2.inner.loading.lock().len(), 0);
+}
