@@ -121,15 +121,55 @@ pub struct Session<C> {
     created_ms: u64,
     last_accessed_ms: u64,
     max_inactive: Option<Duration>,
-    /// Sorted by name, names unique. A sorted vector rather than a map: sessions hold a
+    /// Sorted by name, names unique. A sorted table rather than a map: sessions hold a
     /// handful to a few dozen attributes, and a map's nodes would cost more memory per
     /// resident session than the lookups save.
-    attributes: Vec<(Arc<str>, AttributeValue)>,
+    attributes: Attributes,
     /// For each attribute changed since the last `mark_unchanged`, sorted by name: its
     /// value back then (`None`: it did not exist).
     originals: Vec<(Arc<str>, Option<AttributeValue>)>,
     max_inactive_changed: bool,
     codec: PhantomData<fn() -> C>,
+}
+
+/// One attribute: its name and encoded value.
+type Attribute = (Arc<str>, AttributeValue);
+
+/// A session's attribute table. A baseline (what a local tier keeps resident) shares
+/// its table with every copy of it, and a copy takes its own table on its first
+/// change: each request gets a copy of the resident session, and one that only reads
+/// must not copy the table (an allocation and two reference counts per attribute).
+#[derive(Clone)]
+enum Attributes {
+    Shared(Arc<[Attribute]>),
+    Owned(Vec<Attribute>),
+}
+
+impl Attributes {
+    fn as_slice(&self) -> &[Attribute] {
+        match self {
+            Attributes::Shared(shared) => shared,
+            Attributes::Owned(owned) => owned,
+        }
+    }
+
+    /// The table, made this session's own first.
+    fn to_mut(&mut self) -> &mut Vec<Attribute> {
+        if let Attributes::Shared(shared) = self {
+            *self = Attributes::Owned(shared.to_vec());
+        }
+        match self {
+            Attributes::Owned(owned) => owned,
+            Attributes::Shared(_) => unreachable!("made owned above"),
+        }
+    }
+
+    /// Makes the table shareable (exactly sized), for a baseline.
+    fn share(&mut self) {
+        if let Attributes::Owned(owned) = self {
+            *self = Attributes::Shared(Arc::from(std::mem::take(owned)));
+        }
+    }
 }
 
 /// Normalizes "zero" to "never expires": a zero interval must never mean "expired".
@@ -154,7 +194,7 @@ impl<C: Codec> Session<C> {
             created_ms: now_ms,
             last_accessed_ms: now_ms,
             max_inactive: normalize_interval(max_inactive),
-            attributes: Vec::new(),
+            attributes: Attributes::Owned(Vec::new()),
             originals: Vec::new(),
             max_inactive_changed: false,
             codec: PhantomData,
@@ -176,7 +216,7 @@ impl<C: Codec> Session<C> {
             created_ms,
             last_accessed_ms,
             max_inactive: normalize_interval(max_inactive),
-            attributes,
+            attributes: Attributes::Shared(Arc::from(attributes)),
             originals: Vec::new(),
             max_inactive_changed: false,
             codec: PhantomData,
@@ -295,7 +335,7 @@ impl<C: Codec> Session<C> {
 
     /// Removes every attribute.
     pub fn clear(&mut self) {
-        for (name, value) in std::mem::take(&mut self.attributes) {
+        for (name, value) in std::mem::take(self.attributes.to_mut()) {
             match self.original_position(&name) {
                 // Added by this request: removing it again is no change at all.
                 Ok(index) if self.originals[index].1.is_none() => {
@@ -314,29 +354,32 @@ impl<C: Codec> Session<C> {
 
     /// The attribute names, in sorted order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.attributes.iter().map(|(name, _)| &**name)
+        self.attributes.as_slice().iter().map(|(name, _)| &**name)
     }
 
     /// Number of attributes.
     pub fn len(&self) -> usize {
-        self.attributes.len()
+        self.attributes.as_slice().len()
     }
 
     /// Whether the session has no attributes.
     pub fn is_empty(&self) -> bool {
-        self.attributes.is_empty()
+        self.attributes.as_slice().is_empty()
     }
 
     /// The encoded value of attribute `name`.
     pub fn value(&self, name: &str) -> Option<&AttributeValue> {
         self.position(name)
             .ok()
-            .map(|index| &self.attributes[index].1)
+            .map(|index| &self.attributes.as_slice()[index].1)
     }
 
     /// Every attribute with its encoded value, in name order.
     pub fn values(&self) -> impl Iterator<Item = (&str, &AttributeValue)> {
-        self.attributes.iter().map(|(name, value)| (&**name, value))
+        self.attributes
+            .as_slice()
+            .iter()
+            .map(|(name, value)| (&**name, value))
     }
 
     /// Whether anything that is stored changed: an attribute's bytes or the max
@@ -368,13 +411,14 @@ impl<C: Codec> Session<C> {
     /// slots held: a baseline is what a local tier keeps resident.
     pub fn mark_unchanged(&mut self) {
         self.originals = Vec::new();
-        self.attributes.shrink_to_fit();
+        self.attributes.share();
         self.max_inactive_changed = false;
     }
 
     /// Where attribute `name` is (`Ok`) or would be inserted (`Err`).
     fn position(&self, name: &str) -> Result<usize, usize> {
         self.attributes
+            .as_slice()
             .binary_search_by(|(probe, _)| (**probe).cmp(name))
     }
 
@@ -382,7 +426,9 @@ impl<C: Codec> Session<C> {
     /// whether the stored state changed.
     fn put(&mut self, name: &str, value: Option<AttributeValue>) -> bool {
         let position = self.position(name);
-        let current = position.ok().map(|index| &self.attributes[index].1);
+        let current = position
+            .ok()
+            .map(|index| &self.attributes.as_slice()[index].1);
         if current == value.as_ref() {
             return false;
         }
@@ -395,13 +441,12 @@ impl<C: Codec> Session<C> {
             // Back to what was loaded: no longer a change.
             self.originals.remove(index);
         }
+        let attributes = self.attributes.to_mut();
         let previous = match (position, value) {
-            (Ok(index), Some(value)) => {
-                Some(std::mem::replace(&mut self.attributes[index].1, value))
-            }
-            (Ok(index), None) => Some(self.attributes.remove(index).1),
+            (Ok(index), Some(value)) => Some(std::mem::replace(&mut attributes[index].1, value)),
+            (Ok(index), None) => Some(attributes.remove(index).1),
             (Err(index), Some(value)) => {
-                self.attributes.insert(index, (name.into(), value));
+                attributes.insert(index, (name.into(), value));
                 None
             }
             (Err(_), None) => unreachable!("absent attribute removed: returned as unchanged above"),
@@ -441,7 +486,7 @@ impl<C> fmt::Debug for Session<C> {
             .field("created_ms", &self.created_ms)
             .field("last_accessed_ms", &self.last_accessed_ms)
             .field("max_inactive", &self.max_inactive)
-            .field("attributes", &self.attributes)
+            .field("attributes", &self.attributes.as_slice())
             .field(
                 "changed",
                 &self
@@ -511,6 +556,41 @@ pub(crate) mod tests {
         assert!(!session.contains("a"));
         session.clear();
         assert!(session.is_empty());
+    }
+
+    #[test]
+    fn copies_of_a_baseline_share_its_table_until_they_change() {
+        let mut baseline = new_session();
+        baseline.insert("a", "1").unwrap();
+        baseline.insert("b", "2").unwrap();
+        baseline.mark_unchanged();
+        let reader = baseline.clone();
+        let mut writer = baseline.clone();
+        let shared = |session: &Session<TextCodec>| match &session.attributes {
+            Attributes::Shared(table) => Some(Arc::as_ptr(table).cast::<u8>()),
+            Attributes::Owned(_) => None,
+        };
+        assert!(shared(&baseline).is_some());
+        assert_eq!(
+            shared(&reader),
+            shared(&baseline),
+            "a read-only copy copied the table"
+        );
+
+        // Writing the same bytes is no change and keeps sharing.
+        assert!(!writer.insert("a", "1").unwrap());
+        assert_eq!(shared(&writer), shared(&baseline));
+        assert!(writer.insert("a", "changed").unwrap());
+        writer.clear();
+        assert!(shared(&writer).is_none());
+        assert!(writer.is_empty());
+        assert_eq!(writer.changes().count(), 2);
+        // The baseline and the other copy still see the table as it was.
+        for session in [&baseline, &reader] {
+            assert_eq!(session.get::<String>("a").unwrap().as_deref(), Some("1"));
+            assert_eq!(session.get::<String>("b").unwrap().as_deref(), Some("2"));
+            assert!(!session.is_modified());
+        }
     }
 
     #[test]
