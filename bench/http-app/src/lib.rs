@@ -21,3 +21,29 @@ pub mod memcached_store;
 
 pub use app::{App, AppOptions, Variant};
 pub use cart::{CART, COUNTER, Cart};
+
+/// Runs an in-process tool's `run` to completion on a current-thread runtime, and
+/// turns its outcome into the exit code (an error goes to stderr, prefixed with the
+/// tool's name).
+pub fn run_tool<F>(tool: &str, run: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("{tool}: no runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("{tool}: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -166,6 +166,15 @@ impl MemcachedStore {
         &self.shared.config
     }
 
+    /// Refuses a value longer than the configured limit before anything is sent.
+    fn check_size(&self, size: usize) -> Result<(), StoreError> {
+        let limit = self.shared.config.max_value_size();
+        if size > limit {
+            return Err(StoreError::TooLarge { size, limit });
+        }
+        Ok(())
+    }
+
     /// Runs one client operation on `node` under the store's rules: unknown nodes and
     /// oversized values are refused, a down node is not contacted, the operation is
     /// bounded by the operation timeout, and failures update the node's health.
@@ -180,9 +189,8 @@ impl MemcachedStore {
     {
         let shared = &self.shared;
         let (index, node) = shared.node(node)?;
-        let limit = shared.config.max_value_size();
-        if let Some(size) = value_size.filter(|size| *size > limit) {
-            return Err(StoreError::TooLarge { size, limit });
+        if let Some(size) = value_size {
+            self.check_size(size)?;
         }
         if !node.health.is_up() {
             node.health.count_refused();
@@ -406,13 +414,10 @@ impl RemoteStore for MemcachedStore {
     }
 
     async fn set_many(&self, node: &NodeId, items: &[SetItem<'_>]) -> Vec<Result<(), StoreError>> {
-        let limit = self.shared.config.max_value_size();
+        // Oversized items are refused alone; the rest go out together.
         let mut results: Vec<Option<Result<(), StoreError>>> = items
             .iter()
-            .map(|item| {
-                let size = item.value.len();
-                (size > limit).then_some(Err(StoreError::TooLarge { size, limit }))
-            })
+            .map(|item| self.check_size(item.value.len()).err().map(Err))
             .collect();
         let sendable: Vec<usize> = (0..items.len())
             .filter(|&index| results[index].is_none())
@@ -456,7 +461,11 @@ impl RemoteStore for MemcachedStore {
         }
         results
             .into_iter()
-            .map(|result| result.expect("every item was answered"))
+            .map(|result| {
+                result.unwrap_or_else(|| {
+                    Err(server_error(node, "no answer to a pipelined set".into()))
+                })
+            })
             .collect()
     }
 

@@ -30,8 +30,6 @@ pub(crate) struct Shared<C> {
     pub(crate) ignore: Option<Regex>,
     pub(crate) signer: Option<CookieSigner>,
     pub(crate) responder: Responder,
-    /// Whether loads look at the request's method and path (cached from the manager).
-    pub(crate) wants_request_info: bool,
     /// When this process last issued each cookie (by cookie value), for renewals.
     issued: moka::sync::Cache<Box<str>, Instant>,
 }
@@ -372,7 +370,6 @@ impl<C: Codec> SessionLayerBuilder<C> {
         self.cookie.validate()?;
         Ok(SessionLayer {
             shared: Arc::new(Shared {
-                wants_request_info: self.manager.uses_request_info(),
                 manager: self.manager,
                 cookie: self.cookie,
                 ignore: self.ignore,
@@ -446,7 +443,6 @@ pin_project_lite::pin_project! {
         inner: F,
         // `None` once the inner response arrived, or for ignored paths.
         slot: Option<Arc<Slot<C>>>,
-        shared: Arc<Shared<C>>,
         finishing: Option<Pin<Box<dyn Future<Output = Response<B>> + Send>>>,
     }
 }
@@ -468,7 +464,7 @@ where
         let Some(slot) = this.slot.take() else {
             return Poll::Ready(Ok(response));
         };
-        let shared = Arc::clone(this.shared);
+        let shared = Arc::clone(slot.shared());
         let mut finishing: Pin<Box<dyn Future<Output = Response<B>> + Send>> = match slot.try_take()
         {
             // The handler never used the session: nothing to do.
@@ -519,7 +515,6 @@ where
             return ResponseFuture {
                 inner: inner.call(request),
                 slot: None,
-                shared: Arc::clone(&self.shared),
                 finishing: None,
             };
         }
@@ -530,7 +525,6 @@ where
         ResponseFuture {
             inner: inner.call(request),
             slot: Some(slot),
-            shared: Arc::clone(&self.shared),
             finishing: None,
         }
     }

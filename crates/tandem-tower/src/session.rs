@@ -58,11 +58,17 @@ impl<C: Codec> Slot<C> {
         Slot {
             cookies: cookie::CookieHeaders::of(request.headers()),
             request_line: shared
-                .wants_request_info
+                .manager
+                .uses_request_info()
                 .then(|| (request.method().clone(), request.uri().clone())),
             state: Mutex::new(State::Unloaded),
             shared,
         }
+    }
+
+    /// What the layer's services share (manager, cookie settings).
+    pub(crate) fn shared(&self) -> &Arc<Shared<C>> {
+        &self.shared
     }
 
     /// The session id the client sent, if a cookie of ours is well formed and (with
@@ -136,17 +142,17 @@ impl<C: Codec> Slot<C> {
 
     /// Ends the request's use of the session: what to commit, if the handler used it.
     pub(crate) async fn take(&self) -> Option<Finished<C>> {
-        Self::finish(&mut *self.state.lock().await)
+        Self::end(&mut *self.state.lock().await)
     }
 
     /// [`take`](Self::take) without waiting: `Err` while something else holds the
     /// session (a task the handler spawned, still running).
     pub(crate) fn try_take(&self) -> Result<Option<Finished<C>>, ()> {
         let mut state = self.state.try_lock().map_err(|_| ())?;
-        Ok(Self::finish(&mut state))
+        Ok(Self::end(&mut state))
     }
 
-    fn finish(state: &mut State<C>) -> Option<Finished<C>> {
+    fn end(state: &mut State<C>) -> Option<Finished<C>> {
         match std::mem::replace(state, State::Finished) {
             State::Loaded(loaded) => Some(Finished {
                 session: loaded.session,

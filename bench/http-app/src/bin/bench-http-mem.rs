@@ -211,21 +211,5 @@ fn main() -> ExitCode {
         println!("usage: bench-http-mem --variant V [--sessions N] [--memcached NODESPEC]");
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("bench-http-mem: no runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(&args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("bench-http-mem: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    tandem_bench_http::run_tool("bench-http-mem", run(&args))
 }

@@ -119,6 +119,15 @@ pub(crate) struct ManagerConfig {
     pub(crate) moved_ttl: Duration,
 }
 
+impl ManagerConfig {
+    /// Whether locking is decided per request pattern (method and path), which only
+    /// `Concurrency::Lock` with `LockScope::Auto` or `LockScope::Paths` does.
+    pub(crate) fn locks_per_pattern(&self) -> bool {
+        self.concurrency == Concurrency::Lock
+            && matches!(self.lock_scope, LockScope::Auto | LockScope::Paths(_))
+    }
+}
+
 impl Default for ManagerConfig {
     fn default() -> ManagerConfig {
         ManagerConfig {

@@ -575,9 +575,7 @@ impl<C: Codec> SessionManager<C> {
     /// [`LockScope::Paths`]. Otherwise a web layer need not keep them for the load.
     pub fn uses_request_info(&self) -> bool {
         let config = &self.inner.config;
-        config.mode == Mode::NonSticky
-            && config.concurrency == Concurrency::Lock
-            && matches!(config.lock_scope, LockScope::Auto | LockScope::Paths(_))
+        config.mode == Mode::NonSticky && config.locks_per_pattern()
     }
 
     /// A snapshot of the counters.
@@ -889,14 +887,14 @@ impl<C: Codec> Inner<C> {
                 Counters::add(&self.counters.remote_load_failures);
                 tracing::info!(session = %id.storage_id(), %error, "takeover impossible: remote copy unreadable");
                 if let Some(held) = held {
-                    self.discard(key, &held).await;
+                    self.discard(key, &held);
                 }
                 return None;
             }
         };
         let Some(item) = item else {
             if let Some(held) = held {
-                self.discard(key, &held).await;
+                self.discard(key, &held);
             }
             return None;
         };
@@ -906,7 +904,7 @@ impl<C: Codec> Inner<C> {
                 Counters::add(&self.counters.loaded_local);
                 return Some(held);
             }
-            self.discard(key, &held).await;
+            self.discard(key, &held);
         }
         match self.decode(id, &item.value) {
             Ok(session) => {
@@ -935,7 +933,7 @@ impl<C: Codec> Inner<C> {
     }
 
     /// Drops a local entry that must not be used or written again.
-    async fn discard(&self, key: &LocalKey, entry: &Arc<LocalEntry<C>>) {
+    fn discard(&self, key: &LocalKey, entry: &Arc<LocalEntry<C>>) {
         entry.retire();
         self.backups.forget(key, entry);
         self.local.invalidate(key);
@@ -1140,31 +1138,32 @@ impl<C: Codec> Inner<C> {
         mut entry: Arc<LocalEntry<C>>,
         request: &RequestSession<C>,
     ) -> Result<CommitOutcome, CommitError> {
-        // Everything but applying the changes and queueing the backup is rare, and
-        // boxed (see `load_for`).
         if request.invalidated {
-            return Ok(Box::pin(self.invalidate(&entry)).await);
+            return Ok(self.invalidate(&entry));
         }
         // An entry retired since the request loaded it was replaced by a newer copy
         // (takeover check) or ended (invalidation): apply the changes to the current
         // copy, if there is one.
         if entry.is_retired() {
-            entry = Box::pin(self.current_copy(entry)).await?;
+            entry = self.current_copy(entry)?;
         }
         let applied = self.apply(&entry, request)?;
         if let Some((old, new)) = &applied.rekeyed {
-            Box::pin(self.rekey(&entry, old, new)).await;
+            self.rekey(&entry, old, new);
         } else if applied.reweigh {
             // Re-insert so that the local tier weighs the new size.
             self.local
                 .insert(local_key(&applied.id), Arc::clone(&entry));
         }
+        // Queueing a backup may wait for room in the queue: boxed so that the common
+        // commit's future stays small (see `load_for`).
         let backup = if applied.changed {
             Box::pin(self.schedule_write(&entry)).await
         } else {
             Counters::add(&self.counters.backups_skipped_unchanged);
+            // Extends the remote copy's expiry once half of its slack is used up.
             if self.touch_due(&entry) {
-                Box::pin(self.keep_alive(&entry)).await;
+                Box::pin(self.backups.enqueue(&entry)).await;
             }
             BackupStatus::NotNeeded
         };
@@ -1180,7 +1179,7 @@ impl<C: Codec> Inner<C> {
 
     /// The copy that replaced a retired entry: an entry retired since the request
     /// loaded it was replaced by a newer copy (takeover check) or ended (invalidation).
-    async fn current_copy(
+    fn current_copy(
         &self,
         mut entry: Arc<LocalEntry<C>>,
     ) -> Result<Arc<LocalEntry<C>>, CommitError> {
@@ -1195,7 +1194,7 @@ impl<C: Codec> Inner<C> {
     }
 
     /// Re-keys a held session whose id a commit changed from `old` to `new`.
-    async fn rekey(&self, entry: &Arc<LocalEntry<C>>, old: &SessionId, new: &SessionId) {
+    fn rekey(&self, entry: &Arc<LocalEntry<C>>, old: &SessionId, new: &SessionId) {
         let (old_key, new_key) = (local_key(old), local_key(new));
         self.local.insert(new_key.clone(), Arc::clone(entry));
         self.local.invalidate(&old_key);
@@ -1263,10 +1262,10 @@ impl<C: Codec> Inner<C> {
         })
     }
 
-    async fn invalidate(&self, entry: &Arc<LocalEntry<C>>) -> CommitOutcome {
+    fn invalidate(&self, entry: &Arc<LocalEntry<C>>) -> CommitOutcome {
         let id = entry.id();
         let key = local_key(&id);
-        self.discard(&key, entry).await;
+        self.discard(&key, entry);
         if !self.config.negative_cache_ttl.is_zero() {
             self.negative.insert(key, ());
         }
@@ -1303,13 +1302,6 @@ impl<C: Codec> Inner<C> {
                     BackupStatus::Queued
                 }
             }
-        }
-    }
-
-    /// Extends the remote copy's expiry when half of its slack is used up.
-    async fn keep_alive(&self, entry: &Arc<LocalEntry<C>>) {
-        if self.touch_due(entry) {
-            self.backups.enqueue(entry).await;
         }
     }
 

@@ -224,13 +224,8 @@ impl<C: Codec> Inner<C> {
             return Ok(self.fresh(Some(id), true));
         }
         // Only the lock scopes that decide per request pattern need it.
-        let per_pattern = self.config.concurrency == Concurrency::Lock
-            && matches!(
-                self.config.lock_scope,
-                LockScope::Auto | LockScope::Paths(_)
-            );
         let pattern: Option<Box<str>> = request
-            .filter(|_| per_pattern)
+            .filter(|_| self.config.locks_per_pattern())
             .map(|info| format!("{} {}", info.method, info.path).into());
         let transit = self.transit(&key);
         let mut local_lock = None;
