@@ -4,7 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::SET_COOKIE;
 use http::{Request, Response};
@@ -14,14 +14,9 @@ use tower::{Layer, Service};
 
 use crate::cookie::{CookieConfigError, CookieSettings, MaxAge, SameSite};
 use crate::error::{Failure, Responder, default_error_response};
+use crate::issued::IssuedCookies;
 use crate::session::{Finished, Session, Slot};
 use crate::signing::CookieSigner;
-
-/// How many recently issued cookies the layer remembers for [`MaxAge::FollowSession`]
-/// renewals. A forgotten one only costs one early renewal.
-const ISSUED_CAPACITY: u64 = 100_000;
-/// How long an issued cookie is remembered: longer than the longest renewal window.
-const ISSUED_TTL: Duration = Duration::from_secs(10 * 60);
 
 /// Everything the services of one layer share.
 pub(crate) struct Shared<C> {
@@ -30,8 +25,8 @@ pub(crate) struct Shared<C> {
     pub(crate) ignore: Option<Regex>,
     pub(crate) signer: Option<CookieSigner>,
     pub(crate) responder: Responder,
-    /// When this process last issued each cookie (by cookie value), for renewals.
-    issued: moka::sync::Cache<Box<str>, Instant>,
+    /// When this process last issued each cookie, for non-sticky renewals.
+    issued: IssuedCookies,
 }
 
 impl<C: Codec> Shared<C> {
@@ -45,7 +40,7 @@ impl<C: Codec> Shared<C> {
 
     fn issue(&self, id: &str, max_inactive: Option<Duration>) -> http::HeaderValue {
         if self.manager.mode() == Mode::NonSticky && self.cookie.max_age == MaxAge::FollowSession {
-            self.issued.insert(id.into(), Instant::now());
+            self.issued.issued(id);
         }
         self.cookie.set(&self.value(id), max_inactive)
     }
@@ -76,8 +71,8 @@ impl<C: Codec> Shared<C> {
             };
             return period(SystemTime::now()) != period(previous_access);
         }
-        match self.issued.get(id) {
-            Some(issued) => issued.elapsed() >= window,
+        match self.issued.age(id) {
+            Some(age) => age >= window,
             // Issued by another server, or forgotten: it is no older than the session.
             None => SystemTime::now()
                 .duration_since(created)
@@ -375,10 +370,7 @@ impl<C: Codec> SessionLayerBuilder<C> {
                 ignore: self.ignore,
                 signer: self.signer,
                 responder: self.responder,
-                issued: moka::sync::Cache::builder()
-                    .max_capacity(ISSUED_CAPACITY)
-                    .time_to_live(ISSUED_TTL)
-                    .build(),
+                issued: IssuedCookies::new(),
             }),
         })
     }

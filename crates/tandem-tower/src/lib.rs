@@ -114,6 +114,7 @@ mod cookie;
 mod error;
 #[cfg(feature = "axum")]
 mod extract;
+mod issued;
 mod layer;
 mod session;
 mod signing;

@@ -674,3 +674,37 @@ async fn the_cookie_is_renewed_while_the_session_is_in_use() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn a_non_sticky_cookie_is_renewed_once_per_window_after_it_was_issued() {
+    let cluster = MemcachedCluster::start(1);
+    let store = connect(&cluster).await;
+    // An interval of 4 s has a renewal window of 1 s.
+    let manager = Manager::builder(Arc::clone(&store) as Arc<dyn RemoteStore>)
+        .mode(Mode::NonSticky)
+        .max_inactive(Some(Duration::from_secs(4)))
+        .build()
+        .unwrap();
+    let app = app(SessionLayer::new(manager.clone()));
+    let value = create(&app, 1).await;
+    // Non-sticky mode stores no access time on reads: the layer renews by the age of
+    // the cookie it issued. A request every 100 ms for 2.5 s renews it about 1 s and
+    // 2 s after creation: twice, each time at least a window after the last issue.
+    let issued = std::time::Instant::now();
+    let mut renewed_at = Vec::new();
+    for _ in 0..25 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let reply = call(&app, "GET", "/n", Some(&value), "").await;
+        if !reply.set_cookie.is_empty() {
+            assert_eq!(reply.value(), value, "the same id");
+            assert!(reply.cookie().contains("Max-Age=4;"), "{}", reply.cookie());
+            renewed_at.push(issued.elapsed());
+        }
+    }
+    assert_eq!(renewed_at.len(), 2, "renewed at {renewed_at:?}");
+    assert!(renewed_at[0] >= Duration::from_secs(1), "{renewed_at:?}");
+    assert!(
+        renewed_at[1] - renewed_at[0] >= Duration::from_millis(900),
+        "{renewed_at:?}"
+    );
+}
