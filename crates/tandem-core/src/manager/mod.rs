@@ -474,8 +474,9 @@ impl<C: Codec> SessionManager<C> {
         async move {
             let inner = &self.inner;
             Counters::add(&inner.counters.commits);
-            let started = Instant::now();
             let modified = request.session.is_modified() || request.cycle_id;
+            // Only changed commits are timed: an unchanged one reads no clock for it.
+            let started = modified.then(Instant::now);
             // Held to the end of the commit, so that the next request of the session
             // sees this one's result.
             let _lock = request._lock.take();
@@ -488,7 +489,7 @@ impl<C: Codec> SessionManager<C> {
                 Attached::Local(entry) => inner.commit_existing(entry, &request).await,
                 Attached::Transit(transit) => Box::pin(inner.ns_commit(transit, request)).await,
             };
-            if modified {
+            if let Some(started) = started {
                 inner.counters.histograms.changed_commit(started.elapsed());
             }
             if inner.aborted.load(Ordering::Acquire) {
