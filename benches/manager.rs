@@ -16,6 +16,12 @@
 //!   bytes, what any remote session store does for a changed request.
 //! - `nonsticky/load_commit_changed` and `nonsticky/load_commit_unchanged`: non-sticky
 //!   requests (get-and-touch, then compare-and-swap for the changed one).
+//! - `threads/bare_moka_get_{1,2}` (baseline) and
+//!   `threads/load_commit_unchanged_{1,2}`: the read of one of 1,000 held sessions
+//!   from one and from two threads at once (time per read, all threads together): what
+//!   the local tier and the manager cost when a server's cores share them. Shared
+//!   cache lines written on every read (counters, the cache's own bookkeeping) show
+//!   here and not in the single-threaded figures.
 //!
 //! Run with `scripts/bench-manager.sh`, which prints the ratios to the baselines.
 
@@ -242,6 +248,8 @@ fn bench(c: &mut Criterion) {
     });
     group.finish();
 
+    threads(c, &runtime, &store);
+
     // memcached operations on the request path per request kind, counted by the store.
     let memcached_store = Arc::clone(&typed_store);
     let operations = || {
@@ -279,6 +287,72 @@ fn bench(c: &mut Criterion) {
         "async manager: {} commits, {} backups written, {} coalesced",
         stats.commits, stats.backups_written, stats.backups_coalesced
     );
+}
+
+/// Reads of 1,000 held sessions from one and from two threads at once.
+fn threads(c: &mut Criterion, runtime: &tokio::runtime::Runtime, store: &Arc<dyn RemoteStore>) {
+    const SESSIONS: usize = 1_000;
+    let manager = SessionManager::<SpeedyCodec>::builder(Arc::clone(store))
+        .build()
+        .unwrap();
+    let ids: Vec<String> = runtime.block_on(async {
+        let mut ids = Vec::with_capacity(SESSIONS);
+        for _ in 0..SESSIONS {
+            let mut session = manager.load(None).await.unwrap();
+            fill(&mut session);
+            let CookieUpdate::Set { id, .. } = manager.commit(session).await.unwrap().cookie else {
+                unreachable!("a new session sets its cookie")
+            };
+            ids.push(id.as_str().to_owned());
+        }
+        ids
+    });
+    let cache: moka::sync::Cache<Arc<str>, Arc<Vec<u8>>> =
+        moka::sync::Cache::builder().max_capacity(1 << 30).build();
+    for id in &ids {
+        cache.insert(Arc::from(id.as_str()), Arc::new(vec![0; 500]));
+    }
+
+    // Runs `iters` reads split over `threads` threads, each thread walking the ids
+    // from its own starting point; returns the wall time.
+    let split = |iters: u64, threads: usize, read: &(dyn Fn(&str) + Sync)| {
+        let per_thread = iters.div_ceil(threads as u64);
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            for thread in 0..threads {
+                let ids = &ids;
+                scope.spawn(move || {
+                    let mut next = thread * SESSIONS / threads;
+                    for _ in 0..per_thread {
+                        read(&ids[next]);
+                        next = (next + 1) % SESSIONS;
+                    }
+                });
+            }
+        });
+        started.elapsed()
+    };
+    let mut group = c.benchmark_group("threads");
+    for threads in [1, 2] {
+        group.bench_function(format!("bare_moka_get_{threads}"), |b| {
+            b.iter_custom(|iters| {
+                split(iters, threads, &|id| {
+                    black_box(cache.get(id));
+                })
+            })
+        });
+        group.bench_function(format!("load_commit_unchanged_{threads}"), |b| {
+            b.iter_custom(|iters| {
+                split(iters, threads, &|id| {
+                    runtime.block_on(async {
+                        let session = manager.load(Some(id)).await.unwrap();
+                        black_box(manager.commit(session).await.unwrap());
+                    })
+                })
+            })
+        });
+    }
+    group.finish();
 }
 
 criterion_group! {

@@ -22,6 +22,10 @@ rows = [
     ("nonsticky", "raw_get_set", ("nonsticky", "raw_get_set")),
     ("nonsticky", "load_commit_changed", ("nonsticky", "raw_get_set")),
     ("nonsticky", "load_commit_unchanged", ("nonsticky", "raw_get_set")),
+    ("threads", "bare_moka_get_1", ("threads", "bare_moka_get_1")),
+    ("threads", "bare_moka_get_2", ("threads", "bare_moka_get_2")),
+    ("threads", "load_commit_unchanged_1", ("threads", "bare_moka_get_1")),
+    ("threads", "load_commit_unchanged_2", ("threads", "bare_moka_get_2")),
 ]
 print()
 print(f"{'benchmark':36} {'mean':>11}  ratio to baseline")
