@@ -15,7 +15,7 @@ use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::FromRequestParts;
@@ -314,6 +314,24 @@ async fn tandem_stats(
 /// The baseline's "session": a cart that is always there, nothing stored.
 pub struct NoSession;
 
+/// Nanoseconds of CPU the baseline burns per request on top of its handler (default
+/// 0), set by `bench-http-app serve --baseline-extra-cpu-ns`: a calibration of what
+/// a given per-request cost does to requests/s on the machine, the way a session
+/// layer's cost shows up in the figures.
+pub static BASELINE_EXTRA_CPU_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Spins for [`BASELINE_EXTRA_CPU_NS`] (busy, not sleeping: it must cost CPU).
+fn burn_baseline_extra_cpu() {
+    let extra = Duration::from_nanos(BASELINE_EXTRA_CPU_NS.load(Ordering::Relaxed));
+    if extra.is_zero() {
+        return;
+    }
+    let started = Instant::now();
+    while started.elapsed() < extra {
+        std::hint::spin_loop();
+    }
+}
+
 /// The baseline's cookie values: unique, and as long as a Tandem session id.
 static NEXT_COOKIE: AtomicU64 = AtomicU64::new(0);
 
@@ -321,6 +339,7 @@ impl<S: Send + Sync> FromRequestParts<S> for NoSession {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        burn_baseline_extra_cpu();
         Ok(NoSession)
     }
 }

@@ -2,12 +2,14 @@
 //!
 //! ```text
 //! bench-http-app serve --variant V [--listen ADDR] [--memcached NODESPEC] [--concurrency merge|lock|none]
-//!                      [--memcached-idle N] [--workers N]
+//!                      [--memcached-idle N] [--workers N] [--baseline-extra-cpu-ns N]
 //! bench-http-app populate --target ADDR --count N [--connections C] --out FILE
 //! bench-http-app race --target ADDR [--clients 32] [--requests 100]
 //! ```
 //!
-//! `serve` runs the app until killed. `populate` creates N sessions and writes their
+//! `serve` runs the app until killed; `--baseline-extra-cpu-ns` makes the `none`
+//! variant burn that much CPU per request (a calibration: what a per-request cost of
+//! that size does to requests/s here). `populate` creates N sessions and writes their
 //! cookies, one per line, for wrk. `race` is the lost-update test; it prints
 //! `RACE sent=.. accepted=.. conflicts=.. errors=.. final=.. lost=..`.
 //! Variants: none, tandem-sticky, tandem-nonsticky, tower-sessions-moka,
@@ -16,13 +18,14 @@
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 
 use tandem_bench_http::client;
-use tandem_bench_http::{App, AppOptions, Variant};
+use tandem_bench_http::{App, AppOptions, BASELINE_EXTRA_CPU_NS, Variant};
 use tandem_core::Concurrency;
 
 const USAGE: &str = "usage:
-  bench-http-app serve --variant V [--listen ADDR] [--memcached NODESPEC] [--concurrency merge|lock|none] [--memcached-idle N] [--workers N]
+  bench-http-app serve --variant V [--listen ADDR] [--memcached NODESPEC] [--concurrency merge|lock|none] [--memcached-idle N] [--workers N] [--baseline-extra-cpu-ns N]
   bench-http-app populate --target ADDR --count N [--connections C] --out FILE
   bench-http-app race --target ADDR [--clients N] [--requests N]";
 
@@ -84,6 +87,10 @@ async fn serve(args: &[String]) -> Result<(), String> {
             "--listen" => listen = value.to_owned(),
             "--memcached" => options.memcached = Some(value.to_owned()),
             "--memcached-idle" => options.memcached_idle = Some(number(flag, value)?),
+            "--baseline-extra-cpu-ns" => BASELINE_EXTRA_CPU_NS.store(
+                u64::try_from(number(flag, value)?).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            ),
             "--concurrency" => {
                 options.concurrency = match value {
                     "merge" => Concurrency::Merge,
