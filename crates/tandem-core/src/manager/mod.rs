@@ -60,7 +60,7 @@ pub use stats::{HistogramSnapshot, Stats};
 
 use backup::{Backups, Expired};
 use config::ManagerConfig;
-use entry::{LocalEntry, LocalKey, local_key};
+use entry::{EntryState, LocalEntry, LocalKey, local_key};
 use nonsticky::TransitMap;
 use request::Attached;
 use stats::Counters;
@@ -690,13 +690,17 @@ impl<C: Codec> Inner<C> {
     }
 
     fn node_of(&self, id: &SessionId) -> NodeId {
+        self.node_ref(id).clone()
+    }
+
+    /// [`node_of`](Self::node_of) without the copy (a node id is a boxed string).
+    fn node_ref(&self, id: &SessionId) -> &NodeId {
         // parse_incoming and every id this manager makes name a configured node.
         self.regular
             .iter()
             .chain(&self.failover)
             .find(|node| node.as_str() == id.node())
-            .cloned()
-            .unwrap_or_else(|| self.regular[0].clone())
+            .unwrap_or(&self.regular[0])
     }
 
     /// A live node for a new or relocated session: a random available regular node,
@@ -954,25 +958,15 @@ impl<C: Codec> Inner<C> {
         }
         let (snapshot, moved_from) = {
             let mut state = entry.state.lock();
-            let current = state.session.id().clone();
-            let mut wanted = current.clone();
-            if current.route() != self.config.route.as_ref().map(|r| r.as_str()) {
-                wanted = wanted.with_route(self.config.route.as_ref());
-            }
-            if !self.store.is_available(&self.node_of(&current)) {
-                match self.live_node() {
-                    Some(node) => wanted = wanted.with_node(&node),
-                    None => Counters::add(&self.counters.degraded),
-                }
-            }
-            let moved_from = (wanted.storage_id() != current.storage_id()).then(|| current.clone());
-            if wanted != current {
-                state.session.set_id(wanted);
-                if moved_from.is_some() {
-                    // The new node holds nothing yet.
-                    state.revision += 1;
-                }
-            }
+            let our_route = self.config.route.as_ref().map(|r| r.as_str());
+            let off_route = state.session.id().route() != our_route;
+            let node_down = !self.store.is_available(self.node_ref(state.session.id()));
+            // The common request needs neither change, and copies nothing here.
+            let moved_from = if off_route || node_down {
+                self.rewrite_id(&mut state, off_route, node_down)
+            } else {
+                None
+            };
             (state.session.clone(), moved_from)
         };
         if let Some(old) = moved_from {
@@ -990,6 +984,36 @@ impl<C: Codec> Inner<C> {
             remote_lock: None,
             pattern: None,
         })
+    }
+
+    /// Gives a held session this server's route and, when its node is down, a live
+    /// node. Returns the id it had if it moved to another node.
+    fn rewrite_id(
+        &self,
+        state: &mut EntryState<C>,
+        off_route: bool,
+        node_down: bool,
+    ) -> Option<SessionId> {
+        let current = state.session.id().clone();
+        let mut wanted = current.clone();
+        if off_route {
+            wanted = wanted.with_route(self.config.route.as_ref());
+        }
+        if node_down {
+            match self.live_node() {
+                Some(node) => wanted = wanted.with_node(&node),
+                None => Counters::add(&self.counters.degraded),
+            }
+        }
+        let moved_from = (wanted.storage_id() != current.storage_id()).then(|| current.clone());
+        if wanted != current {
+            state.session.set_id(wanted);
+            if moved_from.is_some() {
+                // The new node holds nothing yet.
+                state.revision += 1;
+            }
+        }
+        moved_from
     }
 
     /// Moves a held session from the down node of `old` to the node of `new`.
