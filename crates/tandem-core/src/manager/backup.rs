@@ -210,21 +210,19 @@ pub(super) fn spawn_dispatcher<C: Codec>(
                     let Ok(permit) = Arc::clone(&writers).acquire_owned().await else { return };
                     // Whatever else is queued, or arrives within the linger, goes in
                     // the same batch: one pipelined exchange per node instead of a
-                    // round trip per session.
+                    // round trip per session. The linger is one sleep, not a wait
+                    // for each arriving entry: a busy server queues thousands of
+                    // backups a second, and each wait would be a wake-up and a
+                    // timer set and cancelled. A queue that already fills a batch
+                    // is not waited for.
                     let mut batch = vec![entry];
-                    let linger_until = tokio::time::Instant::now() + linger;
+                    if !linger.is_zero() && backups.len() + batch.len() < BATCH_LIMIT {
+                        tokio::time::sleep(linger).await;
+                    }
                     while batch.len() < BATCH_LIMIT {
-                        let next = match backups.try_recv() {
-                            Ok(entry) => Some(entry),
-                            Err(_) if linger.is_zero() => None,
-                            Err(_) => tokio::time::timeout_at(linger_until, backups.recv())
-                                .await
-                                .ok()
-                                .flatten(),
-                        };
-                        match next {
-                            Some(entry) => batch.push(entry),
-                            None => break,
+                        match backups.try_recv() {
+                            Ok(entry) => batch.push(entry),
+                            Err(_) => break,
                         }
                     }
                     tokio::spawn(async move {

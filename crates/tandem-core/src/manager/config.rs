@@ -319,7 +319,8 @@ impl<C: Codec> ManagerBuilder<C> {
     }
 
     /// How long a background writer waits, after taking the first queued backup, for
-    /// more to send with it (default 1 ms; zero: send what is queued at once).
+    /// more to send with it (default 1 ms; zero: send what is queued at once). It does
+    /// not wait when a full batch is already queued.
     ///
     /// Queued backups go to each node as one pipelined batch (up to 64 sessions), so
     /// under a steady stream of changes a short wait turns many round trips into one
