@@ -45,11 +45,14 @@ pub(super) struct Backups<C> {
     /// Entries whose newest state is not known to be in the remote tier: queued,
     /// being written, or failed and waiting for a retry. Also what a load consults
     /// before the remote tier, so that a session swapped out before its backup landed
-    /// is not read back stale.
-    dirty: Mutex<HashMap<LocalKey, Arc<LocalEntry<C>>>>,
+    /// is not read back stale. Hashed like the local tier (seeded foldhash, not
+    /// SipHash): its keys are those of held sessions, and every write passes here.
+    dirty: Mutex<DirtyMap<C>>,
     /// Jobs queued or running.
     in_flight: AtomicUsize,
 }
+
+type DirtyMap<C> = HashMap<LocalKey, Arc<LocalEntry<C>>, foldhash::fast::RandomState>;
 
 impl<C: Codec> Backups<C> {
     pub(super) fn new(capacity: usize) -> (Backups<C>, Receivers<C>) {
@@ -59,7 +62,7 @@ impl<C: Codec> Backups<C> {
             Backups {
                 queue,
                 deletes: deletes_tx,
-                dirty: Mutex::new(HashMap::new()),
+                dirty: Mutex::new(DirtyMap::default()),
                 in_flight: AtomicUsize::new(0),
             },
             Receivers { backups, deletes },
@@ -141,11 +144,7 @@ impl<C: Codec> Backups<C> {
         Self::remove_held(&mut self.dirty.lock(), key, entry);
     }
 
-    fn remove_held(
-        dirty: &mut HashMap<LocalKey, Arc<LocalEntry<C>>>,
-        key: &LocalKey,
-        entry: &Arc<LocalEntry<C>>,
-    ) {
+    fn remove_held(dirty: &mut DirtyMap<C>, key: &LocalKey, entry: &Arc<LocalEntry<C>>) {
         if dirty.get(key).is_some_and(|held| Arc::ptr_eq(held, entry)) {
             dirty.remove(key);
             entry.in_dirty.store(false, Ordering::Release);

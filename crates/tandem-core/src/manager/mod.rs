@@ -1438,12 +1438,14 @@ impl<C: Codec> Inner<C> {
                 Err(_) => {}
             }
         }
-        let mut by_node: HashMap<NodeId, Vec<EntryWrite<C>>> = HashMap::new();
+        // Grouped by a scan rather than a map: a store has a handful of nodes, and
+        // a map would hash the node id once per entry.
+        let mut by_node: Vec<(NodeId, Vec<EntryWrite<C>>)> = Vec::new();
         for (entry, job) in writes {
-            by_node
-                .entry(job.node.clone())
-                .or_default()
-                .push((entry, job));
+            match by_node.iter_mut().find(|(node, _)| *node == job.node) {
+                Some((_, jobs)) => jobs.push((entry, job)),
+                None => by_node.push((job.node.clone(), vec![(entry, job)])),
+            }
         }
         for (node, jobs) in by_node {
             let items: Vec<SetItem<'_>> = jobs
