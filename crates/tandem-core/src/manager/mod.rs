@@ -508,16 +508,15 @@ impl<C: Codec> Inner<C> {
     /// route: moved off a down node, held by another server (takeover), or only in
     /// the remote tier.
     async fn load_elsewhere(&self, id: SessionId) -> Result<RequestSession<C>, LoadError> {
-        let inner = self;
-        let our_route = inner.config.route.as_ref().map(|route| route.as_str());
+        let our_route = self.config.route.as_ref().map(|route| route.as_str());
         let key = local_key(&id);
         // Not held under the id itself: the session may have moved to another node
         // (a session held under the id wins over such a record, since a session can
         // move away from a node and later back to it).
-        let moved = if inner.local.contains_key(&key) {
+        let moved = if self.local.contains_key(&key) {
             None
         } else {
-            inner.moved.get(&key)
+            self.moved.get(&key)
         };
         let (id, key) = match moved {
             Some(moved) => {
@@ -527,19 +526,19 @@ impl<C: Codec> Inner<C> {
             None => (id, key),
         };
         let entry = if id.route() != our_route {
-            inner.take_over(&id, &key).await
+            self.take_over(&id, &key).await
         } else {
-            match inner.local.get(&key) {
+            match self.local.get(&key) {
                 Some(entry) => {
-                    Counters::add(&inner.counters.loaded_local);
+                    Counters::add(&self.counters.loaded_local);
                     Some(entry)
                 }
-                None => inner.load_remote(&id, &key).await,
+                None => self.load_remote(&id, &key).await,
             }
         };
         match entry {
-            Some(entry) => inner.attach(entry, id).await,
-            None => Ok(inner.fresh(Some(id), true)),
+            Some(entry) => self.attach(entry, id).await,
+            None => Ok(self.fresh(Some(id), true)),
         }
     }
 }
@@ -1457,9 +1456,17 @@ impl<C: Codec> Inner<C> {
                 })
                 .collect();
             let started = Instant::now();
-            let results = self.store.set_many(&node, &items).await;
+            let mut results = self.store.set_many(&node, &items).await.into_iter();
             let elapsed = started.elapsed();
-            for ((entry, job), result) in jobs.iter().zip(results) {
+            for (entry, job) in &jobs {
+                // A store that answered fewer items than it was given broke the
+                // trait's contract: the unanswered ones failed (counted, retried).
+                let result = results.next().unwrap_or_else(|| {
+                    Err(StoreError::Server {
+                        node: node.clone(),
+                        message: "set_many returned no result for this item".into(),
+                    })
+                });
                 let _ = self.wrote(entry, job, result, elapsed);
             }
         }

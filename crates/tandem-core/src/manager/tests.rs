@@ -607,14 +607,26 @@ async fn only_per_pattern_lock_scopes_use_the_request_info() {
     assert!(build(Mode::NonSticky, Concurrency::Lock, LockScope::Auto));
 }
 
-/// The memory store, with reads that never answer while `hang` is set.
-struct HangingReads {
+/// The memory store, misbehaving on demand: reads never answer while `hang` is set,
+/// and `set_many` answers no item while `drop_answers` is.
+struct Misbehaving {
     inner: Arc<MemoryStore>,
     hang: AtomicBool,
+    drop_answers: AtomicBool,
+}
+
+impl Misbehaving {
+    fn over(inner: &Arc<MemoryStore>) -> Arc<Misbehaving> {
+        Arc::new(Misbehaving {
+            inner: Arc::clone(inner),
+            hang: AtomicBool::new(false),
+            drop_answers: AtomicBool::new(false),
+        })
+    }
 }
 
 #[async_trait::async_trait]
-impl RemoteStore for HangingReads {
+impl RemoteStore for Misbehaving {
     async fn get(
         &self,
         node: &NodeId,
@@ -634,6 +646,17 @@ impl RemoteStore for HangingReads {
         ttl: Ttl,
     ) -> Result<(), StoreError> {
         self.inner.set(node, key, value, ttl).await
+    }
+
+    async fn set_many(
+        &self,
+        node: &NodeId,
+        items: &[crate::store::SetItem<'_>],
+    ) -> Vec<Result<(), StoreError>> {
+        if self.drop_answers.load(Ordering::SeqCst) {
+            return Vec::new();
+        }
+        self.inner.set_many(node, items).await
     }
 
     async fn add(
@@ -677,10 +700,7 @@ impl RemoteStore for HangingReads {
 #[tokio::test]
 async fn a_remote_load_abandoned_by_every_request_leaves_nothing_behind() {
     let memory = store(&["n1"]);
-    let hanging = Arc::new(HangingReads {
-        inner: Arc::clone(&memory),
-        hang: AtomicBool::new(false),
-    });
+    let hanging = Misbehaving::over(&memory);
     // a1 restarted as a2 (same route) holds nothing: a load reads the remote tier.
     let a1 = builder(&memory)
         .route(Route::new("a1").unwrap())
@@ -715,4 +735,39 @@ async fn a_remote_load_abandoned_by_every_request_leaves_nothing_behind() {
     );
     a2.commit(session).await.unwrap();
     assert_eq!(a2.inner.loading.lock().len(), 0);
+}
+
+#[tokio::test]
+async fn backups_a_store_leaves_unanswered_fail_and_are_retried() {
+    let memory = store(&["n1"]);
+    let misbehaving = Misbehaving::over(&memory);
+    misbehaving.drop_answers.store(true, Ordering::SeqCst);
+    // A long linger: the five backups go out as one batch.
+    let manager =
+        SessionManager::<TextCodec>::builder(Arc::clone(&misbehaving) as Arc<dyn RemoteStore>)
+            .retry_interval(Duration::from_millis(50))
+            .backup_linger(Duration::from_millis(100))
+            .build()
+            .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(create(&manager, &[("n", &i.to_string())]).await);
+    }
+    let n1 = node("n1");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(manager.stats().backups_failed >= 5, "{:?}", manager.stats());
+    assert_eq!(manager.stats().backups_written, 0);
+    assert_eq!(memory.item_count(&n1), 0);
+    assert!(manager.pending_backups() >= 5, "the sessions stay dirty");
+
+    // Once the store answers again, the retries write every session.
+    misbehaving.drop_answers.store(false, Ordering::SeqCst);
+    for _ in 0..100 {
+        if manager.pending_backups() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(manager.pending_backups(), 0);
+    assert_eq!(memory.item_count(&n1), ids.len());
 }
