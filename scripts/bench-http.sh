@@ -86,9 +86,8 @@ BIN="${CARGO_TARGET_DIR:-target}/release"
 APP="$BIN/bench-http-app"
 MEM="$BIN/bench-http-mem"
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
+# free_port, wait_port
+source bench/http-app/ports.sh
 
 PIDS=()
 cleanup() {
@@ -96,16 +95,6 @@ cleanup() {
     wait 2>/dev/null || true
 }
 trap cleanup EXIT
-
-wait_port() {
-    local port=$1
-    for _ in $(seq 1 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    echo "nothing listens on port $port" >&2
-    return 1
-}
 
 # One memcached per node; Tandem gets them all (n1,n2,...), the tower-sessions
 # memcached store the first.

@@ -40,17 +40,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-wait_port() {
-    for _ in $(seq 1 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    echo "nothing listens on port $1" >&2
-    return 1
-}
+# free_port, wait_port
+source bench/http-app/ports.sh
 
 MC_PORT=$(free_port)
 memcached -l 127.0.0.1 -p "$MC_PORT" -U 0 -m 1024 -t 2 -u "$(id -un)" >/dev/null 2>&1 &
