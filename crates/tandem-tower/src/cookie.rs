@@ -262,32 +262,45 @@ fn is_token_byte(byte: u8) -> bool {
 pub(crate) fn plausible_value(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= MAX_COOKIE_VALUE_LEN
-        && value
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'))
+        && value.bytes().all(|byte| VALUE_BYTES[usize::from(byte)])
 }
 
+/// The bytes [`plausible_value`] accepts, as a table: checked for every request that
+/// uses its session, one lookup per byte.
+const VALUE_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < table.len() {
+        let b = byte as u8;
+        table[byte] = b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.';
+        byte += 1;
+    }
+    table
+};
+
 /// The values of every cookie named `name` in `Cookie` headers, in order (a client may
-/// send several, for example one per path). Headers that are not visible ASCII are
-/// skipped.
+/// send several, for example one per path). Values that are not UTF-8 are skipped.
+///
+/// One pass over the header's bytes: every request that uses its session reads it,
+/// so the other cookies are only split off, never validated or decoded.
 pub(crate) fn values<'a>(
     headers: impl IntoIterator<Item = &'a HeaderValue>,
     name: &'a str,
 ) -> impl Iterator<Item = &'a str> {
     headers
         .into_iter()
-        .filter_map(|header| header.to_str().ok())
-        .flat_map(|header| header.split(';'))
+        .flat_map(|header| header.as_bytes().split(|byte| *byte == b';'))
         .filter_map(move |pair| {
-            let (key, value) = pair.split_once('=')?;
-            (key.trim() == name).then(|| {
-                let value = value.trim();
-                // RFC 6265 allows a value in double quotes.
-                value
-                    .strip_prefix('"')
-                    .and_then(|inner| inner.strip_suffix('"'))
-                    .unwrap_or(value)
-            })
+            // `name`, optional blanks, `=`, the value: a longer name sharing the
+            // prefix (`sidx` for `sid`) has no `=` there.
+            let rest = pair.trim_ascii_start().strip_prefix(name.as_bytes())?;
+            let value = rest.trim_ascii_start().strip_prefix(b"=")?.trim_ascii();
+            // RFC 6265 allows a value in double quotes.
+            let value = value
+                .strip_prefix(b"\"")
+                .and_then(|inner| inner.strip_suffix(b"\""))
+                .unwrap_or(value);
+            std::str::from_utf8(value).ok()
         })
 }
 
@@ -401,11 +414,13 @@ mod tests {
     fn values_are_found_in_every_header() {
         let headers = [
             HeaderValue::from_static("a=1; sid=first ; b=2"),
-            HeaderValue::from_static("sid=\"second\"; sidx=no"),
-            HeaderValue::from_bytes(b"sid=\xff").unwrap(),
+            HeaderValue::from_static("sid=\"second\"; sidx=no; xsid=no"),
+            HeaderValue::from_bytes(b"sid=\xff; c=\xfe").unwrap(),
+            HeaderValue::from_bytes(b"d=\xfe;sid = third").unwrap(),
+            HeaderValue::from_static("sid=a=b"),
         ];
         let found: Vec<&str> = values(&headers, "sid").collect();
-        assert_eq!(found, ["first", "second"]);
+        assert_eq!(found, ["first", "second", "third", "a=b"]);
     }
 
     #[test]
@@ -428,6 +443,11 @@ mod tests {
         assert!(!plausible_value("a\"b"));
         assert!(!plausible_value("../etc/passwd"));
         assert!(!plausible_value(&"a".repeat(MAX_COOKIE_VALUE_LEN + 1)));
+        for byte in 0..=127u8 {
+            let expected = byte.is_ascii_alphanumeric() || b"-_.".contains(&byte);
+            let text = char::from(byte).to_string();
+            assert_eq!(plausible_value(&text), expected, "byte {byte}");
+        }
     }
 
     proptest::proptest! {

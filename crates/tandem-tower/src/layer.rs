@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::header::SET_COOKIE;
 use http::{Request, Response};
 use regex::Regex;
-use tandem_core::{Codec, CookieUpdate, Mode, SessionManager, keepalive_slack};
+use tandem_core::{
+    Codec, CookieUpdate, Mode, RequestSession, SessionId, SessionManager, keepalive_slack,
+};
 use tower::{Layer, Service};
 
 use crate::cookie::{CookieConfigError, CookieSettings, MaxAge, SameSite};
@@ -83,50 +85,103 @@ impl<C: Codec> Shared<C> {
     /// Commits a request's session and sets its cookie on `response`; a failed commit
     /// replaces the response.
     ///
-    /// A plain function returning an async block, not an `async fn`: what the block
-    /// needs after the commit is read here, so its state holds the commit's future and
-    /// a few small values, not the whole session a second time.
+    /// The commit that has nothing to wait for (an unchanged sticky session, most
+    /// requests) is done here and now: the response is handed back as `Ok`, with its
+    /// cookie set, and no future is allocated. Otherwise `Err` carries the future that
+    /// commits.
     pub(crate) fn finish<B: From<String> + Send + 'static>(
         shared: Arc<Shared<C>>,
         finished: Finished<C>,
         mut response: Response<B>,
+    ) -> Result<Response<B>, Committing<B>> {
+        let after = AfterCommit::of(&finished);
+        match shared.manager.commit_now(finished.session) {
+            Ok(outcome) => {
+                shared.set_cookie(&mut response, outcome.cookie, &after);
+                Ok(response)
+            }
+            Err(session) => Err(Box::pin(Shared::commit(shared, session, after, response))),
+        }
+    }
+
+    /// [`finish`](Self::finish) when the commit has to wait.
+    ///
+    /// A plain function returning an async block, not an `async fn`: an async fn
+    /// would keep the session in its state a second time, beside the commit's future
+    /// that holds it.
+    fn commit<B: From<String> + Send + 'static>(
+        shared: Arc<Shared<C>>,
+        session: RequestSession<C>,
+        after: AfterCommit,
+        mut response: Response<B>,
     ) -> impl Future<Output = Response<B>> + Send + 'static {
-        let Finished {
-            session,
-            cookie_rejected,
-            interval_at_load,
-        } = finished;
-        let was_new = session.is_new();
-        let interval = session.max_inactive();
-        let created = session.created();
-        let previous_access = session.last_accessed();
-        let current = session.id().clone();
         let manager = shared.manager.clone();
         async move {
-            let outcome = match manager.commit(session).await {
-                Ok(outcome) => outcome,
+            match manager.commit(session).await {
+                Ok(outcome) => {
+                    shared.set_cookie(&mut response, outcome.cookie, &after);
+                    response
+                }
                 Err(error) => {
                     tracing::debug!(%error, "session commit failed");
-                    return (shared.responder)(&Failure::Commit(error)).map(B::from);
+                    (shared.responder)(&Failure::Commit(error)).map(B::from)
                 }
-            };
-            let header = match outcome.cookie {
-                CookieUpdate::Set { id, max_inactive } => {
-                    Some(shared.issue(id.as_str(), max_inactive))
-                }
-                CookieUpdate::Clear => Some(shared.cookie.clear()),
-                // No session, but the client sent a cookie the layer refused (bad
-                // signature, malformed): remove it rather than see it again on every
-                // request.
-                CookieUpdate::Keep if was_new => cookie_rejected.then(|| shared.cookie.clear()),
-                CookieUpdate::Keep => (interval != interval_at_load
-                    || shared.renewal_due(current.as_str(), previous_access, created, interval))
-                .then(|| shared.issue(current.as_str(), interval)),
-            };
-            if let Some(header) = header {
-                response.headers_mut().append(SET_COOKIE, header);
             }
-            response
+        }
+    }
+
+    /// Sets or clears the cookie on `response` as a successful commit says.
+    fn set_cookie<B>(&self, response: &mut Response<B>, cookie: CookieUpdate, after: &AfterCommit) {
+        let header = match cookie {
+            CookieUpdate::Set { id, max_inactive } => Some(self.issue(id.as_str(), max_inactive)),
+            CookieUpdate::Clear => Some(self.cookie.clear()),
+            // No session, but the client sent a cookie the layer refused (bad
+            // signature, malformed): remove it rather than see it again on every
+            // request.
+            CookieUpdate::Keep if after.was_new => {
+                after.cookie_rejected.then(|| self.cookie.clear())
+            }
+            CookieUpdate::Keep => (after.interval != after.interval_at_load
+                || self.renewal_due(
+                    after.id.as_str(),
+                    after.previous_access,
+                    after.created,
+                    after.interval,
+                ))
+            .then(|| self.issue(after.id.as_str(), after.interval)),
+        };
+        if let Some(header) = header {
+            response.headers_mut().append(SET_COOKIE, header);
+        }
+    }
+}
+
+/// A commit in progress, ending in the response with its cookie set.
+type Committing<B> = Pin<Box<dyn Future<Output = Response<B>> + Send>>;
+
+/// What deciding the cookie needs to know of a session once it is committed, read
+/// before the commit takes the session.
+struct AfterCommit {
+    was_new: bool,
+    cookie_rejected: bool,
+    interval_at_load: Option<Duration>,
+    interval: Option<Duration>,
+    created: SystemTime,
+    previous_access: SystemTime,
+    id: SessionId,
+}
+
+impl AfterCommit {
+    fn of<C: Codec>(finished: &Finished<C>) -> AfterCommit {
+        let session = &finished.session;
+        AfterCommit {
+            was_new: session.is_new(),
+            cookie_rejected: finished.cookie_rejected,
+            interval_at_load: finished.interval_at_load,
+            interval: session.max_inactive(),
+            created: session.created(),
+            previous_access: session.last_accessed(),
+            id: session.id().clone(),
         }
     }
 }
@@ -435,7 +490,7 @@ pin_project_lite::pin_project! {
         inner: F,
         // `None` once the inner response arrived, or for ignored paths.
         slot: Option<Arc<Slot<C>>>,
-        finishing: Option<Pin<Box<dyn Future<Output = Response<B>> + Send>>>,
+        finishing: Option<Committing<B>>,
     }
 }
 
@@ -457,15 +512,20 @@ where
             return Poll::Ready(Ok(response));
         };
         let shared = Arc::clone(slot.shared());
-        let mut finishing: Pin<Box<dyn Future<Output = Response<B>> + Send>> = match slot.try_take()
-        {
+        let mut finishing: Committing<B> = match slot.try_take() {
             // The handler never used the session: nothing to do.
             Ok(None) => return Poll::Ready(Ok(response)),
-            Ok(Some(finished)) => Box::pin(Shared::finish(shared, finished, response)),
+            Ok(Some(finished)) => match Shared::finish(shared, finished, response) {
+                Ok(response) => return Poll::Ready(Ok(response)),
+                Err(committing) => committing,
+            },
             // Something the handler spawned still holds the session: wait for it.
             Err(()) => Box::pin(async move {
                 match slot.take().await {
-                    Some(finished) => Shared::finish(shared, finished, response).await,
+                    Some(finished) => match Shared::finish(shared, finished, response) {
+                        Ok(response) => response,
+                        Err(committing) => committing.await,
+                    },
                     None => response,
                 }
             }),

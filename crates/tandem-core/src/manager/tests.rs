@@ -771,3 +771,137 @@ async fn backups_a_store_leaves_unanswered_fail_and_are_retried() {
     assert_eq!(manager.pending_backups(), 0);
     assert_eq!(memory.item_count(&n1), ids.len());
 }
+
+/// `commit_now` does the commits that need nothing to wait for exactly as `commit`
+/// would, and hands every other request back untouched.
+#[tokio::test]
+async fn commit_now_does_unchanged_local_commits_and_hands_back_the_rest() {
+    let store = store(&["n1"]);
+    let manager = builder(&store)
+        .max_inactive(Some(Duration::from_secs(2)))
+        .build()
+        .unwrap();
+    // A new session has to be stored.
+    let mut session = manager.load(None).await.unwrap();
+    session.insert("user", "ann").unwrap();
+    let session = manager.commit_now(session).unwrap_err();
+    assert_eq!(
+        session.get::<String>("user").unwrap().as_deref(),
+        Some("ann")
+    );
+    let CookieUpdate::Set { id, .. } = manager.commit(session).await.unwrap().cookie else {
+        panic!("a new session gets a cookie");
+    };
+    settle(&manager).await;
+    let before = manager.stats();
+    // Unchanged: done here and now.
+    let session = manager.load(Some(id.as_str())).await.unwrap();
+    assert_eq!(
+        manager.commit_now(session).unwrap(),
+        CommitOutcome {
+            cookie: CookieUpdate::Keep,
+            backup: BackupStatus::NotNeeded,
+        }
+    );
+    let after = manager.stats();
+    assert_eq!(after.commits, before.commits + 1);
+    assert_eq!(
+        after.backups_skipped_unchanged,
+        before.backups_skipped_unchanged + 1
+    );
+    // Changed, cycled or invalidated: handed back with the change, for `commit`.
+    let mut session = manager.load(Some(id.as_str())).await.unwrap();
+    session.insert("user", "bob").unwrap();
+    let session = manager.commit_now(session).unwrap_err();
+    assert_eq!(
+        session.get::<String>("user").unwrap().as_deref(),
+        Some("bob")
+    );
+    manager.commit(session).await.unwrap();
+    settle(&manager).await;
+    assert_eq!(get(&manager, &id, "user").await.as_deref(), Some("bob"));
+    let mut session = manager.load(Some(id.as_str())).await.unwrap();
+    session.cycle_id();
+    let session = manager.commit_now(session).unwrap_err();
+    let CookieUpdate::Set { id, .. } = manager.commit(session).await.unwrap().cookie else {
+        panic!("a cycled id gets a cookie");
+    };
+    settle(&manager).await;
+    let mut session = manager.load(Some(id.as_str())).await.unwrap();
+    session.invalidate();
+    let session = manager.commit_now(session).unwrap_err();
+    assert_eq!(
+        manager.commit(session).await.unwrap().cookie,
+        CookieUpdate::Clear
+    );
+}
+
+/// An unchanged commit that is due to extend the remote copy's expiry goes through
+/// `commit`, which queues the touch.
+#[tokio::test]
+async fn commit_now_hands_back_a_commit_that_is_due_to_touch() {
+    let store = store(&["n1"]);
+    // An interval of 2 s: a slack of 1 s, a touch due after half of it.
+    let manager = builder(&store)
+        .max_inactive(Some(Duration::from_secs(2)))
+        .build()
+        .unwrap();
+    let id = create(&manager, &[("user", "ann")]).await;
+    settle(&manager).await;
+    let session = manager.load(Some(id.as_str())).await.unwrap();
+    assert!(manager.commit_now(session).is_ok(), "not due yet");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let session = manager.load(Some(id.as_str())).await.unwrap();
+    let session = manager.commit_now(session).unwrap_err();
+    manager.commit(session).await.unwrap();
+    settle(&manager).await;
+    assert_eq!(manager.stats().touches, 1);
+}
+
+/// The local expiry slides in steps (see `SessionExpiry`): a session read more often
+/// than its interval stays, and one left alone expires between its interval and its
+/// interval plus one step, never before.
+#[tokio::test]
+async fn the_local_expiry_slides_in_steps_and_never_expires_early() {
+    let store = store(&["n1"]);
+    let interval = Duration::from_millis(800);
+    let manager = builder(&store)
+        .max_inactive(Some(interval))
+        .build()
+        .unwrap();
+    let id = create(&manager, &[("user", "ann")]).await;
+    let held =
+        |manager: &SessionManager<TextCodec>| manager.inner.local.contains_key(id.storage_id());
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(get(&manager, &id, "user").await.as_deref(), Some("ann"));
+    }
+    assert_eq!(manager.stats().loaded_remote, 0, "every read was local");
+    let last_read = std::time::Instant::now();
+    tokio::time::sleep(interval - Duration::from_millis(100)).await;
+    assert!(held(&manager), "expired before its interval");
+    tokio::time::sleep(Duration::from_millis(150) + slide_step(interval)).await;
+    assert!(
+        !held(&manager),
+        "still held {:?} after the last read",
+        last_read.elapsed()
+    );
+}
+
+/// A shorter interval set by a request takes effect at the next read, not one old
+/// interval later.
+#[tokio::test]
+async fn a_shortened_interval_takes_effect_at_the_next_read() {
+    let store = store(&["n1"]);
+    let manager = builder(&store)
+        .max_inactive(Some(Duration::from_secs(60)))
+        .build()
+        .unwrap();
+    let id = create(&manager, &[("user", "ann")]).await;
+    let mut session = manager.load(Some(id.as_str())).await.unwrap();
+    session.set_max_inactive(Some(Duration::from_millis(300)));
+    manager.commit(session).await.unwrap();
+    assert_eq!(get(&manager, &id, "user").await.as_deref(), Some("ann"));
+    tokio::time::sleep(Duration::from_millis(300 + 50)).await;
+    assert!(!manager.inner.local.contains_key(id.storage_id()));
+}
