@@ -131,3 +131,36 @@ async fn hung_primary_and_backup_cost_one_timeout_not_two() {
     cluster.node("n1").resume();
     cluster.node("n2").resume();
 }
+
+/// A change whose backup copy could not be written (its node was down) is copied
+/// again from the primary once the node is back, so that a later failure of the
+/// primary does not lose it. No request touches the session in between: only the
+/// repair can restore the copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_copy_that_could_not_be_written_is_repaired_from_the_primary() {
+    let cluster = MemcachedCluster::start(2);
+    let store = connect(&cluster).await;
+    let a1 = non_sticky(&store)
+        .backup(tandem::BackupMode::Sync { timeout: TIMEOUT })
+        .build()
+        .unwrap();
+    let id = create_on(&a1, "n1", 1).await;
+    cluster.node("n2").kill();
+    let mut session = a1.load(Some(id.as_str())).await.unwrap();
+    session.insert("n", &2u32).unwrap();
+    let outcome = a1.commit(session).await.unwrap();
+    assert!(
+        matches!(outcome.backup, tandem::BackupStatus::Failed(_)),
+        "{outcome:?}"
+    );
+    // Back, and empty: the first copy is gone too.
+    cluster.node("n2").restart();
+    let repaired = wait_until(Duration::from_secs(3), || {
+        a1.stats().backup_copies_repaired == 1
+    })
+    .await;
+    assert!(repaired.is_some(), "{:?}", a1.stats());
+    cluster.node("n1").kill();
+    let a2 = non_sticky(&store).build().unwrap();
+    assert_eq!(read_n(&a2, &id).await, Some(2));
+}

@@ -250,6 +250,7 @@ pub(super) fn spawn_dispatcher<C: Codec>(
                     let Some(inner) = weak.upgrade() else { return };
                     inner.local.run_pending_tasks();
                     retry(&inner);
+                    inner.repair_copies();
                     inner.export_metrics();
                 }
             }

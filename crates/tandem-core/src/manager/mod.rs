@@ -130,7 +130,9 @@ pub enum BackupStatus {
     Queued,
     /// The write finished before the commit returned (synchronous backup).
     Written,
-    /// The synchronous write failed or was too slow; it is retried in the background.
+    /// The synchronous write failed or was too slow; it is retried in the background
+    /// (sticky: the session stays queued for backup; non-sticky: the backup copy is
+    /// repaired from the primary). Until then the change lives on one node only.
     Failed(String),
 }
 
@@ -281,6 +283,9 @@ struct Inner<C> {
     backups: Backups<C>,
     /// Non-sticky mode: the sessions with requests in flight.
     transit: Arc<TransitMap<C>>,
+    /// Non-sticky mode: backup copies whose write failed, to be copied again from
+    /// the primary.
+    copy_repairs: nonsticky::repair::Repairs,
     /// `LockScope::Auto`: per request pattern, how many requests in a row left the
     /// session unchanged.
     read_only_streaks: moka::sync::Cache<Box<str>, u32>,
@@ -392,6 +397,7 @@ impl<C: Codec> SessionManager<C> {
             moved,
             backups,
             transit: Arc::new(parking_lot::Mutex::new(HashMap::new())),
+            copy_repairs: nonsticky::repair::Repairs::default(),
             loading: parking_lot::Mutex::new(HashMap::new()),
             read_only_streaks: moka::sync::Cache::new(10_000),
             counters,

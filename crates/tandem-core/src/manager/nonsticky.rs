@@ -8,6 +8,8 @@
 //! copy, dropped when the last of them ends. A changed session is written to the
 //! primary with compare-and-swap on the request path (reloading and re-applying the
 //! request's attribute changes on a conflict), and to the backup in the background.
+//! A backup copy that could not be written is copied again from the primary later
+//! (see [`repair`]).
 //!
 //! When the primary node is down, the session moves to the node that holds its backup
 //! (the first available node after the primary): every server picks the same node, so
@@ -33,6 +35,7 @@ use super::{
     BackupStatus, CommitError, CommitOutcome, CookieUpdate, Inner, LoadError, NewSession,
     RequestInfo,
 };
+use repair::Stale;
 
 /// How long a primary read may take before the backup copy is read alongside it.
 /// memcached answers in well under a millisecond; a read this slow is likely hung.
@@ -153,18 +156,28 @@ impl<C: Codec> Inner<C> {
         self.regular.iter().chain(&self.failover)
     }
 
+    /// The nodes after `node` in ring order, wrapping around, without `node` itself.
+    /// Read on every load: walks the ring in place rather than collecting it.
+    fn ring_after(&self, node: &NodeId) -> impl Iterator<Item = &NodeId> + '_ {
+        let len = self.ring().count();
+        let start = self.ring().position(|candidate| candidate == node);
+        start
+            .into_iter()
+            .flat_map(move |start| self.ring().cycle().skip(start + 1).take(len - 1))
+    }
+
     /// The first available node after `node` in ring order (never `node` itself): where
     /// `node`'s sessions keep their backup, and where they move when `node` is down.
     pub(super) fn successor(&self, node: &NodeId) -> Option<NodeId> {
-        // Read on every load: walks the ring in place rather than collecting it.
-        let len = self.ring().count();
-        let start = self.ring().position(|candidate| candidate == node)?;
-        self.ring()
-            .cycle()
-            .skip(start + 1)
-            .take(len - 1)
+        self.ring_after(node)
             .find(|candidate| self.store.is_available(candidate))
             .cloned()
+    }
+
+    /// The node right after `node` in ring order, available or not: where `node`'s
+    /// sessions keep their backup copy whenever it answers.
+    pub(super) fn natural_successor(&self, node: &NodeId) -> Option<&NodeId> {
+        self.ring_after(node).next()
     }
 
     fn backup_key(&self, id: &SessionId) -> StoreKey {
@@ -546,7 +559,11 @@ impl<C: Codec> Inner<C> {
             Counters::add(&self.counters.backups_skipped_unchanged);
             self.ns_refresh_backup(state.session.clone());
             return Ok(CommitOutcome {
-                cookie: self.ns_cookie(request, &state.session),
+                cookie: super::cookie_for(
+                    request.incoming.as_ref(),
+                    state.session.id(),
+                    state.session.max_inactive(),
+                ),
                 backup: BackupStatus::NotNeeded,
             });
         }
@@ -616,7 +633,11 @@ impl<C: Codec> Inner<C> {
                     }
                     let backup = self.ns_write_backup(id, bytes, ttl).await;
                     return Ok(CommitOutcome {
-                        cookie: self.ns_cookie(request, &state.session),
+                        cookie: super::cookie_for(
+                            request.incoming.as_ref(),
+                            state.session.id(),
+                            state.session.max_inactive(),
+                        ),
                         backup,
                     });
                 }
@@ -702,16 +723,6 @@ impl<C: Codec> Inner<C> {
         tracing::warn!(%error, "non-sticky commit failed: no node could take the write");
         CommitError::Unavailable {
             reason: error.to_string(),
-        }
-    }
-
-    fn ns_cookie(&self, request: &RequestSession<C>, session: &Session<C>) -> CookieUpdate {
-        match &request.incoming {
-            Some(incoming) if incoming == session.id() => CookieUpdate::Keep,
-            _ => CookieUpdate::Set {
-                id: session.id().clone(),
-                max_inactive: session.max_inactive(),
-            },
         }
     }
 
@@ -806,10 +817,22 @@ impl<C: Codec> Inner<C> {
         bytes: Vec<u8>,
         ttl: Ttl,
     ) -> BackupStatus {
-        let Some(node) = self.successor(&self.node_of(&id)) else {
-            tracing::debug!(session = %id.storage_id(), "no node for the backup copy; written with the next change");
+        let primary = self.node_ref(&id);
+        let Some(node) = self.successor(primary) else {
+            // With a single node there is no backup copy to write, ever: nothing to
+            // repair. Otherwise the other nodes are down, and the copy waits for one.
+            if self.natural_successor(primary).is_some() {
+                tracing::debug!(session = %id.storage_id(), "no node for the backup copy; repaired when one answers");
+                self.copy_repairs.remember(&id, ttl, Stale::WhereReadsLook);
+            }
             return BackupStatus::Failed("no node is available for the backup copy".into());
         };
+        if self.natural_successor(primary) != Some(&node) {
+            // The usual backup node is down: the copy goes to the next one, and the
+            // usual one keeps an older copy that a read would find once it answers
+            // again (and the primary does not). Repaired then.
+            self.copy_repairs.remember(&id, ttl, Stale::OnUsualNode);
+        }
         let sync_timeout = match self.config.backup {
             _ if self.closing.load(std::sync::atomic::Ordering::Acquire) => {
                 Some(Duration::from_secs(1))
@@ -818,21 +841,29 @@ impl<C: Codec> Inner<C> {
             BackupMode::Async => None,
         };
         if let Some(timeout) = sync_timeout {
-            return match tokio::time::timeout(
+            let status = match tokio::time::timeout(
                 timeout,
                 self.write_backup_copy(&node, &id, &bytes, ttl),
             )
             .await
             {
-                Ok(Ok(())) => BackupStatus::Written,
+                Ok(Ok(())) => return BackupStatus::Written,
                 Ok(Err(error)) => BackupStatus::Failed(error.to_string()),
                 Err(_) => BackupStatus::Failed(format!("no answer within {timeout:?}")),
             };
+            self.copy_repairs.remember(&id, ttl, Stale::WhereReadsLook);
+            return status;
         }
         let inner = Arc::clone(self);
         self.backups.begin();
         tokio::spawn(async move {
-            let _ = inner.write_backup_copy(&node, &id, &bytes, ttl).await;
+            if inner
+                .write_backup_copy(&node, &id, &bytes, ttl)
+                .await
+                .is_err()
+            {
+                inner.copy_repairs.remember(&id, ttl, Stale::WhereReadsLook);
+            }
             inner.backups.end();
         });
         BackupStatus::Queued
@@ -897,5 +928,6 @@ impl<C: Codec> Inner<C> {
     }
 }
 
+pub(super) mod repair;
 #[cfg(test)]
 mod tests;

@@ -115,6 +115,8 @@ counters! {
     backups_coalesced,
     /// Backup writes that failed (retried in the background).
     backups_failed,
+    /// Non-sticky backup copies rewritten from the primary after their write failed.
+    backup_copies_repaired,
     /// Commits refused because the session exceeded the size limit.
     too_large,
     /// Remote expiry extensions (touch) of unchanged sessions.

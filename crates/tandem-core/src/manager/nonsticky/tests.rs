@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::manager::{
-    CommitError, Concurrency, CookieUpdate, LoadError, LockScope, LockTimeoutPolicy,
-    ManagerBuilder, Mode, RequestInfo, SessionManager,
+    BackupMode, BackupStatus, CommitError, Concurrency, CookieUpdate, LoadError, LockScope,
+    LockTimeoutPolicy, ManagerBuilder, Mode, RequestInfo, SessionManager,
 };
 use crate::memory::MemoryStore;
 use crate::session::tests::TextCodec;
@@ -54,6 +54,27 @@ async fn write(manager: &Manager, id: &SessionId, name: &str, value: &str) -> Co
     assert!(!session.is_new());
     session.insert(name, value).unwrap();
     manager.commit(session).await.unwrap().cookie
+}
+
+/// Creates sessions until one lands on `on` (its primary node).
+async fn create_on(manager: &Manager, on: &str, name: &str, value: &str) -> SessionId {
+    loop {
+        let id = create(manager, name, value).await;
+        if id.node() == on {
+            return id;
+        }
+    }
+}
+
+/// Whether the manager counts `repairs` repaired backup copies within a second.
+async fn repaired(manager: &Manager, repairs: u64) -> bool {
+    for _ in 0..100 {
+        if manager.stats().backup_copies_repaired >= repairs {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
 }
 
 /// Lets background writes (spawned tasks) run.
@@ -314,12 +335,7 @@ async fn a_path_lock_scope_locks_only_matching_requests() {
 async fn a_down_primary_serves_the_backup_and_moves_the_session() {
     let store = store(&["n1", "n2", "n3"]);
     let a1 = manager(&store);
-    let id = loop {
-        let id = create(&a1, "user", "ann").await;
-        if id.node() == "n1" {
-            break id;
-        }
-    };
+    let id = create_on(&a1, "n1", "user", "ann").await;
     settle(&a1).await;
     store.set_node_up(&node("n1"), false);
     let a2 = manager(&store);
@@ -362,6 +378,126 @@ async fn a_down_backup_node_does_not_stop_the_primary_and_the_backup_comes_back(
         Some("2"),
         "served from the backup"
     );
+}
+
+/// A change whose backup copy failed, then a primary that goes down: without the
+/// repair the read would move the session to the older copy and lose the change.
+#[tokio::test]
+async fn a_backup_copy_that_failed_is_repaired_from_the_primary() {
+    for backup_mode in [
+        BackupMode::Async,
+        BackupMode::Sync {
+            timeout: Duration::from_millis(200),
+        },
+    ] {
+        let store = store(&["n1", "n2"]);
+        let a1 = builder(&store).backup(backup_mode).build().unwrap();
+        let id = create(&a1, "a", "1").await;
+        settle(&a1).await;
+        let primary = node(id.node());
+        let backup = node(if id.node() == "n1" { "n2" } else { "n1" });
+        store.set_node_up(&backup, false);
+        let mut session = a1.load(Some(id.as_str())).await.unwrap();
+        session.insert("a", "2").unwrap();
+        let outcome = a1.commit(session).await.unwrap();
+        if matches!(backup_mode, BackupMode::Sync { .. }) {
+            assert!(
+                matches!(outcome.backup, BackupStatus::Failed(_)),
+                "{outcome:?}"
+            );
+        }
+        settle(&a1).await;
+        store.set_node_up(&backup, true);
+        assert!(repaired(&a1, 1).await, "{backup_mode:?}: {:?}", a1.stats());
+        assert_eq!(a1.stats().backup_copies_repaired, 1);
+        store.set_node_up(&primary, false);
+        let a2 = manager(&store);
+        assert_eq!(
+            read(&a2, &id, "a").await.as_deref(),
+            Some("2"),
+            "{backup_mode:?}: the backup copy holds the change"
+        );
+    }
+}
+
+/// A copy written to another node while the usual backup node was down leaves an
+/// older copy on the usual one; once it is back, the repair replaces it, so that a
+/// later failure of the primary does not move the session to the older copy.
+#[tokio::test]
+async fn an_older_copy_on_the_usual_backup_node_is_repaired_when_it_returns() {
+    let store = store(&["n1", "n2", "n3"]);
+    let a1 = manager(&store);
+    let id = create_on(&a1, "n1", "a", "1").await;
+    settle(&a1).await;
+    store.set_node_up(&node("n2"), false);
+    write(&a1, &id, "a", "2").await;
+    settle(&a1).await;
+    store.set_node_up(&node("n2"), true);
+    assert!(repaired(&a1, 1).await, "{:?}", a1.stats());
+    store.set_node_up(&node("n1"), false);
+    assert_eq!(read(&manager(&store), &id, "a").await.as_deref(), Some("2"));
+}
+
+/// A copy that failed while every other node was down is repaired where reads look as
+/// soon as one of them answers, even if the usual backup node stays down.
+#[tokio::test]
+async fn a_failed_copy_is_repaired_where_reads_look_while_the_usual_node_is_down() {
+    let store = store(&["n1", "n2", "n3"]);
+    let a1 = manager(&store);
+    let id = create_on(&a1, "n1", "a", "1").await;
+    settle(&a1).await;
+    store.set_node_up(&node("n2"), false);
+    store.set_node_up(&node("n3"), false);
+    write(&a1, &id, "a", "2").await;
+    settle(&a1).await;
+    store.set_node_up(&node("n3"), true);
+    assert!(repaired(&a1, 1).await, "{:?}", a1.stats());
+    store.set_node_up(&node("n1"), false);
+    assert_eq!(read(&manager(&store), &id, "a").await.as_deref(), Some("2"));
+    // Still waiting for the usual backup node, which keeps the older copy.
+    assert_eq!(a1.inner.copy_repairs.pending(), 1);
+}
+
+/// With a single node there is no backup copy to write: nothing is remembered for a
+/// repair (which could never happen), however many sessions change.
+#[tokio::test]
+async fn a_single_node_remembers_no_repairs() {
+    let store = store(&["n1"]);
+    let a1 = manager(&store);
+    for n in 0..50 {
+        create(&a1, "a", &n.to_string()).await;
+    }
+    assert_eq!(a1.inner.copy_repairs.pending(), 0);
+    assert!(a1.stats().commits >= 50);
+}
+
+/// A repair finds a copy at least as new as the primary (the session changed again
+/// after the failure) and writes nothing.
+#[tokio::test]
+async fn a_repair_leaves_a_newer_copy_alone() {
+    let store = store(&["n1", "n2"]);
+    // The first sweep runs at build, the next one 300 ms later: long after the
+    // writes below.
+    let a1 = builder(&store)
+        .retry_interval(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let id = create(&a1, "a", "1").await;
+    settle(&a1).await;
+    let backup = node(if id.node() == "n1" { "n2" } else { "n1" });
+    store.set_node_up(&backup, false);
+    write(&a1, &id, "a", "2").await;
+    settle(&a1).await;
+    store.set_node_up(&backup, true);
+    // Written before the sweep gets to the repair.
+    write(&a1, &id, "a", "3").await;
+    settle(&a1).await;
+    let written = a1.stats().backups_written;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(a1.stats().backup_copies_repaired, 0);
+    assert_eq!(a1.stats().backups_written, written);
+    store.set_node_up(&node(id.node()), false);
+    assert_eq!(read(&manager(&store), &id, "a").await.as_deref(), Some("3"));
 }
 
 #[tokio::test]

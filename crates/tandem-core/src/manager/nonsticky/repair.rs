@@ -1,0 +1,260 @@
+//! Backup copies that are older than the primary: copied again from the primary once
+//! the nodes answer.
+//!
+//! A change whose backup copy failed (its node hung, was down, or no node was free to
+//! hold it) lives only on the primary; one whose copy went to a further node because
+//! the usual backup node was down leaves an older copy on the usual one. If the
+//! primary then goes down, or is merely still marked down after coming back, the next
+//! read moves the session to the backup copy it finds first, which is older: the
+//! change is lost. So such a session is remembered here, and the manager's sweep
+//! (every retry interval) copies what the primary holds then, the newest state, to
+//! where reads look (the first available node after the primary) and, once it answers
+//! again, to the usual backup node.
+//!
+//! A repair never replaces a newer copy: it reads the backup copy first and writes with
+//! compare-and-swap on that read (or `add` where there was none), so a commit that
+//! wrote the copy meanwhile wins and the repair stops.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::codec::Codec;
+use crate::id::{NodeId, SessionId};
+use crate::store::{AddOutcome, CasOutcome, StoreError, Ttl};
+
+use super::super::Inner;
+use super::super::entry::{LocalKey, local_key};
+use super::super::stats::Counters;
+
+/// At most this many sessions wait for a repair; beyond it a failure is only counted
+/// and logged (its copy is rewritten by the session's next change, or by its next read
+/// if the copy is missing).
+const MAX_PENDING: usize = 100_000;
+
+/// A repair not possible within this long is given up (logged): by then its session
+/// has most likely changed again, moved, or ended.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
+
+/// At most this many copies are repaired per sweep, one after another, so that a node
+/// coming back after a long outage is not hit with every repair at once.
+const PER_SWEEP: usize = 1_000;
+
+/// Where a session's backup copy is older than its primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stale {
+    /// Where reads look (the first available node after the primary), and on the
+    /// usual backup node: the copy's write failed.
+    WhereReadsLook,
+    /// Only on the usual backup node, which was down when the copy went to a further
+    /// node: repaired once it answers again.
+    OnUsualNode,
+}
+
+/// A session waiting for its repair.
+struct PendingRepair {
+    id: SessionId,
+    ttl: Ttl,
+    stale: Stale,
+    since: Instant,
+}
+
+/// The sessions waiting for a repair, one entry per session.
+#[derive(Default)]
+pub(crate) struct Repairs {
+    pending: parking_lot::Mutex<HashMap<LocalKey, PendingRepair>>,
+    /// Whether a sweep's repairs are still running: the next sweep waits for them.
+    running: AtomicBool,
+}
+
+impl Repairs {
+    /// Remembers that the backup copy of `id` is older than its primary, where `stale`
+    /// says. A session already waiting keeps its place; a failed write widens what
+    /// is to be repaired, and the newer TTL is kept.
+    pub(crate) fn remember(&self, id: &SessionId, ttl: Ttl, stale: Stale) {
+        let mut pending = self.pending.lock();
+        if let Some(waiting) = pending.get_mut(id.storage_id()) {
+            waiting.ttl = ttl;
+            if stale == Stale::WhereReadsLook {
+                waiting.stale = stale;
+            }
+            return;
+        }
+        if pending.len() >= MAX_PENDING {
+            tracing::debug!(session = %id.storage_id(), "too many backup copies to repair; this one waits for the session's next change");
+            return;
+        }
+        pending.insert(
+            local_key(id),
+            PendingRepair {
+                id: id.clone(),
+                ttl,
+                stale,
+                since: Instant::now(),
+            },
+        );
+    }
+
+    /// Puts a repair back for a later sweep, unless the session was remembered again
+    /// meanwhile (that entry is newer).
+    fn put_back(&self, repair: PendingRepair) {
+        let mut pending = self.pending.lock();
+        if pending.len() < MAX_PENDING {
+            pending.entry(local_key(&repair.id)).or_insert(repair);
+        }
+    }
+
+    /// How many sessions wait for a repair.
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.lock().len()
+    }
+}
+
+/// Clears [`Repairs::running`] when a sweep's repairs end, however they end.
+struct Running<'a>(&'a AtomicBool);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// What one repair found.
+enum Repaired {
+    /// The copy now holds the primary's state.
+    Written,
+    /// The copy was as new as the primary already (a commit wrote it meanwhile).
+    Current,
+    /// The session is gone from its primary (ended, or moved): nothing to repair.
+    Gone,
+}
+
+impl<C: Codec> Inner<C> {
+    /// Called by the sweep: starts the repairs whose nodes answer, if no earlier
+    /// sweep's repairs are still running.
+    pub(in crate::manager) fn repair_copies(self: &Arc<Self>) {
+        let repairs = &self.copy_repairs;
+        if repairs.pending.lock().is_empty()
+            || self.aborted.load(Ordering::Acquire)
+            || repairs.running.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let due = self.due_repairs();
+        if due.is_empty() {
+            repairs.running.store(false, Ordering::Release);
+            return;
+        }
+        let inner = Arc::clone(self);
+        tokio::spawn(async move {
+            let _running = Running(&inner.copy_repairs.running);
+            for repair in due {
+                if inner.aborted.load(Ordering::Acquire) {
+                    break;
+                }
+                inner.repair(repair).await;
+            }
+        });
+    }
+
+    /// The node a repair writes to: where reads look, or the usual backup node.
+    fn repair_target(&self, repair: &PendingRepair) -> Option<NodeId> {
+        let primary = self.node_ref(&repair.id);
+        if !self.store.is_available(primary) {
+            return None;
+        }
+        match repair.stale {
+            Stale::WhereReadsLook => self.successor(primary),
+            Stale::OnUsualNode => self
+                .natural_successor(primary)
+                .filter(|node| self.store.is_available(node))
+                .cloned(),
+        }
+    }
+
+    /// Takes the repairs that can be done now (up to [`PER_SWEEP`]), and drops those
+    /// waiting longer than [`GIVE_UP_AFTER`].
+    fn due_repairs(&self) -> Vec<PendingRepair> {
+        let mut pending = self.copy_repairs.pending.lock();
+        pending.retain(|_, repair| {
+            let keep = repair.since.elapsed() <= GIVE_UP_AFTER;
+            if !keep {
+                tracing::warn!(session = %repair.id.storage_id(), "backup copy not repaired in time; given up");
+            }
+            keep
+        });
+        pending
+            .extract_if(|_, repair| self.repair_target(repair).is_some())
+            .take(PER_SWEEP)
+            .map(|(_, repair)| repair)
+            .collect()
+    }
+
+    /// One repair: the copy where it is due, then, if that was not the usual backup
+    /// node, the session waits for the usual one.
+    async fn repair(&self, repair: PendingRepair) {
+        let Some(target) = self.repair_target(&repair) else {
+            self.copy_repairs.put_back(repair);
+            return;
+        };
+        match self.repair_copy(&repair.id, repair.ttl, &target).await {
+            Ok(Repaired::Gone) => {}
+            Ok(repaired) => {
+                if matches!(repaired, Repaired::Written) {
+                    Counters::add(&self.counters.backup_copies_repaired);
+                }
+                let primary = self.node_ref(&repair.id);
+                if self.natural_successor(primary) != Some(&target) {
+                    self.copy_repairs.put_back(PendingRepair {
+                        stale: Stale::OnUsualNode,
+                        ..repair
+                    });
+                }
+            }
+            Err(error) => {
+                tracing::debug!(session = %repair.id.storage_id(), %error, "backup copy not repaired yet");
+                self.copy_repairs.put_back(repair);
+            }
+        }
+    }
+
+    /// Copies the primary's state of `id` to its backup copy on `node`, unless a copy
+    /// at least as new is there.
+    async fn repair_copy(
+        &self,
+        id: &SessionId,
+        ttl: Ttl,
+        node: &NodeId,
+    ) -> Result<Repaired, StoreError> {
+        let key = self.backup_key(id);
+        // The copy is read before the primary: if a commit writes a newer copy after
+        // this read, the compare-and-swap below fails and leaves it alone. (A commit
+        // writes its primary before its copy, so a copy read here is never newer than
+        // the primary read next.)
+        let copy = self.store.get(node, &key).await?;
+        let Some(source) = self
+            .store
+            .get(self.node_ref(id), &self.store_key(id))
+            .await?
+        else {
+            return Ok(Repaired::Gone);
+        };
+        let written = match copy {
+            Some(copy) if copy.value == source.value => false,
+            Some(copy) => {
+                self.store
+                    .cas(node, &key, &source.value, ttl, copy.cas)
+                    .await?
+                    == CasOutcome::Stored
+            }
+            None => self.store.add(node, &key, &source.value, ttl).await? == AddOutcome::Stored,
+        };
+        Ok(if written {
+            Repaired::Written
+        } else {
+            Repaired::Current
+        })
+    }
+}
