@@ -1461,6 +1461,13 @@ impl<C: Codec> Inner<C> {
         if job.bytes.is_some() {
             return self.write(entry, job).await;
         }
+        // Nothing newer than the remote copy. The entry may still be in the dirty set:
+        // a commit marks it dirty after raising its revision, and a writer that sent
+        // that revision meanwhile may have cleaned it first. Left there, it would count
+        // as unsaved (and be re-queued by every sweep) for as long as it lives.
+        if entry.in_dirty.load(Ordering::Acquire) {
+            self.backups.clean(&local_key(&job.id), entry);
+        }
         if !self.touch_due(entry) {
             return Ok(());
         }

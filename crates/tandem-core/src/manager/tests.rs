@@ -772,6 +772,32 @@ async fn backups_a_store_leaves_unanswered_fail_and_are_retried() {
     assert_eq!(memory.item_count(&n1), ids.len());
 }
 
+/// A commit marks its entry dirty after raising the revision, so a writer that sent
+/// that revision meanwhile can clean the entry before the commit marks it: the entry
+/// is then in the dirty set with nothing left to send. The next backup job (the
+/// commit's own, or a sweep's retry) must take it out, not leave it counted as
+/// unsaved for the rest of its life.
+#[tokio::test]
+async fn an_entry_marked_dirty_after_its_backup_landed_is_cleaned_by_the_next_job() {
+    let store = store(&["n1"]);
+    let manager = new_manager(&store);
+    let id = create(&manager, &[("user", "ann")]).await;
+    settle(&manager).await;
+    let entry = manager.inner.local.get(&local_key(&id)).unwrap();
+    // The race's outcome: backed up, yet marked dirty again.
+    manager.inner.backups.mark_dirty(&entry);
+    assert_eq!(manager.unsaved_sessions(), 1);
+    let written = manager.stats().backups_written;
+    settle(&manager).await;
+    assert_eq!(manager.unsaved_sessions(), 0);
+    assert!(!entry.in_dirty.load(Ordering::Acquire));
+    assert_eq!(
+        manager.stats().backups_written,
+        written,
+        "nothing newer to send: no write"
+    );
+}
+
 /// `commit_now` does the commits that need nothing to wait for exactly as `commit`
 /// would, and hands every other request back untouched.
 #[tokio::test]
