@@ -22,6 +22,13 @@
 //!   the local tier and the manager cost when a server's cores share them. Shared
 //!   cache lines written on every read (counters, the cache's own bookkeeping) show
 //!   here and not in the single-threaded figures.
+//! - `residents/hashmap_get_{1000,100000}` (floor), `residents/bare_moka_get_*` and
+//!   `residents/load_commit_unchanged_*`: the read of one of 1,000 or 100,000 held
+//!   sessions in a shuffled order, as a load balancer spreads clients: a plain
+//!   `HashMap` behind a `RwLock` (lookup and `Arc` clone, the least any concurrent map
+//!   costs), the local tier's cache alone, and the manager. With 100,000 sessions the
+//!   working set no longer fits the processor's caches, and what each structure
+//!   touches per read decides its cost.
 //!
 //! Run with `scripts/bench-manager.sh`, which prints the ratios to the baselines.
 
@@ -249,6 +256,7 @@ fn bench(c: &mut Criterion) {
     group.finish();
 
     threads(c, &runtime, &store);
+    residents(c, &runtime, &store);
 
     // memcached operations on the request path per request kind, counted by the store.
     let memcached_store = Arc::clone(&typed_store);
@@ -344,6 +352,80 @@ fn threads(c: &mut Criterion, runtime: &tokio::runtime::Runtime, store: &Arc<dyn
         group.bench_function(format!("load_commit_unchanged_{threads}"), |b| {
             b.iter_custom(|iters| {
                 split(iters, threads, &|id| {
+                    runtime.block_on(async {
+                        let session = manager.load(Some(id)).await.unwrap();
+                        black_box(manager.commit(session).await.unwrap());
+                    })
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Reads of one of 1,000 or 100,000 held sessions, in a shuffled order.
+fn residents(c: &mut Criterion, runtime: &tokio::runtime::Runtime, store: &Arc<dyn RemoteStore>) {
+    let mut group = c.benchmark_group("residents");
+    for sessions in [1_000usize, 100_000] {
+        let manager = SessionManager::<SpeedyCodec>::builder(Arc::clone(store))
+            .build()
+            .unwrap();
+        let mut ids: Vec<String> = runtime.block_on(async {
+            let mut ids = Vec::with_capacity(sessions);
+            for _ in 0..sessions {
+                let mut session = manager.load(None).await.unwrap();
+                fill(&mut session);
+                let CookieUpdate::Set { id, .. } = manager.commit(session).await.unwrap().cookie
+                else {
+                    unreachable!("a new session sets its cookie")
+                };
+                ids.push(id.as_str().to_owned());
+            }
+            ids
+        });
+        // A fixed shuffle (xorshift, Fisher-Yates): every run reads in the same order.
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        for i in (1..ids.len()).rev() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let j = usize::try_from(state % (i as u64 + 1)).unwrap();
+            ids.swap(i, j);
+        }
+        let cache: moka::sync::Cache<Arc<str>, Arc<Vec<u8>>> =
+            moka::sync::Cache::builder().max_capacity(1 << 40).build();
+        let map: std::sync::RwLock<std::collections::HashMap<Arc<str>, Arc<Vec<u8>>>> =
+            std::sync::RwLock::default();
+        for id in &ids {
+            let (key, value) = (Arc::<str>::from(id.as_str()), Arc::new(vec![0; 500]));
+            cache.insert(Arc::clone(&key), Arc::clone(&value));
+            map.write().unwrap().insert(key, value);
+        }
+        cache.run_pending_tasks();
+        let walk = |iters: u64, read: &dyn Fn(&str)| {
+            let started = Instant::now();
+            for (_, id) in (0..iters).zip(ids.iter().cycle()) {
+                read(id);
+            }
+            started.elapsed()
+        };
+        group.bench_function(format!("hashmap_get_{sessions}"), |b| {
+            b.iter_custom(|iters| {
+                walk(iters, &|id| {
+                    black_box(map.read().unwrap().get(id).cloned());
+                })
+            })
+        });
+        group.bench_function(format!("bare_moka_get_{sessions}"), |b| {
+            b.iter_custom(|iters| {
+                walk(iters, &|id| {
+                    black_box(cache.get(id));
+                })
+            })
+        });
+        group.bench_function(format!("load_commit_unchanged_{sessions}"), |b| {
+            b.iter_custom(|iters| {
+                walk(iters, &|id| {
                     runtime.block_on(async {
                         let session = manager.load(Some(id)).await.unwrap();
                         black_box(manager.commit(session).await.unwrap());

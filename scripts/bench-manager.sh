@@ -26,6 +26,12 @@ rows = [
     ("threads", "bare_moka_get_2", ("threads", "bare_moka_get_2")),
     ("threads", "load_commit_unchanged_1", ("threads", "bare_moka_get_1")),
     ("threads", "load_commit_unchanged_2", ("threads", "bare_moka_get_2")),
+    ("residents", "hashmap_get_1000", ("residents", "hashmap_get_1000")),
+    ("residents", "bare_moka_get_1000", ("residents", "hashmap_get_1000")),
+    ("residents", "load_commit_unchanged_1000", ("residents", "bare_moka_get_1000")),
+    ("residents", "hashmap_get_100000", ("residents", "hashmap_get_100000")),
+    ("residents", "bare_moka_get_100000", ("residents", "hashmap_get_100000")),
+    ("residents", "load_commit_unchanged_100000", ("residents", "bare_moka_get_100000")),
 ]
 print()
 print(f"{'benchmark':36} {'mean':>11}  ratio to baseline")
