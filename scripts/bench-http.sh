@@ -3,12 +3,19 @@
 # sessions, with Tandem (sticky, non-sticky) and with tower-sessions (moka store,
 # a memcached store, CachingSessionStore of the two), driven by wrk.
 #
-#   scripts/bench-http.sh            full run: 1K and 100K live sessions, 15 s per run
-#   scripts/bench-http.sh --quick    smoke test: 1K sessions, 3 s per run (a few minutes)
+#   scripts/bench-http.sh            full run: 1K and 100K live sessions, 3 rounds of
+#                                    5 s per variant and workload
+#   scripts/bench-http.sh --quick    smoke test: 1K sessions, 1 round of 3 s (a few minutes)
 #
 # Options:
 #   --quick                 the smoke test above
 #   --duration SECS         length of each measured run
+#   --rounds N              measured runs per variant and workload, interleaved: round
+#                           1 runs every workload of every variant, then round 2, ...
+#                           Ratios are taken within a round (the baseline measured
+#                           minutes, not a quarter of an hour, apart) and reported as
+#                           the median over the rounds, so that a slow spell of the
+#                           shared machine hits every variant alike
 #   --sessions "1000 100000"  live-session counts
 #   --variants "none tandem-sticky ..."  which variants (default: all six)
 #   --memcached-idle N      idle memcached connections per node, for Tandem and the
@@ -20,8 +27,9 @@
 # Needs root or sudo to install wrk and memcached when they are missing.
 #
 # For each live-session count: every variant's app is started and its sessions created
-# (POST /session), then for each workload (read-only, 20% writes, 100% writes) each
-# variant gets a wrk warm-up and a measured run (32 connections, 2 threads). Around the
+# (POST /session), then in each round, for each workload (read-only, 20% writes, 100%
+# writes), each variant gets a wrk warm-up and a measured run (32 connections, 2
+# threads). Around the
 # measured run it records requests/s, p50/p99 latency, memcached `stats` deltas and the
 # CPU time of the app and of memcached. Then the lost-update test (32 clients
 # incrementing one counter of one session) and the local memory per session
@@ -32,6 +40,7 @@ cd "$(dirname "$0")/.."
 
 QUICK=0
 DURATION=""
+ROUNDS=""
 SESSIONS=""
 VARIANTS="none tandem-sticky tandem-nonsticky tower-sessions-moka tower-sessions-memcached tower-sessions-caching"
 OUT=""
@@ -41,22 +50,24 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1; shift ;;
         --duration) DURATION="$2"; shift 2 ;;
+        --rounds) ROUNDS="$2"; shift 2 ;;
         --sessions) SESSIONS="$2"; shift 2 ;;
         --variants) VARIANTS="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
         --memcached-idle) MEMCACHED_IDLE="$2"; shift 2 ;;
         --nodes) NODES="$2"; shift 2 ;;
-        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
 if [ "$QUICK" = 1 ]; then
-    DURATION="${DURATION:-3}"; WARMUP=1; SESSIONS="${SESSIONS:-1000}"
+    DURATION="${DURATION:-3}"; ROUNDS="${ROUNDS:-1}"; WARMUP=1; SESSIONS="${SESSIONS:-1000}"
     RACE_REQUESTS=30; MEM_SESSIONS=20000
 else
-    DURATION="${DURATION:-15}"; WARMUP=3; SESSIONS="${SESSIONS:-1000 100000}"
+    DURATION="${DURATION:-5}"; ROUNDS="${ROUNDS:-3}"; WARMUP=3; SESSIONS="${SESSIONS:-1000 100000}"
     RACE_REQUESTS=100; MEM_SESSIONS=100000
 fi
+case "$ROUNDS" in ''|*[!0-9]*|0) echo "--rounds must be a positive number" >&2; exit 2 ;; esac
 CONNECTIONS=32
 THREADS=2
 WORKLOADS="0 20 100"
@@ -156,11 +167,12 @@ stop_app() {
 }
 
 RESULTS="$OUT/results.tsv"
-printf 'kind\tsessions\tvariant\tworkload\trps\tp50_us\tp99_us\tstatus_errors\tsocket_errors\trequests\tget\tset\ttouch\tdelete\tcas\tconnections\tapp_cpu_ticks\tmc_cpu_ticks\n' >"$RESULTS"
+printf 'kind\tsessions\tvariant\tworkload\trps\tp50_us\tp99_us\tstatus_errors\tsocket_errors\trequests\tget\tset\ttouch\tdelete\tcas\tconnections\tapp_cpu_ticks\tmc_cpu_ticks\tround\n' >"$RESULTS"
 TICK_HZ=$(getconf CLK_TCK)
 echo -e "meta\tclk_tck\t$TICK_HZ" >"$OUT/meta.tsv"
 {
     echo -e "meta\tduration\t$DURATION"
+    echo -e "meta\trounds\t$ROUNDS"
     echo -e "meta\tmemcached_idle\t${MEMCACHED_IDLE:-64 (default)}"
     echo -e "meta\tnodes\t$NODES"
     echo -e "meta\tconnections\t$CONNECTIONS"
@@ -176,10 +188,14 @@ stat_value() { # file name
     awk -v key="$2" '$1 == key { print $2 }' "$1"
 }
 
-run_wrk() { # name sessions workload
-    local name=$1 sessions=$2 workload=$3 port=${APP_PORT[$1]} pid=${APP_PID[$1]}
-    local cookies="$OUT/cookies-$name-$sessions.txt" log="$OUT/wrk-$name-$sessions-$workload.log"
-    COOKIES="$cookies" WRITE_PCT="$workload" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" \
+run_wrk() { # name sessions workload round
+    local name=$1 sessions=$2 workload=$3 round=$4 port=${APP_PORT[$1]} pid=${APP_PID[$1]}
+    local cookies="$OUT/cookies-$name-$sessions.txt" log="$OUT/wrk-$name-$sessions-$workload-r$round.log"
+    # The first round warms each app up from cold; later rounds only need the
+    # connections re-established.
+    local warmup=$WARMUP
+    [ "$round" = 1 ] || warmup=1
+    COOKIES="$cookies" WRITE_PCT="$workload" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${warmup}s" \
         -s bench/http-app/wrk/sessions.lua "http://127.0.0.1:$port/" >/dev/null 2>&1
     sleep 0.5
     mc_stats >"$OUT/.before"
@@ -197,13 +213,13 @@ run_wrk() { # name sessions workload
     delta() { echo $(( $(stat_value "$OUT/.after" "$1") - $(stat_value "$OUT/.before" "$1") )); }
     local deletes=$(( $(delta delete_hits) + $(delta delete_misses) ))
     local cas=$(( $(delta cas_hits) + $(delta cas_badval) + $(delta cas_misses) ))
-    printf 'http\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+    printf 'http\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
         "$sessions" "$name" "$workload" "$(field rps)" "$(field p50_us)" "$(field p99_us)" \
         "$(field status_errors)" "$(field socket_errors)" "$(field requests)" \
         "$(delta cmd_get)" "$(delta cmd_set)" "$(delta cmd_touch)" "$deletes" "$cas" \
-        "$(delta total_connections)" "$((app1 - app0))" "$((mc1 - mc0))" >>"$RESULTS"
-    printf '  %-26s %5s%% writes  %10s req/s  p50 %6s us  p99 %7s us  non-2xx %s\n' \
-        "$name" "$workload" "$(field rps)" "$(field p50_us)" "$(field p99_us)" "$(field status_errors)" >&2
+        "$(delta total_connections)" "$((app1 - app0))" "$((mc1 - mc0))" "$round" >>"$RESULTS"
+    printf '  round %s %-26s %5s%% writes  %10s req/s  p50 %6s us  p99 %7s us  non-2xx %s\n' \
+        "$round" "$name" "$workload" "$(field rps)" "$(field p50_us)" "$(field p99_us)" "$(field status_errors)" >&2
 }
 
 # Tandem's manager counters (the others answer {}), kept in the logs.
@@ -228,10 +244,12 @@ for sessions in $SESSIONS; do
         printf 'rss\t%s\t%s\t-\t%s\t%s\n' "$sessions" "$variant" "$rss0" "$rss1" >>"$OUT/rss.tsv"
         echo "  $variant: $sessions sessions created (RSS ${rss0} -> ${rss1} KiB)" >&2
     done
-    for workload in $WORKLOADS; do
-        for variant in $VARIANTS; do
-            run_wrk "$variant" "$sessions" "$workload"
-            echo -e "$sessions\t$variant\t$workload\t$(curl_stats "${APP_PORT[$variant]}")" >>"$OUT/tandem-stats.tsv"
+    for round in $(seq 1 "$ROUNDS"); do
+        for workload in $WORKLOADS; do
+            for variant in $VARIANTS; do
+                run_wrk "$variant" "$sessions" "$workload" "$round"
+                echo -e "$sessions\t$variant\t$workload\t$round\t$(curl_stats "${APP_PORT[$variant]}")" >>"$OUT/tandem-stats.tsv"
+            done
         done
     done
     for variant in $VARIANTS; do stop_app "$variant"; done

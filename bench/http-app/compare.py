@@ -6,7 +6,8 @@ their median, so that one noisy run does not decide a figure.
 
 Every ratio is taken within one run (a variant against `none`, or against a
 tower-sessions variant, measured minutes apart on the same machine); only then are
-the runs combined, by the median.
+the runs combined, by the median. A run of several rounds (`--rounds`) gives the
+median of its per-round ratios.
 """
 
 import statistics
@@ -24,7 +25,7 @@ PAIRS = [
 
 
 def read_runs(directory):
-    """(sessions, variant, workload) -> (requests/s, app CPU ticks per request)."""
+    """(sessions, variant, workload) -> {round: (requests/s, app CPU ticks per request)}."""
     runs = {}
     lines = (Path(directory) / "results.tsv").read_text().splitlines()
     header = lines[0].split("\t")
@@ -34,8 +35,18 @@ def read_runs(directory):
             continue
         requests = float(row["requests"]) or 1.0
         key = (row["sessions"], row["variant"], row["workload"])
-        runs[key] = (float(row["rps"]), float(row["app_cpu_ticks"]) / requests)
+        figures = (float(row["rps"]), float(row["app_cpu_ticks"]) / requests)
+        runs.setdefault(key, {})[row.get("round") or "1"] = figures
     return runs
+
+
+def run_ratio(run, key, base_key, index):
+    """The run's ratio of figure `index` of `key` to that of `base_key`: the median
+    over the rounds that measured both, or None."""
+    value, reference = run.get(key, {}), run.get(base_key, {})
+    ratios = [value[r][index] / reference[r][index]
+              for r in value if r in reference and reference[r][index] > 0]
+    return statistics.median(ratios) if ratios else None
 
 
 def main():
@@ -54,11 +65,9 @@ def main():
         print("|---|---|" + "---:|" * (len(runs) + 1))
         for variant, base in PAIRS:
             for workload, label in WORKLOADS:
-                ratios = []
-                for run in runs:
-                    value, reference = run.get((count, variant, workload)), run.get((count, base, workload))
-                    if value and reference and reference[0] > 0:
-                        ratios.append(value[0] / reference[0])
+                ratios = [r for run in runs
+                          if (r := run_ratio(run, (count, variant, workload), (count, base, workload), 0))
+                          is not None]
                 if not ratios:
                     continue
                 cells = " | ".join(f"{r:.2f}x" for r in ratios)
@@ -70,11 +79,9 @@ def main():
         print("|---|---|" + "---:|" * (len(runs) + 1))
         for variant in ("tandem-sticky", "tandem-nonsticky"):
             for workload, label in WORKLOADS:
-                ratios = []
-                for run in runs:
-                    value, reference = run.get((count, variant, workload)), run.get((count, "none", workload))
-                    if value and reference and reference[1] > 0:
-                        ratios.append(value[1] / reference[1])
+                ratios = [r for run in runs
+                          if (r := run_ratio(run, (count, variant, workload), (count, "none", workload), 1))
+                          is not None]
                 if ratios:
                     cells = " | ".join(f"{r:.2f}x" for r in ratios)
                     print(f"| {variant} | {label} | {cells} | **{statistics.median(ratios):.2f}x** |")

@@ -2,8 +2,14 @@
 """Turns the raw figures of scripts/bench-http.sh (OUT/*.tsv) into markdown tables.
 
 Usage: report.py OUT_DIR
+
+With several rounds (`--rounds`), every ratio is taken within a round and the median
+over the rounds is reported (with the lowest and highest when there are 3 or more);
+absolute figures are medians over the rounds, and per-request figures (memcached
+operations, CPU time) are totals over the rounds divided by their requests.
 """
 import csv
+import statistics
 import sys
 from pathlib import Path
 
@@ -35,34 +41,60 @@ def ratio(value, base):
     return f"{value / base:.2f}x"
 
 
+def spread(ratios):
+    """The median of per-round ratios, with their range when there are 3 or more."""
+    if not ratios:
+        return "n/a"
+    text = f"{statistics.median(ratios):.2f}x"
+    if len(ratios) >= 3:
+        text += f" ({min(ratios):.2f}-{max(ratios):.2f})"
+    return text
+
+
 def main():
     out = Path(sys.argv[1])
     meta = {row[1]: row[2] for row in read_tsv(out / "meta.tsv") if len(row) >= 3}
     hz = float(meta.get("clk_tck", "100"))
+    # (sessions, variant, workload) -> {round: row}; runs from before rounds existed
+    # have no round column and count as round 1.
     http = {}
     with (out / "results.tsv").open() as f:
         for row in csv.DictReader(f, delimiter="\t"):
             if row["kind"] != "http":
                 continue
-            http[(row["sessions"], row["variant"], row["workload"])] = row
+            key = (row["sessions"], row["variant"], row["workload"])
+            http.setdefault(key, {})[row.get("round") or "1"] = row
     sessions_list = sorted({key[0] for key in http}, key=int)
     variants = []
     for key in http:
         if key[1] not in variants:
             variants.append(key[1])
 
+    def column_values(sessions, variant, workload, column):
+        """{round: value} of one column."""
+        rows = http.get((sessions, variant, workload), {})
+        return {r: float(row[column]) for r, row in rows.items() if row.get(column) not in ("", None)}
+
     def num(sessions, variant, workload, column):
-        row = http.get((sessions, variant, workload))
-        if row is None or row[column] in ("", None):
-            return None
-        return float(row[column])
+        found = column_values(sessions, variant, workload, column)
+        return statistics.median(found.values()) if found else None
 
     def per_request(sessions, variant, workload, column):
-        value = num(sessions, variant, workload, column)
-        requests = num(sessions, variant, workload, "requests")
-        if value is None or not requests:
+        found = column_values(sessions, variant, workload, column)
+        requests = column_values(sessions, variant, workload, "requests")
+        total = sum(requests.get(r, 0) for r in found)
+        if not found or not total:
             return None
-        return value / requests
+        return sum(found.values()) / total
+
+    def round_ratios(sessions, a, b, workload, column):
+        """a / b for each round that measured both."""
+        x, y = column_values(sessions, a, workload, column), column_values(sessions, b, workload, column)
+        return [x[r] / y[r] for r in x if r in y and y[r]]
+
+    def median_ratio(sessions, a, b, workload, column="rps"):
+        ratios = round_ratios(sessions, a, b, workload, column)
+        return statistics.median(ratios) if ratios else None
 
     def cpu_us(sessions, variant, workload, column):
         ticks = per_request(sessions, variant, workload, column)
@@ -74,15 +106,17 @@ def main():
         f"{meta.get('cpus', '?')} CPUs ({meta.get('cpu_model', '?')}), "
         f"{meta.get('memcached', 'memcached ?')}, {meta.get('wrk', 'wrk ?')}, {meta.get('rustc', '')}; "
         f"wrk {meta.get('threads', '?')} threads, {meta.get('connections', '?')} connections, "
-        f"{meta.get('duration', '?')} s per measured run; idle memcached connections per node: "
+        f"{meta.get('duration', '?')} s per measured run, {meta.get('rounds', '1')} round(s) "
+        f"interleaved; idle memcached connections per node: "
         f"{meta.get('memcached_idle', '8 (default)')}; memcached nodes: {meta.get('nodes', '1')}."
     )
     for sessions in sessions_list:
         print()
         print(f"## {int(sessions):,} live sessions")
         print()
-        print("Requests/s and latency as a ratio to `none` (no sessions) in the same run "
-              "(requests/s: higher is better; latency: lower is better). "
+        print("Requests/s and latency as a ratio to `none` (no sessions) in the same round, "
+              "median over the rounds (with the range over 3 or more rounds); `none`'s own "
+              "figures are medians (requests/s: higher is better; latency: lower is better). "
               "non-2xx: answers other than 200 (409 conflicts when two connections hit one session).")
         print()
         header = "| variant |"
@@ -106,11 +140,10 @@ def main():
             line = f"| {variant} |"
             errors = 0
             for w, _ in WORKLOADS:
-                rps_b, p50_b, p99_b = base[w]
-                line += (f" {ratio(num(sessions, variant, w, 'rps'), rps_b)} |"
-                         f" {ratio(num(sessions, variant, w, 'p50_us'), p50_b)} |"
-                         f" {ratio(num(sessions, variant, w, 'p99_us'), p99_b)} |")
-                errors += int(num(sessions, variant, w, "status_errors") or 0)
+                cells = [spread(round_ratios(sessions, variant, "none", w, column))
+                         for column in ("rps", "p50_us", "p99_us")]
+                line += " " + " | ".join(cells) + " |"
+                errors += int(sum(column_values(sessions, variant, w, "status_errors").values()))
             print(line + f" {errors} |")
 
         print()
@@ -169,7 +202,7 @@ def main():
             for tower in TOWER:
                 if tower not in variants:
                     continue
-                cells = [ratio(num(sessions, tandem, w, "rps"), num(sessions, tower, w, "rps"))
+                cells = [spread(round_ratios(sessions, tandem, tower, w, "rps"))
                          for w, _ in WORKLOADS]
                 print(f"| {tandem} | {tower} | " + " | ".join(cells) + " |")
 
@@ -194,8 +227,7 @@ def main():
         n = f"{int(sessions):,}"
 
         def rps_ratio(a, b, w):
-            x, y = num(sessions, a, w, "rps"), num(sessions, b, w, "rps")
-            return None if x is None or not y else x / y
+            return median_ratio(sessions, a, b, w)
 
         target(f"sticky read-only >= 0.9x baseline ({n})", rps_ratio("tandem-sticky", "none", "0"), 0.9)
         ops = [per_request(sessions, "tandem-sticky", "0", c) for c in ("get", "set", "touch", "delete")]
