@@ -931,3 +931,21 @@ async fn a_shortened_interval_takes_effect_at_the_next_read() {
     tokio::time::sleep(Duration::from_millis(300 + 50)).await;
     assert!(!manager.inner.local.contains_key(id.storage_id()));
 }
+
+/// The takeover check compares digests of stored bytes: equal bytes must give equal
+/// digests, a change anywhere (here one byte of a session-sized value) a different
+/// one, and no digest may be 0, which stands for "no known remote copy".
+#[test]
+fn digests_tell_stored_bytes_apart() {
+    let stored: Vec<u8> = (0..500u32).map(|i| (i * 7 % 251) as u8).collect();
+    assert_eq!(digest(&stored), digest(&stored.clone()));
+    for position in [0, 1, 250, 499] {
+        let mut changed = stored.clone();
+        changed[position] ^= 1;
+        assert_ne!(digest(&stored), digest(&changed), "byte {position}");
+    }
+    assert_ne!(digest(&stored[..499]), digest(&stored));
+    for bytes in [&b""[..], b"x", &stored] {
+        assert_ne!(digest(bytes), 0);
+    }
+}
