@@ -823,7 +823,7 @@ impl<C: Codec> Inner<C> {
             // repair. Otherwise the other nodes are down, and the copy waits for one.
             if self.natural_successor(primary).is_some() {
                 tracing::debug!(session = %id.storage_id(), "no node for the backup copy; repaired when one answers");
-                self.copy_repairs.remember(&id, ttl, Stale::WhereReadsLook);
+                self.remember_repair(&id, ttl, Stale::WhereReadsLook);
             }
             return BackupStatus::Failed("no node is available for the backup copy".into());
         };
@@ -831,7 +831,7 @@ impl<C: Codec> Inner<C> {
             // The usual backup node is down: the copy goes to the next one, and the
             // usual one keeps an older copy that a read would find once it answers
             // again (and the primary does not). Repaired then.
-            self.copy_repairs.remember(&id, ttl, Stale::OnUsualNode);
+            self.remember_repair(&id, ttl, Stale::OnUsualNode);
         }
         let sync_timeout = match self.config.backup {
             _ if self.closing.load(std::sync::atomic::Ordering::Acquire) => {
@@ -851,7 +851,7 @@ impl<C: Codec> Inner<C> {
                 Ok(Err(error)) => BackupStatus::Failed(error.to_string()),
                 Err(_) => BackupStatus::Failed(format!("no answer within {timeout:?}")),
             };
-            self.copy_repairs.remember(&id, ttl, Stale::WhereReadsLook);
+            self.remember_repair(&id, ttl, Stale::WhereReadsLook);
             return status;
         }
         let inner = Arc::clone(self);
@@ -862,7 +862,7 @@ impl<C: Codec> Inner<C> {
                 .await
                 .is_err()
             {
-                inner.copy_repairs.remember(&id, ttl, Stale::WhereReadsLook);
+                inner.remember_repair(&id, ttl, Stale::WhereReadsLook);
             }
             inner.backups.end();
         });

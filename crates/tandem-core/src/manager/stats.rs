@@ -117,6 +117,11 @@ counters! {
     backups_failed,
     /// Non-sticky backup copies rewritten from the primary after their write failed.
     backup_copies_repaired,
+    /// Non-sticky backup copies left older than their primary: the repair was given up
+    /// after 10 minutes without both nodes answering, or could not be remembered
+    /// because 100,000 were already waiting. Until the session's next change, a read
+    /// that finds the primary down moves it to that older copy.
+    backup_copy_repairs_abandoned,
     /// Commits refused because the session exceeded the size limit.
     too_large,
     /// Remote expiry extensions (touch) of unchanged sessions.

@@ -29,12 +29,12 @@ use super::super::entry::{LocalKey, local_key};
 use super::super::stats::Counters;
 
 /// At most this many sessions wait for a repair; beyond it a failure is only counted
-/// and logged (its copy is rewritten by the session's next change, or by its next read
-/// if the copy is missing).
-const MAX_PENDING: usize = 100_000;
+/// (`backup_copy_repairs_abandoned`) and logged (its copy is rewritten by the
+/// session's next change, or by its next read if the copy is missing).
+pub(crate) const MAX_PENDING: usize = 100_000;
 
-/// A repair not possible within this long is given up (logged): by then its session
-/// has most likely changed again, moved, or ended.
+/// A repair not possible within this long is given up (counted and logged): by then
+/// its session has most likely changed again, moved, or ended.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
 
 /// At most this many copies are repaired per sweep, one after another, so that a node
@@ -72,18 +72,22 @@ impl Repairs {
     /// Remembers that the backup copy of `id` is older than its primary, where `stale`
     /// says. A session already waiting keeps its place; a failed write widens what
     /// is to be repaired, and the newer TTL is kept.
-    pub(crate) fn remember(&self, id: &SessionId, ttl: Ttl, stale: Stale) {
+    /// Returns `false` if the repair could not be remembered (too many wait already).
+    #[must_use = "a repair not remembered is abandoned, and counted as such"]
+    fn remember(&self, id: &SessionId, ttl: Ttl, stale: Stale) -> bool {
         let mut pending = self.pending.lock();
         if let Some(waiting) = pending.get_mut(id.storage_id()) {
             waiting.ttl = ttl;
             if stale == Stale::WhereReadsLook {
                 waiting.stale = stale;
             }
-            return;
+            return true;
         }
         if pending.len() >= MAX_PENDING {
+            // Counted by the caller; a warning each would flood the log in the very
+            // outage that fills the table.
             tracing::debug!(session = %id.storage_id(), "too many backup copies to repair; this one waits for the session's next change");
-            return;
+            return false;
         }
         pending.insert(
             local_key(id),
@@ -94,15 +98,21 @@ impl Repairs {
                 since: Instant::now(),
             },
         );
+        true
     }
 
     /// Puts a repair back for a later sweep, unless the session was remembered again
-    /// meanwhile (that entry is newer).
-    fn put_back(&self, repair: PendingRepair) {
+    /// meanwhile (that entry is newer). Returns `false` if it could not be (too many
+    /// wait already).
+    #[must_use = "a repair not put back is abandoned, and counted as such"]
+    fn put_back(&self, repair: PendingRepair) -> bool {
         let mut pending = self.pending.lock();
-        if pending.len() < MAX_PENDING {
-            pending.entry(local_key(&repair.id)).or_insert(repair);
+        let key = local_key(&repair.id);
+        if pending.len() < MAX_PENDING || pending.contains_key(&key) {
+            pending.entry(key).or_insert(repair);
+            return true;
         }
+        false
     }
 
     /// How many sessions wait for a repair.
@@ -132,6 +142,23 @@ enum Repaired {
 }
 
 impl<C: Codec> Inner<C> {
+    /// Remembers that the backup copy of `id` is older than its primary, where `stale`
+    /// says (see [`Repairs::remember`]); counts it as abandoned if it cannot be.
+    pub(in crate::manager) fn remember_repair(&self, id: &SessionId, ttl: Ttl, stale: Stale) {
+        if !self.copy_repairs.remember(id, ttl, stale) {
+            Counters::add(&self.counters.backup_copy_repairs_abandoned);
+        }
+    }
+
+    /// Puts a repair back for a later sweep; counts it as abandoned if it cannot be.
+    fn put_back_repair(&self, repair: PendingRepair) {
+        let id = repair.id.clone();
+        if !self.copy_repairs.put_back(repair) {
+            Counters::add(&self.counters.backup_copy_repairs_abandoned);
+            tracing::debug!(session = %id.storage_id(), "too many backup copies to repair; this one waits for the session's next change");
+        }
+    }
+
     /// Called by the sweep: starts the repairs whose nodes answer, if no earlier
     /// sweep's repairs are still running.
     pub(in crate::manager) fn repair_copies(self: &Arc<Self>) {
@@ -181,6 +208,7 @@ impl<C: Codec> Inner<C> {
         pending.retain(|_, repair| {
             let keep = repair.since.elapsed() <= GIVE_UP_AFTER;
             if !keep {
+                Counters::add(&self.counters.backup_copy_repairs_abandoned);
                 tracing::warn!(session = %repair.id.storage_id(), "backup copy not repaired in time; given up");
             }
             keep
@@ -196,7 +224,7 @@ impl<C: Codec> Inner<C> {
     /// node, the session waits for the usual one.
     async fn repair(&self, repair: PendingRepair) {
         let Some(target) = self.repair_target(&repair) else {
-            self.copy_repairs.put_back(repair);
+            self.put_back_repair(repair);
             return;
         };
         match self.repair_copy(&repair.id, repair.ttl, &target).await {
@@ -207,7 +235,7 @@ impl<C: Codec> Inner<C> {
                 }
                 let primary = self.node_ref(&repair.id);
                 if self.natural_successor(primary) != Some(&target) {
-                    self.copy_repairs.put_back(PendingRepair {
+                    self.put_back_repair(PendingRepair {
                         stale: Stale::OnUsualNode,
                         ..repair
                     });
@@ -215,7 +243,7 @@ impl<C: Codec> Inner<C> {
             }
             Err(error) => {
                 tracing::debug!(session = %repair.id.storage_id(), %error, "backup copy not repaired yet");
-                self.copy_repairs.put_back(repair);
+                self.put_back_repair(repair);
             }
         }
     }

@@ -5,12 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use super::repair::{MAX_PENDING, Stale};
 use crate::manager::{
     BackupMode, BackupStatus, CommitError, Concurrency, CookieUpdate, LoadError, LockScope,
     LockTimeoutPolicy, ManagerBuilder, Mode, RequestInfo, SessionManager,
 };
 use crate::memory::MemoryStore;
 use crate::session::tests::TextCodec;
+use crate::store::Ttl;
 use crate::{NodeId, RemoteStore, SessionId};
 
 type Manager = SessionManager<TextCodec>;
@@ -566,4 +568,37 @@ async fn invalidate_and_cycle_id_remove_both_copies_of_the_old_id() {
         0
     );
     assert!(a1.load(Some(new.as_str())).await.unwrap().is_new());
+}
+
+/// Once 100,000 sessions wait for a repair, a further failed copy cannot be
+/// remembered: it is counted as abandoned (its copy stays older until the session's
+/// next change). A session already waiting is not counted again.
+#[tokio::test]
+async fn a_repair_that_cannot_be_remembered_is_counted_as_abandoned() {
+    let store = store(&["n1", "n2"]);
+    // No sweep during the test: the table stays full.
+    let a1 = builder(&store)
+        .retry_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let n1 = node("n1");
+    let ttl = Ttl::After(Duration::from_secs(60));
+    let first = SessionId::generate(&n1, None);
+    a1.inner.remember_repair(&first, ttl, Stale::WhereReadsLook);
+    for _ in 1..MAX_PENDING {
+        a1.inner
+            .remember_repair(&SessionId::generate(&n1, None), ttl, Stale::OnUsualNode);
+    }
+    assert_eq!(a1.inner.copy_repairs.pending(), MAX_PENDING);
+    assert_eq!(a1.stats().backup_copy_repairs_abandoned, 0);
+    a1.inner.remember_repair(&first, ttl, Stale::WhereReadsLook);
+    assert_eq!(
+        a1.stats().backup_copy_repairs_abandoned,
+        0,
+        "already waiting"
+    );
+    a1.inner
+        .remember_repair(&SessionId::generate(&n1, None), ttl, Stale::WhereReadsLook);
+    assert_eq!(a1.stats().backup_copy_repairs_abandoned, 1);
+    assert_eq!(a1.inner.copy_repairs.pending(), MAX_PENDING);
 }
