@@ -72,6 +72,7 @@ impl Repairs {
     /// Remembers that the backup copy of `id` is older than its primary, where `stale`
     /// says. A session already waiting keeps its place; a failed write widens what
     /// is to be repaired, and the newer TTL is kept.
+    ///
     /// Returns `false` if the repair could not be remembered (too many wait already).
     #[must_use = "a repair not remembered is abandoned, and counted as such"]
     fn remember(&self, id: &SessionId, ttl: Ttl, stale: Stale) -> bool {
