@@ -113,6 +113,8 @@ impl Repairs {
             pending.entry(key).or_insert(repair);
             return true;
         }
+        // Counted by the caller, logged at debug level as in `remember`.
+        tracing::debug!(session = %repair.id.storage_id(), "too many backup copies to repair; this one waits for the session's next change");
         false
     }
 
@@ -153,10 +155,8 @@ impl<C: Codec> Inner<C> {
 
     /// Puts a repair back for a later sweep; counts it as abandoned if it cannot be.
     fn put_back_repair(&self, repair: PendingRepair) {
-        let id = repair.id.clone();
         if !self.copy_repairs.put_back(repair) {
             Counters::add(&self.counters.backup_copy_repairs_abandoned);
-            tracing::debug!(session = %id.storage_id(), "too many backup copies to repair; this one waits for the session's next change");
         }
     }
 
