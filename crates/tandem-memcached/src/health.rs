@@ -36,6 +36,10 @@ pub struct NodeHealth {
     pub marked_up: u64,
     /// Mean latency of the operations the node answered; `None` before the first.
     pub mean_latency: Option<Duration>,
+    /// Reads that went out pipelined with other reads, in one exchange, because all
+    /// of the node's [read exchanges](crate::MemcachedConfig::with_max_read_exchanges)
+    /// were busy. Counted in `operations` too.
+    pub coalesced_reads: u64,
 }
 
 /// The live health state of one node. Operations read `up` without locking; the
@@ -128,7 +132,7 @@ impl HealthState {
         was_down
     }
 
-    pub(crate) fn snapshot(&self, id: &NodeId, address: &str) -> NodeHealth {
+    pub(crate) fn snapshot(&self, id: &NodeId, address: &str, coalesced_reads: u64) -> NodeHealth {
         let detail = self.detail.lock();
         NodeHealth {
             id: id.clone(),
@@ -147,6 +151,7 @@ impl HealthState {
                     self.answered_micros.load(Ordering::Relaxed) / answered,
                 )),
             },
+            coalesced_reads,
         }
     }
 }
@@ -156,7 +161,7 @@ mod tests {
     use super::*;
 
     fn snapshot(state: &HealthState) -> NodeHealth {
-        state.snapshot(&NodeId::new("n1").unwrap(), "127.0.0.1:11211")
+        state.snapshot(&NodeId::new("n1").unwrap(), "127.0.0.1:11211", 3)
     }
 
     #[test]
@@ -202,5 +207,6 @@ mod tests {
             (2, 1, 1)
         );
         assert_eq!(health.last_error.unwrap().0, "probe");
+        assert_eq!(health.coalesced_reads, 3);
     }
 }

@@ -14,6 +14,10 @@
 //!   while a background probe checks it every probe interval, and it comes back by
 //!   itself. [`MemcachedStore::health`] reports state, last error and counters per
 //!   node.
+//! - **Pipelined reads under load.** A node runs at most a few read exchanges at once
+//!   ([`MemcachedConfig::with_max_read_exchanges`]); reads that find them all busy go
+//!   out together in the next one, pipelined on one connection, which saves most of
+//!   their system calls on both sides. At low load every read goes out at once.
 //! - **memcached's rules.** TTLs beyond 30 days are sent as absolute times
 //!   ([`wire_ttl`]), and values that would not fit memcached's item size limit are
 //!   refused before they are sent, because memcached drops the stored copy of a key
@@ -26,6 +30,7 @@
 
 mod config;
 mod health;
+mod pipeline;
 mod store;
 mod ttl;
 

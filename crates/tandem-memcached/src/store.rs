@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use memcache::exp::{
-    AsyncMetaClient, Error as ClientError, Meta, MetaClientBuilder, MutationStatus, Set,
+    AsyncMetaClient, Error as ClientError, Get, Meta, MetaClientBuilder, MutationStatus, Set,
 };
 use tandem_core::{
     AddOutcome, CasOutcome, CasToken, Item, NodeId, NodeSpec, NodeStatus, RemoteStore, SetItem,
@@ -16,6 +16,7 @@ use tandem_core::{
 
 use crate::config::MemcachedConfig;
 use crate::health::{HealthState, NodeHealth};
+use crate::pipeline::{self, PipelineHost, ReadPipeline};
 use crate::ttl::wire_ttl;
 
 /// Why [`MemcachedStore::connect`] failed.
@@ -98,7 +99,27 @@ struct Node {
     id: NodeId,
     address: String,
     client: AsyncMetaClient,
+    reads: ReadPipeline,
     health: HealthState,
+}
+
+/// The node an operation runs on: its client, and its read pipeline.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    shared: &'a Arc<Shared>,
+    index: usize,
+}
+
+impl<'a> Target<'a> {
+    fn client(self) -> &'a AsyncMetaClient {
+        &self.shared.nodes[self.index].client
+    }
+
+    /// Runs a read (`mg`), coalesced with concurrent ones when the node's read
+    /// exchanges are all busy.
+    async fn read(self, read: Get) -> Result<memcache::exp::GetResult, ClientError> {
+        pipeline::read(self.shared, self.index, read).await
+    }
 }
 
 /// A failed operation, classified.
@@ -143,6 +164,7 @@ impl MemcachedStore {
                 id: node.id().clone(),
                 address,
                 client,
+                reads: ReadPipeline::new(config.max_read_exchanges()),
                 health: HealthState::new(),
             });
         }
@@ -182,7 +204,7 @@ impl MemcachedStore {
         &'a self,
         node: &NodeId,
         value_size: Option<usize>,
-        operation: impl FnOnce(&'a AsyncMetaClient) -> F,
+        operation: impl FnOnce(Target<'a>) -> F,
     ) -> Result<T, StoreError>
     where
         F: Future<Output = Result<T, ClientError>> + 'a,
@@ -201,7 +223,8 @@ impl MemcachedStore {
         node.health.count_operation();
         let timeout = shared.config.operation_timeout();
         let started = Instant::now();
-        let failure = match tokio::time::timeout(timeout, operation(&node.client)).await {
+        let target = Target { shared, index };
+        let failure = match tokio::time::timeout(timeout, operation(target)).await {
             Ok(Ok(value)) => {
                 node.health.record_latency(started.elapsed());
                 return Ok(value);
@@ -215,6 +238,20 @@ impl MemcachedStore {
         }
         node.health.count_failure(failure.detail);
         Err(failure.error)
+    }
+}
+
+impl PipelineHost for Shared {
+    fn client(&self, node: usize) -> &AsyncMetaClient {
+        &self.nodes[node].client
+    }
+
+    fn pipeline(&self, node: usize) -> &ReadPipeline {
+        &self.nodes[node].reads
+    }
+
+    fn exchange_timeout(&self) -> Duration {
+        self.config.operation_timeout()
     }
 }
 
@@ -252,7 +289,8 @@ impl Shared {
 
 impl Node {
     fn health(&self) -> NodeHealth {
-        self.health.snapshot(&self.id, &self.address)
+        self.health
+            .snapshot(&self.id, &self.address, self.reads.coalesced())
     }
 }
 
@@ -387,8 +425,8 @@ fn unexpected(node: &NodeId, status: MutationStatus, operation: &str) -> StoreEr
 impl RemoteStore for MemcachedStore {
     async fn get(&self, node: &NodeId, key: &StoreKey) -> Result<Option<Item>, StoreError> {
         let result = self
-            .call(node, None, |client| {
-                client.get(key.as_str()).meta(Meta::NONE.cas()).send()
+            .call(node, None, |target| {
+                target.read(Get::new(key.as_str()).meta(Meta::NONE.cas()))
             })
             .await?;
         hit_item(node, result.hit(), result.value, result.item.cas)
@@ -403,8 +441,12 @@ impl RemoteStore for MemcachedStore {
     ) -> Result<(), StoreError> {
         let expiry = wire_ttl(ttl, SystemTime::now());
         let result = self
-            .call(node, Some(value.len()), |client| {
-                client.set(key.as_str(), value).ttl_raw(expiry).send()
+            .call(node, Some(value.len()), |target| {
+                target
+                    .client()
+                    .set(key.as_str(), value)
+                    .ttl_raw(expiry)
+                    .send()
             })
             .await?;
         match result.status {
@@ -438,8 +480,8 @@ impl RemoteStore for MemcachedStore {
             // the store's health sees the failure; the sets that did land are written
             // again by the caller's retry, which is harmless.
             let outcome = self
-                .call(node, None, |client| async move {
-                    let outputs = client.run_many(sets).await?;
+                .call(node, None, |target| async move {
+                    let outputs = target.client().run_many(sets).await?;
                     outputs.into_iter().collect::<Result<Vec<_>, _>>()
                 })
                 .await;
@@ -478,8 +520,13 @@ impl RemoteStore for MemcachedStore {
     ) -> Result<AddOutcome, StoreError> {
         let expiry = wire_ttl(ttl, SystemTime::now());
         let result = self
-            .call(node, Some(value.len()), |client| {
-                client.set(key.as_str(), value).ttl_raw(expiry).add().send()
+            .call(node, Some(value.len()), |target| {
+                target
+                    .client()
+                    .set(key.as_str(), value)
+                    .ttl_raw(expiry)
+                    .add()
+                    .send()
             })
             .await?;
         match result.status {
@@ -499,8 +546,9 @@ impl RemoteStore for MemcachedStore {
     ) -> Result<CasOutcome, StoreError> {
         let expiry = wire_ttl(ttl, SystemTime::now());
         let result = self
-            .call(node, Some(value.len()), |client| {
-                client
+            .call(node, Some(value.len()), |target| {
+                target
+                    .client()
                     .set(key.as_str(), value)
                     .ttl_raw(expiry)
                     .compare_cas(cas.0)
@@ -517,7 +565,9 @@ impl RemoteStore for MemcachedStore {
 
     async fn delete(&self, node: &NodeId, key: &StoreKey) -> Result<bool, StoreError> {
         let result = self
-            .call(node, None, |client| client.delete(key.as_str()).send())
+            .call(node, None, |target| {
+                target.client().delete(key.as_str()).send()
+            })
             .await?;
         match result.status {
             MutationStatus::Applied => Ok(true),
@@ -529,12 +579,8 @@ impl RemoteStore for MemcachedStore {
     async fn touch(&self, node: &NodeId, key: &StoreKey, ttl: Ttl) -> Result<bool, StoreError> {
         let expiry = wire_ttl(ttl, SystemTime::now());
         let result = self
-            .call(node, None, |client| {
-                client
-                    .get(key.as_str())
-                    .without_value()
-                    .touch_raw(expiry)
-                    .send()
+            .call(node, None, |target| {
+                target.read(Get::new(key.as_str()).without_value().touch_raw(expiry))
             })
             .await?;
         Ok(result.hit())
@@ -548,12 +594,12 @@ impl RemoteStore for MemcachedStore {
     ) -> Result<Option<Item>, StoreError> {
         let expiry = wire_ttl(ttl, SystemTime::now());
         let result = self
-            .call(node, None, |client| {
-                client
-                    .get(key.as_str())
-                    .touch_raw(expiry)
-                    .meta(Meta::NONE.cas())
-                    .send()
+            .call(node, None, |target| {
+                target.read(
+                    Get::new(key.as_str())
+                        .touch_raw(expiry)
+                        .meta(Meta::NONE.cas()),
+                )
             })
             .await?;
         hit_item(node, result.hit(), result.value, result.item.cas)

@@ -6,3 +6,4 @@
 mod common;
 mod node_health;
 mod operations;
+mod pipelined_reads;
