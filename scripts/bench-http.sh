@@ -19,7 +19,9 @@
 #   --sessions "1000 100000"  live-session counts
 #   --variants "none tandem-sticky ..."  which variants (default: all six)
 #   --memcached-idle N      idle memcached connections per node, for Tandem and the
-#                           tower-sessions memcached store (default: Tandem's default, 8)
+#                           tower-sessions memcached store (default: Tandem's default, 64)
+#   --read-exchanges N      Tandem's read exchanges per memcached node (default: Tandem's
+#                           default); reads beyond them are pipelined together
 #   --nodes N               memcached nodes (default 1). Tandem uses all of them (so
 #                           non-sticky keeps its backup copy only with 2 or more); the
 #                           tower-sessions memcached store uses the first
@@ -45,6 +47,7 @@ SESSIONS=""
 VARIANTS="none tandem-sticky tandem-nonsticky tower-sessions-moka tower-sessions-memcached tower-sessions-caching"
 OUT=""
 MEMCACHED_IDLE=""
+READ_EXCHANGES=""
 NODES=1
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -55,8 +58,9 @@ while [ $# -gt 0 ]; do
         --variants) VARIANTS="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
         --memcached-idle) MEMCACHED_IDLE="$2"; shift 2 ;;
+        --read-exchanges) READ_EXCHANGES="$2"; shift 2 ;;
         --nodes) NODES="$2"; shift 2 ;;
-        -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -153,6 +157,7 @@ start_app() { # name variant [concurrency]
     port=$(free_port)
     local idle=()
     [ -z "$MEMCACHED_IDLE" ] || idle=(--memcached-idle "$MEMCACHED_IDLE")
+    [ -z "$READ_EXCHANGES" ] || idle+=(--read-exchanges "$READ_EXCHANGES")
     "$APP" serve --variant "$variant" --listen "127.0.0.1:$port" --memcached "$NODESPEC" \
         --concurrency "$concurrency" "${idle[@]}" >"$OUT/app-$name.log" 2>&1 &
     APP_PID[$name]=$!
@@ -174,6 +179,7 @@ echo -e "meta\tclk_tck\t$TICK_HZ" >"$OUT/meta.tsv"
     echo -e "meta\tduration\t$DURATION"
     echo -e "meta\trounds\t$ROUNDS"
     echo -e "meta\tmemcached_idle\t${MEMCACHED_IDLE:-64 (default)}"
+    echo -e "meta\tread_exchanges\t${READ_EXCHANGES:-default}"
     echo -e "meta\tnodes\t$NODES"
     echo -e "meta\tconnections\t$CONNECTIONS"
     echo -e "meta\tthreads\t$THREADS"

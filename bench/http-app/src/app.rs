@@ -113,8 +113,11 @@ pub struct AppOptions {
     /// Tandem's concurrency mode (default merge, Tandem's default).
     pub concurrency: Concurrency,
     /// Idle memcached connections kept per node, for Tandem's store and the
-    /// tower-sessions memcached store alike; `None`: Tandem's default (8).
+    /// tower-sessions memcached store alike; `None`: Tandem's default (64).
     pub memcached_idle: Option<usize>,
+    /// Tandem's read exchanges per memcached node (reads beyond them are pipelined
+    /// together); `None`: Tandem's default.
+    pub read_exchanges: Option<usize>,
 }
 
 /// A built app.
@@ -151,6 +154,9 @@ impl App {
                 let mut config = MemcachedConfig::default();
                 if let Some(idle) = options.memcached_idle {
                     config = config.with_max_idle_connections(idle);
+                }
+                if let Some(exchanges) = options.read_exchanges {
+                    config = config.with_max_read_exchanges(exchanges);
                 }
                 let store = MemcachedStore::connect(spec, config)
                     .await

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! bench-http-app serve --variant V [--listen ADDR] [--memcached NODESPEC] [--concurrency merge|lock|none]
-//!                      [--memcached-idle N] [--workers N] [--baseline-extra-cpu-ns N]
+//!                      [--memcached-idle N] [--read-exchanges N] [--workers N] [--baseline-extra-cpu-ns N]
 //! bench-http-app populate --target ADDR --count N [--connections C] --out FILE
 //! bench-http-app race --target ADDR [--clients 32] [--requests 100]
 //! ```
@@ -25,7 +25,7 @@ use tandem_bench_http::{App, AppOptions, BASELINE_EXTRA_CPU_NS, Variant};
 use tandem_core::Concurrency;
 
 const USAGE: &str = "usage:
-  bench-http-app serve --variant V [--listen ADDR] [--memcached NODESPEC] [--concurrency merge|lock|none] [--memcached-idle N] [--workers N] [--baseline-extra-cpu-ns N]
+  bench-http-app serve --variant V [--listen ADDR] [--memcached NODESPEC] [--concurrency merge|lock|none] [--memcached-idle N] [--read-exchanges N] [--workers N] [--baseline-extra-cpu-ns N]
   bench-http-app populate --target ADDR --count N [--connections C] --out FILE
   bench-http-app race --target ADDR [--clients N] [--requests N]";
 
@@ -78,6 +78,7 @@ async fn serve(args: &[String]) -> Result<(), String> {
         memcached: None,
         concurrency: Concurrency::Merge,
         memcached_idle: None,
+        read_exchanges: None,
     };
     let mut variant = None;
     let mut listen = "127.0.0.1:8080".to_owned();
@@ -87,6 +88,7 @@ async fn serve(args: &[String]) -> Result<(), String> {
             "--listen" => listen = value.to_owned(),
             "--memcached" => options.memcached = Some(value.to_owned()),
             "--memcached-idle" => options.memcached_idle = Some(number(flag, value)?),
+            "--read-exchanges" => options.read_exchanges = Some(number(flag, value)?),
             "--baseline-extra-cpu-ns" => BASELINE_EXTRA_CPU_NS.store(
                 u64::try_from(number(flag, value)?).unwrap_or(u64::MAX),
                 Ordering::Relaxed,

@@ -150,6 +150,7 @@ async fn run(args: &[String]) -> Result<(), String> {
         memcached: None,
         concurrency: Concurrency::Merge,
         memcached_idle: None,
+        read_exchanges: None,
     };
     let mut variant = None;
     let mut sessions = 100_000usize;

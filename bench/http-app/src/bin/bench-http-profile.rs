@@ -63,6 +63,7 @@ async fn run(args: &[String]) -> Result<(), String> {
         memcached: None,
         concurrency: Concurrency::Merge,
         memcached_idle: None,
+        read_exchanges: None,
     };
     let (mut requests, mut write_every, mut sessions) = (20_000usize, 0usize, 1usize);
     let mut yield_every = 0usize;
