@@ -1,15 +1,16 @@
 //! Coalescing of concurrent reads on one node into pipelined exchanges.
 //!
 //! Each read (`mg`: get, get-and-touch, touch) costs memcached and the client a
-//! system call or two per side when it has a connection to itself. Under load that is
-//! most of a read's CPU (in the HTTP bench on a 2-core machine memcached spent about
-//! 16 µs per read that way, 4 to 7 µs with reads coalesced: `benches/RESULTS.md`). So a
-//! node runs at most [`MemcachedConfig::max_read_exchanges`](crate::MemcachedConfig::max_read_exchanges)
-//! read exchanges at once. A read that finds one free takes it and goes out at once,
-//! as before: at low load nothing waits. A read that finds them all busy is queued;
-//! when an exchange ends, the reads queued meanwhile go out together in the next one
-//! (in a task of their own, so that the request whose read just finished is not held
-//! up by the others), pipelined on one connection.
+//! system call or two per side when it has a connection to itself. Under load that
+//! is most of a read's CPU (in the HTTP bench on a 2-core machine memcached spent
+//! about 16 µs per read that way, about 7 µs with reads coalesced:
+//! `benches/RESULTS.md`). So a node runs at most
+//! [`MemcachedConfig::max_read_exchanges`](crate::MemcachedConfig::max_read_exchanges)
+//! read exchanges at once. A read that finds one free takes it and goes out at
+//! once, as before: at low load nothing waits. A read that finds them all busy is
+//! queued; when an exchange ends, the reads queued meanwhile go out together in the
+//! next one (in a task of their own, so that the request whose read just finished
+//! is not held up by the others), pipelined on one connection.
 //!
 //! Invariant: reads are queued only while every exchange is taken, and an exchange
 //! that ends takes the whole queue (up to [`MAX_BATCH`]) before it is released. So a
