@@ -98,6 +98,13 @@ async fn counters_histograms_and_node_health_reach_the_exporter() {
     assert!(text.contains(&format!(
         "tandem_node_down_transitions_total{{node=\"{dead}\"}} 1"
     )));
+    // Every node's count of coalesced reads is published, 0 or not.
+    assert!(
+        text.contains(&format!(
+            "tandem_node_coalesced_reads_total{{node=\"{dead}\"}}"
+        )),
+        "{text}"
+    );
     assert!(text.contains("tandem_backup_write_seconds"), "{text}");
     assert!(text.contains("tandem_remote_load_seconds"));
     assert!(

@@ -79,6 +79,10 @@ pub struct NodeStatus {
     pub down_transitions: u64,
     /// Mean latency of the operations that got an answer, if the store measures it.
     pub mean_latency: Option<Duration>,
+    /// Reads that went out pipelined together with other reads, in one exchange,
+    /// because the node's read exchanges were all busy; 0 for a store that does not
+    /// coalesce reads. Counted in `operations` too.
+    pub coalesced_reads: u64,
 }
 
 impl NodeStatus {
@@ -94,6 +98,7 @@ impl NodeStatus {
             failures: 0,
             down_transitions: 0,
             mean_latency: None,
+            coalesced_reads: 0,
         }
     }
 }

@@ -635,6 +635,7 @@ impl RemoteStore for MemcachedStore {
                 status.failures = health.failures;
                 status.down_transitions = health.marked_down;
                 status.mean_latency = health.mean_latency;
+                status.coalesced_reads = health.coalesced_reads;
                 status
             })
             .collect()

@@ -752,8 +752,10 @@ impl<C: Codec> Inner<C> {
                 .absolute(status.operations);
             metrics::counter!("tandem_node_failures_total", "node" => node.clone())
                 .absolute(status.failures);
-            metrics::counter!("tandem_node_down_transitions_total", "node" => node)
+            metrics::counter!("tandem_node_down_transitions_total", "node" => node.clone())
                 .absolute(status.down_transitions);
+            metrics::counter!("tandem_node_coalesced_reads_total", "node" => node)
+                .absolute(status.coalesced_reads);
         }
         let layers = self.config.layer.stats();
         metrics::counter!("tandem_layer_bytes_in_total").absolute(layers.bytes_in);

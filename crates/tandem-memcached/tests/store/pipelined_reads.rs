@@ -92,6 +92,9 @@ async fn reads_queued_behind_a_busy_exchange_share_one_and_each_gets_its_own_ans
     assert_eq!(health.operations, (STORED + READS) as u64);
     // All but the first read went out in one shared exchange.
     assert_eq!(health.coalesced_reads, (READS - 1) as u64);
+    // The manager reads the same count through `node_status` (and exports it).
+    let status = store.node_status().pop().unwrap();
+    assert_eq!(status.coalesced_reads, health.coalesced_reads);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
