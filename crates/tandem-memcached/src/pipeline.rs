@@ -82,8 +82,8 @@ impl ReadPipeline {
         Admission::Queued(answer)
     }
 
-    /// Ends an exchange: hands the reads queued meanwhile to a new one, or releases
-    /// it. The new exchange is returned for the caller to run (it keeps the slot).
+    /// Ends an exchange: returns the reads queued meanwhile for the caller to send
+    /// next on the same slot, or, when none wait, frees the slot.
     fn end_exchange(&self) -> Option<Vec<Queued>> {
         let mut state = self.state.lock();
         // A read whose caller gave up (its operation timed out) is not sent.
