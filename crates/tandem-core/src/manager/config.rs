@@ -241,7 +241,8 @@ impl<C: Codec> ManagerBuilder<C> {
     /// How often a non-sticky commit reloads and re-applies its changes after a
     /// compare-and-swap conflict before it gives up with
     /// [`CommitError::RetriesExhausted`](super::CommitError::RetriesExhausted)
-    /// (default 8).
+    /// (default 8). After the n-th lost compare-and-swap it waits a random time of up
+    /// to 2^n ms (at most 32 ms) before reloading.
     pub fn max_merge_retries(mut self, retries: u32) -> Self {
         self.config.max_merge_retries = retries;
         self

@@ -54,6 +54,20 @@ pub(super) fn copy_ttl(max_inactive: Option<Duration>) -> Ttl {
     }
 }
 
+/// The longest a commit that lost a compare-and-swap waits before it reloads.
+const MAX_MERGE_BACKOFF: Duration = Duration::from_millis(32);
+
+/// How long a commit waits after losing its `attempt`-th compare-and-swap (from 1)
+/// before it reloads and applies its changes again: a random time up to 2^attempt
+/// ms, at most [`MAX_MERGE_BACKOFF`]. Without it, a server whose commit needs two
+/// round trips (reload, then write) loses every race against another server's
+/// back-to-back writes of the same session, and runs out of retries before that
+/// burst ends; waiting a growing, random while lets it in after the burst.
+fn merge_backoff(attempt: u32) -> Duration {
+    let ceiling = Duration::from_millis(1u64 << attempt.min(16)).min(MAX_MERGE_BACKOFF);
+    ceiling.mul_f64(rand::random::<f64>())
+}
+
 /// The transit copies of the sessions with requests in flight, by local key. Entries
 /// are weak: a transit copy lives exactly as long as the requests holding it.
 pub(super) type TransitMap<C> = Mutex<HashMap<LocalKey, Weak<Transit<C>>>>;
@@ -570,6 +584,7 @@ impl<C: Codec> Inner<C> {
         let merge = self.config.concurrency != Concurrency::LastWriterWins;
         let mut new_id = None;
         let mut relocated = false;
+        let mut lost_races = 0;
         for attempt in 0..=self.config.max_merge_retries {
             if attempt > 0 {
                 Counters::add(&self.counters.merge_retries);
@@ -600,6 +615,7 @@ impl<C: Codec> Inner<C> {
                 .map_err(|reason| CommitError::Encoding { reason })?;
             let ttl = copy_ttl(next.max_inactive());
             let key = self.store_key(&id);
+            let mut token_unknown = false;
             let written = if new_id.is_some() || !state.on_primary {
                 self.store
                     .add(&node, &key, &bytes, ttl)
@@ -613,6 +629,7 @@ impl<C: Codec> Inner<C> {
             } else {
                 // This process wrote the session last, so its CAS token is unknown:
                 // read it (with whatever others wrote since) and apply again.
+                token_unknown = true;
                 Ok(false)
             };
             match written {
@@ -642,7 +659,12 @@ impl<C: Codec> Inner<C> {
                     });
                 }
                 Ok(false) => {
-                    // Someone else wrote (or the copy vanished): reload and re-apply.
+                    // Someone else wrote (or the copy vanished): reload and re-apply,
+                    // after a while if this was a race lost.
+                    if !token_unknown {
+                        lost_races += 1;
+                        tokio::time::sleep(merge_backoff(lost_races)).await;
+                    }
                     match self.ns_reload(state, &node, &key).await {
                         Ok(true) => {}
                         Ok(false) => return Err(CommitError::SessionEnded),

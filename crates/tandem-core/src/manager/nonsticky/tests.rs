@@ -602,3 +602,17 @@ async fn a_repair_that_cannot_be_remembered_is_counted_as_abandoned() {
     assert_eq!(a1.stats().backup_copy_repairs_abandoned, 1);
     assert_eq!(a1.inner.copy_repairs.pending(), MAX_PENDING);
 }
+
+#[test]
+fn the_wait_after_a_lost_race_is_random_grows_and_is_capped() {
+    let first: Vec<Duration> = (0..200).map(|_| super::merge_backoff(1)).collect();
+    assert!(first.iter().all(|wait| *wait <= Duration::from_millis(2)));
+    let fifth: Vec<Duration> = (0..200).map(|_| super::merge_backoff(5)).collect();
+    assert!(fifth.iter().all(|wait| *wait <= Duration::from_millis(32)));
+    // Half of the waits up to 32 ms are over 16 ms: all 200 under it would be a
+    // fixed wait or no growth.
+    assert!(fifth.iter().any(|wait| *wait > Duration::from_millis(16)));
+    assert!(fifth.iter().any(|wait| *wait < Duration::from_millis(16)));
+    let late = (0..200).map(|_| super::merge_backoff(40)).max().unwrap();
+    assert!(late <= super::MAX_MERGE_BACKOFF);
+}
