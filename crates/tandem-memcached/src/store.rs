@@ -112,7 +112,7 @@ struct Target<'a> {
 
 impl<'a> Target<'a> {
     fn client(self) -> &'a AsyncMetaClient {
-        &self.shared.nodes[self.index].client
+        PipelineHost::client(&**self.shared, self.index)
     }
 
     /// Runs a read (`mg`), coalesced with concurrent ones when the node's read

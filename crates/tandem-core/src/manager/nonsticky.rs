@@ -615,21 +615,28 @@ impl<C: Codec> Inner<C> {
                 .map_err(|reason| CommitError::Encoding { reason })?;
             let ttl = copy_ttl(next.max_inactive());
             let key = self.store_key(&id);
-            let mut token_unknown = false;
+            // Whether another writer got in first (rather than the copy vanishing, or
+            // this process not knowing its token): only a race lost is waited out.
+            let mut lost_race = false;
             let written = if new_id.is_some() || !state.on_primary {
                 self.store
                     .add(&node, &key, &bytes, ttl)
                     .await
-                    .map(|outcome| outcome == AddOutcome::Stored)
+                    .map(|outcome| {
+                        lost_race = outcome == AddOutcome::Exists;
+                        outcome == AddOutcome::Stored
+                    })
             } else if let Some(cas) = state.cas {
                 self.store
                     .cas(&node, &key, &bytes, ttl, cas)
                     .await
-                    .map(|outcome| outcome == CasOutcome::Stored)
+                    .map(|outcome| {
+                        lost_race = outcome == CasOutcome::Conflict;
+                        outcome == CasOutcome::Stored
+                    })
             } else {
                 // This process wrote the session last, so its CAS token is unknown:
                 // read it (with whatever others wrote since) and apply again.
-                token_unknown = true;
                 Ok(false)
             };
             match written {
@@ -661,7 +668,7 @@ impl<C: Codec> Inner<C> {
                 Ok(false) => {
                     // Someone else wrote (or the copy vanished): reload and re-apply,
                     // after a while if this was a race lost.
-                    if !token_unknown {
+                    if lost_race {
                         lost_races += 1;
                         tokio::time::sleep(merge_backoff(lost_races)).await;
                     }
