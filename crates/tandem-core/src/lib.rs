@@ -50,6 +50,6 @@ pub use session::{
     AttributeChange, AttributeError, AttributeValue, MAX_ATTRIBUTE_NAME_LEN, Session,
 };
 pub use store::{
-    AddOutcome, CasOutcome, CasToken, DEFAULT_MAX_ITEM_SIZE, Item, NodeStatus, RemoteStore,
-    SetItem, StoreError, Ttl,
+    AddOutcome, CasOutcome, CasToken, DEFAULT_MAX_ITEM_SIZE, Item, NodeStatus, Precondition,
+    RemoteStore, SetItem, StoreError, Ttl, WriteItem, WriteOutcome,
 };

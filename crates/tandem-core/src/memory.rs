@@ -10,7 +10,8 @@ use parking_lot::Mutex;
 use crate::id::NodeId;
 use crate::key::StoreKey;
 use crate::store::{
-    AddOutcome, CasOutcome, CasToken, DEFAULT_MAX_ITEM_SIZE, Item, RemoteStore, StoreError, Ttl,
+    AddOutcome, CasOutcome, CasToken, DEFAULT_MAX_ITEM_SIZE, Item, Precondition, RemoteStore,
+    StoreError, Ttl, WriteOutcome,
 };
 
 struct Entry {
@@ -256,6 +257,98 @@ impl RemoteStore for MemoryStore {
                 *entry = self.entry(value, ttl, now);
                 CasOutcome::Stored
             }
+        })
+    }
+
+    async fn write(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        value: &[u8],
+        ttl: Ttl,
+        precondition: Precondition,
+    ) -> Result<WriteOutcome, StoreError> {
+        self.check_size(value)?;
+        self.with_items(node, |items, now| {
+            match (precondition, live_entry(items, key, now)) {
+                (Precondition::Absent, Some(_)) => return WriteOutcome::Exists,
+                (Precondition::Cas(_), None) => return WriteOutcome::NotFound,
+                (Precondition::Cas(token), Some(entry)) if entry.cas != token.0 => {
+                    return WriteOutcome::Conflict;
+                }
+                _ => {}
+            }
+            let entry = self.entry(value, ttl, now);
+            let cas = CasToken(entry.cas);
+            items.insert(key.clone(), entry);
+            WriteOutcome::Stored(Some(cas))
+        })
+    }
+
+    async fn delete_if(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        cas: CasToken,
+    ) -> Result<CasOutcome, StoreError> {
+        self.with_items(node, |items, now| match live_entry(items, key, now) {
+            None => CasOutcome::NotFound,
+            Some(entry) if entry.cas != cas.0 => CasOutcome::Conflict,
+            Some(_) => {
+                items.remove(key);
+                CasOutcome::Stored
+            }
+        })
+    }
+
+    async fn append(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        value: &[u8],
+        ttl: Ttl,
+    ) -> Result<(), StoreError> {
+        let limit = self.max_item_size;
+        self.with_items(node, |items, now| match live_entry(items, key, now) {
+            Some(entry) => {
+                let size = entry.value.len() + value.len();
+                if size > limit {
+                    return Err(StoreError::TooLarge { size, limit });
+                }
+                entry.value.extend_from_slice(value);
+                entry.cas = self.next_cas.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            None => {
+                if value.len() > limit {
+                    return Err(StoreError::TooLarge {
+                        size: value.len(),
+                        limit,
+                    });
+                }
+                items.insert(key.clone(), self.entry(value, ttl, now));
+                Ok(())
+            }
+        })?
+    }
+
+    async fn get_with_ttl(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+    ) -> Result<Option<(Item, Ttl)>, StoreError> {
+        self.with_items(node, |items, now| {
+            live_entry(items, key, now).map(|entry| {
+                let ttl = match entry.expires {
+                    None => Ttl::Never,
+                    Some(at) => Ttl::After(at.saturating_duration_since(now)),
+                };
+                let item = Item {
+                    value: entry.value.clone(),
+                    cas: CasToken(entry.cas),
+                };
+                (item, ttl)
+            })
         })
     }
 

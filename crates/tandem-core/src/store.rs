@@ -83,6 +83,9 @@ pub struct NodeStatus {
     /// because the node's read exchanges were all busy; 0 for a store that does not
     /// coalesce reads. Counted in `operations` too.
     pub coalesced_reads: u64,
+    /// Operations that waited because the node's connection limit was reached (every
+    /// connection busy); 0 for a store without such a limit.
+    pub connection_waits: u64,
 }
 
 impl NodeStatus {
@@ -99,6 +102,7 @@ impl NodeStatus {
             down_transitions: 0,
             mean_latency: None,
             coalesced_reads: 0,
+            connection_waits: 0,
         }
     }
 }
@@ -125,6 +129,45 @@ pub struct SetItem<'a> {
     pub value: &'a [u8],
     /// How long it lives.
     pub ttl: Ttl,
+}
+
+/// What must hold for a [`RemoteStore::write`] to be applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// Nothing: the write replaces whatever is stored (memcached `set`).
+    None,
+    /// The key must be absent (memcached `add`).
+    Absent,
+    /// The item must still have this CAS token (memcached `cas`).
+    Cas(CasToken),
+}
+
+/// One item of [`RemoteStore::write_many`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteItem<'a> {
+    /// Where to store it.
+    pub key: &'a StoreKey,
+    /// What to store.
+    pub value: &'a [u8],
+    /// How long it lives.
+    pub ttl: Ttl,
+    /// What must hold for the write to be applied.
+    pub precondition: Precondition,
+}
+
+/// Outcome of [`RemoteStore::write`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The value is stored. Carries the item's new CAS token when the store reports
+    /// it (memcached and [`MemoryStore`](crate::MemoryStore) do), so that the writer
+    /// can make its next write conditional on nobody having written since.
+    Stored(Option<CasToken>),
+    /// [`Precondition::Absent`]: the key exists; nothing was written.
+    Exists,
+    /// [`Precondition::Cas`]: the item has another token; nothing was written.
+    Conflict,
+    /// [`Precondition::Cas`]: the item does not exist; nothing was written.
+    NotFound,
 }
 
 /// Outcome of [`RemoteStore::add`].
@@ -259,8 +302,86 @@ pub trait RemoteStore: Send + Sync + 'static {
         cas: CasToken,
     ) -> Result<CasOutcome, StoreError>;
 
+    /// Stores `value` under `key` if `precondition` holds, and reports what happened,
+    /// with the item's new CAS token where the store knows it. The default maps the
+    /// preconditions onto [`set`](Self::set), [`add`](Self::add) and
+    /// [`cas`](Self::cas), and reports no token.
+    async fn write(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        value: &[u8],
+        ttl: Ttl,
+        precondition: Precondition,
+    ) -> Result<WriteOutcome, StoreError> {
+        Ok(match precondition {
+            Precondition::None => {
+                self.set(node, key, value, ttl).await?;
+                WriteOutcome::Stored(None)
+            }
+            Precondition::Absent => match self.add(node, key, value, ttl).await? {
+                AddOutcome::Stored => WriteOutcome::Stored(None),
+                AddOutcome::Exists => WriteOutcome::Exists,
+            },
+            Precondition::Cas(token) => match self.cas(node, key, value, ttl, token).await? {
+                CasOutcome::Stored => WriteOutcome::Stored(None),
+                CasOutcome::Conflict => WriteOutcome::Conflict,
+                CasOutcome::NotFound => WriteOutcome::NotFound,
+            },
+        })
+    }
+
+    /// [`write`](Self::write) for several items on `node`, in one exchange where the
+    /// store can (memcached: pipelined, one round trip); one result per item, in
+    /// order. The default runs [`write`](Self::write) for each item in turn.
+    async fn write_many(
+        &self,
+        node: &NodeId,
+        items: &[WriteItem<'_>],
+    ) -> Vec<Result<WriteOutcome, StoreError>> {
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            results.push(
+                self.write(node, item.key, item.value, item.ttl, item.precondition)
+                    .await,
+            );
+        }
+        results
+    }
+
     /// Deletes `key`; returns whether it existed.
     async fn delete(&self, node: &NodeId, key: &StoreKey) -> Result<bool, StoreError>;
+
+    /// Deletes `key` only if the item still has the CAS token `cas`: so that a holder
+    /// removes only what it wrote (a lock it took, say), never what another writer
+    /// put there since.
+    async fn delete_if(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        cas: CasToken,
+    ) -> Result<CasOutcome, StoreError>;
+
+    /// Appends `value` to the item under `key`, or stores it there with `ttl` if the
+    /// key is absent (the TTL of an existing item is left as it is). Concurrent
+    /// appends all land, in some order. A value that would grow the item past the
+    /// store's item limit fails with [`StoreError::TooLarge`] and changes nothing.
+    async fn append(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        value: &[u8],
+        ttl: Ttl,
+    ) -> Result<(), StoreError>;
+
+    /// Reads `key` with its CAS token and how long it has left to live
+    /// ([`Ttl::Never`] if it never expires); `Ok(None)` if absent. Stores count whole
+    /// seconds: the remaining time is rounded as the store keeps it.
+    async fn get_with_ttl(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+    ) -> Result<Option<(Item, Ttl)>, StoreError>;
 
     /// Sets a new TTL on `key` without rewriting it; returns whether it existed.
     async fn touch(&self, node: &NodeId, key: &StoreKey, ttl: Ttl) -> Result<bool, StoreError>;

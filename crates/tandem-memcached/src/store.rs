@@ -7,11 +7,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use memcache::exp::{
-    AsyncMetaClient, Error as ClientError, Get, Meta, MetaClientBuilder, MutationStatus, Set,
+    AsyncMetaClient, Delete, Error as ClientError, Get, Meta, MetaClientBuilder, MutationResult,
+    MutationStatus, Set,
 };
 use tandem_core::{
-    AddOutcome, CasOutcome, CasToken, Item, NodeId, NodeSpec, NodeStatus, RemoteStore, SetItem,
-    StoreError, StoreKey, Ttl,
+    AddOutcome, CasOutcome, CasToken, Item, NodeId, NodeSpec, NodeStatus, Precondition,
+    RemoteStore, SetItem, StoreError, StoreKey, Ttl, WriteItem, WriteOutcome,
 };
 
 use crate::config::MemcachedConfig;
@@ -410,6 +411,42 @@ fn hit_item(
     }
 }
 
+/// The `ms` command of a conditional write, asking for the new CAS token.
+fn write_command(item: &WriteItem<'_>, now: SystemTime) -> Set {
+    let set = Set::new(item.key.as_str(), item.value)
+        .ttl_raw(wire_ttl(item.ttl, now))
+        .return_cas();
+    match item.precondition {
+        Precondition::None => set,
+        Precondition::Absent => set.add(),
+        Precondition::Cas(token) => set.compare_cas(token.0),
+    }
+}
+
+/// What memcached's answer to a conditional write means.
+fn write_outcome(
+    node: &NodeId,
+    precondition: Precondition,
+    result: &MutationResult,
+) -> Result<WriteOutcome, StoreError> {
+    match (result.status, precondition) {
+        (MutationStatus::Applied, _) => Ok(WriteOutcome::Stored(result.cas.map(CasToken))),
+        (MutationStatus::AlreadyExists, Precondition::Absent) => Ok(WriteOutcome::Exists),
+        (MutationStatus::CasMismatch, Precondition::Cas(_)) => Ok(WriteOutcome::Conflict),
+        (MutationStatus::NotFound, Precondition::Cas(_)) => Ok(WriteOutcome::NotFound),
+        (status, _) => Err(unexpected(node, status, "write")),
+    }
+}
+
+/// How long an item has left, from a get's `t` flag (`-1`: never expires).
+fn remaining_ttl(node: &NodeId, ttl: Option<i64>) -> Result<Ttl, StoreError> {
+    match ttl {
+        Some(seconds) if seconds < 0 => Ok(Ttl::Never),
+        Some(seconds) => Ok(Ttl::After(Duration::from_secs(seconds.unsigned_abs()))),
+        None => Err(server_error(node, "a hit without its remaining TTL".into())),
+    }
+}
+
 fn server_error(node: &NodeId, message: String) -> StoreError {
     StoreError::Server {
         node: node.clone(),
@@ -560,6 +597,154 @@ impl RemoteStore for MemcachedStore {
             MutationStatus::CasMismatch => Ok(CasOutcome::Conflict),
             MutationStatus::NotFound => Ok(CasOutcome::NotFound),
             status => Err(unexpected(node, status, "cas")),
+        }
+    }
+
+    async fn write(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        value: &[u8],
+        ttl: Ttl,
+        precondition: Precondition,
+    ) -> Result<WriteOutcome, StoreError> {
+        let item = WriteItem {
+            key,
+            value,
+            ttl,
+            precondition,
+        };
+        let command = write_command(&item, SystemTime::now());
+        let result = self
+            .call(node, Some(value.len()), |target| {
+                target.client().run(command)
+            })
+            .await?;
+        write_outcome(node, precondition, &result)
+    }
+
+    async fn write_many(
+        &self,
+        node: &NodeId,
+        items: &[WriteItem<'_>],
+    ) -> Vec<Result<WriteOutcome, StoreError>> {
+        // As `set_many`: oversized items are refused alone, the rest go out together.
+        let mut results: Vec<Option<Result<WriteOutcome, StoreError>>> = items
+            .iter()
+            .map(|item| self.check_size(item.value.len()).err().map(Err))
+            .collect();
+        let sendable: Vec<usize> = (0..items.len())
+            .filter(|&index| results[index].is_none())
+            .collect();
+        if let [index] = sendable[..] {
+            let item = &items[index];
+            results[index] = Some(
+                self.write(node, item.key, item.value, item.ttl, item.precondition)
+                    .await,
+            );
+        } else if !sendable.is_empty() {
+            let now = SystemTime::now();
+            let commands: Vec<Set> = sendable
+                .iter()
+                .map(|&index| write_command(&items[index], now))
+                .collect();
+            let outcome = self
+                .call(node, None, |target| async move {
+                    let outputs = target.client().run_many(commands).await?;
+                    outputs.into_iter().collect::<Result<Vec<_>, _>>()
+                })
+                .await;
+            match outcome {
+                Ok(outputs) => {
+                    for (&index, output) in sendable.iter().zip(outputs) {
+                        results[index] =
+                            Some(write_outcome(node, items[index].precondition, &output));
+                    }
+                }
+                Err(error) => {
+                    for &index in &sendable {
+                        results[index] = Some(Err(error.clone()));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|| {
+                    Err(server_error(node, "no answer to a pipelined write".into()))
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_if(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        cas: CasToken,
+    ) -> Result<CasOutcome, StoreError> {
+        let result = self
+            .call(node, None, |target| {
+                target
+                    .client()
+                    .run(Delete::new(key.as_str()).compare_cas(cas.0))
+            })
+            .await?;
+        match result.status {
+            MutationStatus::Applied => Ok(CasOutcome::Stored),
+            MutationStatus::CasMismatch => Ok(CasOutcome::Conflict),
+            MutationStatus::NotFound => Ok(CasOutcome::NotFound),
+            status => Err(unexpected(node, status, "conditional delete")),
+        }
+    }
+
+    async fn append(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        value: &[u8],
+        ttl: Ttl,
+    ) -> Result<(), StoreError> {
+        // memcached 1.6 appends only to an existing item: append, else add, and if
+        // another writer added it in between, append after all. Each step is one
+        // round trip; the loop ends by the third.
+        for _ in 0..3 {
+            let appended = self
+                .call(node, Some(value.len()), |target| {
+                    target.client().run(Set::new(key.as_str(), value).append())
+                })
+                .await?;
+            match appended.status {
+                MutationStatus::Applied => return Ok(()),
+                MutationStatus::NotFound => {}
+                status => return Err(unexpected(node, status, "append")),
+            }
+            match self.add(node, key, value, ttl).await? {
+                AddOutcome::Stored => return Ok(()),
+                AddOutcome::Exists => {}
+            }
+        }
+        Err(server_error(
+            node,
+            "append: the item kept appearing and disappearing".into(),
+        ))
+    }
+
+    async fn get_with_ttl(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+    ) -> Result<Option<(Item, Ttl)>, StoreError> {
+        let result = self
+            .call(node, None, |target| {
+                target.read(Get::new(key.as_str()).meta(Meta::NONE.cas().ttl()))
+            })
+            .await?;
+        let ttl = result.item.ttl;
+        match hit_item(node, result.hit(), result.value, result.item.cas)? {
+            Some(item) => Ok(Some((item, remaining_ttl(node, ttl)?))),
+            None => Ok(None),
         }
     }
 

@@ -16,8 +16,8 @@ use proptest::test_runner::TestRunner;
 use regex::Regex;
 use tandem_codec::SpeedyCodec;
 use tandem_core::{
-    AddOutcome, CasOutcome, CasToken, Item, NodeId, NodeSpec, NodeStatus, RemoteStore,
-    SessionManager, StoreError, StoreKey, Ttl,
+    AddOutcome, CasOutcome, CasToken, Item, NodeId, NodeSpec, NodeStatus, Precondition,
+    RemoteStore, SessionManager, StoreError, StoreKey, Ttl, WriteItem, WriteOutcome,
 };
 use tandem_memcached::{MemcachedConfig, MemcachedStore};
 use tandem_testkit::MemcachedCluster;
@@ -89,6 +89,59 @@ impl RemoteStore for Recording {
     async fn touch(&self, node: &NodeId, key: &StoreKey, ttl: Ttl) -> Result<bool, StoreError> {
         self.record(key);
         self.inner.touch(node, key, ttl).await
+    }
+
+    async fn write(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        value: &[u8],
+        ttl: Ttl,
+        precondition: Precondition,
+    ) -> Result<WriteOutcome, StoreError> {
+        self.record(key);
+        self.inner.write(node, key, value, ttl, precondition).await
+    }
+
+    async fn write_many(
+        &self,
+        node: &NodeId,
+        items: &[WriteItem<'_>],
+    ) -> Vec<Result<WriteOutcome, StoreError>> {
+        for item in items {
+            self.record(item.key);
+        }
+        self.inner.write_many(node, items).await
+    }
+
+    async fn delete_if(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        cas: CasToken,
+    ) -> Result<CasOutcome, StoreError> {
+        self.record(key);
+        self.inner.delete_if(node, key, cas).await
+    }
+
+    async fn append(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        value: &[u8],
+        ttl: Ttl,
+    ) -> Result<(), StoreError> {
+        self.record(key);
+        self.inner.append(node, key, value, ttl).await
+    }
+
+    async fn get_with_ttl(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+    ) -> Result<Option<(Item, Ttl)>, StoreError> {
+        self.record(key);
+        self.inner.get_with_ttl(node, key).await
     }
 
     async fn get_and_touch(

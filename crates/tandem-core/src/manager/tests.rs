@@ -688,6 +688,58 @@ impl RemoteStore for Misbehaving {
         self.inner.touch(node, key, ttl).await
     }
 
+    async fn write(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        value: &[u8],
+        ttl: Ttl,
+        precondition: crate::store::Precondition,
+    ) -> Result<crate::store::WriteOutcome, StoreError> {
+        self.inner.write(node, key, value, ttl, precondition).await
+    }
+
+    async fn write_many(
+        &self,
+        node: &NodeId,
+        items: &[crate::store::WriteItem<'_>],
+    ) -> Vec<Result<crate::store::WriteOutcome, StoreError>> {
+        if self.drop_answers.load(Ordering::SeqCst) {
+            return Vec::new();
+        }
+        self.inner.write_many(node, items).await
+    }
+
+    async fn delete_if(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        cas: crate::store::CasToken,
+    ) -> Result<crate::store::CasOutcome, StoreError> {
+        self.inner.delete_if(node, key, cas).await
+    }
+
+    async fn append(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        value: &[u8],
+        ttl: Ttl,
+    ) -> Result<(), StoreError> {
+        self.inner.append(node, key, value, ttl).await
+    }
+
+    async fn get_with_ttl(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+    ) -> Result<Option<(crate::store::Item, Ttl)>, StoreError> {
+        if self.hang.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        self.inner.get_with_ttl(node, key).await
+    }
+
     fn nodes(&self) -> Vec<NodeId> {
         self.inner.nodes()
     }
