@@ -706,9 +706,13 @@ impl RemoteStore for MemcachedStore {
         value: &[u8],
         ttl: Ttl,
     ) -> Result<(), StoreError> {
-        // memcached 1.6 appends only to an existing item: append, else add, and if
-        // another writer added it in between, append after all. Each step is one
-        // round trip; the loop ends by the third.
+        // memcached 1.6 appends only to an existing item, and answers "not stored"
+        // alike for a missing item and for one the value would grow past its item
+        // size limit (leaving it as it was). So: append; if not stored, add; if the
+        // add finds the item, read its size: too full is `TooLarge`, else another
+        // writer created it in between and the append is tried again. Each step is
+        // one round trip; the loop ends by the third turn.
+        let limit = self.shared.config.max_value_size();
         for _ in 0..3 {
             let appended = self
                 .call(node, Some(value.len()), |target| {
@@ -724,10 +728,29 @@ impl RemoteStore for MemcachedStore {
                 AddOutcome::Stored => return Ok(()),
                 AddOutcome::Exists => {}
             }
+            let current = self
+                .call(node, None, |target| {
+                    target.read(
+                        Get::new(key.as_str())
+                            .without_value()
+                            .meta(Meta::NONE.size()),
+                    )
+                })
+                .await?;
+            if let (true, Some(current)) = (current.hit(), current.item.size) {
+                let size = usize::try_from(current)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(value.len());
+                if size > limit {
+                    return Err(StoreError::TooLarge { size, limit });
+                }
+            }
         }
         Err(server_error(
             node,
-            "append: the item kept appearing and disappearing".into(),
+            "append: not stored three times, though the item exists and would fit \
+             (does memcached run with a smaller -I than configured?)"
+                .into(),
         ))
     }
 
