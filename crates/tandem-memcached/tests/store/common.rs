@@ -11,6 +11,9 @@ use tandem_testkit::MemcachedProcess;
 pub const TIMEOUT: Duration = Duration::from_millis(200);
 /// The probe interval of the tests.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// What a call on a paused node may take beyond the operation timeout: generous, as
+/// the machine running the tests may be busy with other builds.
+pub const MARGIN: Duration = Duration::from_secs(1);
 
 pub fn config() -> MemcachedConfig {
     MemcachedConfig::default()

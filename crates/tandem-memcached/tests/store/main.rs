@@ -4,6 +4,7 @@
 //! Run with `--nocapture` to see the measured timings.
 
 mod common;
+mod conditional;
 mod node_health;
 mod operations;
 mod pipelined_reads;
