@@ -14,6 +14,16 @@ pub const ITEM_OVERHEAD: usize = 128;
 /// [`MemcachedConfig::with_max_read_exchanges`].
 pub const DEFAULT_MAX_READ_EXCHANGES: usize = 4;
 
+/// Connections per node by default; see [`MemcachedConfig::with_max_connections`].
+///
+/// 128: twice the default idle pool (64), so that ordinary bursts never wait; far
+/// more than a node needs for throughput (an exchange takes well under a millisecond,
+/// so 128 connections carry over 100 000 operations a second, more than one
+/// memcached serves); and an eighth of memcached's default connection limit
+/// (`-c 1024`), so that eight app servers at their limit still leave a default
+/// memcached room for its other clients.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 128;
+
 /// The smallest item size memcached accepts for `-I`.
 const MIN_ITEM_SIZE_MAX: usize = 1024;
 
@@ -38,11 +48,13 @@ pub struct MemcachedConfig {
     item_size_max: usize,
     max_idle_connections: usize,
     max_read_exchanges: usize,
+    max_connections: usize,
 }
 
 impl Default for MemcachedConfig {
     /// A 500 ms operation timeout, a 1 s probe interval, memcached's default 1 MiB item
-    /// size and up to 64 idle connections per node.
+    /// size, up to 64 idle and [128](DEFAULT_MAX_CONNECTIONS) connections in all per
+    /// node, and 4 read exchanges per node.
     fn default() -> MemcachedConfig {
         MemcachedConfig {
             operation_timeout: Duration::from_millis(500),
@@ -50,6 +62,7 @@ impl Default for MemcachedConfig {
             item_size_max: DEFAULT_MAX_ITEM_SIZE,
             max_idle_connections: 64,
             max_read_exchanges: DEFAULT_MAX_READ_EXCHANGES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -98,9 +111,38 @@ impl MemcachedConfig {
         self
     }
 
+    /// How many connections each node may have at once (default
+    /// [`DEFAULT_MAX_CONNECTIONS`], which explains the number): at most this many
+    /// operations on a node hold a connection at a time, a pipelined read exchange
+    /// counting as one. Without a bound, a burst of operations beyond the idle pool
+    /// (or a slow node, which makes them pile up) dials one connection each, until
+    /// memcached's connection limit (`-c`, shared by all its clients) or the app's
+    /// ephemeral ports run out, and the node fails for everyone.
+    ///
+    /// An operation that finds every connection taken waits for one, within its
+    /// operation timeout, and is counted in
+    /// [`NodeHealth::connection_waits`](crate::NodeHealth::connection_waits). If none
+    /// frees up in time it fails with a timeout like an operation the node does not
+    /// answer, and the node is marked down: all its connections were busy for a whole
+    /// timeout.
+    ///
+    /// Must be more than [`max_read_exchanges`](Self::with_max_read_exchanges): an
+    /// exchange passes its connection on to the reads queued behind it, so under a
+    /// steady read load the read exchanges can hold their connections indefinitely,
+    /// and the rest must be left for writes.
+    pub fn with_max_connections(mut self, connections: usize) -> MemcachedConfig {
+        self.max_connections = connections;
+        self
+    }
+
     /// See [`with_max_read_exchanges`](Self::with_max_read_exchanges).
     pub fn max_read_exchanges(&self) -> usize {
         self.max_read_exchanges
+    }
+
+    /// See [`with_max_connections`](Self::with_max_connections).
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
     }
 
     /// See [`with_operation_timeout`](Self::with_operation_timeout).
@@ -139,6 +181,13 @@ impl MemcachedConfig {
             Some("the probe interval must not be zero")
         } else if self.max_read_exchanges == 0 {
             Some("at least one read exchange per node is needed")
+        } else if self.max_connections == 0 {
+            Some("at least one connection per node is needed")
+        } else if self.max_connections <= self.max_read_exchanges {
+            Some(
+                "the connections per node must be more than the read exchanges, \
+                 so that reads cannot hold every connection",
+            )
         } else if self.item_size_max < MIN_ITEM_SIZE_MAX {
             Some("the item size limit must be at least 1024 bytes, as for memcached's -I")
         } else {
@@ -157,6 +206,9 @@ mod tests {
         assert!(config.operation_timeout() >= Duration::from_millis(100));
         assert!(config.operation_timeout() <= Duration::from_secs(1));
         assert_eq!(config.item_size_max(), DEFAULT_MAX_ITEM_SIZE);
+        assert_eq!(config.max_connections(), DEFAULT_MAX_CONNECTIONS);
+        assert!(config.max_connections() > config.max_read_exchanges());
+        assert!(config.max_connections() >= config.max_idle_connections());
         // memcached 1.6 with -I 1m stores values up to 1048267 bytes under a 250-byte key.
         assert!(config.max_value_size() <= 1_048_267);
         assert!(config.max_value_size() > 1_048_000);
@@ -180,6 +232,16 @@ mod tests {
                 MemcachedConfig::default().with_max_read_exchanges(0),
                 "read exchange",
             ),
+            (
+                MemcachedConfig::default().with_max_connections(0),
+                "one connection",
+            ),
+            (
+                MemcachedConfig::default()
+                    .with_max_read_exchanges(4)
+                    .with_max_connections(4),
+                "more than the read exchanges",
+            ),
         ];
         for (config, expected) in cases {
             let problem = config.problem().unwrap();
@@ -187,6 +249,10 @@ mod tests {
         }
         let smallest = MemcachedConfig::default().with_item_size_max(1024);
         assert_eq!(smallest.problem(), None);
+        let fewest_connections = MemcachedConfig::default()
+            .with_max_read_exchanges(1)
+            .with_max_connections(2);
+        assert_eq!(fewest_connections.problem(), None);
         assert!(smallest.max_value_size() > 0);
     }
 }

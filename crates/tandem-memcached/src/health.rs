@@ -40,6 +40,11 @@ pub struct NodeHealth {
     /// of the node's [read exchanges](crate::MemcachedConfig::with_max_read_exchanges)
     /// were busy. Counted in `operations` too.
     pub coalesced_reads: u64,
+    /// Operations that waited for a connection because all of the node's
+    /// [connections](crate::MemcachedConfig::with_max_connections) were taken. Counted
+    /// in `operations` too. A count that keeps growing while the node answers fast
+    /// means the limit is too low for the load.
+    pub connection_waits: u64,
 }
 
 /// The live health state of one node. Operations read `up` without locking; the
@@ -132,7 +137,13 @@ impl HealthState {
         was_down
     }
 
-    pub(crate) fn snapshot(&self, id: &NodeId, address: &str, coalesced_reads: u64) -> NodeHealth {
+    pub(crate) fn snapshot(
+        &self,
+        id: &NodeId,
+        address: &str,
+        coalesced_reads: u64,
+        connection_waits: u64,
+    ) -> NodeHealth {
         let detail = self.detail.lock();
         NodeHealth {
             id: id.clone(),
@@ -152,6 +163,7 @@ impl HealthState {
                 )),
             },
             coalesced_reads,
+            connection_waits,
         }
     }
 }
@@ -161,7 +173,7 @@ mod tests {
     use super::*;
 
     fn snapshot(state: &HealthState) -> NodeHealth {
-        state.snapshot(&NodeId::new("n1").unwrap(), "127.0.0.1:11211", 3)
+        state.snapshot(&NodeId::new("n1").unwrap(), "127.0.0.1:11211", 3, 5)
     }
 
     #[test]
@@ -207,6 +219,6 @@ mod tests {
             (2, 1, 1)
         );
         assert_eq!(health.last_error.unwrap().0, "probe");
-        assert_eq!(health.coalesced_reads, 3);
+        assert_eq!((health.coalesced_reads, health.connection_waits), (3, 5));
     }
 }

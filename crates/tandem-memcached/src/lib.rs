@@ -18,6 +18,11 @@
 //!   ([`MemcachedConfig::with_max_read_exchanges`]); reads that find them all busy go
 //!   out together in the next one, pipelined on one connection, which saves most of
 //!   their system calls on both sides. At low load every read goes out at once.
+//! - **Bounded connections.** A node has at most 128 connections by default
+//!   ([`MemcachedConfig::with_max_connections`]); operations beyond that wait for one
+//!   within their timeout (counted in [`NodeHealth::connection_waits`]) instead of
+//!   dialing more, so that a burst or a slow node cannot exhaust memcached's
+//!   connection limit or the app's ports.
 //! - **memcached's rules.** TTLs beyond 30 days are sent as absolute times
 //!   ([`wire_ttl`]), and values that would not fit memcached's item size limit are
 //!   refused before they are sent, because memcached drops the stored copy of a key
@@ -29,12 +34,13 @@
 //! and the errors this store returns.
 
 mod config;
+mod connections;
 mod health;
 mod pipeline;
 mod store;
 mod ttl;
 
-pub use config::{ITEM_OVERHEAD, MemcachedConfig};
+pub use config::{DEFAULT_MAX_CONNECTIONS, ITEM_OVERHEAD, MemcachedConfig};
 pub use health::NodeHealth;
 pub use store::{ConnectError, MemcachedStore};
 pub use ttl::{MAX_RELATIVE_TTL_SECS, wire_ttl};

@@ -12,7 +12,14 @@
 //! next one (in a task of their own, so that the request whose read just finished
 //! is not held up by the others), pipelined on one connection.
 //!
-//! Invariant: reads are queued only while every exchange is taken, and an exchange
+//! An exchange holds one of the node's connections ([`ConnectionLimit`]) from start
+//! to end and passes it on to the batch it carries next, so a batch never waits for a
+//! connection; queued reads hold none. A read that finds an exchange free but no
+//! connection joins the queue if another exchange runs, and waits for a connection
+//! only if none runs: then other operations hold them all, and they end (or time out)
+//! without waiting for any read. So the two limits cannot deadlock.
+//!
+//! Invariant: reads are queued only while at least one exchange runs, and an exchange
 //! that ends takes the whole queue (up to [`MAX_BATCH`]) before it is released. So a
 //! queued read always has an exchange coming for it.
 
@@ -23,6 +30,8 @@ use std::time::Duration;
 use memcache::exp::{AsyncMetaClient, Error as ClientError, Get, GetResult};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
+
+use crate::connections::{Connection, ConnectionLimit};
 
 /// The most reads one exchange carries; more stay queued for the next one.
 pub(crate) const MAX_BATCH: usize = 128;
@@ -52,10 +61,16 @@ struct Queued {
     reply: oneshot::Sender<ReadOutcome>,
 }
 
-/// What a read does: take a free exchange, or wait for its answer from a shared one.
+/// What a read does: take a free exchange, wait for its answer from a shared one, or
+/// wait for a connection.
 enum Admission {
-    Exchange(Get),
+    /// An exchange of its own, on this connection.
+    Exchange(Get, Connection),
+    /// A place in the next exchange of those running.
     Queued(oneshot::Receiver<ReadOutcome>),
+    /// No exchange runs and every connection is taken (by other operations): the read
+    /// has to wait for a connection, then be admitted again.
+    NoConnection(Get),
 }
 
 impl ReadPipeline {
@@ -71,11 +86,23 @@ impl ReadPipeline {
         self.state.lock().coalesced
     }
 
-    fn admit(&self, read: Get) -> Admission {
+    /// Admits `read`, with the connection it waited for if it did.
+    fn admit(
+        &self,
+        read: Get,
+        connections: &ConnectionLimit,
+        waited: Option<Connection>,
+    ) -> Admission {
         let mut state = self.state.lock();
         if state.exchanges < self.max_exchanges {
-            state.exchanges += 1;
-            return Admission::Exchange(read);
+            match waited.or_else(|| connections.try_take()) {
+                Some(connection) => {
+                    state.exchanges += 1;
+                    return Admission::Exchange(read, connection);
+                }
+                None if state.exchanges == 0 => return Admission::NoConnection(read),
+                None => {}
+            }
         }
         let (reply, answer) = oneshot::channel();
         state.queued.push(Queued { read, reply });
@@ -83,13 +110,16 @@ impl ReadPipeline {
     }
 
     /// Ends an exchange: returns the reads queued meanwhile for the caller to send
-    /// next on the same slot, or, when none wait, frees the slot.
-    fn end_exchange(&self) -> Option<Vec<Queued>> {
+    /// next on the same slot and `connection`, or, when none wait, frees both.
+    fn end_exchange(&self, connection: &mut Option<Connection>) -> Option<Vec<Queued>> {
         let mut state = self.state.lock();
         // A read whose caller gave up (its operation timed out) is not sent.
         state.queued.retain(|queued| !queued.reply.is_closed());
         if state.queued.is_empty() {
             state.exchanges -= 1;
+            // Under the lock, so that the next read admitted finds the connection
+            // free along with the exchange, and does not count a wait for nothing.
+            *connection = None;
             return None;
         }
         let batch = if state.queued.len() <= MAX_BATCH {
@@ -110,6 +140,7 @@ impl ReadPipeline {
 pub(crate) trait PipelineHost: Send + Sync + 'static {
     fn client(&self, node: usize) -> &AsyncMetaClient;
     fn pipeline(&self, node: usize) -> &ReadPipeline;
+    fn connections(&self, node: usize) -> &ConnectionLimit;
     /// Bounds one exchange of queued reads, so that a hung node cannot hold a slot
     /// for longer than an operation may take.
     fn exchange_timeout(&self) -> Duration;
@@ -118,57 +149,78 @@ pub(crate) trait PipelineHost: Send + Sync + 'static {
 /// Runs `read` on `node`, in an exchange of its own if one is free, else together
 /// with the other reads that wait for one.
 pub(crate) async fn read<H: PipelineHost>(host: &Arc<H>, node: usize, read: Get) -> ReadOutcome {
-    match host.pipeline(node).admit(read) {
-        Admission::Exchange(read) => {
-            let slot = Slot::new(Arc::clone(host), node);
-            let outcome = host.client(node).run(read).await;
-            drop(slot);
-            outcome
+    let (mut read, mut waited) = (read, None);
+    loop {
+        match host
+            .pipeline(node)
+            .admit(read, host.connections(node), waited.take())
+        {
+            Admission::Exchange(read, connection) => {
+                let slot = Slot::new(Arc::clone(host), node, connection);
+                let outcome = host.client(node).run(read).await;
+                drop(slot);
+                return outcome;
+            }
+            Admission::Queued(answer) => {
+                return answer.await.unwrap_or_else(|_| {
+                    Err(ClientError::Io(std::io::Error::other(
+                        "the read was dropped before it was sent (the runtime is shutting down)",
+                    )))
+                });
+            }
+            // Admitted again with the connection, it takes an exchange or, if others
+            // took them all meanwhile, joins their queue.
+            Admission::NoConnection(returned) => {
+                read = returned;
+                waited = Some(host.connections(node).wait().await);
+            }
         }
-        Admission::Queued(answer) => answer.await.unwrap_or_else(|_| {
-            Err(ClientError::Io(std::io::Error::other(
-                "the read was dropped before it was sent (the runtime is shutting down)",
-            )))
-        }),
     }
 }
 
-/// A taken exchange. Dropping it (also when the future that holds it is dropped
-/// mid-exchange) passes the reads queued meanwhile on to a task, or frees it.
+/// A taken exchange and its connection. Dropping it (also when the future that holds
+/// it is dropped mid-exchange) passes the reads queued meanwhile on to a task, with
+/// the connection, or frees both.
 struct Slot<H: PipelineHost> {
     host: Arc<H>,
     node: usize,
-    /// Whether the exchange has been freed already (by [`Slot::next_batch`]).
-    freed: bool,
+    /// The exchange's connection; `None` once the exchange is freed (by
+    /// [`Slot::next_batch`]) or passed on.
+    connection: Option<Connection>,
 }
 
 impl<H: PipelineHost> Slot<H> {
-    fn new(host: Arc<H>, node: usize) -> Slot<H> {
+    fn new(host: Arc<H>, node: usize, connection: Connection) -> Slot<H> {
         Slot {
             host,
             node,
-            freed: false,
+            connection: Some(connection),
         }
     }
 
     /// The reads queued meanwhile, for this exchange to carry next; `None` when there
-    /// are none, and the exchange is then free.
+    /// are none, and the exchange and its connection are then free.
     fn next_batch(&mut self) -> Option<Vec<Queued>> {
-        let batch = self.host.pipeline(self.node).end_exchange();
-        self.freed = batch.is_none();
-        batch
+        self.host
+            .pipeline(self.node)
+            .end_exchange(&mut self.connection)
     }
 }
 
 impl<H: PipelineHost> Drop for Slot<H> {
     fn drop(&mut self) {
-        if self.freed {
+        // Freed already (by `next_batch`).
+        if self.connection.is_none() {
             return;
         }
         let Some(batch) = self.next_batch() else {
             return;
         };
-        let slot = Slot::new(Arc::clone(&self.host), self.node);
+        let slot = Slot {
+            host: Arc::clone(&self.host),
+            node: self.node,
+            connection: self.connection.take(),
+        };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(run_queued(slot, batch));

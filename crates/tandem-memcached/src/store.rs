@@ -16,6 +16,7 @@ use tandem_core::{
 };
 
 use crate::config::MemcachedConfig;
+use crate::connections::ConnectionLimit;
 use crate::health::{HealthState, NodeHealth};
 use crate::pipeline::{self, PipelineHost, ReadPipeline};
 use crate::ttl::wire_ttl;
@@ -56,6 +57,12 @@ pub enum ConnectError {
 /// node up. An answer the client cannot parse is also reported as
 /// [`StoreError::Server`], but marks the node down: its connection can no longer be
 /// trusted. [`health`](Self::health) reports all of it per node.
+///
+/// Each node has at most [`MemcachedConfig::with_max_connections`] connections (128
+/// by default): an operation that finds them all taken waits for one within its
+/// operation timeout, counted in [`NodeHealth::connection_waits`], instead of dialing
+/// another, so that a burst cannot exhaust memcached's connection limit or the app's
+/// ports.
 ///
 /// Values longer than [`MemcachedConfig::max_value_size`] are refused with
 /// [`StoreError::TooLarge`] before anything is sent. If memcached refuses a value
@@ -101,10 +108,11 @@ struct Node {
     address: String,
     client: AsyncMetaClient,
     reads: ReadPipeline,
+    connections: ConnectionLimit,
     health: HealthState,
 }
 
-/// The node an operation runs on: its client, and its read pipeline.
+/// The node an operation runs on: its client, connections and read pipeline.
 #[derive(Clone, Copy)]
 struct Target<'a> {
     shared: &'a Arc<Shared>,
@@ -112,12 +120,22 @@ struct Target<'a> {
 }
 
 impl<'a> Target<'a> {
-    fn client(self) -> &'a AsyncMetaClient {
-        PipelineHost::client(&**self.shared, self.index)
+    /// Runs `exchange` on the node's client on a connection of its own, waiting for
+    /// one while the node's connections are all taken.
+    async fn exchange<T, F>(
+        self,
+        exchange: impl FnOnce(&'a AsyncMetaClient) -> F,
+    ) -> Result<T, ClientError>
+    where
+        F: Future<Output = Result<T, ClientError>>,
+    {
+        let node = &self.shared.nodes[self.index];
+        let _connection = node.connections.take().await;
+        exchange(&node.client).await
     }
 
     /// Runs a read (`mg`), coalesced with concurrent ones when the node's read
-    /// exchanges are all busy.
+    /// exchanges (or its connections) are all busy.
     async fn read(self, read: Get) -> Result<memcache::exp::GetResult, ClientError> {
         pipeline::read(self.shared, self.index, read).await
     }
@@ -147,13 +165,16 @@ impl MemcachedStore {
         let mut nodes = Vec::with_capacity(spec.nodes().len());
         for node in spec.nodes() {
             let address = node.address();
-            // Both limits are also enforced by the overall timeout around every
+            // Both timeouts are also enforced by the overall timeout around every
             // operation; set here they make the client drop a timed-out connection
-            // itself and report the timeout precisely.
+            // itself and report the timeout precisely. The store bounds the
+            // connections itself (`ConnectionLimit`, which counts the waits); the
+            // client's cap is a backstop, and bounds the probes.
             let client = MetaClientBuilder::new()
                 .connect_timeout(Some(config.operation_timeout()))
                 .io_timeout(Some(config.operation_timeout()))
                 .max_idle(config.max_idle_connections())
+                .max_connections(Some(config.max_connections()))
                 .connect_async(address.as_str())
                 .await
                 .map_err(|error| ConnectError::Resolve {
@@ -166,6 +187,7 @@ impl MemcachedStore {
                 address,
                 client,
                 reads: ReadPipeline::new(config.max_read_exchanges()),
+                connections: ConnectionLimit::new(config.max_connections()),
                 health: HealthState::new(),
             });
         }
@@ -200,7 +222,8 @@ impl MemcachedStore {
 
     /// Runs one client operation on `node` under the store's rules: unknown nodes and
     /// oversized values are refused, a down node is not contacted, the operation is
-    /// bounded by the operation timeout, and failures update the node's health.
+    /// bounded by the operation timeout (waiting for a connection included), and
+    /// failures update the node's health.
     async fn call<'a, T, F>(
         &'a self,
         node: &NodeId,
@@ -251,6 +274,10 @@ impl PipelineHost for Shared {
         &self.nodes[node].reads
     }
 
+    fn connections(&self, node: usize) -> &ConnectionLimit {
+        &self.nodes[node].connections
+    }
+
     fn exchange_timeout(&self) -> Duration {
         self.config.operation_timeout()
     }
@@ -290,8 +317,12 @@ impl Shared {
 
 impl Node {
     fn health(&self) -> NodeHealth {
-        self.health
-            .snapshot(&self.id, &self.address, self.reads.coalesced())
+        self.health.snapshot(
+            &self.id,
+            &self.address,
+            self.reads.coalesced(),
+            self.connections.waits(),
+        )
     }
 }
 
@@ -479,11 +510,7 @@ impl RemoteStore for MemcachedStore {
         let expiry = wire_ttl(ttl, SystemTime::now());
         let result = self
             .call(node, Some(value.len()), |target| {
-                target
-                    .client()
-                    .set(key.as_str(), value)
-                    .ttl_raw(expiry)
-                    .send()
+                target.exchange(|client| client.set(key.as_str(), value).ttl_raw(expiry).send())
             })
             .await?;
         match result.status {
@@ -517,9 +544,11 @@ impl RemoteStore for MemcachedStore {
             // the store's health sees the failure; the sets that did land are written
             // again by the caller's retry, which is harmless.
             let outcome = self
-                .call(node, None, |target| async move {
-                    let outputs = target.client().run_many(sets).await?;
-                    outputs.into_iter().collect::<Result<Vec<_>, _>>()
+                .call(node, None, |target| {
+                    target.exchange(|client| async move {
+                        let outputs = client.run_many(sets).await?;
+                        outputs.into_iter().collect::<Result<Vec<_>, _>>()
+                    })
                 })
                 .await;
             match outcome {
@@ -559,11 +588,7 @@ impl RemoteStore for MemcachedStore {
         let result = self
             .call(node, Some(value.len()), |target| {
                 target
-                    .client()
-                    .set(key.as_str(), value)
-                    .ttl_raw(expiry)
-                    .add()
-                    .send()
+                    .exchange(|client| client.set(key.as_str(), value).ttl_raw(expiry).add().send())
             })
             .await?;
         match result.status {
@@ -584,12 +609,13 @@ impl RemoteStore for MemcachedStore {
         let expiry = wire_ttl(ttl, SystemTime::now());
         let result = self
             .call(node, Some(value.len()), |target| {
-                target
-                    .client()
-                    .set(key.as_str(), value)
-                    .ttl_raw(expiry)
-                    .compare_cas(cas.0)
-                    .send()
+                target.exchange(|client| {
+                    client
+                        .set(key.as_str(), value)
+                        .ttl_raw(expiry)
+                        .compare_cas(cas.0)
+                        .send()
+                })
             })
             .await?;
         match result.status {
@@ -617,7 +643,7 @@ impl RemoteStore for MemcachedStore {
         let command = write_command(&item, SystemTime::now());
         let result = self
             .call(node, Some(value.len()), |target| {
-                target.client().run(command)
+                target.exchange(|client| client.run(command))
             })
             .await?;
         write_outcome(node, precondition, &result)
@@ -649,9 +675,11 @@ impl RemoteStore for MemcachedStore {
                 .map(|&index| write_command(&items[index], now))
                 .collect();
             let outcome = self
-                .call(node, None, |target| async move {
-                    let outputs = target.client().run_many(commands).await?;
-                    outputs.into_iter().collect::<Result<Vec<_>, _>>()
+                .call(node, None, |target| {
+                    target.exchange(|client| async move {
+                        let outputs = client.run_many(commands).await?;
+                        outputs.into_iter().collect::<Result<Vec<_>, _>>()
+                    })
                 })
                 .await;
             match outcome {
@@ -686,9 +714,7 @@ impl RemoteStore for MemcachedStore {
     ) -> Result<CasOutcome, StoreError> {
         let result = self
             .call(node, None, |target| {
-                target
-                    .client()
-                    .run(Delete::new(key.as_str()).compare_cas(cas.0))
+                target.exchange(|client| client.run(Delete::new(key.as_str()).compare_cas(cas.0)))
             })
             .await?;
         match result.status {
@@ -716,7 +742,7 @@ impl RemoteStore for MemcachedStore {
         for _ in 0..3 {
             let appended = self
                 .call(node, Some(value.len()), |target| {
-                    target.client().run(Set::new(key.as_str(), value).append())
+                    target.exchange(|client| client.run(Set::new(key.as_str(), value).append()))
                 })
                 .await?;
             match appended.status {
@@ -774,7 +800,7 @@ impl RemoteStore for MemcachedStore {
     async fn delete(&self, node: &NodeId, key: &StoreKey) -> Result<bool, StoreError> {
         let result = self
             .call(node, None, |target| {
-                target.client().delete(key.as_str()).send()
+                target.exchange(|client| client.delete(key.as_str()).send())
             })
             .await?;
         match result.status {
@@ -844,6 +870,7 @@ impl RemoteStore for MemcachedStore {
                 status.down_transitions = health.marked_down;
                 status.mean_latency = health.mean_latency;
                 status.coalesced_reads = health.coalesced_reads;
+                status.connection_waits = health.connection_waits;
                 status
             })
             .collect()

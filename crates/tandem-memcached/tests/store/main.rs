@@ -5,6 +5,7 @@
 
 mod common;
 mod conditional;
+mod connection_limit;
 mod node_health;
 mod operations;
 mod pipelined_reads;
