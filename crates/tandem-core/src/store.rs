@@ -107,7 +107,10 @@ impl NodeStatus {
     }
 }
 
-/// An opaque compare-and-swap token returned by [`RemoteStore::get`].
+/// An opaque compare-and-swap token: what [`RemoteStore::get`] and
+/// [`RemoteStore::get_with_ttl`] read with an item, and what
+/// [`WriteOutcome::Stored`] returns after a write. Every write to the item (an
+/// append included) changes it; a touch does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CasToken(pub u64);
 
@@ -116,7 +119,8 @@ pub struct CasToken(pub u64);
 pub struct Item {
     /// The stored bytes.
     pub value: Vec<u8>,
-    /// Token for a later [`RemoteStore::cas`].
+    /// Token for a later [`RemoteStore::cas`], [`Precondition::Cas`] or
+    /// [`RemoteStore::delete_if`].
     pub cas: CasToken,
 }
 
@@ -354,7 +358,7 @@ pub trait RemoteStore: Send + Sync + 'static {
 
     /// Deletes `key` only if the item still has the CAS token `cas`: so that a holder
     /// removes only what it wrote (a lock it took, say), never what another writer
-    /// put there since.
+    /// put there since. [`CasOutcome::Stored`] means the item was deleted.
     async fn delete_if(
         &self,
         node: &NodeId,

@@ -23,6 +23,11 @@
 //!   within their timeout (counted in [`NodeHealth::connection_waits`]) instead of
 //!   dialing more, so that a burst or a slow node cannot exhaust memcached's
 //!   connection limit or the app's ports.
+//! - **Conditional operations.** Writes conditional on absence or on a CAS token
+//!   return the new token (`ms` with `c`), so that writes can be chained without a
+//!   read in between, also pipelined (`write_many`); deletes conditional on a token
+//!   remove only the caller's own item; appends create a missing item with a TTL; and
+//!   reads can report how long an item has left.
 //! - **memcached's rules.** TTLs beyond 30 days are sent as absolute times
 //!   ([`wire_ttl`]), and values that would not fit memcached's item size limit are
 //!   refused before they are sent, because memcached drops the stored copy of a key

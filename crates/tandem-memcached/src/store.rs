@@ -71,6 +71,20 @@ pub enum ConnectError {
 /// does not tell its limit; the node stays up, but memcached has dropped the stored
 /// copy of that key.
 ///
+/// The conditional operations map onto the meta protocol: [`RemoteStore::write`] is
+/// one `ms` (with `ME` for [`Precondition::Absent`], `C<token>` for
+/// [`Precondition::Cas`], and `c` to get the new token back), and
+/// [`RemoteStore::write_many`] pipelines them in one exchange like `set_many`;
+/// [`RemoteStore::delete_if`] is `md` with `C<token>`; [`RemoteStore::get_with_ttl`]
+/// is a read (`mg` with `t`) and shares the read exchanges. [`RemoteStore::append`]
+/// is `ms MA`, and, because memcached 1.6 appends only to an existing item, an add
+/// when the item is missing: one round trip for an existing item, two to create it.
+/// memcached itself bounds what an append may grow an item to, by its `-I`; the
+/// store reports a refusal as [`StoreError::TooLarge`] and the item stays as it was.
+/// Under a short key that bound is a few hundred bytes above
+/// [`max_value_size`](MemcachedConfig::max_value_size), so an appended item can end
+/// up slightly longer than a value [`set`](RemoteStore::set) would accept.
+///
 /// The background probes run on the Tokio runtime of the operation that found the
 /// node down, and end when the store is dropped.
 ///
