@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tandem::RemoteStore;
+use tandem::{CookieUpdate, RemoteStore};
 use tandem_testkit::MemcachedCluster;
 
 use common::*;
@@ -53,15 +53,19 @@ async fn counters_histograms_and_node_health_reach_the_exporter() {
     // Node down and relocation.
     let dead = id.node().to_owned();
     cluster.node(&dead).kill();
-    write_n(&a1, &id, 2).await;
-    let down = wait_until(Duration::from_secs(2), || !store.is_available(&node(&dead))).await;
-    assert!(down.is_some());
-    let moved = new_id(
-        a1.commit(a1.load(Some(id.as_str())).await.unwrap())
-            .await
-            .unwrap()
-            .cookie,
-    );
+    // The first operation that meets the dead node marks it down: this request's
+    // backup, or (it reads the feed of the other servers' announcements every second)
+    // the feed. The first request that finds it down moves the session.
+    let mut moved = id.clone();
+    for _ in 0..2 {
+        let mut session = a1.load(Some(moved.as_str())).await.unwrap();
+        session.insert("n", &2u32).unwrap();
+        if let CookieUpdate::Set { id, .. } = a1.commit(session).await.unwrap().cookie {
+            moved = id;
+        }
+        let down = wait_until(Duration::from_secs(2), || !store.is_available(&node(&dead))).await;
+        assert!(down.is_some());
+    }
     assert_ne!(moved.node(), dead);
     settle(&a1).await; // the relocated copy is written to the live node
 

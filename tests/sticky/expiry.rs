@@ -50,14 +50,18 @@ async fn local_expiry_deletes_the_remote_copy() {
     let id = create(&a1, 5).await;
     settle(&a1).await;
     assert!(store.get(&node("n1"), &key(&id)).await.unwrap().is_some());
-    // Expired locally after 1 s; the remote copy would live 2 s, but is deleted first.
-    let deleted = wait_until(Duration::from_millis(1900), || {
-        a1.stats().remote_deletes == 1
+    // Expired locally after 1 s; the remote copy would live 2 s, but is ended first
+    // with a tombstone, so that no server loads it again.
+    let ended = wait_until(Duration::from_millis(1900), || {
+        a1.stats().tombstones_written == 1
     })
     .await;
-    assert!(deleted.is_some(), "{:?}", a1.stats());
-    assert!(store.get(&node("n1"), &key(&id)).await.unwrap().is_none());
+    assert!(ended.is_some(), "{:?}", a1.stats());
+    let stored = store.get(&node("n1"), &key(&id)).await.unwrap().unwrap();
+    assert!(stored.value.starts_with(b"\xfftandem:ended:"));
     assert_eq!(a1.stats().expired, 1);
+    let a2 = server(&store, "a2").build().unwrap();
+    assert_eq!(read_n(&a2, &id).await, None, "nor on another server");
     assert_eq!(
         read_n(&a1, &id).await,
         None,

@@ -456,4 +456,9 @@ impl BlobLayer for Encryption {
     fn stats(&self) -> LayerStats {
         self.counters.snapshot()
     }
+
+    /// The header, key id and nonce in front, the tag behind.
+    fn max_overhead(&self) -> usize {
+        PREFIX_LEN + TAG_LEN
+    }
 }

@@ -307,6 +307,26 @@ impl SessionId {
         (&self.text, self.route_dot)
     }
 
+    /// Whether both ids share one text (one is a clone of the other): a pointer
+    /// comparison, so that the common request can skip comparing the texts.
+    pub(crate) fn shares_text_with(&self, other: &SessionId) -> bool {
+        Arc::ptr_eq(&self.text, &other.text)
+    }
+
+    /// The id as logs may show it: four characters of the random part and the node
+    /// (about 24 of its 131 random bits), enough to tell sessions apart in a log and
+    /// useless to hijack one.
+    ///
+    /// ```
+    /// use tandem_core::SessionId;
+    ///
+    /// let id: SessionId = "abcdefghijABCDEFGHIJ01-n1.a1".parse().unwrap();
+    /// assert_eq!(id.redacted().to_string(), "abcd…-n1");
+    /// ```
+    pub fn redacted(&self) -> RedactedId<'_> {
+        RedactedId(self)
+    }
+
     /// The id without its route: what storage keys are built from, so that a change
     /// of app server does not move the stored session.
     pub fn storage_id(&self) -> &str {
@@ -329,6 +349,24 @@ impl FromStr for SessionId {
 
     fn from_str(text: &str) -> Result<SessionId, IdError> {
         SessionId::parse(text)
+    }
+}
+
+/// A session id as logs may show it: the first four characters of its random part
+/// and its node, never the whole id (which is a credential: whoever presents it is
+/// the session's owner). Returned by [`SessionId::redacted`].
+#[derive(Clone, Copy)]
+pub struct RedactedId<'a>(&'a SessionId);
+
+impl fmt::Display for RedactedId<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}…-{}", &self.0.random()[..4], self.0.node())
+    }
+}
+
+impl fmt::Debug for RedactedId<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 

@@ -7,6 +7,11 @@
 
 use std::fmt;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
 use crate::id::SessionId;
 
 /// memcached's key length limit.
@@ -33,6 +38,12 @@ pub enum KeyError {
     /// The key contained a space, a control character or a non-ASCII byte.
     #[error("keys may only contain printable ASCII without spaces")]
     InvalidByte,
+    /// A [`KeySecret`] shorter than [`MIN_SECRET_LEN`] bytes.
+    #[error("a storage key secret needs at least {MIN_SECRET_LEN} bytes, got {len}")]
+    SecretTooShort {
+        /// The length given.
+        len: usize,
+    },
 }
 
 fn is_key_byte(byte: u8) -> bool {
@@ -98,6 +109,9 @@ pub enum KeySpace {
     Backup,
     /// The session lock (non-sticky lock mode): `<prefix>lock:<storage id>`.
     Lock,
+    /// The deletion marker of an ended session, beside its backup copy (non-sticky
+    /// mode): `<prefix>gone:<storage id>`.
+    Gone,
 }
 
 impl KeySpace {
@@ -106,7 +120,79 @@ impl KeySpace {
             KeySpace::Session => "",
             KeySpace::Backup => "bak:",
             KeySpace::Lock => "lock:",
+            KeySpace::Gone => "gone:",
         }
+    }
+
+    /// Every space, for tests that check keys are distinct.
+    #[cfg(test)]
+    const ALL: [KeySpace; 4] = [
+        KeySpace::Session,
+        KeySpace::Backup,
+        KeySpace::Lock,
+        KeySpace::Gone,
+    ];
+}
+
+/// The shortest accepted [`KeySecret`], in bytes.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// A secret from which storage keys are derived, so that reading the remote tier does
+/// not yield session ids.
+///
+/// Session ids are credentials: whoever presents one is the session's owner. With
+/// plain keys (`<prefix><id>`), anyone who can list the keys of a memcached node (it
+/// has no access control) holds every live session's cookie. With a secret, a key is
+/// `<prefix><marker>h<HMAC-SHA256(secret, id)>` (32 characters of unpadded base64url,
+/// 192 bits), from which the id cannot be recovered. Every server of a deployment
+/// needs the same secret; changing it (or turning it on) makes every stored session
+/// unreachable, as if all users had been logged out.
+///
+/// ```
+/// use tandem_core::{KeyPrefix, KeySecret, KeySpace, SessionId};
+///
+/// let secret = KeySecret::new(&[7u8; 32]).unwrap();
+/// let id: SessionId = "abcdefghijABCDEFGHIJ01-n1.a1".parse().unwrap();
+/// let key = KeyPrefix::new("shop:").unwrap().hashed_key(KeySpace::Session, &id, &secret);
+/// assert!(key.as_str().starts_with("shop:h"));
+/// assert!(!key.as_str().contains(id.random()));
+/// assert!(KeySecret::new(b"too short").is_err());
+/// ```
+#[derive(Clone)]
+pub struct KeySecret {
+    mac: Hmac<Sha256>,
+}
+
+impl KeySecret {
+    /// A secret of at least [`MIN_SECRET_LEN`] random bytes (from a secret store, not
+    /// typed in).
+    pub fn new(secret: &[u8]) -> Result<KeySecret, KeyError> {
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(KeyError::SecretTooShort { len: secret.len() });
+        }
+        let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret)
+            .map_err(|_| KeyError::SecretTooShort { len: secret.len() })?;
+        Ok(KeySecret { mac })
+    }
+
+    /// HMAC-SHA256 of `context` and `data` under the secret, with the context length
+    /// in front so that two (context, data) pairs never hash the same bytes.
+    pub(crate) fn derive(&self, context: &[u8], data: &[u8]) -> [u8; 32] {
+        let mut mac = self.mac.clone();
+        mac.update(
+            &u32::try_from(context.len())
+                .unwrap_or(u32::MAX)
+                .to_le_bytes(),
+        );
+        mac.update(context);
+        mac.update(data);
+        mac.finalize().into_bytes().into()
+    }
+}
+
+impl fmt::Debug for KeySecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeySecret(..)")
     }
 }
 
@@ -157,6 +243,23 @@ impl KeyPrefix {
     }
 }
 
+impl KeyPrefix {
+    /// The key of `id` in `space`, derived from `secret` (see [`KeySecret`]): the id
+    /// cannot be read back from it. The route is not part of it.
+    pub fn hashed_key(&self, space: KeySpace, id: &SessionId, secret: &KeySecret) -> StoreKey {
+        let digest = secret.derive(b"tandem storage key", id.storage_id().as_bytes());
+        // 24 of the 32 bytes: 192 bits, 32 characters.
+        let encoded = URL_SAFE_NO_PAD.encode(&digest[..24]);
+        let mut key = String::with_capacity(self.0.len() + 6 + encoded.len());
+        key.push_str(&self.0);
+        key.push_str(space.marker());
+        key.push('h');
+        key.push_str(&encoded);
+        // Prefix, marker and base64url are printable ASCII, and the length is capped.
+        StoreKey(key.into_boxed_str())
+    }
+}
+
 impl fmt::Debug for KeyPrefix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "KeyPrefix({:?})", &*self.0)
@@ -194,10 +297,15 @@ mod tests {
             "r".repeat(MAX_ROUTE_LEN)
         ))
         .unwrap();
-        for space in [KeySpace::Session, KeySpace::Backup, KeySpace::Lock] {
-            let key = prefix.key(space, &id);
-            assert!(StoreKey::new(key.as_str()).is_ok(), "{key:?}");
-            assert!(!key.as_str().contains(&"r".repeat(MAX_ROUTE_LEN)));
+        let secret = KeySecret::new(&[1; MIN_SECRET_LEN]).unwrap();
+        for space in KeySpace::ALL {
+            for key in [
+                prefix.key(space, &id),
+                prefix.hashed_key(space, &id, &secret),
+            ] {
+                assert!(StoreKey::new(key.as_str()).is_ok(), "{key:?}");
+                assert!(!key.as_str().contains(&"r".repeat(MAX_ROUTE_LEN)));
+            }
         }
     }
 
@@ -205,11 +313,38 @@ mod tests {
     fn spaces_give_distinct_keys() {
         let prefix = KeyPrefix::default();
         let id = SessionId::parse("abcdefghijABCDEFGHIJ01-n1").unwrap();
-        let keys: std::collections::HashSet<_> =
-            [KeySpace::Session, KeySpace::Backup, KeySpace::Lock]
-                .into_iter()
-                .map(|space| prefix.key(space, &id))
-                .collect();
-        assert_eq!(keys.len(), 3);
+        let keys: std::collections::HashSet<_> = KeySpace::ALL
+            .into_iter()
+            .map(|space| prefix.key(space, &id))
+            .collect();
+        assert_eq!(keys.len(), KeySpace::ALL.len());
+    }
+
+    #[test]
+    fn hashed_keys_hide_the_id_and_depend_on_the_secret() {
+        let prefix = KeyPrefix::new("app:").unwrap();
+        let id = SessionId::parse("abcdefghijABCDEFGHIJ01-n1.a1").unwrap();
+        let moved = SessionId::parse("abcdefghijABCDEFGHIJ01-n2.a2").unwrap();
+        let first = KeySecret::new(&[1; MIN_SECRET_LEN]).unwrap();
+        let second = KeySecret::new(&[2; MIN_SECRET_LEN]).unwrap();
+        let keys: std::collections::HashSet<_> = KeySpace::ALL
+            .into_iter()
+            .map(|space| prefix.hashed_key(space, &id, &first))
+            .collect();
+        assert_eq!(keys.len(), KeySpace::ALL.len());
+        let key = prefix.hashed_key(KeySpace::Session, &id, &first);
+        assert!(!key.as_str().contains(id.random()));
+        assert!(!key.as_str().contains(&id.random()[..8]));
+        assert_eq!(key, prefix.hashed_key(KeySpace::Session, &id, &first));
+        assert_ne!(key, prefix.hashed_key(KeySpace::Session, &id, &second));
+        // The node is part of the storage id: a moved session has a new key.
+        assert_ne!(key, prefix.hashed_key(KeySpace::Session, &moved, &first));
+        assert_eq!(
+            KeySecret::new(&[0; MIN_SECRET_LEN - 1]).unwrap_err(),
+            KeyError::SecretTooShort {
+                len: MIN_SECRET_LEN - 1
+            }
+        );
+        assert_eq!(format!("{first:?}"), "KeySecret(..)");
     }
 }

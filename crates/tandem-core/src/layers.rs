@@ -382,6 +382,15 @@ pub trait BlobLayer: Send + Sync + 'static {
     fn stats(&self) -> LayerStats {
         LayerStats::default()
     }
+
+    /// The most bytes [`seal`](BlobLayer::seal) may add to what it is given (a header
+    /// and a tag, say): the manager counts them in when it checks a session against
+    /// the store's item limit, so that a session it accepts is never refused by the
+    /// store. The default, 0, is right for layers that never make a blob larger
+    /// (compression that keeps incompressible blobs as they are).
+    fn max_overhead(&self) -> usize {
+        0
+    }
 }
 
 /// The layer that stores envelopes as they are.
@@ -445,6 +454,10 @@ impl<A: BlobLayer, B: BlobLayer> BlobLayer for (A, B) {
             rejected: first.rejected + second.rejected,
         }
     }
+
+    fn max_overhead(&self) -> usize {
+        self.0.max_overhead().saturating_add(self.1.max_overhead())
+    }
 }
 
 impl<L: BlobLayer + ?Sized> BlobLayer for Box<L> {
@@ -459,6 +472,10 @@ impl<L: BlobLayer + ?Sized> BlobLayer for Box<L> {
     fn stats(&self) -> LayerStats {
         (**self).stats()
     }
+
+    fn max_overhead(&self) -> usize {
+        (**self).max_overhead()
+    }
 }
 
 impl<L: BlobLayer + ?Sized> BlobLayer for Arc<L> {
@@ -472,6 +489,10 @@ impl<L: BlobLayer + ?Sized> BlobLayer for Arc<L> {
 
     fn stats(&self) -> LayerStats {
         (**self).stats()
+    }
+
+    fn max_overhead(&self) -> usize {
+        (**self).max_overhead()
     }
 }
 

@@ -33,10 +33,12 @@ mod time;
 pub use codec::{Codec, CodecError, CodecId, Decodes, Encodes};
 pub use envelope::EnvelopeError;
 pub use id::{
-    IdError, MAX_NODE_ID_LEN, MAX_ROUTE_LEN, MAX_SESSION_ID_LEN, NodeId, RANDOM_LEN, Route,
-    SessionId,
+    IdError, MAX_NODE_ID_LEN, MAX_ROUTE_LEN, MAX_SESSION_ID_LEN, NodeId, RANDOM_LEN, RedactedId,
+    Route, SessionId,
 };
-pub use key::{KeyError, KeyPrefix, KeySpace, MAX_KEY_LEN, MAX_PREFIX_LEN, StoreKey};
+pub use key::{
+    KeyError, KeyPrefix, KeySecret, KeySpace, MAX_KEY_LEN, MAX_PREFIX_LEN, MIN_SECRET_LEN, StoreKey,
+};
 pub use layers::{BlobLayer, LayerError, LayerStats, NoLayer};
 pub use manager::{
     AUTO_LOCK_LEARN_AFTER, BackupMode, BackupStatus, CommitError, CommitOutcome, Concurrency,

@@ -173,8 +173,13 @@ impl Attributes {
 }
 
 /// Normalizes "zero" to "never expires": a zero interval must never mean "expired".
+/// `None` for "never expires" (given as `None` or zero); a positive interval shorter
+/// than the millisecond the envelope and the local tier count in is rounded up to it,
+/// so that a tiny interval expires at once rather than turning into "never".
 fn normalize_interval(interval: Option<Duration>) -> Option<Duration> {
-    interval.filter(|interval| !interval.is_zero())
+    interval
+        .filter(|interval| !interval.is_zero())
+        .map(|interval| interval.max(Duration::from_millis(1)))
 }
 
 fn check_name(name: &str) -> Result<(), AttributeError> {

@@ -35,8 +35,15 @@ impl Recording {
         self.keys.lock().push(key.as_str().to_owned());
     }
 
+    /// The keys recorded, but for the peer feed's items: the manager reads those on a
+    /// timer, whatever clients send.
     fn keys(&self) -> Vec<String> {
-        self.keys.lock().clone()
+        self.keys
+            .lock()
+            .iter()
+            .filter(|key| !key.starts_with("tandem:feed:"))
+            .cloned()
+            .collect()
     }
 }
 

@@ -1,19 +1,18 @@
-//! Background work: the backup queue with coalescing, retries, remote deletes, the
-//! local tier's expiry sweep, and the flush at shutdown.
+//! Background work: the backup queue with coalescing, retries, the local tier's
+//! expiry sweep, the peer feed's timer, and the flush at shutdown.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::codec::Codec;
-use crate::id::NodeId;
-use crate::key::StoreKey;
+use crate::id::SessionId;
 
-use super::entry::{LocalEntry, LocalKey};
+use super::entry::{LocalEntry, LocalKey, local_key};
 use super::{Inner, ShutdownReport};
 
 /// The most queued backups one writer sends in one batch.
@@ -25,62 +24,68 @@ pub(super) struct Expired<C> {
     pub(super) entry: Arc<LocalEntry<C>>,
 }
 
-/// A remote copy to delete.
-pub(super) struct Delete {
-    node: NodeId,
-    key: StoreKey,
-}
-
 /// The receiving ends, owned by the dispatcher task.
 pub(super) struct Receivers<C> {
     backups: mpsc::Receiver<Arc<LocalEntry<C>>>,
-    deletes: mpsc::UnboundedReceiver<Delete>,
 }
 
 /// The request path's side of the background work.
 pub(super) struct Backups<C> {
     /// Entries waiting for a writer. Bounded: a full queue makes commits wait.
     queue: mpsc::Sender<Arc<LocalEntry<C>>>,
-    deletes: mpsc::UnboundedSender<Delete>,
     /// Entries whose newest state is not known to be in the remote tier: queued,
     /// being written, or failed and waiting for a retry. Also what a load consults
     /// before the remote tier, so that a session swapped out before its backup landed
     /// is not read back stale. Hashed like the local tier (seeded foldhash, not
     /// SipHash): its keys are those of held sessions, and every write passes here.
     dirty: Mutex<DirtyMap<C>>,
+    /// The weight of the dirty entries, as each weighed when it became dirty: what
+    /// `max_unsaved_bytes` bounds.
+    dirty_bytes: AtomicU64,
     /// Jobs queued or running.
     in_flight: AtomicUsize,
 }
 
-type DirtyMap<C> = HashMap<LocalKey, Arc<LocalEntry<C>>, foldhash::fast::RandomState>;
+/// The dirty entries, with the weight each was counted with.
+type DirtyMap<C> = HashMap<LocalKey, (Arc<LocalEntry<C>>, u64), foldhash::fast::RandomState>;
 
 impl<C: Codec> Backups<C> {
     pub(super) fn new(capacity: usize) -> (Backups<C>, Receivers<C>) {
         let (queue, backups) = mpsc::channel(capacity);
-        let (deletes_tx, deletes) = mpsc::unbounded_channel();
         (
             Backups {
                 queue,
-                deletes: deletes_tx,
                 dirty: Mutex::new(DirtyMap::default()),
+                dirty_bytes: AtomicU64::new(0),
                 in_flight: AtomicUsize::new(0),
             },
-            Receivers { backups, deletes },
+            Receivers { backups },
         )
     }
 
-    /// Queues a backup (write or touch) of `entry`. Returns `false` if one was already
-    /// queued: that job will send the newest state, so this one coalesces into it.
+    /// Queues a backup (write or touch) of `entry`, waiting for room in the queue if
+    /// it is full. Returns `false` if one was already queued: that job will send the
+    /// newest state, so this one coalesces into it.
+    ///
+    /// Cancellation-safe: the room is reserved first, and only a reserved place marks
+    /// the entry queued and counts the job, in one step with no wait in between. A
+    /// commit dropped while it waits for room (a client hanging up, a timeout layer)
+    /// leaves nothing marked; its entry stays dirty and the sweep queues it.
     pub(super) async fn enqueue(&self, entry: &Arc<LocalEntry<C>>) -> bool {
+        if entry.queued.load(Ordering::Acquire) {
+            return false;
+        }
+        let Ok(place) = self.queue.reserve().await else {
+            // Only when the dispatcher is gone, i.e. the runtime shut down.
+            return true;
+        };
         if entry.queued.swap(true, Ordering::AcqRel) {
+            // Another commit queued it while this one waited: the reserved place is
+            // given back by the drop.
             return false;
         }
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        if self.queue.send(Arc::clone(entry)).await.is_err() {
-            // Only when the dispatcher is gone, i.e. the runtime shut down.
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            entry.queued.store(false, Ordering::Release);
-        }
+        place.send(Arc::clone(entry));
         true
     }
 
@@ -96,14 +101,6 @@ impl<C: Codec> Backups<C> {
             return false;
         }
         true
-    }
-
-    /// Queues the deletion of a remote copy.
-    pub(super) fn delete(&self, node: NodeId, key: StoreKey) {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        if self.deletes.send(Delete { node, key }).is_err() {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        }
     }
 
     /// Counts background work started outside the queue (non-sticky backup copies),
@@ -123,10 +120,25 @@ impl<C: Codec> Backups<C> {
         if entry.in_dirty.load(Ordering::Acquire) {
             return;
         }
-        let key = super::entry::local_key(&entry.id());
         let mut dirty = self.dirty.lock();
-        dirty.insert(key, Arc::clone(entry));
+        // The id is read under the lock that re-keying takes too: a commit that gives
+        // the session a new id meanwhile cannot leave it recorded under the old one.
+        let key = local_key(&entry.id());
+        self.insert(&mut dirty, key, entry);
+    }
+
+    fn insert(&self, dirty: &mut DirtyMap<C>, key: LocalKey, entry: &Arc<LocalEntry<C>>) {
+        let weight = u64::from(entry.weight());
+        if let Some((_, replaced)) = dirty.insert(key, (Arc::clone(entry), weight)) {
+            self.dirty_bytes.fetch_sub(replaced, Ordering::AcqRel);
+        }
+        self.dirty_bytes.fetch_add(weight, Ordering::AcqRel);
         entry.in_dirty.store(true, Ordering::Release);
+    }
+
+    /// The weight of the sessions waiting for their backup, in bytes.
+    pub(super) fn dirty_bytes(&self) -> u64 {
+        self.dirty_bytes.load(Ordering::Acquire)
     }
 
     /// The entry's newest state is backed up: no longer dirty. Checked again under the
@@ -135,18 +147,22 @@ impl<C: Codec> Backups<C> {
         let mut dirty = self.dirty.lock();
         let state = entry.state.lock();
         if state.backed_up == state.revision {
-            Self::remove_held(&mut dirty, key, entry);
+            self.remove_held(&mut dirty, key, entry);
         }
     }
 
     /// The entry will never be written: drop it from the dirty set.
     pub(super) fn forget(&self, key: &LocalKey, entry: &Arc<LocalEntry<C>>) {
-        Self::remove_held(&mut self.dirty.lock(), key, entry);
+        self.remove_held(&mut self.dirty.lock(), key, entry);
     }
 
-    fn remove_held(dirty: &mut DirtyMap<C>, key: &LocalKey, entry: &Arc<LocalEntry<C>>) {
-        if dirty.get(key).is_some_and(|held| Arc::ptr_eq(held, entry)) {
-            dirty.remove(key);
+    fn remove_held(&self, dirty: &mut DirtyMap<C>, key: &LocalKey, entry: &Arc<LocalEntry<C>>) {
+        if dirty
+            .get(key)
+            .is_some_and(|(held, _)| Arc::ptr_eq(held, entry))
+            && let Some((_, weight)) = dirty.remove(key)
+        {
+            self.dirty_bytes.fetch_sub(weight, Ordering::AcqRel);
             entry.in_dirty.store(false, Ordering::Release);
         }
     }
@@ -154,9 +170,8 @@ impl<C: Codec> Backups<C> {
     /// The entry's key changed (relocation, new id): it is dirty under the new key.
     pub(super) fn rekey(&self, old: &LocalKey, new: LocalKey, entry: &Arc<LocalEntry<C>>) {
         let mut dirty = self.dirty.lock();
-        Self::remove_held(&mut dirty, old, entry);
-        dirty.insert(new, Arc::clone(entry));
-        entry.in_dirty.store(true, Ordering::Release);
+        self.remove_held(&mut dirty, old, entry);
+        self.insert(&mut dirty, new, entry);
     }
 
     /// A dirty entry under `key`, if any.
@@ -164,6 +179,7 @@ impl<C: Codec> Backups<C> {
         self.dirty
             .lock()
             .get(key)
+            .map(|(entry, _)| entry)
             .filter(|entry| !entry.is_retired())
             .cloned()
     }
@@ -178,30 +194,42 @@ impl<C: Codec> Backups<C> {
     }
 
     fn dirty_entries(&self) -> Vec<Arc<LocalEntry<C>>> {
-        self.dirty.lock().values().cloned().collect()
+        self.dirty
+            .lock()
+            .values()
+            .map(|(entry, _)| Arc::clone(entry))
+            .collect()
     }
 }
 
 /// Starts the task that hands queued work to writers (at most the configured number
-/// at once), retries failed backups and sweeps the local tier for expired sessions.
-/// It holds the manager only weakly and ends when the manager is dropped.
+/// at once), retries failed backups and session ends, sweeps the local tier for
+/// expired sessions, writes and reads the peer feed. It holds the manager only weakly
+/// and ends when the manager is dropped.
 pub(super) fn spawn_dispatcher<C: Codec>(
     inner: &Arc<Inner<C>>,
     receivers: Receivers<C>,
     mut expired: mpsc::UnboundedReceiver<Expired<C>>,
+    mut announcements: mpsc::Receiver<SessionId>,
     runtime: &tokio::runtime::Handle,
 ) {
     let weak = Arc::downgrade(inner);
     let writers = Arc::new(Semaphore::new(inner.config.backup_concurrency));
     let period = inner.config.retry_interval;
     let linger = inner.config.backup_linger;
-    let Receivers {
-        mut backups,
-        mut deletes,
-    } = receivers;
+    // Without a feed the timer still runs, rarely, and its ticks do nothing.
+    let feed_period = inner
+        .config
+        .peer_feed_interval
+        .unwrap_or(Duration::from_secs(3600));
+    let Receivers { mut backups } = receivers;
     runtime.spawn(async move {
         let mut sweep = tokio::time::interval(period);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first read after one period: a server that just started holds nothing
+        // to drop.
+        let mut feed = tokio::time::interval_at(tokio::time::Instant::now() + feed_period, feed_period);
+        feed.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 entry = backups.recv() => {
@@ -233,25 +261,42 @@ pub(super) fn spawn_dispatcher<C: Codec>(
                         drop(permit);
                     });
                 }
-                delete = deletes.recv() => {
-                    let (Some(delete), Some(inner)) = (delete, weak.upgrade()) else { return };
-                    let Ok(permit) = Arc::clone(&writers).acquire_owned().await else { return };
+                announcement = announcements.recv() => {
+                    let (Some(first), Some(inner)) = (announcement, weak.upgrade()) else { return };
+                    let mut batch = vec![first];
+                    while batch.len() < super::feed::PER_APPEND {
+                        match announcements.try_recv() {
+                            Ok(id) => batch.push(id),
+                            Err(_) => break,
+                        }
+                    }
+                    let writers = Arc::clone(&writers);
                     tokio::spawn(async move {
-                        inner.delete_remote(&delete.node, &delete.key).await;
-                        inner.backups.in_flight.fetch_sub(1, Ordering::AcqRel);
-                        drop(permit);
+                        let Ok(_permit) = writers.acquire_owned().await else { return };
+                        inner.publish(batch).await;
                     });
                 }
                 expired_entry = expired.recv() => {
                     let (Some(expired_entry), Some(inner)) = (expired_entry, weak.upgrade()) else { return };
-                    tokio::spawn(async move { inner.expire(expired_entry).await });
+                    // Remote writes share the writers' bound: a burst of expiries (many
+                    // sessions of one bot run) must not open a connection each.
+                    let writers = Arc::clone(&writers);
+                    tokio::spawn(async move {
+                        let Ok(_permit) = writers.acquire_owned().await else { return };
+                        inner.expire(expired_entry).await;
+                    });
                 }
                 _ = sweep.tick() => {
                     let Some(inner) = weak.upgrade() else { return };
                     inner.local.run_pending_tasks();
                     retry(&inner);
                     inner.repair_copies();
+                    inner.retry_ends();
                     inner.export_metrics();
+                }
+                _ = feed.tick() => {
+                    let Some(inner) = weak.upgrade() else { return };
+                    inner.read_feed();
                 }
             }
         }
@@ -273,12 +318,15 @@ fn retry<C: Codec>(inner: &Inner<C>) {
     }
 }
 
-/// Waits for queued work to finish, then writes what is still dirty, all within
-/// `deadline`.
+/// Waits for queued work to finish, then writes what is still dirty, then the session
+/// ends and backup copy repairs still waiting, all within `deadline`.
 pub(super) async fn flush<C: Codec>(inner: &Arc<Inner<C>>, deadline: Duration) -> ShutdownReport {
     let started = Instant::now();
     let written_before = inner.counters.snapshot().backups_written;
-    while inner.backups.in_flight.load(Ordering::Acquire) > 0 && started.elapsed() < deadline {
+    // Queued work drains by itself, but gets at most half of the deadline: a job that
+    // hangs on a hung node must not use up the time the direct writes below need.
+    let queue_share = deadline / 2;
+    while inner.backups.in_flight.load(Ordering::Acquire) > 0 && started.elapsed() < queue_share {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // Whatever is still dirty is written here, each entry once. An entry that a
@@ -310,11 +358,19 @@ pub(super) async fn flush<C: Codec>(inner: &Arc<Inner<C>>, deadline: Duration) -
     if all_joined.is_err() {
         unsaved += writers.len();
     }
+    let ends_unwritten = inner
+        .flush_ends(deadline.saturating_sub(started.elapsed()))
+        .await;
+    let repairs_left = inner
+        .flush_repairs(deadline.saturating_sub(started.elapsed()))
+        .await;
     let written = inner.counters.snapshot().backups_written - written_before;
-    if unsaved > 0 {
+    if unsaved > 0 || ends_unwritten > 0 || repairs_left > 0 {
         tracing::warn!(
             unsaved,
-            "shutdown: some sessions could not be backed up in time"
+            ends_unwritten,
+            repairs_left,
+            "shutdown: some remote writes could not be done in time"
         );
     } else {
         tracing::info!(written, "shutdown: every pending backup written");
@@ -322,5 +378,6 @@ pub(super) async fn flush<C: Codec>(inner: &Arc<Inner<C>>, deadline: Duration) -
     ShutdownReport {
         written: usize::try_from(written).unwrap_or(usize::MAX),
         unsaved,
+        ends_unwritten,
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::codec::Codec;
 use crate::id::{NodeId, Route};
-use crate::key::KeyPrefix;
+use crate::key::{KeyPrefix, KeySecret};
 use crate::layers::{BlobLayer, NoLayer};
 use crate::store::RemoteStore;
 
@@ -117,6 +117,9 @@ pub(crate) struct ManagerConfig {
     pub(crate) max_session_size: Option<usize>,
     pub(crate) negative_cache_ttl: Duration,
     pub(crate) moved_ttl: Duration,
+    pub(crate) key_secret: Option<KeySecret>,
+    pub(crate) peer_feed_interval: Option<Duration>,
+    pub(crate) max_unsaved_bytes: Option<u64>,
 }
 
 impl ManagerConfig {
@@ -152,9 +155,16 @@ impl Default for ManagerConfig {
             max_session_size: None,
             negative_cache_ttl: Duration::from_secs(2),
             moved_ttl: Duration::from_secs(60),
+            key_secret: None,
+            peer_feed_interval: Some(Duration::from_secs(1)),
+            max_unsaved_bytes: None,
         }
     }
 }
+
+/// The longest accepted negative cache TTL: unknown ids are worth remembering for
+/// seconds; the cache cannot represent centuries.
+const MAX_NEGATIVE_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Why a [`ManagerBuilder`] could not build a manager.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -364,6 +374,44 @@ impl<C: Codec> ManagerBuilder<C> {
         self
     }
 
+    /// Stores sessions under keys derived from `secret` instead of their ids, so that
+    /// read access to the remote tier (memcached has no access control) does not
+    /// yield working session cookies; see [`KeySecret`]. Every server of a deployment
+    /// needs the same secret. Turning it on, or changing it, makes every session
+    /// stored before unreachable: each user starts a new session on their next
+    /// request (as after a logout). Default: keys are the ids themselves.
+    pub fn storage_key_secret(mut self, secret: KeySecret) -> Self {
+        self.config.key_secret = Some(secret);
+        self
+    }
+
+    /// Sticky mode: how often this server reads the feed in which the other servers
+    /// announce the sessions they took over, reloaded from the remote tier, cycled or
+    /// ended (default 1 s; `None` turns it off, for a deployment of one server).
+    ///
+    /// A server drops its local copy of a session announced there, so that a copy
+    /// left behind on a server the session moved away from is not served after the
+    /// session was taken over, logged out or given a new id elsewhere: within this
+    /// interval plus one read of the feed (and the clock difference between the
+    /// servers, up to 2 s). The feed costs one remote read per interval per server,
+    /// however many sessions it holds, and one write per announcement.
+    pub fn peer_feed_interval(mut self, interval: Option<Duration>) -> Self {
+        self.config.peer_feed_interval = interval;
+        self
+    }
+
+    /// Sticky mode: the most session data, in bytes, that may wait for its backup
+    /// (default: the local tier's capacity, at least 64 MiB). While memcached is unreachable, changed
+    /// sessions wait in memory, including those the local tier swapped out for
+    /// space; past this much, a commit that would add another changed session fails
+    /// with [`CommitError::Unavailable`](super::CommitError::Unavailable) (a web
+    /// layer answers 503) and is counted in `unsaved_limit_hits`, instead of letting
+    /// memory grow without bound. Sessions already waiting keep changing freely.
+    pub fn max_unsaved_bytes(mut self, bytes: u64) -> Self {
+        self.config.max_unsaved_bytes = Some(bytes);
+        self
+    }
+
     /// Builds the manager and starts its background tasks on the current tokio
     /// runtime.
     pub fn build(self) -> Result<SessionManager<C>, ConfigError> {
@@ -403,6 +451,19 @@ impl<C: Codec> ManagerBuilder<C> {
         }
         if config.concurrency == Concurrency::Lock && config.lock_timeout.is_zero() {
             return Err(ConfigError::Invalid("the lock timeout must not be zero"));
+        }
+        if config.negative_cache_ttl > MAX_NEGATIVE_CACHE_TTL {
+            return Err(ConfigError::Invalid(
+                "the negative cache TTL must be at most a day",
+            ));
+        }
+        if config
+            .peer_feed_interval
+            .is_some_and(|interval| interval.is_zero())
+        {
+            return Err(ConfigError::Invalid(
+                "the peer feed interval must not be zero (None turns the feed off)",
+            ));
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
         Ok(SessionManager::start(store, config, &runtime))

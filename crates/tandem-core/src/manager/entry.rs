@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use crate::codec::Codec;
 use crate::id::SessionId;
 use crate::session::Session;
+use crate::store::CasToken;
 
 /// The local tier's key: the session id without its route (the route is not part of
 /// the stored identity, so a takeover keeps the key).
@@ -90,6 +91,24 @@ pub(crate) struct LocalEntry<C> {
     pub(crate) lock: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
+/// What this server knows of an entry's remote copy: the condition of its next write.
+///
+/// Every backup is conditional, so that it lands only if nobody else wrote the copy
+/// since this server last did: another server that took the session over, or ended it
+/// (a tombstone), is never overwritten by this server's older state. A write whose
+/// condition fails tells this server that it no longer owns the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RemoteCopy {
+    /// There is no copy under the entry's key yet (a new session, one moved to
+    /// another node or given a new id, or one whose copy vanished): create it.
+    Absent,
+    /// The copy has this CAS token, as this server last wrote or read it.
+    Cas(CasToken),
+    /// Unknown: a write whose answer was lost may or may not have landed. What is
+    /// there is checked against what this server wrote before the next write.
+    Unknown,
+}
+
 /// The part of an entry that requests and the writer change together.
 pub(crate) struct EntryState<C> {
     /// The committed state, with no recorded changes.
@@ -98,13 +117,20 @@ pub(crate) struct EntryState<C> {
     pub(crate) revision: u64,
     /// The newest revision the remote tier is known to hold.
     pub(crate) backed_up: u64,
+    /// The condition of the next write of the remote copy.
+    pub(crate) remote: RemoteCopy,
+    /// Digest of the bytes of a write whose answer was lost (0: none), so that a copy
+    /// found with exactly those bytes is recognised as this server's own.
+    pub(crate) attempted: u64,
 }
 
 impl<C: Codec> LocalEntry<C> {
-    /// A new entry for `session`. `backed_up` says whether the remote tier already
-    /// holds exactly this state (a session just loaded from it). When the remote copy
-    /// expires is unknown either way, so the first unchanged commit touches it.
-    pub(crate) fn new(session: Session<C>, backed_up: bool, with_lock: bool) -> LocalEntry<C> {
+    /// A new entry for `session`. `remote` says what the remote tier holds: nothing
+    /// yet (a new session), or exactly this state under a token (a session just loaded
+    /// from it). When the remote copy expires is unknown either way, so the first
+    /// unchanged commit touches it.
+    pub(crate) fn new(session: Session<C>, remote: RemoteCopy, with_lock: bool) -> LocalEntry<C> {
+        let backed_up = remote != RemoteCopy::Absent;
         let entry = LocalEntry {
             queued: AtomicBool::new(false),
             in_dirty: AtomicBool::new(false),
@@ -118,6 +144,8 @@ impl<C: Codec> LocalEntry<C> {
                 session,
                 revision: 1,
                 backed_up: u64::from(backed_up),
+                remote,
+                attempted: 0,
             }),
         };
         entry.refresh_metadata(&entry.state.lock().session);

@@ -28,10 +28,14 @@
 
 mod backup;
 mod config;
+mod ends;
 mod entry;
+mod feed;
 mod nonsticky;
 mod request;
 mod stats;
+mod sticky;
+mod writes;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -47,10 +51,10 @@ use tokio::sync::mpsc;
 
 use crate::codec::Codec;
 use crate::envelope::{self, EnvelopeError};
-use crate::id::{NodeId, Route, SessionId};
+use crate::id::{NodeId, SessionId};
 use crate::key::{KeySpace, StoreKey};
-use crate::session::{AttributeValue, Session};
-use crate::store::{NodeStatus, RemoteStore, SetItem, StoreError, Ttl};
+use crate::session::Session;
+use crate::store::{NodeStatus, RemoteStore, Ttl};
 
 pub use config::{
     BackupMode, Concurrency, ConfigError, LockScope, LockTimeoutPolicy, ManagerBuilder, Mode,
@@ -61,10 +65,26 @@ pub use stats::{HistogramSnapshot, Stats};
 
 use backup::{Backups, Expired};
 use config::ManagerConfig;
-use entry::{EntryState, LocalEntry, LocalKey, local_key};
+use ends::EndReason;
+use entry::{LocalEntry, LocalKey};
 use nonsticky::TransitMap;
 use request::Attached;
 use stats::Counters;
+
+/// The weight of a learned request pattern in [`LockScope::Auto`]'s cache: its length
+/// plus what a cache entry costs besides.
+#[expect(
+    clippy::borrowed_box,
+    reason = "the cache's weigher is given its key, a boxed str, by reference"
+)]
+fn pattern_weight(pattern: &Box<str>, _streak: &u32) -> u32 {
+    u32::try_from(pattern.len() + 64).unwrap_or(u32::MAX)
+}
+
+/// How long this server remembers the ids it ended, without asking the remote tier:
+/// long enough for their tombstones to land (those whose node failed are remembered
+/// until they do, in the ends waiting for their nodes).
+const ENDED_MEMORY: Duration = Duration::from_secs(10);
 
 /// How many locks order remote writes. Sessions share them by address; with far more
 /// stripes than concurrent writers, two sessions rarely wait for each other.
@@ -171,8 +191,9 @@ pub enum LoadError {
         /// How long the request waited.
         waited: Duration,
     },
-    /// Non-sticky mode: no node holding the session could be reached. A web layer
-    /// answers 503.
+    /// No node holding the session could be reached: non-sticky mode, or a sticky
+    /// session this server does not hold whose node is down or did not answer. The
+    /// session itself is not lost; a web layer answers 503 and keeps the cookie.
     #[error("no node can serve the session")]
     Unavailable,
 }
@@ -197,9 +218,20 @@ pub enum CommitError {
         /// The limit.
         limit: usize,
     },
-    /// Another request invalidated the session while this one was using it.
-    #[error("the session was invalidated by another request")]
+    /// The session this request loaded ended while the request was using it: another
+    /// request invalidated it or gave it a new id ([`RequestSession::cycle_id`]), or
+    /// (sticky) another server took it over. Nothing of this request was applied, in
+    /// particular nothing to the session under its new id. A web layer answers 409.
+    #[error("the session ended while this request used it")]
     SessionEnded,
+    /// Non-sticky mode: earlier commits of the same session in this process held it
+    /// longer than the lock timeout (a slow node), and this commit gave up waiting.
+    /// A web layer answers 503.
+    #[error("the session is busy with other commits (waited {waited:?})")]
+    LockTimeout {
+        /// How long the commit waited.
+        waited: Duration,
+    },
     /// Non-sticky mode: no node could take the write. A web layer answers 503.
     #[error("no node can store the session: {reason}")]
     Unavailable {
@@ -229,6 +261,10 @@ pub struct ShutdownReport {
     /// Sessions whose newest state could not be written before the deadline (their
     /// node down or too slow).
     pub unsaved: usize,
+    /// Tombstones of ended session ids (logouts, id changes, moves off a down node)
+    /// that could not be written before the deadline, their node down or too slow:
+    /// until their copies expire by their TTL, another server may still load them.
+    pub ends_unwritten: usize,
 }
 
 /// A fault-tolerant two-tier session manager. Cheap to clone: clones share one
@@ -282,6 +318,9 @@ struct Inner<C> {
     loading: parking_lot::Mutex<HashMap<LocalKey, Arc<RemoteLoad<C>>>>,
     /// Ids the remote tier did not know, recently.
     negative: moka::sync::Cache<LocalKey, ()>,
+    /// Ids this server ended recently (invalidated, cycled, expired), with why: they
+    /// are answered as ended without a remote read, also before their tombstones land.
+    ended: moka::sync::Cache<LocalKey, EndReason>,
     /// Where recently relocated sessions went: old local key to new id. Concurrent
     /// requests still carrying the old id follow the session instead of missing it.
     moved: moka::sync::Cache<LocalKey, SessionId>,
@@ -301,10 +340,11 @@ struct Inner<C> {
     aborted: AtomicBool,
     /// Orders the remote writes of each session (see `run_backup`).
     write_order: Box<[tokio::sync::Mutex<()>]>,
+    /// Tombstones, deletion markers and deletes waiting for their nodes.
+    ends: ends::Ends,
+    /// Sticky mode: the announcements to and from the other servers.
+    feed: feed::Feed,
 }
-
-/// A backup write of a batch: the entry and what to send.
-type EntryWrite<C> = (Arc<LocalEntry<C>>, BackupJob);
 
 /// One request's share of a remote load. Dropped when the request is done with it,
 /// finished or cancelled: the last share of an unfinished load, or any share of a
@@ -339,9 +379,8 @@ impl<C> Drop for SharedLoad<'_, C> {
 }
 
 /// The outcome of one remote load, shared by the requests waiting for it: the entry,
-/// or whether the remote tier said the session does not exist (`false`: it could not
-/// be asked).
-type RemoteLoad<C> = tokio::sync::OnceCell<Result<Arc<LocalEntry<C>>, bool>>;
+/// or why there is none.
+type RemoteLoad<C> = tokio::sync::OnceCell<Result<Arc<LocalEntry<C>>, sticky::Missing>>;
 
 impl<C: Codec> SessionManager<C> {
     /// A builder for a manager over `store`.
@@ -361,6 +400,13 @@ impl<C: Codec> SessionManager<C> {
         let counters = Arc::new(Counters::default());
         let (expired_tx, expired_rx) = mpsc::unbounded_channel();
         let listener_counters = Arc::clone(&counters);
+        let pattern_counters = Arc::clone(&counters);
+        let ended = moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(ENDED_MEMORY)
+            .build();
+        let listener_ended: moka::sync::Cache<LocalKey, EndReason> =
+            moka::sync::Cache::clone(&ended);
         let local = moka::sync::Cache::builder()
             .max_capacity(config.local_capacity_bytes)
             .weigher(|_key: &LocalKey, entry: &Arc<LocalEntry<C>>| entry.weight())
@@ -369,8 +415,13 @@ impl<C: Codec> SessionManager<C> {
             // its backup lands. LRU always admits and swaps out the coldest session.
             .eviction_policy(moka::policy::EvictionPolicy::lru())
             .expire_after(SessionExpiry)
-            .eviction_listener(move |key, entry, cause| match cause {
+            .eviction_listener(move |key, entry: Arc<LocalEntry<C>>, cause| match cause {
                 RemovalCause::Expired => {
+                    // At once, not in the task that ends the remote copy: a request
+                    // arriving meanwhile must not reload the still-live remote copy
+                    // and bring the expired session back.
+                    entry.retire();
+                    listener_ended.insert((*key).clone(), EndReason::Ended);
                     // The receiver is gone only when the manager is; nothing to do then.
                     let _ = expired_tx.send(Expired {
                         key: (*key).clone(),
@@ -393,18 +444,30 @@ impl<C: Codec> SessionManager<C> {
             .time_to_live(config.moved_ttl)
             .build();
         let (backups, backup_rx) = Backups::new(config.backup_queue);
+        let (feed, announcements) = feed::Feed::new(config.key_secret.as_ref());
         let inner = Arc::new(Inner {
             store,
             regular,
             failover,
             local,
             negative,
+            ended,
             moved,
             backups,
             transit: Arc::new(parking_lot::Mutex::new(HashMap::new())),
             copy_repairs: nonsticky::repair::Repairs::default(),
             loading: parking_lot::Mutex::new(HashMap::new()),
-            read_only_streaks: moka::sync::Cache::new(10_000),
+            read_only_streaks: moka::sync::Cache::builder()
+                .max_capacity(nonsticky::MAX_PATTERN_BYTES)
+                // Weighed by their length (plus the entry's own cost): a client that
+                // sends many long paths evicts patterns instead of growing the cache.
+                .weigher(pattern_weight)
+                .eviction_listener(move |_, _, cause| {
+                    if cause == RemovalCause::Size {
+                        Counters::add(&pattern_counters.lock_patterns_evicted);
+                    }
+                })
+                .build(),
             counters,
             clock: Instant::now(),
             closing: AtomicBool::new(false),
@@ -412,10 +475,12 @@ impl<C: Codec> SessionManager<C> {
             write_order: (0..WRITE_ORDER_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            ends: ends::Ends::default(),
+            feed,
             config,
         });
         Counters::describe();
-        backup::spawn_dispatcher(&inner, backup_rx, expired_rx, runtime);
+        backup::spawn_dispatcher(&inner, backup_rx, expired_rx, announcements, runtime);
         SessionManager { inner }
     }
 
@@ -458,7 +523,7 @@ impl<C: Codec> SessionManager<C> {
         // copy (nothing validated, nothing allocated, one lookup).
         if let Some((entry, id)) = incoming.and_then(|text| inner.held_as_sent(text)) {
             Counters::add(&inner.counters.loaded_local);
-            return inner.attach(entry, id).await;
+            return inner.attach(entry, id, sticky::LOOKUPS_AFTER_RETIRE).await;
         }
         let Some(id) = incoming.and_then(|text| inner.parse_incoming(text)) else {
             return Ok(inner.fresh(None, incoming.is_some()));
@@ -471,9 +536,9 @@ impl<C: Codec> SessionManager<C> {
             && let Some(entry) = inner.local.get(id.storage_id())
         {
             Counters::add(&inner.counters.loaded_local);
-            return inner.attach(entry, id).await;
+            return inner.attach(entry, id, sticky::LOOKUPS_AFTER_RETIRE).await;
         }
-        Box::pin(inner.load_elsewhere(id)).await
+        Box::pin(inner.load_elsewhere(id, sticky::LOOKUPS_AFTER_RETIRE)).await
     }
 
     /// [`commit`](Self::commit) without a future, for the commit that has nothing to
@@ -536,6 +601,13 @@ impl<C: Codec> SessionManager<C> {
         // expiry, and keep or set the cookie.
         let cookie = {
             let mut state = entry.state.lock();
+            if let Some(incoming) = &request.incoming
+                && !sticky::same_session(incoming, state.session.id())
+            {
+                // Cycled since the request loaded it: `commit` answers that.
+                drop(state);
+                return Err(request);
+            }
             state.session.touch(SystemTime::now());
             cookie_for(
                 request.incoming.as_ref(),
@@ -595,46 +667,6 @@ impl<C: Codec> SessionManager<C> {
                 });
             }
             outcome
-        }
-    }
-}
-
-impl<C: Codec> Inner<C> {
-    /// Sticky mode: a session this server does not hold under the id's own key and
-    /// route: moved off a down node, held by another server (takeover), or only in
-    /// the remote tier.
-    async fn load_elsewhere(&self, id: SessionId) -> Result<RequestSession<C>, LoadError> {
-        let our_route = self.config.route.as_ref().map(|route| route.as_str());
-        let key = local_key(&id);
-        // Not held under the id itself: the session may have moved to another node
-        // (a session held under the id wins over such a record, since a session can
-        // move away from a node and later back to it).
-        let moved = if self.local.contains_key(&key) {
-            None
-        } else {
-            self.moved.get(&key)
-        };
-        let (id, key) = match moved {
-            Some(moved) => {
-                let route = id.route().and_then(|route| Route::new(route).ok());
-                (moved.with_route(route.as_ref()), local_key(&moved))
-            }
-            None => (id, key),
-        };
-        let entry = if id.route() != our_route {
-            self.take_over(&id, &key).await
-        } else {
-            match self.local.get(&key) {
-                Some(entry) => {
-                    Counters::add(&self.counters.loaded_local);
-                    Some(entry)
-                }
-                None => self.load_remote(&id, &key).await,
-            }
-        };
-        match entry {
-            Some(entry) => self.attach(entry, id).await,
-            None => Ok(self.fresh(Some(id), true)),
         }
     }
 }
@@ -726,6 +758,15 @@ impl<C: Codec> SessionManager<C> {
         self.inner.backups.dirty_count() + self.inner.backups.in_flight()
     }
 
+    /// Tombstones and deletion markers of ended session ids (logouts, id changes,
+    /// moves off a down node, expiries) that wait for their node to answer again:
+    /// retried every retry interval, and at [`shutdown`](Self::shutdown). While one
+    /// waits, this server answers its id as ended; another server that reads the
+    /// copy once the node is back, before the retry lands, does not know yet.
+    pub fn pending_ends(&self) -> usize {
+        self.inner.ends.pending()
+    }
+
     /// Sticky mode: sessions whose newest state is not known to be in the remote tier
     /// (changed since their last successful backup). What a crash of this process
     /// would lose right now. Always zero in non-sticky mode, where a commit returns
@@ -767,26 +808,22 @@ impl<C: Codec> Inner<C> {
         u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn store_key(&self, id: &SessionId) -> StoreKey {
-        self.config.prefix.key(KeySpace::Session, id)
+    /// The key of `id` in `space`: from the id itself, or derived from the storage key
+    /// secret if one is configured.
+    fn key(&self, space: KeySpace, id: &SessionId) -> StoreKey {
+        match &self.config.key_secret {
+            None => self.config.prefix.key(space, id),
+            Some(secret) => self.config.prefix.hashed_key(space, id, secret),
+        }
     }
 
-    /// Sticky mode: the held session whose id is exactly `text` (route included), and
-    /// that id.
-    fn held_as_sent(&self, text: &str) -> Option<(Arc<LocalEntry<C>>, SessionId)> {
-        if text.len() > crate::id::MAX_SESSION_ID_LEN {
-            return None;
-        }
-        // Neither the random part nor the node id contains a dot.
-        let storage = text.split_once('.').map_or(text, |(storage, _)| storage);
-        let entry = self.local.get(storage)?;
-        let id = {
-            let state = entry.state.lock();
-            let id = state.session.id();
-            (id.as_str() == text).then(|| id.clone())?
-        };
-        let our_route = self.config.route.as_ref().map(|route| route.as_str());
-        (id.route() == our_route).then_some((entry, id))
+    fn store_key(&self, id: &SessionId) -> StoreKey {
+        self.key(KeySpace::Session, id)
+    }
+
+    /// The ring of nodes: regular nodes in configuration order, then failover nodes.
+    fn ring(&self) -> impl Iterator<Item = &NodeId> + Clone {
+        self.regular.iter().chain(&self.failover)
     }
 
     /// Strict parsing before anything else: a malformed id or one naming no node of
@@ -859,113 +896,6 @@ impl<C: Codec> Inner<C> {
         }
     }
 
-    /// Loads a session this server does not hold from its node, through the local
-    /// tier's loader so that concurrent requests for it share one remote read.
-    async fn load_remote(&self, id: &SessionId, key: &LocalKey) -> Option<Arc<LocalEntry<C>>> {
-        if let Some(entry) = self.backups.unsaved(key) {
-            // Swapped out for space while its backup was still pending: the pending
-            // entry is newer than anything remote.
-            self.local.insert(key.clone(), Arc::clone(&entry));
-            Counters::add(&self.counters.loaded_local);
-            return Some(entry);
-        }
-        if self.negative.contains_key(key) {
-            Counters::add(&self.counters.negative_cache_hits);
-            return None;
-        }
-        let node = self.node_of(id);
-        if !self.store.is_available(&node) {
-            Counters::add(&self.counters.remote_load_failures);
-            return None;
-        }
-        let shared = SharedLoad {
-            loading: &self.loading,
-            key,
-            load: Some(Arc::clone(
-                self.loading.lock().entry(key.clone()).or_default(),
-            )),
-        };
-        let load = shared.load.as_ref().expect("set above");
-        let loaded = load
-            .get_or_init(|| async {
-                // A load that finished between this request's miss and now.
-                if let Some(entry) = self.local.get(key) {
-                    return Ok(entry);
-                }
-                match self.read_remote(&node, id).await {
-                    Ok(Some(entry)) => {
-                        let entry = Arc::new(entry);
-                        self.local.insert(key.clone(), Arc::clone(&entry));
-                        Ok(entry)
-                    }
-                    Ok(None) => Err(true),
-                    Err(_) => Err(false),
-                }
-            })
-            .await
-            .clone();
-        drop(shared);
-        match loaded {
-            Ok(entry) => Some(entry),
-            Err(absent) => {
-                if absent && !self.config.negative_cache_ttl.is_zero() {
-                    self.negative.insert(key.clone(), ());
-                }
-                None
-            }
-        }
-    }
-
-    /// Reads and decodes the remote copy of `id` into a new local entry; `Ok(None)` if
-    /// there is none or it cannot be decoded (counted and logged).
-    #[tracing::instrument(name = "tandem.remote_load", level = "debug", skip_all, fields(session = %id.storage_id(), node = %node))]
-    async fn read_remote(
-        &self,
-        node: &NodeId,
-        id: &SessionId,
-    ) -> Result<Option<LocalEntry<C>>, StoreError> {
-        let started = Instant::now();
-        let result = self.store.get(node, &self.store_key(id)).await;
-        self.counters.histograms.remote_load(started.elapsed());
-        let item = match result {
-            Ok(item) => item,
-            Err(error) => {
-                Counters::add(&self.counters.remote_load_failures);
-                tracing::debug!(session = %id.storage_id(), %error, "remote load failed");
-                return Err(error);
-            }
-        };
-        let Some(item) = item else {
-            return Ok(None);
-        };
-        match self.decode(id, &item.value) {
-            Ok(session) => {
-                Counters::add(&self.counters.loaded_remote);
-                tracing::debug!(
-                    session = %id.storage_id(),
-                    bytes = item.value.len(),
-                    elapsed = ?started.elapsed(),
-                    "session loaded from the remote tier"
-                );
-                let entry =
-                    LocalEntry::new(session, true, self.config.concurrency == Concurrency::Lock);
-                entry
-                    .remote_digest
-                    .store(digest(&item.value), Ordering::Relaxed);
-                Ok(Some(entry))
-            }
-            Err(error) => {
-                Counters::add(&self.counters.undecodable);
-                tracing::warn!(
-                    session = %id.storage_id(),
-                    %error,
-                    "stored session cannot be decoded; starting a new session"
-                );
-                Ok(None)
-            }
-        }
-    }
-
     /// Opens stored bytes (through the configured layers) and decodes the envelope.
     fn decode(&self, id: &SessionId, stored: &[u8]) -> Result<Session<C>, String> {
         let opened = self
@@ -982,208 +912,6 @@ impl<C: Codec> Inner<C> {
             .layer
             .seal(session.id(), envelope::encode(session))
             .map_err(|error| error.to_string())
-    }
-
-    /// An id whose route names another server (or none): this server takes the session
-    /// over. The local copy, if any, is kept only if the remote copy is still exactly
-    /// what this server last wrote or read; otherwise the remote copy replaces it.
-    #[tracing::instrument(name = "tandem.takeover", level = "debug", skip_all, fields(session = %id.storage_id()))]
-    async fn take_over(&self, id: &SessionId, key: &LocalKey) -> Option<Arc<LocalEntry<C>>> {
-        let node = self.node_of(id);
-        let held = self.local.get(key);
-        let remote = if self.store.is_available(&node) {
-            let started = Instant::now();
-            let result = self.store.get(&node, &self.store_key(id)).await;
-            self.counters.histograms.remote_load(started.elapsed());
-            result
-        } else {
-            Err(StoreError::NodeDown { node: node.clone() })
-        };
-        let item = match remote {
-            Ok(item) => item,
-            Err(error) => {
-                // The local copy cannot be verified, and a stale one may be a session
-                // that was logged out elsewhere: start over instead.
-                Counters::add(&self.counters.remote_load_failures);
-                tracing::info!(session = %id.storage_id(), %error, "takeover impossible: remote copy unreadable");
-                if let Some(held) = held {
-                    self.discard(key, &held);
-                }
-                return None;
-            }
-        };
-        let Some(item) = item else {
-            if let Some(held) = held {
-                self.discard(key, &held);
-            }
-            return None;
-        };
-        let remote_digest = digest(&item.value);
-        if let Some(held) = held {
-            if held.remote_digest.load(Ordering::Relaxed) == remote_digest {
-                Counters::add(&self.counters.loaded_local);
-                return Some(held);
-            }
-            self.discard(key, &held);
-        }
-        match self.decode(id, &item.value) {
-            Ok(session) => {
-                let entry = Arc::new(LocalEntry::new(
-                    session,
-                    true,
-                    self.config.concurrency == Concurrency::Lock,
-                ));
-                entry.remote_digest.store(remote_digest, Ordering::Relaxed);
-                self.local.insert(key.clone(), Arc::clone(&entry));
-                Counters::add(&self.counters.loaded_remote);
-                Counters::add(&self.counters.taken_over);
-                tracing::info!(
-                    session = %id.storage_id(),
-                    from = id.route().unwrap_or("-"),
-                    "session taken over from another server"
-                );
-                Some(entry)
-            }
-            Err(error) => {
-                Counters::add(&self.counters.undecodable);
-                tracing::warn!(session = %id.storage_id(), %error, "stored session cannot be decoded; starting a new session");
-                None
-            }
-        }
-    }
-
-    /// Drops a local entry that must not be used or written again.
-    fn discard(&self, key: &LocalKey, entry: &Arc<LocalEntry<C>>) {
-        entry.retire();
-        self.backups.forget(key, entry);
-        self.local.invalidate(key);
-    }
-
-    /// Prepares a request on a held session: takes its lock, rewrites its route,
-    /// relocates it off a down node, and snapshots it.
-    async fn attach(
-        &self,
-        entry: Arc<LocalEntry<C>>,
-        incoming: SessionId,
-    ) -> Result<RequestSession<C>, LoadError> {
-        let lock = self.lock(&entry).await?;
-        if entry.is_retired() {
-            // The previous holder of the lock invalidated the session.
-            return Ok(self.fresh(None, true));
-        }
-        let (snapshot, moved_from) = {
-            let mut state = entry.state.lock();
-            let our_route = self.config.route.as_ref().map(|r| r.as_str());
-            let off_route = state.session.id().route() != our_route;
-            let node_down = !self.store.is_available(self.node_ref(state.session.id()));
-            // The common request needs neither change, and copies nothing here.
-            let moved_from = if off_route || node_down {
-                self.rewrite_id(&mut state, off_route, node_down)
-            } else {
-                None
-            };
-            (state.session.clone(), moved_from)
-        };
-        if let Some(old) = moved_from {
-            // Rare, and boxed so that the common load's future stays small.
-            Box::pin(self.relocate(&entry, &old, snapshot.id())).await;
-        }
-        Ok(RequestSession {
-            session: snapshot,
-            attached: Attached::Local(entry),
-            incoming: Some(incoming),
-            had_cookie: true,
-            invalidated: false,
-            cycle_id: false,
-            _lock: lock,
-            remote_lock: None,
-            pattern: None,
-        })
-    }
-
-    /// Gives a held session this server's route and, when its node is down, a live
-    /// node. Returns the id it had if it moved to another node.
-    fn rewrite_id(
-        &self,
-        state: &mut EntryState<C>,
-        off_route: bool,
-        node_down: bool,
-    ) -> Option<SessionId> {
-        let current = state.session.id().clone();
-        let mut wanted = current.clone();
-        if off_route {
-            wanted = wanted.with_route(self.config.route.as_ref());
-        }
-        if node_down {
-            match self.live_node() {
-                Some(node) => wanted = wanted.with_node(&node),
-                None => Counters::add(&self.counters.degraded),
-            }
-        }
-        let moved_from = (wanted.storage_id() != current.storage_id()).then(|| current.clone());
-        if wanted != current {
-            state.session.set_id(wanted);
-            if moved_from.is_some() {
-                // The new node holds nothing yet.
-                state.revision += 1;
-            }
-        }
-        moved_from
-    }
-
-    /// Moves a held session from the down node of `old` to the node of `new`.
-    async fn relocate(&self, entry: &Arc<LocalEntry<C>>, old: &SessionId, new: &SessionId) {
-        Counters::add(&self.counters.relocated);
-        tracing::info!(from = %old.storage_id(), to = %new.storage_id(), "session relocated off a down node");
-        let old_key = local_key(old);
-        let new_key = local_key(new);
-        self.moved.insert(old_key.clone(), new.clone());
-        // Moving back to a key it left earlier: that key no longer points away.
-        self.moved.invalidate(&new_key);
-        self.local.insert(new_key.clone(), Arc::clone(entry));
-        self.local.invalidate(&old_key);
-        self.backups.rekey(&old_key, new_key, entry);
-        self.schedule_write(entry).await;
-    }
-
-    async fn lock(
-        &self,
-        entry: &LocalEntry<C>,
-    ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, LoadError> {
-        let Some(lock) = &entry.lock else {
-            return Ok(None);
-        };
-        if let Ok(guard) = Arc::clone(lock).try_lock_owned() {
-            return Ok(Some(guard));
-        }
-        Box::pin(self.wait_for_lock(lock)).await
-    }
-
-    async fn wait_for_lock(
-        &self,
-        lock: &Arc<tokio::sync::Mutex<()>>,
-    ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, LoadError> {
-        Counters::add(&self.counters.lock_waits);
-        let timeout = self.config.lock_timeout;
-        let started = Instant::now();
-        let waited = tokio::time::timeout(timeout, Arc::clone(lock).lock_owned()).await;
-        self.counters.histograms.lock_wait(started.elapsed());
-        match waited {
-            Ok(guard) => Ok(Some(guard)),
-            Err(_) => {
-                Counters::add(&self.counters.lock_timeouts);
-                match self.config.lock_timeout_policy {
-                    LockTimeoutPolicy::Fail => Err(LoadError::LockTimeout { waited: timeout }),
-                    LockTimeoutPolicy::ProceedUnlocked => {
-                        tracing::warn!(
-                            ?timeout,
-                            "session lock not acquired in time; proceeding unlocked"
-                        );
-                        Ok(None)
-                    }
-                }
-            }
-        }
     }
 
     /// Refuses a request's changes if another request changed any of the same
@@ -1204,7 +932,7 @@ impl<C: Codec> Inner<C> {
             return Ok(());
         }
         Counters::add(&self.counters.conflicts);
-        tracing::debug!(session = %current.id().storage_id(), ?conflicts, "concurrent change conflict");
+        tracing::debug!(session = %current.id().redacted(), ?conflicts, "concurrent change conflict");
         Err(CommitError::Conflict {
             attributes: conflicts,
         })
@@ -1215,10 +943,13 @@ impl<C: Codec> Inner<C> {
             .config
             .max_session_size
             .unwrap_or_else(|| self.store.max_item_size());
-        let size = envelope::encoded_len(session);
+        // What is stored is the envelope sealed by the layers, which may add to it
+        // (encryption adds its header and tag): counted, so that a session that
+        // passes here is never refused by the store.
+        let size = envelope::encoded_len(session).saturating_add(self.config.layer.max_overhead());
         if size > limit {
             Counters::add(&self.counters.too_large);
-            tracing::warn!(session = %session.id().storage_id(), size, limit, "session too large; commit refused");
+            tracing::warn!(session = %session.id().redacted(), size, limit, "session too large; commit refused");
             return Err(CommitError::TooLarge { size, limit });
         }
         Ok(())
@@ -1249,456 +980,6 @@ impl<C: Codec> Inner<C> {
         session.mark_unchanged();
         Ok(NewSession::Store(session))
     }
-
-    async fn commit_new(&self, request: RequestSession<C>) -> Result<CommitOutcome, CommitError> {
-        let session = match self.prepare_new(request)? {
-            NewSession::Store(session) => session,
-            NewSession::Discard(outcome) => return Ok(outcome),
-        };
-        let id = session.id().clone();
-        let entry = Arc::new(LocalEntry::new(
-            session,
-            false,
-            self.config.concurrency == Concurrency::Lock,
-        ));
-        self.local.insert(local_key(&id), Arc::clone(&entry));
-        Counters::add(&self.counters.sessions_created);
-        let backup = self.schedule_write(&entry).await;
-        Ok(CommitOutcome {
-            cookie: CookieUpdate::Set {
-                max_inactive: entry.max_inactive(),
-                id,
-            },
-            backup,
-        })
-    }
-
-    async fn commit_existing(
-        &self,
-        mut entry: Arc<LocalEntry<C>>,
-        request: &RequestSession<C>,
-    ) -> Result<CommitOutcome, CommitError> {
-        if request.invalidated {
-            return Ok(self.invalidate(&entry));
-        }
-        // An entry retired since the request loaded it was replaced by a newer copy
-        // (takeover check) or ended (invalidation): apply the changes to the current
-        // copy, if there is one.
-        if entry.is_retired() {
-            entry = self.current_copy(entry)?;
-        }
-        let applied = self.apply(&entry, request)?;
-        if let Some((old, new)) = &applied.rekeyed {
-            self.rekey(&entry, old, new);
-        } else if applied.reweigh {
-            // Re-insert so that the local tier weighs the new size.
-            self.local
-                .insert(local_key(&applied.id), Arc::clone(&entry));
-        }
-        // Queueing a backup may wait for room in the queue: boxed so that the common
-        // commit's future stays small (see `load_for`).
-        let backup = if applied.changed {
-            Box::pin(self.schedule_write(&entry)).await
-        } else {
-            Counters::add(&self.counters.backups_skipped_unchanged);
-            // Extends the remote copy's expiry once half of its slack is used up.
-            if self.touch_due(&entry) {
-                Box::pin(self.backups.enqueue(&entry)).await;
-            }
-            BackupStatus::NotNeeded
-        };
-        let cookie = cookie_for(request.incoming.as_ref(), &applied.id, entry.max_inactive());
-        Ok(CommitOutcome { cookie, backup })
-    }
-
-    /// The copy that replaced a retired entry: an entry retired since the request
-    /// loaded it was replaced by a newer copy (takeover check) or ended (invalidation).
-    fn current_copy(
-        &self,
-        mut entry: Arc<LocalEntry<C>>,
-    ) -> Result<Arc<LocalEntry<C>>, CommitError> {
-        while entry.is_retired() {
-            let key = local_key(&entry.id());
-            match self.local.get(&key) {
-                Some(current) if !Arc::ptr_eq(&current, &entry) => entry = current,
-                _ => return Err(CommitError::SessionEnded),
-            }
-        }
-        Ok(entry)
-    }
-
-    /// Re-keys a held session whose id a commit changed from `old` to `new`.
-    fn rekey(&self, entry: &Arc<LocalEntry<C>>, old: &SessionId, new: &SessionId) {
-        let (old_key, new_key) = (local_key(old), local_key(new));
-        self.local.insert(new_key.clone(), Arc::clone(entry));
-        self.local.invalidate(&old_key);
-        self.backups.rekey(&old_key, new_key, entry);
-        if !self.config.negative_cache_ttl.is_zero() {
-            self.negative.insert(old_key, ());
-        }
-        self.backups.delete(self.node_of(old), self.store_key(old));
-        Counters::add(&self.counters.ids_cycled);
-    }
-
-    /// Applies a request's attribute changes to the entry's current state, checking
-    /// for conflicts and the size limit first: all or nothing.
-    fn apply(
-        &self,
-        entry: &LocalEntry<C>,
-        request: &RequestSession<C>,
-    ) -> Result<Applied, CommitError> {
-        let mut state = entry.state.lock();
-        let merge = self.config.concurrency != Concurrency::LastWriterWins;
-        let changes: Vec<(&str, Option<&AttributeValue>)> = request
-            .session
-            .changes()
-            .filter(|change| state.session.value(change.name) != change.current)
-            .map(|change| (change.name, change.current))
-            .collect();
-        if merge {
-            self.check_conflicts(&request.session, &state.session)?;
-        }
-        let interval_changed = request.session.is_max_inactive_modified()
-            && request.session.max_inactive() != state.session.max_inactive();
-        let old_id = state.session.id().clone();
-        let new_id = request.cycle_id.then(|| {
-            let node = self.live_node().unwrap_or_else(|| self.node_of(&old_id));
-            SessionId::generate(&node, self.config.route.as_ref())
-        });
-        let changed = !changes.is_empty() || interval_changed || new_id.is_some();
-        let mut reweigh = false;
-        if changed {
-            let mut next = state.session.clone();
-            for (name, value) in changes {
-                // Names come from a session, which validated them.
-                let _ = next.apply(name, value.cloned());
-            }
-            if interval_changed {
-                next.set_max_inactive(request.session.max_inactive());
-            }
-            self.check_size(&next)?;
-            if let Some(id) = &new_id {
-                next.set_id(id.clone());
-            }
-            next.touch(SystemTime::now());
-            next.mark_unchanged();
-            state.session = next;
-            state.revision += 1;
-            reweigh = entry.refresh_metadata(&state.session);
-        } else {
-            state.session.touch(SystemTime::now());
-        }
-        Ok(Applied {
-            id: state.session.id().clone(),
-            changed,
-            reweigh,
-            rekeyed: new_id.map(|new| (old_id, new)),
-        })
-    }
-
-    fn invalidate(&self, entry: &Arc<LocalEntry<C>>) -> CommitOutcome {
-        let id = entry.id();
-        let key = local_key(&id);
-        self.discard(&key, entry);
-        if !self.config.negative_cache_ttl.is_zero() {
-            self.negative.insert(key, ());
-        }
-        Counters::add(&self.counters.invalidated);
-        self.backups.delete(self.node_of(&id), self.store_key(&id));
-        CommitOutcome {
-            cookie: CookieUpdate::Clear,
-            backup: BackupStatus::NotNeeded,
-        }
-    }
-
-    /// Queues (or, in sync mode or during shutdown, performs) the backup of a changed
-    /// entry.
-    async fn schedule_write(self: &Inner<C>, entry: &Arc<LocalEntry<C>>) -> BackupStatus {
-        self.backups.mark_dirty(entry);
-        let sync_timeout = match self.config.backup {
-            _ if self.closing.load(Ordering::Acquire) => {
-                Some(self.config.retry_interval.max(Duration::from_secs(1)))
-            }
-            BackupMode::Sync { timeout } => Some(timeout),
-            BackupMode::Async => None,
-        };
-        match sync_timeout {
-            Some(timeout) => match tokio::time::timeout(timeout, self.run_backup(entry)).await {
-                Ok(Ok(())) => BackupStatus::Written,
-                Ok(Err(error)) => BackupStatus::Failed(error),
-                Err(_) => BackupStatus::Failed(format!("no answer within {timeout:?}")),
-            },
-            None => {
-                if self.backups.enqueue(entry).await {
-                    BackupStatus::Queued
-                } else {
-                    Counters::add(&self.counters.backups_coalesced);
-                    BackupStatus::Queued
-                }
-            }
-        }
-    }
-
-    fn touch_due(&self, entry: &LocalEntry<C>) -> bool {
-        let Some(interval) = entry.max_inactive() else {
-            return false;
-        };
-        let half_slack =
-            u64::try_from((keepalive_slack(interval) / 2).as_millis()).unwrap_or(u64::MAX);
-        let refreshed = entry.remote_refreshed_ms.load(Ordering::Relaxed);
-        self.now_ms().saturating_sub(refreshed) >= half_slack
-    }
-
-    /// Writes the entry's newest state to its node, or touches the remote copy if it
-    /// is up to date and due. Returns a description of the failure, if any.
-    ///
-    /// Writes of one session never overlap: two overlapping writes could reach
-    /// memcached in the opposite order and leave the older state stored. The state is
-    /// read under the write-order lock, so a later writer always sends a newer state.
-    #[tracing::instrument(name = "tandem.backup", level = "trace", skip_all)]
-    async fn run_backup(&self, entry: &Arc<LocalEntry<C>>) -> Result<(), String> {
-        if self.aborted.load(Ordering::Acquire) {
-            return Err("the manager was aborted".into());
-        }
-        if entry.is_retired() {
-            return Ok(());
-        }
-        let _order = self.write_order(entry).lock().await;
-        let job = self.backup_job(entry)?;
-        if job.bytes.is_some() {
-            return self.write(entry, job).await;
-        }
-        // Nothing newer than the remote copy. The entry may still be in the dirty set:
-        // a commit marks it dirty after raising its revision, and a writer that sent
-        // that revision meanwhile may have cleaned it first. Left there, it would count
-        // as unsaved (and be re-queued by every sweep) for as long as it lives.
-        if entry.in_dirty.load(Ordering::Acquire) {
-            self.backups.clean(&local_key(&job.id), entry);
-        }
-        if !self.touch_due(entry) {
-            return Ok(());
-        }
-        match self.store.touch(&job.node, &job.key, job.ttl).await {
-            Ok(true) => {
-                entry
-                    .remote_refreshed_ms
-                    .store(self.now_ms(), Ordering::Relaxed);
-                Counters::add(&self.counters.touches);
-                Ok(())
-            }
-            Ok(false) => {
-                // The remote copy is gone (node restarted empty, or evicted): write it
-                // again.
-                Counters::add(&self.counters.touch_failures);
-                entry.state.lock().backed_up = 0;
-                self.backups.mark_dirty(entry);
-                let job = self.backup_job(entry)?;
-                self.write(entry, job).await
-            }
-            Err(error) => {
-                Counters::add(&self.counters.touch_failures);
-                Err(error.to_string())
-            }
-        }
-    }
-
-    /// The lock that orders the remote writes of `entry`: one of a fixed set, chosen
-    /// by the entry's address, so that entries need no lock of their own.
-    fn write_order(&self, entry: &Arc<LocalEntry<C>>) -> &tokio::sync::Mutex<()> {
-        &self.write_order[self.write_order_index(entry)]
-    }
-
-    fn write_order_index(&self, entry: &Arc<LocalEntry<C>>) -> usize {
-        let address = Arc::as_ptr(entry) as usize;
-        (address >> 4) % self.write_order.len()
-    }
-
-    /// Backs up several queued entries: the writes go to each node as one pipelined
-    /// batch, under the write-order locks of all of them (taken in stripe order, so
-    /// two batches cannot wait for each other); touches take the single-entry path.
-    async fn run_backups(&self, batch: Vec<Arc<LocalEntry<C>>>) {
-        for entry in &batch {
-            entry.queued.store(false, Ordering::Release);
-        }
-        if batch.len() == 1 || self.aborted.load(Ordering::Acquire) {
-            for entry in &batch {
-                let _ = self.run_backup(entry).await;
-            }
-            return;
-        }
-        // Locks are taken in index order, so two batches cannot wait for each other.
-        let mut batch: Vec<(usize, Arc<LocalEntry<C>>)> = batch
-            .into_iter()
-            .filter(|entry| !entry.is_retired())
-            .map(|entry| (self.write_order_index(&entry), entry))
-            .collect();
-        // Sorted by stripe, then by entry, so that an entry queued twice (a retry
-        // racing a commit) is written once.
-        batch.sort_by_key(|(index, entry)| (*index, Arc::as_ptr(entry) as usize));
-        batch.dedup_by(|(_, a), (_, b)| Arc::ptr_eq(a, b));
-        let mut later = Vec::new();
-        let mut guards = Vec::new();
-        let mut writes: Vec<EntryWrite<C>> = Vec::new();
-        let mut last_index = None;
-        for (index, entry) in batch {
-            // Sessions that share a stripe are written under one guard.
-            if last_index != Some(index) {
-                last_index = Some(index);
-                guards.push(self.write_order[index].lock().await);
-            }
-            match self.backup_job(&entry) {
-                Ok(job) if job.bytes.is_some() => writes.push((entry, job)),
-                // A touch, or nothing to send: the single-entry path decides, once the
-                // guards are released.
-                Ok(_) => later.push(entry),
-                Err(_) => {}
-            }
-        }
-        // Grouped by a scan rather than a map: a store has a handful of nodes, and
-        // a map would hash the node id once per entry.
-        let mut by_node: Vec<(NodeId, Vec<EntryWrite<C>>)> = Vec::new();
-        for (entry, job) in writes {
-            match by_node.iter_mut().find(|(node, _)| *node == job.node) {
-                Some((_, jobs)) => jobs.push((entry, job)),
-                None => by_node.push((job.node.clone(), vec![(entry, job)])),
-            }
-        }
-        for (node, jobs) in by_node {
-            let items: Vec<SetItem<'_>> = jobs
-                .iter()
-                .map(|(_, job)| SetItem {
-                    key: &job.key,
-                    value: job.bytes.as_deref().unwrap_or_default(),
-                    ttl: job.ttl,
-                })
-                .collect();
-            let started = Instant::now();
-            let mut results = self.store.set_many(&node, &items).await.into_iter();
-            let elapsed = started.elapsed();
-            for (entry, job) in &jobs {
-                // A store that answered fewer items than it was given broke the
-                // trait's contract: the unanswered ones failed (counted, retried).
-                let result = results.next().unwrap_or_else(|| {
-                    Err(StoreError::Server {
-                        node: node.clone(),
-                        message: "set_many returned no result for this item".into(),
-                    })
-                });
-                let _ = self.wrote(entry, job, result, elapsed);
-            }
-        }
-        drop(guards);
-        for entry in later {
-            let _ = self.run_backup(&entry).await;
-        }
-    }
-
-    /// What a backup of `entry` sends now: the sealed state if it is newer than the
-    /// remote copy, and where it goes.
-    fn backup_job(&self, entry: &LocalEntry<C>) -> Result<BackupJob, String> {
-        let state = entry.state.lock();
-        let id = state.session.id().clone();
-        let bytes = if state.revision > state.backed_up {
-            Some(self.seal(&state.session).inspect_err(|error| {
-                Counters::add(&self.counters.backups_failed);
-                tracing::warn!(session = %id.storage_id(), %error, "session could not be sealed for its backup");
-            })?)
-        } else {
-            None
-        };
-        Ok(BackupJob {
-            node: self.node_of(&id),
-            key: self.store_key(&id),
-            ttl: remote_ttl(state.session.max_inactive()),
-            bytes,
-            revision: state.revision,
-            id,
-        })
-    }
-
-    async fn write(&self, entry: &Arc<LocalEntry<C>>, job: BackupJob) -> Result<(), String> {
-        let Some(bytes) = &job.bytes else {
-            return Ok(());
-        };
-        let started = Instant::now();
-        let result = self.store.set(&job.node, &job.key, bytes, job.ttl).await;
-        self.wrote(entry, &job, result, started.elapsed())
-    }
-
-    /// Records the outcome of one backup write.
-    fn wrote(
-        &self,
-        entry: &Arc<LocalEntry<C>>,
-        job: &BackupJob,
-        result: Result<(), StoreError>,
-        elapsed: Duration,
-    ) -> Result<(), String> {
-        let bytes = job.bytes.as_deref().unwrap_or_default();
-        self.counters.histograms.backup_write(elapsed, bytes.len());
-        match result {
-            Ok(()) => {
-                entry
-                    .remote_refreshed_ms
-                    .store(self.now_ms(), Ordering::Relaxed);
-                entry.remote_digest.store(digest(bytes), Ordering::Relaxed);
-                let clean = {
-                    let mut state = entry.state.lock();
-                    state.backed_up = state.backed_up.max(job.revision);
-                    state.backed_up == state.revision
-                };
-                if clean {
-                    self.backups.clean(&local_key(&job.id), entry);
-                }
-                Counters::add(&self.counters.backups_written);
-                tracing::trace!(
-                    session = %job.id.storage_id(),
-                    bytes = bytes.len(),
-                    ?elapsed,
-                    "backup written"
-                );
-                Ok(())
-            }
-            Err(error) => {
-                Counters::add(&self.counters.backups_failed);
-                if error.is_node_failure() {
-                    tracing::debug!(session = %job.id.storage_id(), %error, "backup failed; will retry");
-                } else {
-                    tracing::warn!(session = %job.id.storage_id(), %error, "backup failed; will retry");
-                }
-                Err(error.to_string())
-            }
-        }
-    }
-
-    /// Removes a remote copy (expiry, invalidation, id change).
-    async fn delete_remote(&self, node: &NodeId, key: &StoreKey) {
-        match self.store.delete(node, key).await {
-            Ok(_) => Counters::add(&self.counters.remote_deletes),
-            Err(error) => {
-                tracing::debug!(%error, key = key.as_str(), "remote delete failed; the copy expires by its TTL")
-            }
-        }
-    }
-
-    /// A session expired in the local tier: delete its remote copy, unless a live
-    /// session has taken its key since (the cache may report an old value's expiry
-    /// after the key was filled again).
-    async fn expire(&self, expired: Expired<C>) {
-        let Expired { key, entry } = expired;
-        if entry.is_retired() || self.local.contains_key(&key) {
-            return;
-        }
-        entry.retire();
-        self.backups.forget(&key, &entry);
-        Counters::add(&self.counters.expired);
-        if !self.config.negative_cache_ttl.is_zero() {
-            self.negative.insert(key, ());
-        }
-        let id = entry.id();
-        tracing::debug!(session = %id.storage_id(), "session expired");
-        self.delete_remote(&self.node_of(&id), &self.store_key(&id))
-            .await;
-    }
 }
 
 /// What a commit of a new session does.
@@ -1707,17 +988,6 @@ enum NewSession<C> {
     Store(Session<C>),
     /// Nothing to store: answer this.
     Discard(CommitOutcome),
-}
-
-/// One backup, as read from an entry under its write-order lock.
-struct BackupJob {
-    id: SessionId,
-    node: NodeId,
-    key: StoreKey,
-    ttl: Ttl,
-    /// The encoded state, if it is newer than what the remote tier holds.
-    bytes: Option<Vec<u8>>,
-    revision: u64,
 }
 
 /// What a commit of a session now under `id` does to the client's cookie: nothing if
@@ -1734,15 +1004,6 @@ fn cookie_for(
             max_inactive,
         },
     }
-}
-
-/// The result of applying a request's changes.
-struct Applied {
-    id: SessionId,
-    changed: bool,
-    /// The session's size moved enough for the local tier to weigh it again.
-    reweigh: bool,
-    rekeyed: Option<(SessionId, SessionId)>,
 }
 
 /// The local tier's per-entry expiry: each session's own max inactive interval,

@@ -2,20 +2,29 @@
 //!
 //! A session's *primary* copy lives on the node its id names, a *backup* copy (under
 //! the `bak:` key) on the first available node after it in ring order (the regular
-//! nodes in configuration order, then the failover nodes). A request reads the primary
-//! with get-and-touch (one round trip, which also slides its expiry), falling back to
-//! the backup; requests of one session in flight in this process share one *transit*
-//! copy, dropped when the last of them ends. A changed session is written to the
-//! primary with compare-and-swap on the request path (reloading and re-applying the
-//! request's attribute changes on a conflict), and to the backup in the background.
-//! A backup copy that could not be written is copied again from the primary later
-//! (see [`repair`]).
+//! nodes in configuration order, then the failover nodes). Every request reads the
+//! primary with get-and-touch (one round trip, which also slides its expiry), falling
+//! back to the backup copy under the rules of [`read`]: so a read always sees what any
+//! server acknowledged before it started, and a session kept busy never expires. The
+//! requests of one session in flight in this process share one *transit* copy, which
+//! orders their commits and keeps the newest state and compare-and-swap token this
+//! process knows; it is dropped when the last of them ends. A changed session is
+//! written to the primary with compare-and-swap on the request path (reloading and
+//! re-applying the request's attribute changes on a conflict), and to the backup in
+//! the background. A backup copy that could not be written is copied again from the
+//! primary later (see [`repair`]).
 //!
 //! When the primary node is down, the session moves to the node that holds its backup
 //! (the first available node after the primary): every server picks the same node, so
 //! concurrent requests arriving at different servers agree on the new id.
+//!
+//! Ids end for good: a logout or an id change puts a tombstone over the primary copy
+//! and a deletion marker beside the backup copies (see `ends`), and ends the transit
+//! copy, so that no request still holding the old id can commit into the session under
+//! its new id or bring the old one back.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -23,19 +32,23 @@ use parking_lot::Mutex;
 
 use crate::codec::Codec;
 use crate::id::{NodeId, SessionId};
-use crate::key::{KeySpace, StoreKey};
 use crate::session::Session;
-use crate::store::{AddOutcome, CasOutcome, CasToken, RemoteStore, StoreError, Ttl};
+use crate::store::{AddOutcome, CasToken, Precondition, StoreError, Ttl, WriteOutcome};
 
 use super::config::{BackupMode, Concurrency, LockScope, LockTimeoutPolicy};
+use super::ends::{self, End, EndAction, EndReason};
 use super::entry::{LocalKey, local_key};
 use super::request::{Attached, RequestSession};
 use super::stats::Counters;
+use super::sticky::same_session;
 use super::{
     BackupStatus, CommitError, CommitOutcome, CookieUpdate, Inner, LoadError, NewSession,
     RequestInfo,
 };
+use read::{Loaded, Read};
 use repair::Stale;
+
+pub(crate) use lock::RemoteLock;
 
 /// How long a primary read may take before the backup copy is read alongside it.
 /// memcached answers in well under a millisecond; a read this slow is likely hung.
@@ -44,6 +57,15 @@ const HEDGE_DELAY: Duration = Duration::from_millis(20);
 /// How many requests of a pattern in a row must leave the session unchanged before
 /// [`LockScope::Auto`] stops locking that pattern.
 pub const AUTO_LOCK_LEARN_AFTER: u32 = 5;
+
+/// The longest part of a request's path that [`LockScope::Auto`] learns from: longer
+/// paths share what they have in common up to this length, so that a client sending
+/// long paths cannot make the learned patterns large.
+const MAX_PATTERN_LEN: usize = 256;
+
+/// How many bytes of learned request patterns [`LockScope::Auto`] keeps at most; the
+/// least recently used beyond are forgotten (and counted).
+pub(super) const MAX_PATTERN_BYTES: u64 = 4 * 1024 * 1024;
 
 /// The TTL of both remote copies of a non-sticky session: its interval, plus a second
 /// for memcached's once-a-second expiry clock. Every load slides it (get-and-touch).
@@ -75,31 +97,53 @@ pub(super) type TransitMap<C> = Mutex<HashMap<LocalKey, Weak<Transit<C>>>>;
 /// One session's transit copy, shared by its in-flight requests in this process.
 pub(crate) struct Transit<C> {
     key: LocalKey,
-    /// `None` until loaded (or after the session ended). An async lock: the first
-    /// request loads while the others wait for its result, and commits of the session
-    /// in this process run one after another.
+    /// `None` until a commit needs it (it then starts from that request's read). An
+    /// async lock: commits of the session in this process run one after another.
     state: tokio::sync::Mutex<Option<TransitState<C>>>,
     /// Serializes this process's requests of the session under `Concurrency::Lock`
     /// before they take the remote lock.
     lock: Arc<tokio::sync::Mutex<()>>,
+    /// Why the session ended in this process, if it did ([`ENDED_NOT`] while it lives):
+    /// the requests still holding it cannot commit into it any more.
+    ended: AtomicU8,
 }
+
+const ENDED_NOT: u8 = 0;
+const ENDED_INVALIDATED: u8 = 1;
+const ENDED_CYCLED: u8 = 2;
 
 struct TransitState<C> {
     /// The newest state this process knows, without recorded changes.
     session: Session<C>,
-    /// The primary copy's CAS token when `session` was read from it; `None` after this
-    /// process wrote it (the token changed) or when the primary has no copy.
+    /// The primary's CAS token for `session` (or, with `on_primary` false, the
+    /// tombstone of a move that the session moving back may replace); `None` when
+    /// unknown: the next write reloads first.
     cas: Option<CasToken>,
-    /// Whether the primary node holds this session under its current id; if not (it
-    /// was restored from the backup, or relocated), the next commit writes it even if
-    /// nothing changed.
+    /// Whether the primary node holds this session under its current id; if not (it was
+    /// restored from the backup, or moved), the next commit writes it even if nothing
+    /// changed.
     on_primary: bool,
+}
+
+impl<C> From<Loaded<C>> for TransitState<C> {
+    fn from(loaded: Loaded<C>) -> TransitState<C> {
+        TransitState {
+            session: loaded.session,
+            cas: loaded.cas,
+            on_primary: loaded.on_primary,
+        }
+    }
 }
 
 /// A request's hold on a transit copy. The last one dropped removes the copy.
 pub(crate) struct TransitRef<C> {
     transit: Arc<Transit<C>>,
     map: Arc<TransitMap<C>>,
+    /// What this request read, for a commit that finds no transit state yet.
+    read: Option<TransitState<C>>,
+    /// When this request read the session: an unchanged commit slides the backup
+    /// copy's expiry to the primary's, which this read slid.
+    read_at: Instant,
 }
 
 impl<C> Drop for TransitRef<C> {
@@ -117,38 +161,6 @@ impl<C> Drop for TransitRef<C> {
     }
 }
 
-/// A remote session lock held by a request (a `lock:` key added with a TTL). Released
-/// at commit, or in the background when the request is dropped without a commit.
-pub(crate) struct RemoteLock {
-    store: Arc<dyn RemoteStore>,
-    node: NodeId,
-    key: StoreKey,
-    released: bool,
-}
-
-impl RemoteLock {
-    fn release_in_background(mut self) {
-        self.released = true;
-        let (store, node, key) = (Arc::clone(&self.store), self.node.clone(), self.key.clone());
-        spawn_detached(async move {
-            if let Err(error) = store.delete(&node, &key).await {
-                tracing::debug!(%error, "session lock not released; it expires by its TTL");
-            }
-        });
-    }
-}
-
-impl Drop for RemoteLock {
-    fn drop(&mut self) {
-        if !self.released {
-            let (store, node, key) = (Arc::clone(&self.store), self.node.clone(), self.key.clone());
-            spawn_detached(async move {
-                let _ = store.delete(&node, &key).await;
-            });
-        }
-    }
-}
-
 /// Runs `task` on the current tokio runtime, if there is one (a drop outside a runtime
 /// leaves the lock to its TTL).
 fn spawn_detached(task: impl std::future::Future<Output = ()> + Send + 'static) {
@@ -157,19 +169,7 @@ fn spawn_detached(task: impl std::future::Future<Output = ()> + Send + 'static) 
     }
 }
 
-/// What a remote read found.
-struct Loaded<C> {
-    session: Session<C>,
-    cas: Option<CasToken>,
-    on_primary: bool,
-}
-
 impl<C: Codec> Inner<C> {
-    /// The ring of nodes: regular nodes in configuration order, then failover nodes.
-    fn ring(&self) -> impl Iterator<Item = &NodeId> + Clone {
-        self.regular.iter().chain(&self.failover)
-    }
-
     /// The nodes after `node` in ring order, wrapping around, without `node` itself.
     /// Read on every load: walks the ring in place rather than collecting it.
     fn ring_after(&self, node: &NodeId) -> impl Iterator<Item = &NodeId> + '_ {
@@ -194,28 +194,21 @@ impl<C: Codec> Inner<C> {
         self.ring_after(node).next()
     }
 
-    fn backup_key(&self, id: &SessionId) -> StoreKey {
-        self.config.prefix.key(KeySpace::Backup, id)
-    }
-
     /// The transit copy of `key`, shared with the requests of the session in flight.
-    fn transit(self: &Arc<Self>, key: &LocalKey) -> TransitRef<C> {
+    fn transit(self: &Arc<Self>, key: &LocalKey) -> Arc<Transit<C>> {
         let mut map = self.transit.lock();
-        let transit = match map.get(key).and_then(Weak::upgrade) {
+        match map.get(key).and_then(Weak::upgrade) {
             Some(transit) => transit,
             None => {
                 let transit = Arc::new(Transit {
                     key: key.clone(),
                     state: tokio::sync::Mutex::new(None),
                     lock: Arc::new(tokio::sync::Mutex::new(())),
+                    ended: AtomicU8::new(ENDED_NOT),
                 });
                 map.insert(key.clone(), Arc::downgrade(&transit));
                 transit
             }
-        };
-        TransitRef {
-            transit,
-            map: Arc::clone(&self.transit),
         }
     }
 
@@ -236,7 +229,19 @@ impl<C: Codec> Inner<C> {
         }
     }
 
-    /// Loads a session in non-sticky mode.
+    /// The pattern [`LockScope::Auto`] and [`LockScope::Paths`] decide on: the method
+    /// and (the start of) the path.
+    fn pattern(request: &RequestInfo<'_>) -> Box<str> {
+        let mut end = request.path.len().min(MAX_PATTERN_LEN);
+        while !request.path.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{} {}", request.method, &request.path[..end]).into()
+    }
+
+    /// Loads a session in non-sticky mode: always from the remote tier, so that a
+    /// request sees what any server acknowledged before it started, also while other
+    /// requests of the session are in flight here.
     pub(super) async fn ns_load(
         self: &Arc<Self>,
         incoming: Option<&str>,
@@ -250,48 +255,53 @@ impl<C: Codec> Inner<C> {
             Counters::add(&self.counters.negative_cache_hits);
             return Ok(self.fresh(Some(id), true));
         }
+        if let Some(reason) = self.ended.get(&key) {
+            return Ok(self.ended_id(reason));
+        }
         // Only the lock scopes that decide per request pattern need it.
-        let pattern: Option<Box<str>> = request
+        let pattern = request
             .filter(|_| self.config.locks_per_pattern())
-            .map(|info| format!("{} {}", info.method, info.path).into());
+            .map(Self::pattern);
         let transit = self.transit(&key);
         let mut local_lock = None;
         let mut remote_lock = None;
         if self.needs_lock(pattern.as_deref()) {
-            local_lock = self.lock_transit(&transit.transit).await?;
+            local_lock = self.lock_transit(&transit).await?;
             remote_lock = self.lock_remote(&id).await?;
         }
-        let mut state = transit.transit.state.lock().await;
-        // Under the lock the state must come from the remote tier: another server may
-        // have changed the session since this process read it.
-        if state.is_none() || remote_lock.is_some() {
-            match self.ns_read(&id).await? {
-                Some(loaded) => {
-                    *state = Some(TransitState {
-                        session: loaded.session,
-                        cas: loaded.cas,
-                        on_primary: loaded.on_primary,
-                    });
+        let read_at = Instant::now();
+        let loaded = match self.ns_read(&id).await? {
+            Read::Found(loaded) => loaded,
+            Read::Unknown => {
+                if !self.config.negative_cache_ttl.is_zero() {
+                    self.negative.insert(key, ());
                 }
-                None => {
-                    *state = None;
-                    if !self.config.negative_cache_ttl.is_zero() {
-                        self.negative.insert(key, ());
-                    }
-                    return Ok(self.fresh(Some(id), true));
-                }
+                return Ok(self.fresh(Some(id), true));
             }
-        } else {
-            Counters::add(&self.counters.loaded_local);
-        }
-        let Some(current) = state.as_ref() else {
-            return Ok(self.fresh(Some(id), true));
+            Read::Ended(reason) => {
+                self.ended.insert(key, reason);
+                return Ok(self.ended_id(reason));
+            }
         };
-        let snapshot = current.session.clone();
-        drop(state);
+        let snapshot = loaded.session.clone();
+        let read = TransitState::from(loaded);
+        // The freshest state for the commits of this process, unless one of them is
+        // writing right now (it leaves its own result there).
+        if let Ok(mut state) = transit.state.try_lock() {
+            *state = Some(TransitState {
+                session: read.session.clone(),
+                cas: read.cas,
+                on_primary: read.on_primary,
+            });
+        }
         Ok(RequestSession {
             session: snapshot,
-            attached: Attached::Transit(transit),
+            attached: Attached::Transit(TransitRef {
+                transit,
+                map: Arc::clone(&self.transit),
+                read: Some(read),
+                read_at,
+            }),
             incoming: Some(id),
             had_cookie: true,
             invalidated: false,
@@ -320,58 +330,6 @@ impl<C: Codec> Inner<C> {
         }
     }
 
-    /// Takes the session's `lock:` key on its primary node (or where the session moves
-    /// if the primary is down) with `add`, retrying with exponential backoff until the
-    /// lock timeout.
-    #[tracing::instrument(name = "tandem.lock", level = "debug", skip_all, fields(session = %id.storage_id()))]
-    async fn lock_remote(&self, id: &SessionId) -> Result<Option<RemoteLock>, LoadError> {
-        let primary = self.node_of(id);
-        let node = if self.store.is_available(&primary) {
-            primary
-        } else {
-            match self.successor(&primary) {
-                Some(node) => node,
-                None => return Err(self.unavailable_load()),
-            }
-        };
-        let key = self.config.prefix.key(KeySpace::Lock, id);
-        let ttl = Ttl::After(self.config.lock_ttl);
-        let started = Instant::now();
-        let mut backoff = Duration::from_millis(2);
-        let mut waited = false;
-        loop {
-            match self.store.add(&node, &key, b"1", ttl).await {
-                Ok(AddOutcome::Stored) => {
-                    if waited {
-                        self.counters.histograms.lock_wait(started.elapsed());
-                    }
-                    return Ok(Some(RemoteLock {
-                        store: Arc::clone(&self.store),
-                        node,
-                        key,
-                        released: false,
-                    }));
-                }
-                Ok(AddOutcome::Exists) => {
-                    if !waited {
-                        waited = true;
-                        Counters::add(&self.counters.lock_waits);
-                    }
-                }
-                Err(error) if error.is_node_failure() => {
-                    tracing::debug!(%error, "session lock: node failed");
-                }
-                Err(error) => tracing::warn!(%error, "session lock refused"),
-            }
-            let elapsed = started.elapsed();
-            if elapsed >= self.config.lock_timeout {
-                return self.lock_timed_out(elapsed).map(|()| None);
-            }
-            tokio::time::sleep(backoff.min(self.config.lock_timeout - elapsed)).await;
-            backoff = (backoff * 2).min(Duration::from_millis(100));
-        }
-    }
-
     /// A lock not acquired in time: an error, or on without the lock (counted, warned).
     fn lock_timed_out(&self, waited: Duration) -> Result<(), LoadError> {
         Counters::add(&self.counters.lock_timeouts);
@@ -392,148 +350,49 @@ impl<C: Codec> Inner<C> {
         LoadError::Unavailable
     }
 
-    /// Reads the session: the primary with get-and-touch, else the backup copy. When
-    /// the primary node is down the session moves to the backup's node (its id
-    /// changes); when the primary just lacks the copy (restarted empty), the next commit
-    /// writes it back.
-    #[tracing::instrument(name = "tandem.remote_load", level = "debug", skip_all, fields(session = %id.storage_id()))]
-    async fn ns_read(&self, id: &SessionId) -> Result<Option<Loaded<C>>, LoadError> {
-        let primary = self.node_of(id);
-        let backup_node = self.successor(&primary);
-        let ttl = copy_ttl(self.config.max_inactive);
-        let primary_key = self.store_key(id);
-        let read_backup = || async {
-            match &backup_node {
-                Some(node) => Some(self.store.get(node, &self.backup_key(id)).await),
-                None => None,
-            }
-        };
-        let started = Instant::now();
-        let (primary_result, prefetched) = if !self.store.is_available(&primary) {
-            (None, None)
-        } else if backup_node.is_none() {
-            // No backup copy to hedge with.
-            (
-                Some(self.store.get_and_touch(&primary, &primary_key, ttl).await),
-                None,
-            )
-        } else {
-            let primary_read = self.store.get_and_touch(&primary, &primary_key, ttl);
-            tokio::pin!(primary_read);
-            tokio::select! {
-                result = &mut primary_read => (Some(result), None),
-                () = tokio::time::sleep(HEDGE_DELAY) => {
-                    // The primary is slow, maybe hung: read the backup meanwhile, so
-                    // that a hung primary costs one operation timeout, not two. The
-                    // backup is used only if the primary fails: a slow primary may
-                    // still hold a newer state.
-                    let (result, backup) = tokio::join!(primary_read, read_backup());
-                    (Some(result), Some(backup))
-                }
-            }
-        };
-        self.counters.histograms.remote_load(started.elapsed());
-        let primary_down = match primary_result {
-            Some(Ok(Some(item))) => {
-                return Ok(self.ns_decode(id, &item.value).map(|session| {
-                    self.slide_custom_interval(&primary, id, &session);
-                    Counters::add(&self.counters.loaded_remote);
-                    Loaded {
-                        session,
-                        cas: Some(item.cas),
-                        on_primary: true,
-                    }
-                }));
-            }
-            Some(Ok(None)) => false,
-            Some(Err(error)) => {
-                Counters::add(&self.counters.remote_load_failures);
-                tracing::debug!(session = %id.storage_id(), %error, "primary read failed");
-                true
-            }
-            None => true,
-        };
-        let backup_result = match prefetched {
-            Some(result) => result,
-            None => read_backup().await,
-        };
-        let (Some(backup_result), Some(backup_node)) = (backup_result, &backup_node) else {
-            return if primary_down {
-                Err(self.unavailable_load())
-            } else {
-                Ok(None)
-            };
-        };
-        let item = match backup_result {
-            Ok(Some(item)) => item,
-            Ok(None) => {
-                return if primary_down {
-                    // Neither copy is reachable: the session may live on the down node.
-                    Err(self.unavailable_load())
-                } else {
-                    Ok(None)
-                };
-            }
-            Err(error) => {
-                Counters::add(&self.counters.remote_load_failures);
-                tracing::debug!(session = %id.storage_id(), %error, "backup read failed");
-                return Err(self.unavailable_load());
-            }
-        };
-        let Some(mut session) = self.ns_decode(id, &item.value) else {
-            return Ok(None);
-        };
-        Counters::add(&self.counters.loaded_remote);
-        if primary_down {
-            let moved = id.with_node(backup_node);
-            tracing::info!(from = %id.storage_id(), to = %moved.storage_id(), "session relocated off a down node");
-            Counters::add(&self.counters.relocated);
-            session.set_id(moved);
-        }
-        Ok(Some(Loaded {
-            session,
-            cas: None,
-            on_primary: false,
-        }))
-    }
-
-    fn ns_decode(&self, id: &SessionId, bytes: &[u8]) -> Option<Session<C>> {
-        match self.decode(id, bytes) {
-            Ok(session) => Some(session),
-            Err(error) => {
-                Counters::add(&self.counters.undecodable);
-                tracing::warn!(session = %id.storage_id(), %error, "stored session cannot be decoded; starting a new session");
-                None
-            }
-        }
-    }
-
-    /// The load slid the primary's expiry by the default interval; a session with an
-    /// interval of its own gets the right one in the background.
-    fn slide_custom_interval(&self, primary: &NodeId, id: &SessionId, session: &Session<C>) {
-        if session.max_inactive() == self.config.max_inactive {
-            return;
-        }
-        let (store, node, key) = (Arc::clone(&self.store), primary.clone(), self.store_key(id));
-        let ttl = copy_ttl(session.max_inactive());
-        spawn_detached(async move {
-            let _ = store.touch(&node, &key, ttl).await;
-        });
-    }
-
     /// Commits a request of a non-sticky session.
     pub(super) async fn ns_commit(
         self: &Arc<Self>,
-        transit: TransitRef<C>,
+        mut transit: TransitRef<C>,
         mut request: RequestSession<C>,
     ) -> Result<CommitOutcome, CommitError> {
         let remote_lock = request.remote_lock.take();
         let pattern = request.pattern.take();
         let modified = request.session.is_modified() || request.cycle_id || request.invalidated;
-        let result = self.ns_commit_locked(&transit.transit, &request).await;
-        if let Some(lock) = remote_lock {
-            lock.release_in_background();
-        }
+        let result = match remote_lock {
+            // A request that held its lock longer than the lock's TTL may have lost it
+            // to another request: it commits only if it still holds it.
+            Some(mut lock) if modified => {
+                let held = lock.still_held().await;
+                let result = match held {
+                    Ok(true) => self.ns_commit_locked(&mut transit, &request).await,
+                    Ok(false) => {
+                        Counters::add(&self.counters.locks_lost);
+                        Counters::add(&self.counters.conflicts);
+                        tracing::warn!(
+                            "session lock expired and was taken by another request; commit refused"
+                        );
+                        Err(CommitError::Conflict {
+                            attributes: request
+                                .session
+                                .changes()
+                                .map(|change| change.name.to_owned())
+                                .collect(),
+                        })
+                    }
+                    Err(error) => Err(self.unavailable_commit(&error)),
+                };
+                lock.release_in_background();
+                result
+            }
+            lock => {
+                let result = self.ns_commit_locked(&mut transit, &request).await;
+                if let Some(lock) = lock {
+                    lock.release_in_background();
+                }
+                result
+            }
+        };
         if let (LockScope::Auto, Some(pattern)) = (&self.config.lock_scope, pattern) {
             let streak = if modified {
                 0
@@ -550,18 +409,50 @@ impl<C: Codec> Inner<C> {
 
     async fn ns_commit_locked(
         self: &Arc<Self>,
-        transit: &Transit<C>,
+        transit: &mut TransitRef<C>,
         request: &RequestSession<C>,
     ) -> Result<CommitOutcome, CommitError> {
-        let mut guard = transit.state.lock().await;
+        let timeout = self.config.lock_timeout;
+        let Ok(mut guard) = tokio::time::timeout(timeout, transit.transit.state.lock()).await
+        else {
+            // Earlier commits of the session here hold it (a slow node): this one does
+            // not wait beyond the lock timeout.
+            Counters::add(&self.counters.lock_timeouts);
+            return Err(CommitError::LockTimeout { waited: timeout });
+        };
+        let modified = request.session.is_modified() || request.cycle_id;
+        match transit.transit.ended.load(Ordering::Acquire) {
+            ENDED_NOT => {}
+            // Ended while this request held it: a logout ends nothing more, a change
+            // is refused, and a read-only request leaves its cookie alone (a cycled
+            // id must not learn the new one, nor clear the one the login set).
+            _ if request.invalidated => return Ok(cleared()),
+            _ if modified => return Err(CommitError::SessionEnded),
+            _ => return Ok(kept()),
+        }
+        if guard.is_none() {
+            *guard = transit.read.take();
+        }
         let Some(state) = guard.as_mut() else {
             return Err(CommitError::SessionEnded);
         };
+        // The request's id as it loaded it, before any move: what an invalidation or a
+        // cycle ends.
+        let original = request
+            .incoming
+            .clone()
+            .unwrap_or_else(|| state.session.id().clone());
+        if !same_session(&original, state.session.id()) {
+            return Err(CommitError::SessionEnded);
+        }
         if request.invalidated {
-            let id = state.session.id().clone();
             *guard = None;
+            transit
+                .transit
+                .ended
+                .store(ENDED_INVALIDATED, Ordering::Release);
             drop(guard);
-            return Ok(self.ns_invalidate(&id).await);
+            return Ok(self.ns_invalidate(&original).await);
         }
         let interval_changed = request.session.is_max_inactive_modified()
             && request.session.max_inactive() != state.session.max_inactive();
@@ -571,7 +462,11 @@ impl<C: Codec> Inner<C> {
             && state.on_primary
         {
             Counters::add(&self.counters.backups_skipped_unchanged);
-            self.ns_refresh_backup(state.session.clone());
+            self.ns_refresh_backup(
+                state.session.id(),
+                state.session.max_inactive(),
+                transit.read_at,
+            );
             return Ok(CommitOutcome {
                 cookie: super::cookie_for(
                     request.incoming.as_ref(),
@@ -615,68 +510,90 @@ impl<C: Codec> Inner<C> {
                 .map_err(|reason| CommitError::Encoding { reason })?;
             let ttl = copy_ttl(next.max_inactive());
             let key = self.store_key(&id);
+            let precondition = if new_id.is_some() {
+                Some(Precondition::Absent)
+            } else {
+                match (state.cas, state.on_primary) {
+                    (Some(token), _) => Some(Precondition::Cas(token)),
+                    (None, false) => Some(Precondition::Absent),
+                    // This process's write of the session was not answered: its token
+                    // is unknown; read it (with whatever others wrote since).
+                    (None, true) => None,
+                }
+            };
             // Whether another writer got in first (rather than the copy vanishing, or
             // this process not knowing its token): only a race lost is waited out.
-            let mut lost_race = false;
-            let written = if new_id.is_some() || !state.on_primary {
-                self.store
-                    .add(&node, &key, &bytes, ttl)
-                    .await
-                    .map(|outcome| {
-                        lost_race = outcome == AddOutcome::Exists;
-                        outcome == AddOutcome::Stored
-                    })
-            } else if let Some(cas) = state.cas {
-                self.store
-                    .cas(&node, &key, &bytes, ttl, cas)
-                    .await
-                    .map(|outcome| {
-                        lost_race = outcome == CasOutcome::Conflict;
-                        outcome == CasOutcome::Stored
-                    })
-            } else {
-                // This process wrote the session last, so its CAS token is unknown:
-                // read it (with whatever others wrote since) and apply again.
-                Ok(false)
+            let written = match precondition {
+                Some(precondition) => {
+                    self.store
+                        .write(&node, &key, &bytes, ttl, precondition)
+                        .await
+                }
+                None => Ok(WriteOutcome::NotFound),
             };
+            let lost_race = matches!(written, Ok(WriteOutcome::Conflict))
+                || (matches!(written, Ok(WriteOutcome::Exists)) && new_id.is_none());
             match written {
-                Ok(true) => {
-                    let old_id = state.session.id().clone();
+                Ok(WriteOutcome::Stored(token)) => {
                     state.session = next;
-                    state.cas = None;
+                    state.cas = token;
                     state.on_primary = true;
                     if new_id.is_some() {
+                        // The old id ends everywhere, then in this process: requests
+                        // still holding it cannot commit into the session under its
+                        // new id.
                         Counters::add(&self.counters.ids_cycled);
-                        self.ns_delete_copies(&old_id).await;
-                    } else if let Some(incoming) = &request.incoming
-                        && incoming.storage_id() != id.storage_id()
-                    {
-                        // Relocated: the new primary's node held the backup copy under
-                        // the old id, which is stale now.
-                        self.backups.delete(node.clone(), self.backup_key(incoming));
+                        self.ended.insert(local_key(&original), EndReason::Cycled);
+                        transit.transit.ended.store(ENDED_CYCLED, Ordering::Release);
+                        let ends = self.ns_ends(&original, EndReason::Cycled, ttl);
+                        self.end_ids(ends).await;
+                    } else if original.storage_id() != id.storage_id() {
+                        // Moved off a down node: the copy left there gets a tombstone
+                        // once it answers, and the new primary's node held the backup
+                        // copy under the old id, which is stale now.
+                        self.ns_moved_away(&original, &node, ttl);
                     }
                     let backup = self.ns_write_backup(id, bytes, ttl).await;
-                    return Ok(CommitOutcome {
+                    let outcome = CommitOutcome {
                         cookie: super::cookie_for(
                             request.incoming.as_ref(),
                             state.session.id(),
                             state.session.max_inactive(),
                         ),
                         backup,
-                    });
-                }
-                Ok(false) => {
-                    // Someone else wrote (or the copy vanished): reload and re-apply,
-                    // after a while if this was a race lost.
-                    if lost_race {
-                        lost_races += 1;
-                        tokio::time::sleep(merge_backoff(lost_races)).await;
+                    };
+                    if new_id.is_some() {
+                        *guard = None;
                     }
-                    match self.ns_reload(state, &node, &key).await {
-                        Ok(true) => {}
-                        Ok(false) => return Err(CommitError::SessionEnded),
+                    return Ok(outcome);
+                }
+                // A 131-bit collision of a new id: another one.
+                Ok(WriteOutcome::Exists) if new_id.is_some() => {
+                    new_id = None;
+                }
+                Ok(WriteOutcome::Exists) if !state.on_primary => {
+                    // A session moving back to a node it left finds the tombstone of
+                    // that move, which it may replace; anything else there is newer
+                    // than what this request restored.
+                    match self.store.get(&node, &key).await {
+                        Ok(Some(item))
+                            if ends::tombstone_reason(&item.value) == Some(EndReason::Moved) =>
+                        {
+                            state.cas = Some(item.cas);
+                        }
+                        Ok(_) => {
+                            self.ns_reload_into(state, &node, &key, &mut lost_races, lost_race)
+                                .await?
+                        }
                         Err(error) => return Err(self.unavailable_commit(&error)),
                     }
+                }
+                Ok(_) => {
+                    // Someone else wrote (or the copy vanished, or its token is
+                    // unknown): reload and re-apply, after a while if this was a race
+                    // lost.
+                    self.ns_reload_into(state, &node, &key, &mut lost_races, lost_race)
+                        .await?;
                 }
                 Err(StoreError::TooLarge { size, limit }) => {
                     Counters::add(&self.counters.too_large);
@@ -686,6 +603,8 @@ impl<C: Codec> Inner<C> {
                 // now (the node is marked down, so a retry moves the session at once)
                 // rather than spend a second timeout on another node.
                 Err(error @ StoreError::Timeout { .. }) => {
+                    // The write may have landed: its token is unknown.
+                    state.cas = None;
                     return Err(self.unavailable_commit(&error));
                 }
                 Err(error) if error.is_node_failure() && !relocated => {
@@ -711,39 +630,28 @@ impl<C: Codec> Inner<C> {
         })
     }
 
-    /// Re-reads the primary after a failed compare-and-swap. `Ok(false)` if the session
-    /// is gone from both copies (ended by another request); a primary that lost its copy
-    /// while the backup still has it (node restarted empty) is written back.
-    async fn ns_reload(
+    /// After a write whose condition failed: waits if it was a race lost, then reloads
+    /// the session into `state`; a session gone or ended meanwhile ends the commit.
+    async fn ns_reload_into(
         &self,
         state: &mut TransitState<C>,
         node: &NodeId,
-        key: &StoreKey,
-    ) -> Result<bool, StoreError> {
-        let id = state.session.id().clone();
-        if let Some(item) = self.store.get(node, key).await? {
-            if let Some(session) = self.ns_decode(&id, &item.value) {
-                state.session = session;
-                state.cas = Some(item.cas);
-                state.on_primary = true;
-                return Ok(true);
-            }
-            return Ok(false);
+        key: &crate::key::StoreKey,
+        lost_races: &mut u32,
+        lost_race: bool,
+    ) -> Result<(), CommitError> {
+        if lost_race {
+            *lost_races += 1;
+            tokio::time::sleep(merge_backoff(*lost_races)).await;
         }
-        let Some(backup_node) = self.successor(node) else {
-            return Ok(false);
-        };
-        match self.store.get(&backup_node, &self.backup_key(&id)).await? {
-            Some(item) => match self.ns_decode(&id, &item.value) {
-                Some(session) => {
-                    state.session = session;
-                    state.cas = None;
-                    state.on_primary = false;
-                    Ok(true)
-                }
-                None => Ok(false),
-            },
-            None => Ok(false),
+        let id = state.session.id().clone();
+        match self.ns_reload(&id, node, key).await {
+            Ok(Some(loaded)) => {
+                *state = TransitState::from(loaded);
+                Ok(())
+            }
+            Ok(None) => Err(CommitError::SessionEnded),
+            Err(error) => Err(self.unavailable_commit(&error)),
         }
     }
 
@@ -812,30 +720,80 @@ impl<C: Codec> Inner<C> {
         Err(self.unavailable_commit(&error))
     }
 
-    /// Deletes both copies of an invalidated session: the primary on the request path
-    /// (so the id stops loading everywhere at once), the backup in the background.
-    async fn ns_invalidate(&self, id: &SessionId) -> CommitOutcome {
+    /// Ends a non-sticky session: a tombstone over its primary copy and deletion markers
+    /// beside its backup copies, waited for (in a task of their own, so that a client
+    /// hanging up does not stop them half way; retried while their node fails).
+    async fn ns_invalidate(self: &Arc<Self>, id: &SessionId) -> CommitOutcome {
         Counters::add(&self.counters.invalidated);
-        if !self.config.negative_cache_ttl.is_zero() {
-            self.negative.insert(local_key(id), ());
-        }
-        self.ns_delete_copies(id).await;
-        CommitOutcome {
-            cookie: CookieUpdate::Clear,
-            backup: BackupStatus::NotNeeded,
-        }
+        self.ended.insert(local_key(id), EndReason::Ended);
+        let ttl = copy_ttl(self.config.max_inactive);
+        let ends = self.ns_ends(id, EndReason::Ended, ttl);
+        self.end_ids(ends).await;
+        cleared()
     }
 
-    async fn ns_delete_copies(&self, id: &SessionId) {
-        self.delete_remote(&self.node_of(id), &self.store_key(id))
-            .await;
-        self.ns_delete_backup_in_background(id);
+    /// What ends the non-sticky id `id`: a tombstone over its primary copy, and on
+    /// every node its backup copy may be on (where reads look now, and its usual
+    /// node), a deletion marker and the copy's delete. The tombstones live long enough
+    /// for copies of the longest interval a session may have (`copy_ttl` of the
+    /// session or of the default).
+    fn ns_ends(&self, id: &SessionId, reason: EndReason, copy_ttl: Ttl) -> Vec<End> {
+        let ttl = ends::tombstone_ttl(longest(copy_ttl, self::copy_ttl(self.config.max_inactive)));
+        let primary = self.node_of(id);
+        let mut ends = vec![End {
+            node: primary.clone(),
+            key: self.store_key(id),
+            action: EndAction::Tombstone(reason),
+            ttl,
+            condition: Precondition::None,
+        }];
+        let mut backup_nodes: Vec<NodeId> = self.successor(&primary).into_iter().collect();
+        if let Some(usual) = self.natural_successor(&primary)
+            && !backup_nodes.contains(usual)
+        {
+            backup_nodes.push(usual.clone());
+        }
+        for node in backup_nodes {
+            ends.push(End {
+                node: node.clone(),
+                key: self.gone_key(id),
+                action: EndAction::Tombstone(reason),
+                ttl,
+                condition: Precondition::None,
+            });
+            ends.push(End {
+                node,
+                key: self.backup_key(id),
+                action: EndAction::Delete,
+                ttl,
+                condition: Precondition::None,
+            });
+        }
+        ends
     }
 
-    fn ns_delete_backup_in_background(&self, id: &SessionId) {
-        if let Some(node) = self.successor(&self.node_of(id)) {
-            self.backups.delete(node, self.backup_key(id));
-        }
+    /// The session moved from `old` (its node down) to `new_node`: the copy left on the
+    /// old node gets a tombstone once that node answers (a session moving back may
+    /// replace it), and the backup copy under the old id, on the new primary's node,
+    /// is deleted.
+    fn ns_moved_away(&self, old: &SessionId, new_node: &NodeId, copy_ttl: Ttl) {
+        let ttl = ends::tombstone_ttl(copy_ttl);
+        self.remember_ends([
+            End {
+                node: self.node_of(old),
+                key: self.store_key(old),
+                action: EndAction::Tombstone(EndReason::Moved),
+                ttl,
+                condition: Precondition::None,
+            },
+            End {
+                node: new_node.clone(),
+                key: self.backup_key(old),
+                action: EndAction::Delete,
+                ttl,
+                condition: Precondition::None,
+            },
+        ]);
     }
 
     /// Writes the backup copy on the primary's successor: in the background, or
@@ -851,7 +809,7 @@ impl<C: Codec> Inner<C> {
             // With a single node there is no backup copy to write, ever: nothing to
             // repair. Otherwise the other nodes are down, and the copy waits for one.
             if self.natural_successor(primary).is_some() {
-                tracing::debug!(session = %id.storage_id(), "no node for the backup copy; repaired when one answers");
+                tracing::debug!(session = %id.redacted(), "no node for the backup copy; repaired when one answers");
                 self.remember_repair(&id, ttl, Stale::WhereReadsLook);
             }
             return BackupStatus::Failed("no node is available for the backup copy".into());
@@ -917,38 +875,43 @@ impl<C: Codec> Inner<C> {
             Ok(()) => Counters::add(&self.counters.backups_written),
             Err(error) => {
                 Counters::add(&self.counters.backups_failed);
-                tracing::debug!(session = %id.storage_id(), %error, "backup copy not written");
+                tracing::debug!(session = %id.redacted(), %error, "backup copy not written");
             }
         }
         result
     }
 
-    /// An unchanged request: slide the backup copy's expiry too, and write it again if
-    /// it is missing (its node restarted, or was down when the session last changed).
-    fn ns_refresh_backup(self: &Arc<Self>, session: Session<C>) {
-        let id = session.id().clone();
-        let Some(node) = self.successor(&self.node_of(&id)) else {
+    /// An unchanged request: slides the backup copy's expiry to the primary's (which
+    /// the request's read slid, `read_at`), so that both expire together. A missing
+    /// backup copy (its node restarted, or was down when the session last changed)
+    /// is repaired from the primary, never rewritten from this request's snapshot,
+    /// which may be older than the primary (or of a session ended since).
+    fn ns_refresh_backup(
+        self: &Arc<Self>,
+        id: &SessionId,
+        interval: Option<Duration>,
+        read_at: Instant,
+    ) {
+        let Some(node) = self.successor(&self.node_of(id)) else {
             return;
         };
+        let ttl = match copy_ttl(interval) {
+            Ttl::Never => Ttl::Never,
+            Ttl::After(ttl) => Ttl::After(
+                ttl.saturating_sub(read_at.elapsed())
+                    .max(Duration::from_secs(1)),
+            ),
+        };
         let inner = Arc::clone(self);
+        let id = id.clone();
         self.backups.begin();
         tokio::spawn(async move {
             let key = inner.backup_key(&id);
-            let ttl = copy_ttl(session.max_inactive());
             match inner.store.touch(&node, &key, ttl).await {
                 Ok(true) => Counters::add(&inner.counters.touches),
                 Ok(false) => {
                     Counters::add(&inner.counters.touch_failures);
-                    let written = match inner.seal(&session) {
-                        Ok(bytes) => inner.store.set(&node, &key, &bytes, ttl).await.is_ok(),
-                        Err(_) => false,
-                    };
-                    let counter = if written {
-                        &inner.counters.backups_written
-                    } else {
-                        &inner.counters.backups_failed
-                    };
-                    Counters::add(counter);
+                    inner.remember_repair(&id, ttl, Stale::WhereReadsLook);
                 }
                 Err(_) => Counters::add(&inner.counters.touch_failures),
             }
@@ -957,6 +920,32 @@ impl<C: Codec> Inner<C> {
     }
 }
 
+/// The longer of two TTLs.
+fn longest(a: Ttl, b: Ttl) -> Ttl {
+    match (a, b) {
+        (Ttl::After(a), Ttl::After(b)) => Ttl::After(a.max(b)),
+        _ => Ttl::Never,
+    }
+}
+
+/// A commit that ended the session: the cookie is cleared.
+fn cleared() -> CommitOutcome {
+    CommitOutcome {
+        cookie: CookieUpdate::Clear,
+        backup: BackupStatus::NotNeeded,
+    }
+}
+
+/// A commit that leaves the cookie alone and wrote nothing.
+fn kept() -> CommitOutcome {
+    CommitOutcome {
+        cookie: CookieUpdate::Keep,
+        backup: BackupStatus::NotNeeded,
+    }
+}
+
+mod lock;
+mod read;
 pub(super) mod repair;
 #[cfg(test)]
 mod tests;

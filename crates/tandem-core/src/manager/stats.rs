@@ -143,6 +143,40 @@ counters! {
     merge_retries,
     /// Non-sticky requests refused because no node could serve them.
     unavailable,
+    /// Requests that presented the id of a session that had been logged out or given
+    /// a new id (found as a tombstone, or as a local copy that changed its id): each
+    /// got a new, empty session. A steady stream hints at replayed stolen cookies.
+    ended_ids_presented,
+    /// Sticky: backups refused because another server wrote the session's remote
+    /// copy since this server last did (it took the session over, or ended it). This
+    /// server drops its copy; the next request reloads the current one.
+    ownership_lost,
+    /// Sticky: local copies dropped because another server announced in the peer feed
+    /// that it took the session over, reloaded, cycled or ended it.
+    stale_copies_dropped,
+    /// Sticky: announcements this server wrote to the peer feed.
+    peer_announcements,
+    /// Sticky: announcements that could not be written (their queue was full, or no
+    /// node took them): another server may then serve its copy of that session until
+    /// the copy expires or its next backup is refused.
+    peer_announcements_dropped,
+    /// Tombstones written over ended session ids (logout, id change, expiry, a move off
+    /// a down node), so that no copy of them is served or written again.
+    tombstones_written,
+    /// Tombstones, deletion markers and deletes written by a retry, after their node
+    /// had failed.
+    remote_ends_retried,
+    /// Tombstones, deletion markers and deletes given up because 100,000 were already
+    /// waiting for their nodes: their copies end by their TTL.
+    remote_ends_abandoned,
+    /// Sticky: commits refused because `max_unsaved_bytes` of changed sessions were
+    /// already waiting for their backup (memcached unreachable for long).
+    unsaved_limit_hits,
+    /// `LockScope::Auto`: request patterns dropped from the learning cache for space.
+    lock_patterns_evicted,
+    /// Non-sticky `Concurrency::Lock`: commits refused because the request held its
+    /// lock past the lock TTL and another request had taken it.
+    locks_lost,
 }
 
 /// The histograms exported to the facade: name, unit, help.

@@ -5,8 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
+use crate::id::Route;
 use crate::memory::MemoryStore;
 use crate::session::tests::TextCodec;
+use crate::store::StoreError;
+use entry::local_key;
 
 fn node(id: &str) -> NodeId {
     NodeId::new(id).unwrap()
@@ -348,14 +351,30 @@ async fn invalidate_removes_the_session_everywhere_and_clears_the_cookie() {
         CookieUpdate::Clear
     );
     settle(&manager).await;
-    for _ in 0..100 {
-        if store.item_count(&node("n1")) == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert_eq!(store.item_count(&node("n1")), 0);
+    // The commit waited for the tombstone: the copy says the id ended.
+    let stored = store
+        .get(&node("n1"), &manager.inner.store_key(&id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        ends::tombstone_reason(&stored.value),
+        Some(ends::EndReason::Ended)
+    );
+    assert_eq!(store.item_count(&node("n1")), 1);
     assert!(manager.load(Some(id.as_str())).await.unwrap().is_new());
+    // Not on another server either, also one that takes it over.
+    let other = builder(&store)
+        .route(Route::new("elsewhere").unwrap())
+        .build()
+        .unwrap();
+    let session = other.load(Some(id.as_str())).await.unwrap();
+    assert!(session.is_new());
+    assert_eq!(
+        other.commit(session).await.unwrap().cookie,
+        CookieUpdate::Clear
+    );
+    assert_eq!(other.stats().ended_ids_presented, 1);
 }
 
 #[tokio::test]
@@ -506,7 +525,8 @@ async fn a_late_expiry_report_never_deletes_the_live_session_under_the_same_key(
     // The key is filled again (a reload) before the cache reports the old value's
     // expiry.
     let session = old.state.lock().session.clone();
-    let live = Arc::new(LocalEntry::new(session, true, false));
+    let remote = old.state.lock().remote;
+    let live = Arc::new(LocalEntry::new(session, remote, false));
     manager.inner.local.insert(key.clone(), Arc::clone(&live));
     manager
         .inner
@@ -520,11 +540,12 @@ async fn a_late_expiry_report_never_deletes_the_live_session_under_the_same_key(
         1,
         "the live session's copy was deleted"
     );
-    assert_eq!(manager.stats().expired, 0);
+    assert_eq!(manager.stats().tombstones_written, 0);
     assert!(!live.is_retired());
     assert_eq!(get(&manager, &id, "user").await.as_deref(), Some("ann"));
 
-    // Without a live entry the same report deletes the remote copy.
+    // Without a live entry the same report ends the remote copy with a tombstone:
+    // another server presenting the id finds it ended.
     let expired = manager.inner.local.remove(&key).unwrap();
     manager
         .inner
@@ -533,8 +554,14 @@ async fn a_late_expiry_report_never_deletes_the_live_session_under_the_same_key(
             entry: expired,
         })
         .await;
-    assert_eq!(store.item_count(&node("n1")), 0);
-    assert_eq!(manager.stats().expired, 1);
+    assert_eq!(manager.stats().tombstones_written, 1);
+    let other = builder(&store)
+        .route(Route::new("a2").unwrap())
+        .build()
+        .unwrap();
+    let session = other.load(Some(id.as_str())).await.unwrap();
+    assert!(session.is_new());
+    assert_eq!(other.stats().ended_ids_presented, 1);
 }
 
 #[tokio::test]
@@ -608,7 +635,8 @@ async fn only_per_pattern_lock_scopes_use_the_request_info() {
 }
 
 /// The memory store, misbehaving on demand: reads never answer while `hang` is set,
-/// and `set_many` answers no item while `drop_answers` is.
+/// and writes get no answer while `drop_answers` is (`write_many` answers no item,
+/// a single `write` fails).
 struct Misbehaving {
     inner: Arc<MemoryStore>,
     hang: AtomicBool,
@@ -696,6 +724,12 @@ impl RemoteStore for Misbehaving {
         ttl: Ttl,
         precondition: crate::store::Precondition,
     ) -> Result<crate::store::WriteOutcome, StoreError> {
+        if self.drop_answers.load(Ordering::SeqCst) {
+            return Err(StoreError::Server {
+                node: node.clone(),
+                message: "no answer".into(),
+            });
+        }
         self.inner.write(node, key, value, ttl, precondition).await
     }
 

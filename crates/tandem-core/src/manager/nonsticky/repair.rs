@@ -87,7 +87,7 @@ impl Repairs {
         if pending.len() >= MAX_PENDING {
             // Counted by the caller; a warning each would flood the log in the very
             // outage that fills the table.
-            tracing::debug!(session = %id.storage_id(), "too many backup copies to repair; this one waits for the session's next change");
+            tracing::debug!(session = %id.redacted(), "too many backup copies to repair; this one waits for the session's next change");
             return false;
         }
         pending.insert(
@@ -114,7 +114,7 @@ impl Repairs {
             return true;
         }
         // Counted by the caller, logged at debug level as in `remember`.
-        tracing::debug!(session = %repair.id.storage_id(), "too many backup copies to repair; this one waits for the session's next change");
+        tracing::debug!(session = %repair.id.redacted(), "too many backup copies to repair; this one waits for the session's next change");
         false
     }
 
@@ -187,6 +187,35 @@ impl<C: Codec> Inner<C> {
         });
     }
 
+    /// At shutdown: does every repair whose nodes answer, within `deadline`, so that
+    /// no backup copy is left older than its primary when this process is gone.
+    /// Returns how many repairs are left.
+    pub(in crate::manager) async fn flush_repairs(&self, deadline: Duration) -> usize {
+        let started = Instant::now();
+        let due = {
+            let mut pending = self.copy_repairs.pending.lock();
+            pending
+                .extract_if(|_, repair| self.repair_target(repair).is_some())
+                .map(|(_, repair)| repair)
+                .collect::<Vec<_>>()
+        };
+        for repair in due {
+            let remaining = deadline.saturating_sub(started.elapsed());
+            if remaining.is_zero() {
+                self.put_back_repair(repair);
+                continue;
+            }
+            let id = repair.id.clone();
+            if tokio::time::timeout(remaining, self.repair(repair))
+                .await
+                .is_err()
+            {
+                tracing::debug!(session = %id.redacted(), "backup copy not repaired before the shutdown deadline");
+            }
+        }
+        self.copy_repairs.pending.lock().len()
+    }
+
     /// The node a repair writes to: where reads look, or the usual backup node.
     fn repair_target(&self, repair: &PendingRepair) -> Option<NodeId> {
         let primary = self.node_ref(&repair.id);
@@ -210,7 +239,7 @@ impl<C: Codec> Inner<C> {
             let keep = repair.since.elapsed() <= GIVE_UP_AFTER;
             if !keep {
                 Counters::add(&self.counters.backup_copy_repairs_abandoned);
-                tracing::warn!(session = %repair.id.storage_id(), "backup copy not repaired in time; given up");
+                tracing::warn!(session = %repair.id.redacted(), "backup copy not repaired in time; given up");
             }
             keep
         });
@@ -243,7 +272,7 @@ impl<C: Codec> Inner<C> {
                 }
             }
             Err(error) => {
-                tracing::debug!(session = %repair.id.storage_id(), %error, "backup copy not repaired yet");
+                tracing::debug!(session = %repair.id.redacted(), %error, "backup copy not repaired yet");
                 self.put_back_repair(repair);
             }
         }

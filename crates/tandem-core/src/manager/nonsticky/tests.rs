@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use super::super::ends::{EndReason, tombstone_reason};
 use super::repair::{MAX_PENDING, Stale};
 use crate::manager::{
     BackupMode, BackupStatus, CommitError, Concurrency, CookieUpdate, LoadError, LockScope,
@@ -155,16 +156,16 @@ async fn round_trips_on_the_request_path_are_one_for_a_read_and_two_for_a_change
 #[tokio::test]
 async fn the_transit_copy_lives_only_while_requests_are_in_flight() {
     let store = store(&["n1"]);
-    let a1 = manager(&store);
+    let (a1, a2) = (manager(&store), manager(&store));
     let id = create(&a1, "a", "1").await;
     let first = a1.load(Some(id.as_str())).await.unwrap();
+    // Written on another server while `first` is in flight here: the next request
+    // here reads it (its own read, not the shared copy), and slides the expiry.
+    write(&a2, &id, "a", "2").await;
     let operations = store.operations();
     let second = a1.load(Some(id.as_str())).await.unwrap();
-    assert_eq!(
-        store.operations(),
-        operations,
-        "the second request shares the copy"
-    );
+    assert_eq!(store.operations(), operations + 1, "every load reads");
+    assert_eq!(second.get::<String>("a").unwrap().as_deref(), Some("2"));
     assert_eq!(a1.inner.transit.lock().len(), 1);
     a1.commit(first).await.unwrap();
     assert_eq!(a1.inner.transit.lock().len(), 1);
@@ -370,9 +371,11 @@ async fn a_down_backup_node_does_not_stop_the_primary_and_the_backup_comes_back(
     write(&a1, &id, "a", "2").await;
     store.set_node_up(&backup, true);
     store.clear_node(&backup);
-    // The next (unchanged) request finds no backup copy and writes it again.
+    // The next (unchanged) request finds no backup copy: it is repaired from the
+    // primary (never rewritten from the request's snapshot).
     assert_eq!(read(&a1, &id, "a").await.as_deref(), Some("2"));
     settle(&a1).await;
+    assert!(repaired(&a1, 1).await);
     assert_eq!(store.item_count(&backup), 1);
     store.set_node_up(&primary, false);
     assert_eq!(
@@ -537,7 +540,7 @@ async fn with_every_node_down_requests_get_a_clear_error() {
 }
 
 #[tokio::test]
-async fn invalidate_and_cycle_id_remove_both_copies_of_the_old_id() {
+async fn invalidate_and_cycle_id_end_both_copies_of_the_old_id() {
     let store = store(&["n1", "n2"]);
     let a1 = manager(&store);
     let old = create(&a1, "user", "ann").await;
@@ -551,10 +554,7 @@ async fn invalidate_and_cycle_id_remove_both_copies_of_the_old_id() {
     let a2 = manager(&store);
     assert!(a2.load(Some(old.as_str())).await.unwrap().is_new());
     assert_eq!(read(&a2, &new, "user").await.as_deref(), Some("ann"));
-    assert_eq!(
-        store.item_count(&node("n1")) + store.item_count(&node("n2")),
-        2
-    );
+    assert_ended(&store, &a1, &old, EndReason::Cycled).await;
 
     let mut session = a2.load(Some(new.as_str())).await.unwrap();
     session.invalidate();
@@ -563,11 +563,32 @@ async fn invalidate_and_cycle_id_remove_both_copies_of_the_old_id() {
         CookieUpdate::Clear
     );
     settle(&a2).await;
-    assert_eq!(
-        store.item_count(&node("n1")) + store.item_count(&node("n2")),
-        0
-    );
+    assert_ended(&store, &a2, &new, EndReason::Ended).await;
     assert!(a1.load(Some(new.as_str())).await.unwrap().is_new());
+}
+
+/// The copies of `id` are ended: a tombstone over the primary, a deletion marker
+/// beside where the backup copy was, and no backup copy.
+async fn assert_ended(store: &MemoryStore, manager: &Manager, id: &SessionId, reason: EndReason) {
+    let inner = &manager.inner;
+    let primary = node(id.node());
+    let backup = node(if id.node() == "n1" { "n2" } else { "n1" });
+    let stored = store
+        .get(&primary, &inner.store_key(id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(tombstone_reason(&stored.value), Some(reason));
+    let marker = store
+        .get(&backup, &inner.gone_key(id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(tombstone_reason(&marker.value), Some(reason));
+    assert_eq!(
+        store.get(&backup, &inner.backup_key(id)).await.unwrap(),
+        None
+    );
 }
 
 /// Once 100,000 sessions wait for a repair, a further failed copy cannot be

@@ -1,0 +1,225 @@
+//! The remote session lock of non-sticky [`Concurrency::Lock`](super::super::Concurrency):
+//! a `lock:` key on the session's node, taken with `add` and a TTL.
+//!
+//! Each holder stores a random token of its own in the lock, and releases the lock by
+//! deleting it only while it still holds that token (read, then delete on the token's
+//! CAS): a request that outlived the lock's TTL, whose lock another request took since,
+//! never deletes that other request's lock. Such a request does not commit on a lock
+//! it no longer holds either: a commit that comes after half of the TTL checks the lock
+//! first, and renews it if it is still its own, or fails with a conflict if it is not.
+//!
+//! A request dropped at any point (a client hanging up, a timeout layer), even in the
+//! middle of taking the lock, releases it in the background if it may have taken it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::id::{NodeId, SessionId};
+use crate::key::{KeySpace, StoreKey};
+use crate::store::{
+    AddOutcome, CasOutcome, Precondition, RemoteStore, StoreError, Ttl, WriteOutcome,
+};
+
+use super::super::stats::Counters;
+use super::super::{Inner, LoadError};
+use super::spawn_detached;
+use crate::codec::Codec;
+
+/// A remote session lock held (or maybe held) by a request. Released at commit, or in
+/// the background when the request is dropped.
+pub(crate) struct RemoteLock {
+    store: Arc<dyn RemoteStore>,
+    node: NodeId,
+    key: StoreKey,
+    /// What this holder stored in the lock.
+    token: [u8; 16],
+    ttl: Duration,
+    /// When the lock was taken (or last renewed).
+    taken: Instant,
+    /// Whether the lock may be this holder's: set before each attempt to take it (its
+    /// answer may be lost), cleared when it was released or another holder has it.
+    maybe_held: bool,
+}
+
+impl RemoteLock {
+    fn new(store: &Arc<dyn RemoteStore>, node: NodeId, key: StoreKey, ttl: Duration) -> RemoteLock {
+        RemoteLock {
+            store: Arc::clone(store),
+            node,
+            key,
+            token: random_token(),
+            ttl,
+            taken: Instant::now(),
+            maybe_held: false,
+        }
+    }
+
+    /// Releases the lock in the background, if it is still this holder's.
+    pub(crate) fn release_in_background(mut self) {
+        self.release();
+    }
+
+    fn release(&mut self) {
+        if !std::mem::take(&mut self.maybe_held) {
+            return;
+        }
+        let (store, node, key, token) = (
+            Arc::clone(&self.store),
+            self.node.clone(),
+            self.key.clone(),
+            self.token,
+        );
+        spawn_detached(async move {
+            if let Err(error) = release_own(&*store, &node, &key, &token).await {
+                tracing::debug!(%error, "session lock not released; it expires by its TTL");
+            }
+        });
+    }
+
+    /// Before a commit: whether the lock is still this holder's. A lock held for less
+    /// than half its TTL is; an older one is read, and renewed if it is still this
+    /// holder's.
+    pub(crate) async fn still_held(&mut self) -> Result<bool, StoreError> {
+        if self.taken.elapsed() < self.ttl / 2 {
+            return Ok(true);
+        }
+        let held = match self.store.get(&self.node, &self.key).await? {
+            Some(item) if item.value == self.token => item,
+            _ => {
+                self.maybe_held = false;
+                return Ok(false);
+            }
+        };
+        let renewed = self
+            .store
+            .write(
+                &self.node,
+                &self.key,
+                &self.token,
+                Ttl::After(self.ttl),
+                Precondition::Cas(held.cas),
+            )
+            .await?;
+        let ours = matches!(renewed, WriteOutcome::Stored(_));
+        if ours {
+            self.taken = Instant::now();
+        } else {
+            self.maybe_held = false;
+        }
+        Ok(ours)
+    }
+}
+
+impl Drop for RemoteLock {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Deletes the lock under `key` if it holds `token`.
+async fn release_own(
+    store: &dyn RemoteStore,
+    node: &NodeId,
+    key: &StoreKey,
+    token: &[u8],
+) -> Result<(), StoreError> {
+    if let Some(item) = store.get(node, key).await?
+        && item.value == token
+    {
+        let outcome = store.delete_if(node, key, item.cas).await?;
+        if outcome != CasOutcome::Stored {
+            tracing::debug!(?outcome, "session lock changed hands before its release");
+        }
+    }
+    Ok(())
+}
+
+/// A token no other holder has: 16 random bytes as hex, so that the lock's value is
+/// plain text.
+fn random_token() -> [u8; 16] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes: [u8; 8] = rand::random();
+    let mut token = [0; 16];
+    for (index, byte) in bytes.iter().enumerate() {
+        token[2 * index] = HEX[usize::from(byte >> 4)];
+        token[2 * index + 1] = HEX[usize::from(byte & 0xf)];
+    }
+    token
+}
+
+impl<C: Codec> Inner<C> {
+    /// Takes the session's `lock:` key on its primary node (or where the session moves
+    /// if the primary is down) with `add`, retrying with exponential backoff until the
+    /// lock timeout.
+    #[tracing::instrument(name = "tandem.lock", level = "debug", skip_all, fields(session = %id.redacted()))]
+    pub(super) async fn lock_remote(
+        &self,
+        id: &SessionId,
+    ) -> Result<Option<RemoteLock>, LoadError> {
+        let primary = self.node_of(id);
+        let node = if self.store.is_available(&primary) {
+            primary
+        } else {
+            match self.successor(&primary) {
+                Some(node) => node,
+                None => return Err(self.unavailable_load()),
+            }
+        };
+        let key = self.key(KeySpace::Lock, id);
+        let ttl = self.config.lock_ttl;
+        let mut lock = RemoteLock::new(&self.store, node, key, ttl);
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(2);
+        let mut waited = false;
+        loop {
+            // A request dropped while the add is on its way may have taken the lock:
+            // its drop then releases it.
+            lock.maybe_held = true;
+            let added = self
+                .store
+                .add(&lock.node, &lock.key, &lock.token, Ttl::After(ttl))
+                .await;
+            match added {
+                Ok(AddOutcome::Stored) => {
+                    if waited {
+                        self.counters.histograms.lock_wait(started.elapsed());
+                    }
+                    lock.taken = Instant::now();
+                    return Ok(Some(lock));
+                }
+                Ok(AddOutcome::Exists) => {
+                    lock.maybe_held = false;
+                    if !waited {
+                        waited = true;
+                        Counters::add(&self.counters.lock_waits);
+                    }
+                }
+                Err(error) if error.is_node_failure() => {
+                    tracing::debug!(%error, "session lock: node failed");
+                }
+                Err(error) => {
+                    lock.maybe_held = false;
+                    tracing::warn!(%error, "session lock refused");
+                }
+            }
+            let elapsed = started.elapsed();
+            if elapsed >= self.config.lock_timeout {
+                return self.lock_timed_out(elapsed).map(|()| None);
+            }
+            tokio::time::sleep(backoff.min(self.config.lock_timeout - elapsed)).await;
+            backoff = (backoff * 2).min(Duration::from_millis(100));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_hex_and_differ() {
+        let (first, second) = (random_token(), random_token());
+        assert_ne!(first, second);
+        assert!(first.iter().all(u8::is_ascii_hexdigit));
+    }
+}

@@ -1,0 +1,873 @@
+//! Sticky mode: the local tier holds the primary copy of each session.
+//!
+//! A request for a session this server holds under exactly the id it sent touches no
+//! network. Everything else is here: loading a session from the remote tier (after a
+//! restart, a swap-out for space, or a takeover from another server), moving a held
+//! session off a down node, committing a request's changes, invalidation and id
+//! cycling. The remote writes themselves are in `writes`, the background queue in
+//! `backup`.
+//!
+//! Ids end for good here. A session invalidated or given a new id is ended on this
+//! server at once (the old id is remembered as ended, and its requests in flight
+//! cannot commit into the session under its new id) and everywhere else by a
+//! tombstone over its remote copy and an announcement in the peer feed, which makes
+//! every other server drop its own copy.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::codec::Codec;
+use crate::id::{NodeId, Route, SessionId};
+use crate::session::AttributeValue;
+use crate::store::{Precondition, StoreError};
+
+use super::config::{BackupMode, Concurrency, LockTimeoutPolicy};
+use super::ends::{self, End, EndAction, EndReason};
+use super::entry::{EntryState, LocalEntry, LocalKey, RemoteCopy, local_key};
+use super::request::{Attached, RequestSession};
+use super::stats::Counters;
+use super::{
+    BackupStatus, CommitError, CommitOutcome, CookieUpdate, Inner, LoadError, NewSession,
+    RemoteLoad, SharedLoad, cookie_for, digest, keepalive_slack, remote_ttl,
+};
+
+/// How often a request looks its session up again when the copy it found was retired
+/// while it waited for the session's lock (replaced by a newer copy, or ended).
+pub(super) const LOOKUPS_AFTER_RETIRE: u8 = 2;
+
+/// The least `max_unsaved_bytes` is by default, whatever the local tier's capacity:
+/// backups in flight count as unsaved for a moment, and a small local tier must not
+/// refuse commits under an ordinary burst.
+const DEFAULT_MIN_UNSAVED_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What a remote read of a session found.
+pub(super) enum Found<C> {
+    /// The session, now held locally.
+    Entry(Arc<LocalEntry<C>>),
+    /// No session under this id (or one that cannot be decoded).
+    Unknown,
+    /// The id ended, as its tombstone says.
+    Ended(EndReason),
+}
+
+/// What a remote load shared by concurrent requests ended with, when it found no
+/// session.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Missing {
+    /// No copy, or one that cannot be decoded.
+    Absent,
+    /// A tombstone.
+    Ended(EndReason),
+    /// The node failed or is down: the session may well exist.
+    Unreachable,
+}
+
+/// The result of applying a request's changes.
+struct Applied {
+    id: SessionId,
+    changed: bool,
+    /// The session's size moved enough for the local tier to weigh it again.
+    reweigh: bool,
+    rekeyed: Option<(SessionId, SessionId)>,
+}
+
+/// Why a request's changes were not applied to its entry.
+enum NotApplied {
+    /// The session got a new id after this request loaded it under the old one.
+    Cycled,
+    /// A conflict, the size limit, ...
+    Refused(CommitError),
+}
+
+impl From<CommitError> for NotApplied {
+    fn from(error: CommitError) -> NotApplied {
+        NotApplied::Refused(error)
+    }
+}
+
+impl<C: Codec> Inner<C> {
+    /// A session this server holds under the id's key and route (its id may still
+    /// differ from the one sent, by the route), or else
+    /// [`load_elsewhere`](Self::load_elsewhere).
+    pub(super) async fn load_parsed(
+        self: &Arc<Self>,
+        id: SessionId,
+        lookups: u8,
+    ) -> Result<RequestSession<C>, LoadError> {
+        let our_route = self.config.route.as_ref().map(|route| route.as_str());
+        if id.route() == our_route
+            && let Some(entry) = self.local.get(id.storage_id())
+        {
+            Counters::add(&self.counters.loaded_local);
+            return self.attach(entry, id, lookups).await;
+        }
+        Box::pin(self.load_elsewhere(id, lookups)).await
+    }
+
+    /// A session this server does not hold under the id's own key and route: moved
+    /// off a down node, held by another server (takeover), ended, or only in the
+    /// remote tier.
+    pub(super) async fn load_elsewhere(
+        self: &Arc<Self>,
+        id: SessionId,
+        lookups: u8,
+    ) -> Result<RequestSession<C>, LoadError> {
+        // A session that expired locally stays hidden until the cache's housekeeping
+        // reports it; reported now, its id is known as ended before anything reads
+        // its still-live remote copy (which outlives it by the keep-alive slack).
+        self.local.run_pending_tasks();
+        let our_route = self.config.route.as_ref().map(|route| route.as_str());
+        let key = local_key(&id);
+        // Not held under the id itself: the session may have moved to another node
+        // (a session held under the id wins over such a record, since a session can
+        // move away from a node and later back to it).
+        let moved = if self.local.contains_key(&key) {
+            None
+        } else {
+            self.moved.get(&key)
+        };
+        let (id, key) = match moved {
+            Some(moved) => {
+                let route = id.route().and_then(|route| Route::new(route).ok());
+                (moved.with_route(route.as_ref()), local_key(&moved))
+            }
+            None => (id, key),
+        };
+        if let Some(reason) = self.ended_reason(&key, &id) {
+            return Ok(self.ended_id(reason));
+        }
+        let found = if id.route() != our_route {
+            self.take_over(&id, &key).await?
+        } else {
+            match self.local.get(&key) {
+                Some(entry) => {
+                    Counters::add(&self.counters.loaded_local);
+                    Found::Entry(entry)
+                }
+                None => self.load_remote(&id, &key).await?,
+            }
+        };
+        match found {
+            Found::Entry(entry) => self.attach(entry, id, lookups).await,
+            Found::Unknown => Ok(self.fresh(Some(id), true)),
+            Found::Ended(reason) => Ok(self.ended_id(reason)),
+        }
+    }
+
+    /// Whether this server knows `id` to have ended: it ended it recently, or a
+    /// tombstone for it still waits for its node.
+    pub(super) fn ended_reason(&self, key: &LocalKey, id: &SessionId) -> Option<EndReason> {
+        if let Some(reason) = self.ended.get(key) {
+            return Some(reason);
+        }
+        if self.ends.pending() == 0 {
+            return None;
+        }
+        self.ends
+            .pending_tombstone(&self.node_of(id), &self.store_key(id))
+    }
+
+    /// The new session a request gets for an id that ended. A cycled id does not
+    /// clear the cookie: the browser may already hold the new id, set by the response
+    /// of the login that cycled it.
+    pub(super) fn ended_id(&self, reason: EndReason) -> RequestSession<C> {
+        Counters::add(&self.counters.ended_ids_presented);
+        self.fresh(None, reason != EndReason::Cycled)
+    }
+
+    /// The held session whose id is exactly `text` (route included), and that id.
+    pub(super) fn held_as_sent(&self, text: &str) -> Option<(Arc<LocalEntry<C>>, SessionId)> {
+        if text.len() > crate::id::MAX_SESSION_ID_LEN {
+            return None;
+        }
+        // Neither the random part nor the node id contains a dot.
+        let storage = text.split_once('.').map_or(text, |(storage, _)| storage);
+        let entry = self.local.get(storage)?;
+        let id = {
+            let state = entry.state.lock();
+            let id = state.session.id();
+            (id.as_str() == text).then(|| id.clone())?
+        };
+        let our_route = self.config.route.as_ref().map(|route| route.as_str());
+        (id.route() == our_route).then_some((entry, id))
+    }
+
+    /// Loads a session this server does not hold from its node, through the local
+    /// tier's loader so that concurrent requests for it share one remote read. A node
+    /// that is down or does not answer is [`LoadError::Unavailable`]: the session may
+    /// well exist, and the client keeps its cookie.
+    async fn load_remote(&self, id: &SessionId, key: &LocalKey) -> Result<Found<C>, LoadError> {
+        if let Some(entry) = self.backups.unsaved(key) {
+            // Swapped out for space while its backup was still pending: the pending
+            // entry is newer than anything remote.
+            self.local.insert(key.clone(), Arc::clone(&entry));
+            Counters::add(&self.counters.loaded_local);
+            return Ok(Found::Entry(entry));
+        }
+        if self.negative.contains_key(key) {
+            Counters::add(&self.counters.negative_cache_hits);
+            return Ok(Found::Unknown);
+        }
+        let node = self.node_of(id);
+        if !self.store.is_available(&node) {
+            Counters::add(&self.counters.remote_load_failures);
+            return Err(LoadError::Unavailable);
+        }
+        let shared = SharedLoad {
+            loading: &self.loading,
+            key,
+            load: Some(Arc::clone(
+                self.loading.lock().entry(key.clone()).or_default(),
+            )),
+        };
+        let load: &RemoteLoad<C> = shared.load.as_ref().expect("set above");
+        let loaded = load
+            .get_or_init(|| async {
+                // A load that finished between this request's miss and now.
+                if let Some(entry) = self.local.get(key) {
+                    return Ok(entry);
+                }
+                match self.read_remote(&node, id).await {
+                    Ok(Found::Entry(entry)) => {
+                        self.local.insert(key.clone(), Arc::clone(&entry));
+                        // Another server may hold a copy of it too (it took the
+                        // session over earlier): it drops that copy.
+                        self.announce(id);
+                        Ok(entry)
+                    }
+                    Ok(Found::Unknown) => Err(Missing::Absent),
+                    Ok(Found::Ended(reason)) => Err(Missing::Ended(reason)),
+                    Err(_) => Err(Missing::Unreachable),
+                }
+            })
+            .await
+            .clone();
+        drop(shared);
+        match loaded {
+            Ok(entry) => Ok(Found::Entry(entry)),
+            Err(Missing::Absent) => {
+                if !self.config.negative_cache_ttl.is_zero() {
+                    self.negative.insert(key.clone(), ());
+                }
+                Ok(Found::Unknown)
+            }
+            Err(Missing::Ended(reason)) => {
+                self.ended.insert(key.clone(), reason);
+                Ok(Found::Ended(reason))
+            }
+            Err(Missing::Unreachable) => Err(LoadError::Unavailable),
+        }
+    }
+
+    /// Reads and decodes the remote copy of `id` into a new local entry (not yet in
+    /// the local tier). A copy that cannot be decoded is no session (counted, logged).
+    #[tracing::instrument(name = "tandem.remote_load", level = "debug", skip_all, fields(session = %id.redacted(), node = %node))]
+    async fn read_remote(&self, node: &NodeId, id: &SessionId) -> Result<Found<C>, StoreError> {
+        let started = Instant::now();
+        let result = self.store.get(node, &self.store_key(id)).await;
+        self.counters.histograms.remote_load(started.elapsed());
+        let item = match result {
+            Ok(item) => item,
+            Err(error) => {
+                Counters::add(&self.counters.remote_load_failures);
+                tracing::debug!(session = %id.redacted(), %error, "remote load failed");
+                return Err(error);
+            }
+        };
+        let Some(item) = item else {
+            return Ok(Found::Unknown);
+        };
+        if let Some(reason) = ends::tombstone_reason(&item.value) {
+            return Ok(Found::Ended(reason));
+        }
+        match self.decode(id, &item.value) {
+            Ok(session) => {
+                Counters::add(&self.counters.loaded_remote);
+                tracing::debug!(
+                    session = %id.redacted(),
+                    bytes = item.value.len(),
+                    elapsed = ?started.elapsed(),
+                    "session loaded from the remote tier"
+                );
+                let entry = LocalEntry::new(
+                    session,
+                    RemoteCopy::Cas(item.cas),
+                    self.config.concurrency == Concurrency::Lock,
+                );
+                entry
+                    .remote_digest
+                    .store(digest(&item.value), Ordering::Relaxed);
+                Ok(Found::Entry(Arc::new(entry)))
+            }
+            Err(error) => {
+                Counters::add(&self.counters.undecodable);
+                tracing::warn!(
+                    session = %id.redacted(),
+                    %error,
+                    "stored session cannot be decoded; starting a new session"
+                );
+                Ok(Found::Unknown)
+            }
+        }
+    }
+
+    /// An id whose route names another server (or none): this server takes the session
+    /// over. The local copy, if any, is kept only if the remote copy is still exactly
+    /// what this server last wrote or read; otherwise the remote copy replaces it.
+    /// Either way the session is written back under this server's ownership (so that
+    /// the old owner's next write of it is refused), and the takeover is announced in
+    /// the peer feed (so that the old owner drops its copy).
+    #[tracing::instrument(name = "tandem.takeover", level = "debug", skip_all, fields(session = %id.redacted()))]
+    async fn take_over(
+        self: &Arc<Self>,
+        id: &SessionId,
+        key: &LocalKey,
+    ) -> Result<Found<C>, LoadError> {
+        if self.negative.contains_key(key) {
+            Counters::add(&self.counters.negative_cache_hits);
+            return Ok(Found::Unknown);
+        }
+        let node = self.node_of(id);
+        let held = self.local.get(key);
+        let remote = if self.store.is_available(&node) {
+            let started = Instant::now();
+            let result = self.store.get(&node, &self.store_key(id)).await;
+            self.counters.histograms.remote_load(started.elapsed());
+            result
+        } else {
+            Err(StoreError::NodeDown { node: node.clone() })
+        };
+        let item = match remote {
+            Ok(item) => item,
+            Err(error) => {
+                // The local copy cannot be verified, and a stale one may be a session
+                // that was logged out elsewhere: not served. Nor is the session
+                // dropped for the client: it may well exist.
+                Counters::add(&self.counters.remote_load_failures);
+                tracing::info!(session = %id.redacted(), %error, "takeover impossible: remote copy unreadable");
+                if let Some(held) = held {
+                    self.discard(key, &held);
+                }
+                return Err(LoadError::Unavailable);
+            }
+        };
+        let Some(item) = item else {
+            if let Some(held) = held {
+                self.discard(key, &held);
+            }
+            if !self.config.negative_cache_ttl.is_zero() {
+                self.negative.insert(key.clone(), ());
+            }
+            return Ok(Found::Unknown);
+        };
+        if let Some(reason) = ends::tombstone_reason(&item.value) {
+            if let Some(held) = held {
+                self.discard(key, &held);
+            }
+            self.ended.insert(key.clone(), reason);
+            return Ok(Found::Ended(reason));
+        }
+        let remote_digest = digest(&item.value);
+        let entry = match held {
+            Some(held) if held.remote_digest.load(Ordering::Relaxed) == remote_digest => {
+                held.state.lock().remote = RemoteCopy::Cas(item.cas);
+                Counters::add(&self.counters.loaded_local);
+                held
+            }
+            held => {
+                if let Some(held) = held {
+                    self.discard(key, &held);
+                }
+                let session = match self.decode(id, &item.value) {
+                    Ok(session) => session,
+                    Err(error) => {
+                        Counters::add(&self.counters.undecodable);
+                        tracing::warn!(session = %id.redacted(), %error, "stored session cannot be decoded; starting a new session");
+                        return Ok(Found::Unknown);
+                    }
+                };
+                let entry = Arc::new(LocalEntry::new(
+                    session,
+                    RemoteCopy::Cas(item.cas),
+                    self.config.concurrency == Concurrency::Lock,
+                ));
+                entry.remote_digest.store(remote_digest, Ordering::Relaxed);
+                self.local.insert(key.clone(), Arc::clone(&entry));
+                Counters::add(&self.counters.loaded_remote);
+                entry
+            }
+        };
+        Counters::add(&self.counters.taken_over);
+        tracing::info!(
+            session = %id.redacted(),
+            from = id.route().unwrap_or("-"),
+            "session taken over from another server"
+        );
+        self.announce(id);
+        // Written back at once: the old owner's next write, conditional on the token
+        // it knows, is then refused, instead of overwriting this server's changes.
+        entry.state.lock().revision += 1;
+        Box::pin(self.schedule_write(&entry)).await;
+        Ok(Found::Entry(entry))
+    }
+
+    /// Drops a local entry that must not be used or written again, and takes it out
+    /// of the local tier unless another entry has taken its key since.
+    pub(super) fn discard(&self, key: &LocalKey, entry: &Arc<LocalEntry<C>>) {
+        entry.retire();
+        self.backups.forget(key, entry);
+        self.local
+            .entry(key.clone())
+            .and_compute_with(|held| match held {
+                Some(held) if Arc::ptr_eq(held.value(), entry) => moka::ops::compute::Op::Remove,
+                _ => moka::ops::compute::Op::Nop,
+            });
+    }
+
+    /// Prepares a request on a held session: takes its lock, checks that the session
+    /// is still the one the request's id names, rewrites its route, relocates it off a
+    /// down node, and snapshots it.
+    pub(super) async fn attach(
+        self: &Arc<Self>,
+        entry: Arc<LocalEntry<C>>,
+        incoming: SessionId,
+        lookups: u8,
+    ) -> Result<RequestSession<C>, LoadError> {
+        let lock = self.lock(&entry).await?;
+        if entry.is_retired() {
+            // Retired while this request found it or waited for its lock: ended, or
+            // replaced by a newer copy. Looked up again, as a new request would be.
+            drop(lock);
+            return match lookups.checked_sub(1) {
+                Some(lookups) => Box::pin(self.load_parsed(incoming, lookups)).await,
+                None => Ok(self.fresh(None, true)),
+            };
+        }
+        let (snapshot, moved_from) = {
+            let mut state = entry.state.lock();
+            if !same_session(&incoming, state.session.id()) {
+                // The session got a new id since this request found it under the old
+                // one: the old id is ended, and nothing of the session under its new
+                // id is this request's to see.
+                drop(state);
+                return Ok(self.ended_id(EndReason::Cycled));
+            }
+            let our_route = self.config.route.as_ref().map(|r| r.as_str());
+            let off_route = state.session.id().route() != our_route;
+            let node_down = !self.store.is_available(self.node_ref(state.session.id()));
+            // The common request needs neither change, and copies nothing here.
+            let moved_from = if off_route || node_down {
+                self.rewrite_id(&mut state, off_route, node_down)
+            } else {
+                None
+            };
+            (state.session.clone(), moved_from)
+        };
+        if let Some(old) = moved_from {
+            // Rare, and boxed so that the common load's future stays small.
+            Box::pin(self.relocate(&entry, &old, snapshot.id())).await;
+        }
+        Ok(RequestSession {
+            session: snapshot,
+            attached: Attached::Local(entry),
+            incoming: Some(incoming),
+            had_cookie: true,
+            invalidated: false,
+            cycle_id: false,
+            _lock: lock,
+            remote_lock: None,
+            pattern: None,
+        })
+    }
+
+    /// Gives a held session this server's route and, when its node is down, a live
+    /// node. Returns the id it had if it moved to another node.
+    fn rewrite_id(
+        &self,
+        state: &mut EntryState<C>,
+        off_route: bool,
+        node_down: bool,
+    ) -> Option<SessionId> {
+        let current = state.session.id().clone();
+        let mut wanted = current.clone();
+        if off_route {
+            wanted = wanted.with_route(self.config.route.as_ref());
+        }
+        if node_down {
+            match self.live_node() {
+                Some(node) => wanted = wanted.with_node(&node),
+                None => Counters::add(&self.counters.degraded),
+            }
+        }
+        let moved_from = (wanted.storage_id() != current.storage_id()).then(|| current.clone());
+        if wanted != current {
+            state.session.set_id(wanted);
+            if moved_from.is_some() {
+                // The new node holds nothing yet.
+                state.revision += 1;
+                state.remote = RemoteCopy::Absent;
+            }
+        }
+        moved_from
+    }
+
+    /// Moves a held session from the down node of `old` to the node of `new`. The
+    /// copy left on the down node gets a tombstone once that node answers again, so
+    /// that the old id does not load it as a live session later (after this
+    /// server's record of the move is gone, or on another server).
+    async fn relocate(&self, entry: &Arc<LocalEntry<C>>, old: &SessionId, new: &SessionId) {
+        Counters::add(&self.counters.relocated);
+        tracing::info!(from = %old.redacted(), to = %new.redacted(), "session relocated off a down node");
+        let old_key = local_key(old);
+        let new_key = local_key(new);
+        self.moved.insert(old_key.clone(), new.clone());
+        // Moving back to a key it left earlier: that key no longer points away.
+        self.moved.invalidate(&new_key);
+        self.local.insert(new_key.clone(), Arc::clone(entry));
+        self.local.invalidate(&old_key);
+        self.backups.rekey(&old_key, new_key, entry);
+        // The new key may be one the session left earlier, whose old copy still
+        // awaits the tombstone of that move.
+        self.ends.cancel(&self.node_of(new), &self.store_key(new));
+        self.remember_ends([End {
+            node: self.node_of(old),
+            key: self.store_key(old),
+            action: EndAction::Tombstone(EndReason::Moved),
+            ttl: ends::tombstone_ttl(remote_ttl(entry.max_inactive())),
+            condition: Precondition::None,
+        }]);
+        self.schedule_write(entry).await;
+    }
+
+    async fn lock(
+        &self,
+        entry: &LocalEntry<C>,
+    ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, LoadError> {
+        let Some(lock) = &entry.lock else {
+            return Ok(None);
+        };
+        if let Ok(guard) = Arc::clone(lock).try_lock_owned() {
+            return Ok(Some(guard));
+        }
+        Box::pin(self.wait_for_lock(lock)).await
+    }
+
+    async fn wait_for_lock(
+        &self,
+        lock: &Arc<tokio::sync::Mutex<()>>,
+    ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, LoadError> {
+        Counters::add(&self.counters.lock_waits);
+        let timeout = self.config.lock_timeout;
+        let started = Instant::now();
+        let waited = tokio::time::timeout(timeout, Arc::clone(lock).lock_owned()).await;
+        self.counters.histograms.lock_wait(started.elapsed());
+        match waited {
+            Ok(guard) => Ok(Some(guard)),
+            Err(_) => {
+                Counters::add(&self.counters.lock_timeouts);
+                match self.config.lock_timeout_policy {
+                    LockTimeoutPolicy::Fail => Err(LoadError::LockTimeout { waited: timeout }),
+                    LockTimeoutPolicy::ProceedUnlocked => {
+                        tracing::warn!(
+                            ?timeout,
+                            "session lock not acquired in time; proceeding unlocked"
+                        );
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Refuses a commit that would add one more session to those waiting for their
+    /// backup when `max_unsaved_bytes` of them wait already.
+    fn check_unsaved(&self, already_waiting: bool) -> Result<(), CommitError> {
+        let limit = self.config.max_unsaved_bytes.unwrap_or_else(|| {
+            self.config
+                .local_capacity_bytes
+                .max(DEFAULT_MIN_UNSAVED_BYTES)
+        });
+        if already_waiting || self.backups.dirty_bytes() < limit {
+            return Ok(());
+        }
+        Counters::add(&self.counters.unsaved_limit_hits);
+        tracing::warn!(
+            limit,
+            "too much session data waits for its backup; a change is refused"
+        );
+        Err(CommitError::Unavailable {
+            reason: format!("{limit} bytes of changed sessions wait for their backup"),
+        })
+    }
+
+    pub(super) async fn commit_new(
+        &self,
+        request: RequestSession<C>,
+    ) -> Result<CommitOutcome, CommitError> {
+        let session = match self.prepare_new(request)? {
+            NewSession::Store(session) => session,
+            NewSession::Discard(outcome) => return Ok(outcome),
+        };
+        self.check_unsaved(false)?;
+        let id = session.id().clone();
+        let entry = Arc::new(LocalEntry::new(
+            session,
+            RemoteCopy::Absent,
+            self.config.concurrency == Concurrency::Lock,
+        ));
+        self.local.insert(local_key(&id), Arc::clone(&entry));
+        Counters::add(&self.counters.sessions_created);
+        let backup = self.schedule_write(&entry).await;
+        Ok(CommitOutcome {
+            cookie: CookieUpdate::Set {
+                max_inactive: entry.max_inactive(),
+                id,
+            },
+            backup,
+        })
+    }
+
+    pub(super) async fn commit_existing(
+        self: &Arc<Self>,
+        mut entry: Arc<LocalEntry<C>>,
+        request: &RequestSession<C>,
+    ) -> Result<CommitOutcome, CommitError> {
+        // An entry retired since the request loaded it was replaced by a newer copy
+        // (takeover check) or ended: the changes go to the current copy, if any.
+        if entry.is_retired() {
+            entry = match self.current_copy(entry) {
+                Ok(entry) => entry,
+                // Ended already: what a logout wants.
+                Err(_) if request.invalidated => return Ok(ended_outcome()),
+                Err(error) => return Err(error),
+            };
+        }
+        if request.invalidated {
+            let same = request
+                .incoming
+                .as_ref()
+                .is_some_and(|incoming| same_session(incoming, &entry.id()));
+            if !same {
+                // The session this request wanted to end got a new id meanwhile (a
+                // login): the old one is over already, and the new one is not this
+                // request's to end.
+                return Ok(ended_outcome());
+            }
+            return Ok(Box::pin(self.invalidate(&entry)).await);
+        }
+        let modified = request.session.is_modified() || request.cycle_id;
+        if modified {
+            self.check_unsaved(entry.in_dirty.load(Ordering::Acquire))?;
+        }
+        let applied = match self.apply(&entry, request) {
+            Ok(applied) => applied,
+            Err(NotApplied::Refused(error)) => return Err(error),
+            // Loaded under an id that was cycled since: a read-only request ends as
+            // it came (its cookie is left alone: it must not learn the new id, and
+            // must not clear the one the login set); a change is refused.
+            Err(NotApplied::Cycled) if modified => return Err(CommitError::SessionEnded),
+            Err(NotApplied::Cycled) => {
+                return Ok(CommitOutcome {
+                    cookie: CookieUpdate::Keep,
+                    backup: BackupStatus::NotNeeded,
+                });
+            }
+        };
+        if let Some((old, new)) = &applied.rekeyed {
+            Box::pin(self.rekey(&entry, old, new)).await;
+        } else if applied.reweigh {
+            // Re-insert so that the local tier weighs the new size.
+            self.local
+                .insert(local_key(&applied.id), Arc::clone(&entry));
+        }
+        // Queueing a backup may wait for room in the queue: boxed so that the common
+        // commit's future stays small (see `load_for`).
+        let backup = if applied.changed {
+            Box::pin(self.schedule_write(&entry)).await
+        } else {
+            Counters::add(&self.counters.backups_skipped_unchanged);
+            // Extends the remote copy's expiry once half of its slack is used up.
+            if self.touch_due(&entry) {
+                Box::pin(self.backups.enqueue(&entry)).await;
+            }
+            BackupStatus::NotNeeded
+        };
+        let cookie = cookie_for(request.incoming.as_ref(), &applied.id, entry.max_inactive());
+        Ok(CommitOutcome { cookie, backup })
+    }
+
+    /// The copy that replaced a retired entry: an entry retired since the request
+    /// loaded it was replaced by a newer copy (takeover check) or ended.
+    fn current_copy(
+        &self,
+        mut entry: Arc<LocalEntry<C>>,
+    ) -> Result<Arc<LocalEntry<C>>, CommitError> {
+        while entry.is_retired() {
+            let key = local_key(&entry.id());
+            match self.local.get(&key) {
+                Some(current) if !Arc::ptr_eq(&current, &entry) => entry = current,
+                _ => return Err(CommitError::SessionEnded),
+            }
+        }
+        Ok(entry)
+    }
+
+    /// Re-keys a held session whose id a commit changed from `old` to `new`, and ends
+    /// the old id everywhere: remembered here as cycled, a tombstone over its remote
+    /// copy, and an announcement in the peer feed.
+    async fn rekey(self: &Arc<Self>, entry: &Arc<LocalEntry<C>>, old: &SessionId, new: &SessionId) {
+        let (old_key, new_key) = (local_key(old), local_key(new));
+        self.local.insert(new_key.clone(), Arc::clone(entry));
+        self.local.invalidate(&old_key);
+        self.backups.rekey(&old_key, new_key, entry);
+        self.ended.insert(old_key, EndReason::Cycled);
+        Counters::add(&self.counters.ids_cycled);
+        let end = End {
+            node: self.node_of(old),
+            key: self.store_key(old),
+            action: EndAction::Tombstone(EndReason::Cycled),
+            ttl: ends::tombstone_ttl(remote_ttl(entry.max_inactive())),
+            condition: Precondition::None,
+        };
+        self.end_ids(vec![end]).await;
+        self.announce(old);
+    }
+
+    /// Applies a request's attribute changes to the entry's current state, checking
+    /// first that the session still has the id the request loaded it under, then for
+    /// conflicts and the size limit: all or nothing.
+    fn apply(
+        &self,
+        entry: &LocalEntry<C>,
+        request: &RequestSession<C>,
+    ) -> Result<Applied, NotApplied> {
+        let mut state = entry.state.lock();
+        if let Some(incoming) = &request.incoming
+            && !same_session(incoming, state.session.id())
+        {
+            return Err(NotApplied::Cycled);
+        }
+        let merge = self.config.concurrency != Concurrency::LastWriterWins;
+        let changes: Vec<(&str, Option<&AttributeValue>)> = request
+            .session
+            .changes()
+            .filter(|change| state.session.value(change.name) != change.current)
+            .map(|change| (change.name, change.current))
+            .collect();
+        if merge {
+            self.check_conflicts(&request.session, &state.session)?;
+        }
+        let interval_changed = request.session.is_max_inactive_modified()
+            && request.session.max_inactive() != state.session.max_inactive();
+        let old_id = state.session.id().clone();
+        let new_id = request.cycle_id.then(|| {
+            let node = self.live_node().unwrap_or_else(|| self.node_of(&old_id));
+            SessionId::generate(&node, self.config.route.as_ref())
+        });
+        let changed = !changes.is_empty() || interval_changed || new_id.is_some();
+        let mut reweigh = false;
+        if changed {
+            let mut next = state.session.clone();
+            for (name, value) in changes {
+                // Names come from a session, which validated them.
+                let _ = next.apply(name, value.cloned());
+            }
+            if interval_changed {
+                next.set_max_inactive(request.session.max_inactive());
+            }
+            self.check_size(&next)?;
+            if let Some(id) = &new_id {
+                next.set_id(id.clone());
+                // Nothing is stored under the new id yet.
+                state.remote = RemoteCopy::Absent;
+            }
+            next.touch(SystemTime::now());
+            next.mark_unchanged();
+            state.session = next;
+            state.revision += 1;
+            reweigh = entry.refresh_metadata(&state.session);
+        } else {
+            state.session.touch(SystemTime::now());
+        }
+        Ok(Applied {
+            id: state.session.id().clone(),
+            changed,
+            reweigh,
+            rekeyed: new_id.map(|new| (old_id, new)),
+        })
+    }
+
+    /// Ends a session: dropped here (its id remembered as ended), a tombstone over its
+    /// remote copy (waited for, in a task of its own so that a client hanging up does
+    /// not stop it half way; retried while its node fails), and an announcement in the
+    /// peer feed so that other servers drop their copies.
+    async fn invalidate(self: &Arc<Self>, entry: &Arc<LocalEntry<C>>) -> CommitOutcome {
+        let id = entry.id();
+        let key = local_key(&id);
+        self.discard(&key, entry);
+        self.ended.insert(key, EndReason::Ended);
+        Counters::add(&self.counters.invalidated);
+        let end = End {
+            node: self.node_of(&id),
+            key: self.store_key(&id),
+            action: EndAction::Tombstone(EndReason::Ended),
+            ttl: ends::tombstone_ttl(remote_ttl(entry.max_inactive())),
+            condition: Precondition::None,
+        };
+        self.end_ids(vec![end]).await;
+        self.announce(&id);
+        ended_outcome()
+    }
+
+    /// Queues (or, in sync mode or during shutdown, performs) the backup of a changed
+    /// entry.
+    pub(super) async fn schedule_write(&self, entry: &Arc<LocalEntry<C>>) -> BackupStatus {
+        self.backups.mark_dirty(entry);
+        let sync_timeout = match self.config.backup {
+            _ if self.closing.load(Ordering::Acquire) => {
+                Some(self.config.retry_interval.max(Duration::from_secs(1)))
+            }
+            BackupMode::Sync { timeout } => Some(timeout),
+            BackupMode::Async => None,
+        };
+        match sync_timeout {
+            Some(timeout) => match tokio::time::timeout(timeout, self.run_backup(entry)).await {
+                Ok(Ok(())) => BackupStatus::Written,
+                Ok(Err(error)) => BackupStatus::Failed(error),
+                Err(_) => BackupStatus::Failed(format!("no answer within {timeout:?}")),
+            },
+            None => {
+                if !self.backups.enqueue(entry).await {
+                    Counters::add(&self.counters.backups_coalesced);
+                }
+                BackupStatus::Queued
+            }
+        }
+    }
+
+    pub(super) fn touch_due(&self, entry: &LocalEntry<C>) -> bool {
+        let Some(interval) = entry.max_inactive() else {
+            return false;
+        };
+        let half_slack =
+            u64::try_from((keepalive_slack(interval) / 2).as_millis()).unwrap_or(u64::MAX);
+        let refreshed = entry.remote_refreshed_ms.load(Ordering::Relaxed);
+        self.now_ms().saturating_sub(refreshed) >= half_slack
+    }
+}
+
+/// What the commit of a logout answers: the cookie is cleared.
+fn ended_outcome() -> CommitOutcome {
+    CommitOutcome {
+        cookie: CookieUpdate::Clear,
+        backup: BackupStatus::NotNeeded,
+    }
+}
+
+/// Whether `current` is still the session that `incoming` named: the same random
+/// part. A takeover (route) or a move to another node (node) keeps it; `cycle_id`
+/// draws a new one. Cheap on the common request, where both share one text.
+pub(super) fn same_session(incoming: &SessionId, current: &SessionId) -> bool {
+    incoming.shares_text_with(current) || incoming.random() == current.random()
+}

@@ -1,0 +1,494 @@
+//! Sticky mode's writes to the remote tier: backups (of one session, or of a batch
+//! pipelined per node), keep-alive touches, and the tombstone of an expired session.
+//!
+//! Every backup is conditional on what this server last knew of the remote copy
+//! ([`RemoteCopy`]): it is created with `add` where there was none, and written with
+//! compare-and-swap on the token of this server's last write or read otherwise. So a
+//! server never overwrites a copy that another server wrote since (it took the
+//! session over, or ended it with a tombstone): the write is refused, and this server
+//! drops its own copy as no longer its own (counted in `ownership_lost`; the next
+//! request reloads the current copy). A write whose answer was lost leaves the token
+//! unknown: the next write first reads the copy, and goes on only if it holds bytes
+//! this server wrote.
+//!
+//! Writes of one session never overlap: two overlapping writes could reach memcached
+//! in the opposite order and leave the older state stored. The state is read under
+//! the session's write-order lock, so a later writer always sends a newer state, and a
+//! session retired meanwhile (invalidated, expired, taken over) is checked under that
+//! lock too, so that nothing writes it after its end.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::codec::Codec;
+use crate::id::{NodeId, SessionId};
+use crate::key::StoreKey;
+use crate::store::{Precondition, StoreError, Ttl, WriteItem, WriteOutcome};
+
+use super::backup::Expired;
+use super::ends::{self, End, EndAction, EndReason};
+use super::entry::{LocalEntry, RemoteCopy, local_key};
+use super::stats::Counters;
+use super::{Inner, digest, remote_ttl};
+
+/// One backup, as read from an entry under its write-order lock.
+pub(super) struct BackupJob {
+    id: SessionId,
+    node: NodeId,
+    key: StoreKey,
+    ttl: Ttl,
+    /// The encoded state, if it is newer than what the remote tier holds.
+    bytes: Option<Vec<u8>>,
+    revision: u64,
+    /// What this server knows of the remote copy: the condition of the write.
+    remote: RemoteCopy,
+}
+
+/// A backup write of a batch: the entry, what to send, and its condition.
+type EntryWrite<C> = (Arc<LocalEntry<C>>, BackupJob, Precondition);
+
+/// What became of one write.
+enum Written {
+    /// Done, well or not.
+    Done(Result<(), String>),
+    /// The copy vanished under a compare-and-swap (its node restarted empty, or
+    /// evicted it): write it again as a new copy.
+    Again,
+    /// A new copy found its key taken: by another server's copy or a tombstone (this
+    /// server's copy is then no longer the session), or by the tombstone of this
+    /// session's own move away from this node, which its move back may replace.
+    Taken,
+}
+
+/// Why a backup was refused when another server owns the copy.
+const NOT_OURS: &str = "another server wrote the session's copy since this server did";
+
+impl<C: Codec> Inner<C> {
+    /// Writes the entry's newest state to its node, or touches the remote copy if it
+    /// is up to date and due. Returns a description of the failure, if any.
+    #[tracing::instrument(name = "tandem.backup", level = "trace", skip_all)]
+    pub(super) async fn run_backup(&self, entry: &Arc<LocalEntry<C>>) -> Result<(), String> {
+        if self.aborted.load(Ordering::Acquire) {
+            return Err("the manager was aborted".into());
+        }
+        let _order = self.write_order(entry).lock().await;
+        if entry.is_retired() {
+            return Ok(());
+        }
+        let job = self.backup_job(entry)?;
+        if job.bytes.is_some() {
+            return self.write(entry, job).await;
+        }
+        // Nothing newer than the remote copy. The entry may still be in the dirty set:
+        // a commit marks it dirty after raising its revision, and a writer that sent
+        // that revision meanwhile may have cleaned it first. Left there, it would count
+        // as unsaved (and be re-queued by every sweep) for as long as it lives.
+        if entry.in_dirty.load(Ordering::Acquire) {
+            self.backups.clean(&local_key(&job.id), entry);
+        }
+        if !self.touch_due(entry) {
+            return Ok(());
+        }
+        match self.store.touch(&job.node, &job.key, job.ttl).await {
+            Ok(true) => {
+                entry
+                    .remote_refreshed_ms
+                    .store(self.now_ms(), Ordering::Relaxed);
+                Counters::add(&self.counters.touches);
+                Ok(())
+            }
+            Ok(false) => {
+                // The copy is gone: its node restarted empty, or evicted it. It is
+                // written again as a new copy; if a tombstone (the session ended
+                // elsewhere) or another server's copy is there by then, that write is
+                // refused and this server drops its own.
+                Counters::add(&self.counters.touch_failures);
+                {
+                    let mut state = entry.state.lock();
+                    state.backed_up = 0;
+                    state.remote = RemoteCopy::Absent;
+                }
+                self.backups.mark_dirty(entry);
+                let job = self.backup_job(entry)?;
+                self.write(entry, job).await
+            }
+            Err(error) => {
+                Counters::add(&self.counters.touch_failures);
+                Err(error.to_string())
+            }
+        }
+    }
+
+    /// The lock that orders the remote writes of `entry`: one of a fixed set, chosen
+    /// by the entry's address, so that entries need no lock of their own.
+    pub(super) fn write_order(&self, entry: &Arc<LocalEntry<C>>) -> &tokio::sync::Mutex<()> {
+        &self.write_order[self.write_order_index(entry)]
+    }
+
+    fn write_order_index(&self, entry: &Arc<LocalEntry<C>>) -> usize {
+        let address = Arc::as_ptr(entry) as usize;
+        (address >> 4) % self.write_order.len()
+    }
+
+    /// Backs up several queued entries: the writes go to each node as one pipelined
+    /// batch, under the write-order locks of all of them (taken in stripe order, so
+    /// two batches cannot wait for each other); touches, writes whose condition must
+    /// be checked first and writes to do again take the single-entry path.
+    pub(super) async fn run_backups(&self, batch: Vec<Arc<LocalEntry<C>>>) {
+        for entry in &batch {
+            entry.queued.store(false, Ordering::Release);
+        }
+        if batch.len() == 1 || self.aborted.load(Ordering::Acquire) {
+            for entry in &batch {
+                let _ = self.run_backup(entry).await;
+            }
+            return;
+        }
+        let mut batch: Vec<(usize, Arc<LocalEntry<C>>)> = batch
+            .into_iter()
+            .filter(|entry| !entry.is_retired())
+            .map(|entry| (self.write_order_index(&entry), entry))
+            .collect();
+        // Sorted by stripe, then by entry, so that an entry queued twice (a retry
+        // racing a commit) is written once.
+        batch.sort_by_key(|(index, entry)| (*index, Arc::as_ptr(entry) as usize));
+        batch.dedup_by(|(_, a), (_, b)| Arc::ptr_eq(a, b));
+        let mut later = Vec::new();
+        let mut guards = Vec::new();
+        let mut writes: Vec<EntryWrite<C>> = Vec::new();
+        let mut last_index = None;
+        for (index, entry) in batch {
+            // Sessions that share a stripe are written under one guard.
+            if last_index != Some(index) {
+                last_index = Some(index);
+                guards.push(self.write_order[index].lock().await);
+            }
+            // Retired while this batch waited for the guard: never written again.
+            if entry.is_retired() {
+                continue;
+            }
+            match self.backup_job(&entry) {
+                Ok(job) if job.bytes.is_some() => match precondition(job.remote) {
+                    Some(precondition) => writes.push((entry, job, precondition)),
+                    None => later.push(entry),
+                },
+                // A touch, or nothing to send: the single-entry path decides, once the
+                // guards are released.
+                Ok(_) => later.push(entry),
+                Err(_) => {}
+            }
+        }
+        // Grouped by a scan rather than a map: a store has a handful of nodes, and
+        // a map would hash the node id once per entry.
+        let mut by_node: Vec<(NodeId, Vec<EntryWrite<C>>)> = Vec::new();
+        for write in writes {
+            match by_node.iter_mut().find(|(node, _)| *node == write.1.node) {
+                Some((_, jobs)) => jobs.push(write),
+                None => by_node.push((write.1.node.clone(), vec![write])),
+            }
+        }
+        for (node, jobs) in by_node {
+            let items: Vec<WriteItem<'_>> = jobs
+                .iter()
+                .map(|(_, job, precondition)| WriteItem {
+                    key: &job.key,
+                    value: job.bytes.as_deref().unwrap_or_default(),
+                    ttl: job.ttl,
+                    precondition: *precondition,
+                })
+                .collect();
+            let started = Instant::now();
+            let mut results = self.store.write_many(&node, &items).await.into_iter();
+            let elapsed = started.elapsed();
+            for (entry, job, precondition) in &jobs {
+                // A store that answered fewer items than it was given broke the
+                // trait's contract: the unanswered ones failed (counted, retried).
+                let result = results.next().unwrap_or_else(|| {
+                    Err(StoreError::Server {
+                        node: node.clone(),
+                        message: "write_many returned no result for this item".into(),
+                    })
+                });
+                if let Written::Again | Written::Taken =
+                    self.wrote(entry, job, *precondition, result, elapsed)
+                {
+                    later.push(Arc::clone(entry));
+                }
+            }
+        }
+        drop(guards);
+        for entry in later {
+            let _ = self.run_backup(&entry).await;
+        }
+    }
+
+    /// What a backup of `entry` sends now: the sealed state if it is newer than the
+    /// remote copy, where it goes, and what is known of the copy there.
+    pub(super) fn backup_job(&self, entry: &LocalEntry<C>) -> Result<BackupJob, String> {
+        let state = entry.state.lock();
+        let id = state.session.id().clone();
+        let bytes = if state.revision > state.backed_up {
+            Some(self.seal(&state.session).inspect_err(|error| {
+                Counters::add(&self.counters.backups_failed);
+                tracing::warn!(session = %id.redacted(), %error, "session could not be sealed for its backup");
+            })?)
+        } else {
+            None
+        };
+        Ok(BackupJob {
+            node: self.node_of(&id),
+            key: self.store_key(&id),
+            ttl: remote_ttl(state.session.max_inactive()),
+            bytes,
+            revision: state.revision,
+            remote: state.remote,
+            id,
+        })
+    }
+
+    /// Writes a job's bytes under its condition, checking first what is there when
+    /// the condition is unknown.
+    async fn write(&self, entry: &Arc<LocalEntry<C>>, job: BackupJob) -> Result<(), String> {
+        let Some(bytes) = &job.bytes else {
+            return Ok(());
+        };
+        let mut precondition = match precondition(job.remote) {
+            Some(precondition) => precondition,
+            None => match self.recheck_copy(entry, &job).await? {
+                Some(precondition) => precondition,
+                None => return Err(NOT_OURS.into()),
+            },
+        };
+        // At most three times: as known, as a new copy if it had vanished, over the
+        // tombstone of its own move if it moves back.
+        for _ in 0..3 {
+            let started = Instant::now();
+            let result = self
+                .store
+                .write(&job.node, &job.key, bytes, job.ttl, precondition)
+                .await;
+            match self.wrote(entry, &job, precondition, result, started.elapsed()) {
+                Written::Done(result) => return result,
+                Written::Again => precondition = Precondition::Absent,
+                Written::Taken => match self.store.get(&job.node, &job.key).await {
+                    Ok(Some(item))
+                        if ends::tombstone_reason(&item.value) == Some(EndReason::Moved) =>
+                    {
+                        precondition = Precondition::Cas(item.cas);
+                    }
+                    Ok(_) => {
+                        self.lose_ownership(entry);
+                        return Err(NOT_OURS.into());
+                    }
+                    Err(error) => {
+                        Counters::add(&self.counters.backups_failed);
+                        return Err(error.to_string());
+                    }
+                },
+            }
+        }
+        Err("the session's copy kept changing while it was written".into())
+    }
+
+    /// A write's condition is unknown (the answer to the last write was lost): reads
+    /// the copy. Returns the condition to write under if it is this server's (or
+    /// gone), `None` if another server wrote it since (this server's copy is then
+    /// dropped).
+    async fn recheck_copy(
+        &self,
+        entry: &Arc<LocalEntry<C>>,
+        job: &BackupJob,
+    ) -> Result<Option<Precondition>, String> {
+        match self.own_copy(entry, &job.node, &job.key).await {
+            Ok(OwnCopy::Absent) => Ok(Some(Precondition::Absent)),
+            Ok(OwnCopy::Ours(token)) => Ok(Some(Precondition::Cas(token))),
+            Ok(OwnCopy::Theirs) => {
+                self.lose_ownership(entry);
+                Ok(None)
+            }
+            Err(error) => {
+                Counters::add(&self.counters.backups_failed);
+                Err(error.to_string())
+            }
+        }
+    }
+
+    /// Reads the copy of `entry` and tells whether it holds bytes this server wrote or
+    /// read (the last ones known, or those of a write whose answer was lost).
+    async fn own_copy(
+        &self,
+        entry: &LocalEntry<C>,
+        node: &NodeId,
+        key: &StoreKey,
+    ) -> Result<OwnCopy, StoreError> {
+        let Some(item) = self.store.get(node, key).await? else {
+            return Ok(OwnCopy::Absent);
+        };
+        if ends::tombstone_reason(&item.value).is_some() {
+            return Ok(OwnCopy::Theirs);
+        }
+        let found = digest(&item.value);
+        let attempted = entry.state.lock().attempted;
+        let ours = found == entry.remote_digest.load(Ordering::Relaxed) || found == attempted;
+        Ok(if ours {
+            OwnCopy::Ours(item.cas)
+        } else {
+            OwnCopy::Theirs
+        })
+    }
+
+    /// Records the outcome of one backup write.
+    fn wrote(
+        &self,
+        entry: &Arc<LocalEntry<C>>,
+        job: &BackupJob,
+        precondition: Precondition,
+        result: Result<WriteOutcome, StoreError>,
+        elapsed: Duration,
+    ) -> Written {
+        let bytes = job.bytes.as_deref().unwrap_or_default();
+        self.counters.histograms.backup_write(elapsed, bytes.len());
+        match result {
+            Ok(WriteOutcome::Stored(token)) => {
+                entry
+                    .remote_refreshed_ms
+                    .store(self.now_ms(), Ordering::Relaxed);
+                let written = digest(bytes);
+                entry.remote_digest.store(written, Ordering::Relaxed);
+                let clean = {
+                    let mut state = entry.state.lock();
+                    state.backed_up = state.backed_up.max(job.revision);
+                    // A store that reports no token leaves the next write to check
+                    // the copy against these bytes.
+                    (state.remote, state.attempted) = match token {
+                        Some(token) => (RemoteCopy::Cas(token), 0),
+                        None => (RemoteCopy::Unknown, written),
+                    };
+                    state.backed_up == state.revision
+                };
+                if clean {
+                    self.backups.clean(&local_key(&job.id), entry);
+                }
+                Counters::add(&self.counters.backups_written);
+                tracing::trace!(
+                    session = %job.id.redacted(),
+                    bytes = bytes.len(),
+                    ?elapsed,
+                    "backup written"
+                );
+                Written::Done(Ok(()))
+            }
+            Ok(WriteOutcome::NotFound) => {
+                entry.state.lock().remote = RemoteCopy::Absent;
+                Written::Again
+            }
+            Ok(WriteOutcome::Exists) => Written::Taken,
+            Ok(WriteOutcome::Conflict) => {
+                Counters::add(&self.counters.backups_failed);
+                self.lose_ownership(entry);
+                Written::Done(Err(NOT_OURS.into()))
+            }
+            Err(error) => {
+                Counters::add(&self.counters.backups_failed);
+                if ends::ambiguous(&error) && precondition != Precondition::None {
+                    // The write may have landed: what is there is checked next time.
+                    let mut state = entry.state.lock();
+                    state.remote = RemoteCopy::Unknown;
+                    state.attempted = digest(bytes);
+                }
+                if error.is_node_failure() {
+                    tracing::debug!(session = %job.id.redacted(), %error, "backup failed; will retry");
+                } else {
+                    tracing::warn!(session = %job.id.redacted(), %error, "backup failed; will retry");
+                }
+                Written::Done(Err(error.to_string()))
+            }
+        }
+    }
+
+    /// Another server wrote this session's copy since this server did (it took the
+    /// session over, or ended it): this server's copy is not the session any more.
+    pub(super) fn lose_ownership(&self, entry: &Arc<LocalEntry<C>>) {
+        if entry.is_retired() {
+            return;
+        }
+        Counters::add(&self.counters.ownership_lost);
+        let id = entry.id();
+        tracing::info!(session = %id.redacted(), "another server wrote this session's copy; the local copy is dropped");
+        self.discard(&local_key(&id), entry);
+    }
+
+    /// A session expired in the local tier (the cache's listener already retired it,
+    /// so that no request reloads it meanwhile): its remote copy gets a tombstone,
+    /// unless another server wrote the copy since, so that neither this server nor
+    /// another one loads it again within the copy's remaining lifetime.
+    pub(super) async fn expire(&self, expired: Expired<C>) {
+        let Expired { key, entry } = expired;
+        self.backups.forget(&key, &entry);
+        Counters::add(&self.counters.expired);
+        if self
+            .local
+            .get(&key)
+            .is_some_and(|held| !Arc::ptr_eq(&held, &entry))
+        {
+            // Another copy holds the key now: the remote copy is that one's.
+            return;
+        }
+        // After any backup of it still being written: its outcome is the token the
+        // tombstone is conditional on.
+        let _order = self.write_order(&entry).lock().await;
+        let (id, remote, interval) = {
+            let state = entry.state.lock();
+            (
+                state.session.id().clone(),
+                state.remote,
+                state.session.max_inactive(),
+            )
+        };
+        tracing::debug!(session = %id.redacted(), "session expired");
+        let (node, store_key) = (self.node_of(&id), self.store_key(&id));
+        let token = match remote {
+            RemoteCopy::Absent => return,
+            RemoteCopy::Cas(token) => token,
+            RemoteCopy::Unknown => match self.own_copy(&entry, &node, &store_key).await {
+                Ok(OwnCopy::Ours(token)) => token,
+                Ok(OwnCopy::Absent | OwnCopy::Theirs) => return,
+                Err(error) => {
+                    tracing::debug!(session = %id.redacted(), %error, "expired session's copy unreadable; it expires by its TTL");
+                    return;
+                }
+            },
+        };
+        let end = End {
+            node,
+            key: store_key,
+            action: EndAction::Tombstone(EndReason::Ended),
+            ttl: ends::tombstone_ttl(remote_ttl(interval)),
+            condition: Precondition::Cas(token),
+        };
+        if !self.write_end(&end).await {
+            self.remember_ends([end]);
+        }
+    }
+}
+
+/// What [`Inner::own_copy`] found.
+enum OwnCopy {
+    /// No copy.
+    Absent,
+    /// A copy this server wrote or read, with its token.
+    Ours(crate::store::CasToken),
+    /// A copy another server wrote, or a tombstone.
+    Theirs,
+}
+
+/// The condition of a write given what is known of the copy; `None` when it must be
+/// read first.
+fn precondition(remote: RemoteCopy) -> Option<Precondition> {
+    match remote {
+        RemoteCopy::Absent => Some(Precondition::Absent),
+        RemoteCopy::Cas(token) => Some(Precondition::Cas(token)),
+        RemoteCopy::Unknown => None,
+    }
+}
