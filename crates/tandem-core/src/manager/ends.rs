@@ -106,6 +106,9 @@ pub(crate) enum EndAction {
     /// A plain delete (a copy that only wastes memory once the id's tombstone and
     /// deletion marker are written).
     Delete,
+    /// The copy's expiry set back to this TTL: a session with an interval shorter
+    /// than the default, whose read slid it to the default, must not outlive its own.
+    ShortenTtl(Ttl),
 }
 
 /// One remote write that ends an id.
@@ -114,7 +117,8 @@ pub(crate) struct End {
     pub(crate) node: NodeId,
     pub(crate) key: StoreKey,
     pub(crate) action: EndAction,
-    /// The tombstone's TTL; for a delete, how long the copy could live at most.
+    /// The tombstone's TTL; for a delete or a TTL to shorten, how long the copy could
+    /// live at most (the end is dropped after that).
     pub(crate) ttl: Ttl,
     /// The condition of a tombstone: `Cas` when only this server's own copy may be
     /// ended (an expiry), `None` otherwise.
@@ -153,7 +157,7 @@ impl Ends {
             .action
         {
             EndAction::Tombstone(reason) => Some(reason),
-            EndAction::Delete => None,
+            EndAction::Delete | EndAction::ShortenTtl(_) => None,
         }
     }
 
@@ -243,6 +247,9 @@ impl<C: crate::codec::Codec> Inner<C> {
                         Counters::add(&self.counters.tombstones_written);
                     }
                 }),
+            EndAction::ShortenTtl(ttl) => {
+                self.store.touch(&end.node, &end.key, ttl).await.map(|_| ())
+            }
             EndAction::Delete => match end.condition {
                 Precondition::Cas(token) => self
                     .store

@@ -315,8 +315,13 @@ impl<C: Codec> Inner<C> {
         let Some(entry) = self.local.get(storage) else {
             return;
         };
-        Counters::add(&self.counters.stale_copies_dropped);
         let id = entry.id();
+        if id.storage_id() != storage {
+            // Found under the announced key as its id changes (a login cycling it):
+            // the announcement is about the id the session is leaving.
+            return;
+        }
+        Counters::add(&self.counters.stale_copies_dropped);
         tracing::debug!(session = %id.redacted(), "another server took this session's copy or ended it; the local copy is dropped");
         self.discard(&local_key(&id), &entry);
     }

@@ -3,15 +3,18 @@
 //!
 //! Each holder stores a random token of its own in the lock, and releases the lock by
 //! deleting it only while it still holds that token (read, then delete on the token's
-//! CAS): a request that outlived the lock's TTL, whose lock another request took since,
-//! never deletes that other request's lock. Such a request does not commit on a lock
-//! it no longer holds either: a commit that comes after half of the TTL checks the lock
-//! first, and renews it if it is still its own, or fails with a conflict if it is not.
+//! CAS): a request never deletes another request's lock. While a request runs, its
+//! lock is renewed every third of the lock's TTL (compare-and-swap on its token), so a
+//! long request keeps it. One that lost it anyway (its node failed the renewals long
+//! enough for the lock to expire, and another request took it) does not commit on it:
+//! a commit whose lock was not renewed within half the TTL checks it first, and fails
+//! with a conflict if it is not its own any more.
 //!
 //! A request dropped at any point (a client hanging up, a timeout layer), even in the
 //! middle of taking the lock, releases it in the background if it may have taken it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::id::{NodeId, SessionId};
@@ -26,67 +29,35 @@ use super::spawn_detached;
 use crate::codec::Codec;
 
 /// A remote session lock held (or maybe held) by a request. Released at commit, or in
-/// the background when the request is dropped.
+/// the background when the request is dropped. While held, a task of its own renews it
+/// every third of its TTL, so that a long request keeps it.
 pub(crate) struct RemoteLock {
+    held: Arc<Held>,
+    renewer: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// What the request and its renewer share of a lock.
+struct Held {
     store: Arc<dyn RemoteStore>,
     node: NodeId,
     key: StoreKey,
     /// What this holder stored in the lock.
     token: [u8; 16],
     ttl: Duration,
-    /// When the lock was taken (or last renewed).
-    taken: Instant,
+    /// When the lock was taken or last renewed.
+    renewed: parking_lot::Mutex<Instant>,
     /// Whether the lock may be this holder's: set before each attempt to take it (its
     /// answer may be lost), cleared when it was released or another holder has it.
-    maybe_held: bool,
+    maybe_held: AtomicBool,
 }
 
-impl RemoteLock {
-    fn new(store: &Arc<dyn RemoteStore>, node: NodeId, key: StoreKey, ttl: Duration) -> RemoteLock {
-        RemoteLock {
-            store: Arc::clone(store),
-            node,
-            key,
-            token: random_token(),
-            ttl,
-            taken: Instant::now(),
-            maybe_held: false,
-        }
-    }
-
-    /// Releases the lock in the background, if it is still this holder's.
-    pub(crate) fn release_in_background(mut self) {
-        self.release();
-    }
-
-    fn release(&mut self) {
-        if !std::mem::take(&mut self.maybe_held) {
-            return;
-        }
-        let (store, node, key, token) = (
-            Arc::clone(&self.store),
-            self.node.clone(),
-            self.key.clone(),
-            self.token,
-        );
-        spawn_detached(async move {
-            if let Err(error) = release_own(&*store, &node, &key, &token).await {
-                tracing::debug!(%error, "session lock not released; it expires by its TTL");
-            }
-        });
-    }
-
-    /// Before a commit: whether the lock is still this holder's. A lock held for less
-    /// than half its TTL is; an older one is read, and renewed if it is still this
-    /// holder's.
-    pub(crate) async fn still_held(&mut self) -> Result<bool, StoreError> {
-        if self.taken.elapsed() < self.ttl / 2 {
-            return Ok(true);
-        }
-        let held = match self.store.get(&self.node, &self.key).await? {
+impl Held {
+    /// Whether the lock is still this holder's, renewing it if it is.
+    async fn renew(&self) -> Result<bool, StoreError> {
+        let current = match self.store.get(&self.node, &self.key).await? {
             Some(item) if item.value == self.token => item,
             _ => {
-                self.maybe_held = false;
+                self.maybe_held.store(false, Ordering::Release);
                 return Ok(false);
             }
         };
@@ -96,17 +67,86 @@ impl RemoteLock {
                 &self.node,
                 &self.key,
                 &self.token,
-                Ttl::After(self.ttl),
-                Precondition::Cas(held.cas),
+                lock_ttl(self.ttl),
+                Precondition::Cas(current.cas),
             )
             .await?;
         let ours = matches!(renewed, WriteOutcome::Stored(_));
         if ours {
-            self.taken = Instant::now();
+            *self.renewed.lock() = Instant::now();
         } else {
-            self.maybe_held = false;
+            self.maybe_held.store(false, Ordering::Release);
         }
         Ok(ours)
+    }
+}
+
+impl RemoteLock {
+    fn new(store: &Arc<dyn RemoteStore>, node: NodeId, key: StoreKey, ttl: Duration) -> RemoteLock {
+        RemoteLock {
+            held: Arc::new(Held {
+                store: Arc::clone(store),
+                node,
+                key,
+                token: random_token(),
+                ttl,
+                renewed: parking_lot::Mutex::new(Instant::now()),
+                maybe_held: AtomicBool::new(false),
+            }),
+            renewer: None,
+        }
+    }
+
+    /// The lock was taken: its renewer starts.
+    fn taken(&mut self) {
+        *self.held.renewed.lock() = Instant::now();
+        let held = Arc::clone(&self.held);
+        self.renewer = Some(tokio::spawn(async move {
+            let period = held.ttl / 3;
+            loop {
+                tokio::time::sleep(period).await;
+                match held.renew().await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    // The node failed: tried again next period; the commit checks.
+                    Err(error) => tracing::debug!(%error, "session lock not renewed"),
+                }
+            }
+        }));
+    }
+
+    /// Releases the lock in the background, if it is still this holder's.
+    pub(crate) fn release_in_background(mut self) {
+        self.release();
+    }
+
+    fn release(&mut self) {
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+        }
+        if !self.held.maybe_held.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let held = Arc::clone(&self.held);
+        spawn_detached(async move {
+            if let Err(error) = release_own(&*held.store, &held.node, &held.key, &held.token).await
+            {
+                tracing::debug!(%error, "session lock not released; it expires by its TTL");
+            }
+        });
+    }
+
+    /// Before a commit: whether the lock is still this holder's. One renewed less than
+    /// half its TTL ago is; an older one (its renewals failed) is read, and renewed if
+    /// it is still this holder's.
+    pub(crate) async fn still_held(&mut self) -> Result<bool, StoreError> {
+        if !self.held.maybe_held.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        if self.held.renewed.lock().elapsed() < self.held.ttl / 2 {
+            return Ok(true);
+        }
+        self.held.renew().await
     }
 }
 
@@ -132,6 +172,13 @@ async fn release_own(
         }
     }
     Ok(())
+}
+
+/// The TTL a lock is written with: the lock TTL, plus a second for memcached's
+/// once-a-second expiry clock, which may otherwise end it up to a second early (before
+/// its first renewal, for the shortest TTLs).
+fn lock_ttl(ttl: Duration) -> Ttl {
+    Ttl::After(ttl.saturating_add(Duration::from_secs(1)))
 }
 
 /// A token no other holder has: 16 random bytes as hex, so that the lock's value is
@@ -174,21 +221,22 @@ impl<C: Codec> Inner<C> {
         loop {
             // A request dropped while the add is on its way may have taken the lock:
             // its drop then releases it.
-            lock.maybe_held = true;
+            lock.held.maybe_held.store(true, Ordering::Release);
+            let held = &lock.held;
             let added = self
                 .store
-                .add(&lock.node, &lock.key, &lock.token, Ttl::After(ttl))
+                .add(&held.node, &held.key, &held.token, lock_ttl(ttl))
                 .await;
             match added {
                 Ok(AddOutcome::Stored) => {
                     if waited {
                         self.counters.histograms.lock_wait(started.elapsed());
                     }
-                    lock.taken = Instant::now();
+                    lock.taken();
                     return Ok(Some(lock));
                 }
                 Ok(AddOutcome::Exists) => {
-                    lock.maybe_held = false;
+                    lock.held.maybe_held.store(false, Ordering::Release);
                     if !waited {
                         waited = true;
                         Counters::add(&self.counters.lock_waits);
@@ -198,7 +246,7 @@ impl<C: Codec> Inner<C> {
                     tracing::debug!(%error, "session lock: node failed");
                 }
                 Err(error) => {
-                    lock.maybe_held = false;
+                    lock.held.maybe_held.store(false, Ordering::Release);
                     tracing::warn!(%error, "session lock refused");
                 }
             }

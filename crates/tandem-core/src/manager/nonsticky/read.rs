@@ -23,9 +23,9 @@ use crate::codec::Codec;
 use crate::id::{NodeId, SessionId};
 use crate::key::{KeySpace, StoreKey};
 use crate::session::Session;
-use crate::store::{CasToken, Item, StoreError, Ttl};
+use crate::store::{CasToken, Item, Precondition, StoreError, Ttl};
 
-use super::super::ends::{self, EndReason};
+use super::super::ends::{self, End, EndAction, EndReason};
 use super::super::stats::Counters;
 use super::super::{Inner, LoadError};
 use super::{HEDGE_DELAY, copy_ttl};
@@ -113,7 +113,7 @@ impl<C: Codec> Inner<C> {
         };
         self.counters.histograms.remote_load(started.elapsed());
         let primary_down = match primary_result {
-            Some(Ok(Some(item))) => return Ok(self.session_in_primary(&primary, id, item).await),
+            Some(Ok(Some(item))) => return self.session_in_primary(&primary, id, item).await,
             Some(Ok(None)) => false,
             Some(Err(error)) => {
                 Counters::add(&self.counters.remote_load_failures);
@@ -138,8 +138,12 @@ impl<C: Codec> Inner<C> {
                 self.session_in_backup(id, backup_node, item, remaining, primary_down)
                     .await
             }
-            // Neither copy is reachable: the session may live on the down node.
-            Ok(None) if primary_down => Err(self.unavailable_load()),
+            // Neither copy is reachable: the session may live on the down node, unless
+            // the marker beside where its backup copy was says it ended.
+            Ok(None) if primary_down => match self.gone(backup_node, id).await? {
+                Some(reason) => Ok(Read::Ended(reason)),
+                None => Err(self.unavailable_load()),
+            },
             Ok(None) => Ok(Read::Unknown),
             Err(error) => {
                 Counters::add(&self.counters.remote_load_failures);
@@ -151,29 +155,63 @@ impl<C: Codec> Inner<C> {
 
     /// The session in a primary copy just read (and touched with the default
     /// interval's TTL).
-    async fn session_in_primary(&self, primary: &NodeId, id: &SessionId, item: Item) -> Read<C> {
+    async fn session_in_primary(
+        &self,
+        primary: &NodeId,
+        id: &SessionId,
+        item: Item,
+    ) -> Result<Read<C>, LoadError> {
         if let Some(reason) = ends::tombstone_reason(&item.value) {
-            return Read::Ended(reason);
+            return Ok(Read::Ended(reason));
         }
         let Some(session) = self.ns_decode(id, &item.value) else {
-            return Read::Unknown;
+            return Ok(Read::Unknown);
         };
         if session.max_inactive() != self.config.max_inactive {
-            // The read slid the primary's expiry by the default interval: put the
-            // session's own back now, before the request goes on, so that it cannot
-            // be lost (a short-lived session living the default interval, or a long
-            // one expiring after it).
-            let ttl = copy_ttl(session.max_inactive());
-            if let Err(error) = self.store.touch(primary, &self.store_key(id), ttl).await {
-                tracing::debug!(session = %id.redacted(), %error, "session's own expiry not set");
-            }
+            self.restore_own_interval(primary, id, session.max_inactive())
+                .await?;
         }
         Counters::add(&self.counters.loaded_remote);
-        Read::Found(Loaded {
+        Ok(Read::Found(Loaded {
             session,
             cas: Some(item.cas),
             on_primary: true,
-        })
+        }))
+    }
+
+    /// The read slid the primary's expiry by the default interval: the session's own
+    /// is put back now, before the request goes on. If that fails for a session
+    /// shorter-lived than the default, it is not served (it would otherwise live the
+    /// default interval), and the shorter expiry is retried until it lands. A longer
+    /// one expires early at worst, and its next read puts it right.
+    async fn restore_own_interval(
+        &self,
+        primary: &NodeId,
+        id: &SessionId,
+        interval: Option<Duration>,
+    ) -> Result<(), LoadError> {
+        let ttl = copy_ttl(interval);
+        let key = self.store_key(id);
+        let Err(error) = self.store.touch(primary, &key, ttl).await else {
+            return Ok(());
+        };
+        let shorter = match (interval, self.config.max_inactive) {
+            (Some(own), Some(default)) => own < default,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        tracing::debug!(session = %id.redacted(), %error, shorter, "session's own expiry not set");
+        if !shorter {
+            return Ok(());
+        }
+        self.remember_ends([End {
+            node: primary.clone(),
+            key,
+            action: EndAction::ShortenTtl(ttl),
+            ttl: copy_ttl(self.config.max_inactive),
+            condition: Precondition::None,
+        }]);
+        Err(self.unavailable_load())
     }
 
     /// A backup copy found for a primary that is missing (`primary_down` false) or

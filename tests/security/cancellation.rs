@@ -1,0 +1,77 @@
+//! H3: a sticky commit dropped while it waits for room in the backup queue (a client
+//! that gave up, a timeout layer) must leave the backup bookkeeping as it was.
+
+use std::time::{Duration, Instant};
+
+use tandem_testkit::MemcachedCluster;
+
+use crate::common::*;
+use crate::support::*;
+
+/// H3: with a one-slot backup queue and one writer, a hung node makes a commit wait
+/// for room in the queue; that commit is dropped (a 50 ms timeout around it). Once
+/// the node answers again: a later change of that session reaches memcached (another
+/// server loads it), `pending_backups()` reaches 0 within 5 s, and `shutdown(3 s)`
+/// reports nothing unsaved, well before its deadline. Today the dropped commit leaves
+/// the session marked as queued and a job counted in flight for good: its backups
+/// never run again, the pending count never reaches 0, and shutdown sleeps its whole
+/// deadline and then writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn h3_a_commit_dropped_at_the_full_backup_queue_leaves_backups_working() {
+    let cluster = MemcachedCluster::start(1);
+    let store = connect(&cluster).await;
+    let a = server(&store, "a1")
+        .backup_queue(1)
+        .backup_concurrency(1)
+        .build()
+        .unwrap();
+    let mut ids = Vec::new();
+    for n in 0..8 {
+        ids.push(create(&a, n).await);
+    }
+    settle(&a).await;
+    cluster.node("n1").pause();
+    // The first write hangs (until the operation timeout) and holds the only writer;
+    // the next commits fill the dispatcher's hand and the queue; one then waits for
+    // room and is given up.
+    let mut dropped = None;
+    for (i, id) in ids.iter().enumerate() {
+        let mut session = a.load(Some(id.as_str())).await.unwrap();
+        session.insert("n", &100u32).unwrap();
+        let commit = tokio::time::timeout(Duration::from_millis(50), a.commit(session)).await;
+        if commit.is_err() {
+            dropped = Some(i);
+            break;
+        }
+    }
+    let dropped = dropped.expect("precondition: no commit had to wait for room in the queue");
+    let victim = ids[dropped].clone();
+    cluster.node("n1").resume();
+    wait_up(&store, "n1").await;
+
+    let mut checks = Checks::default();
+    write_n(&a, &victim, 3).await;
+    let drained = wait_until(Duration::from_secs(5), || a.pending_backups() == 0).await;
+    checks.check(drained.is_some(), || {
+        format!(
+            "pending_backups() stuck at {} ({} unsaved) after the node came back",
+            a.pending_backups(),
+            a.unsaved_sessions()
+        )
+    });
+    let b = server(&store, "b1").build().unwrap();
+    let seen = read_n(&b, &victim).await;
+    checks.check(seen == Some(3), || {
+        format!("another server loads n = {seen:?} for the session whose commit was dropped, not 3")
+    });
+    let started = Instant::now();
+    let report = a.shutdown(Duration::from_secs(3)).await;
+    let took = started.elapsed();
+    checks.check(report.unsaved == 0, || {
+        format!("shutdown left {} sessions unsaved", report.unsaved)
+    });
+    checks.check(took < Duration::from_secs(2), || {
+        format!("shutdown took {took:?} of its 3 s deadline")
+    });
+    checks.finish();
+}

@@ -1,0 +1,211 @@
+//! Copies a server or node kept from before a logout or a change must not be served
+//! as the live session: M2 (the old owner's local copy after a takeover), M4 (a late
+//! backup write after an invalidation), M6 (the copy left on a node that was down
+//! during a relocation), L5 (a failed read is not a missing session).
+
+use std::time::Duration;
+
+use tandem::{CookieUpdate, LoadError};
+use tandem_testkit::MemcachedCluster;
+
+use crate::common::*;
+use crate::support::*;
+
+/// How long the old owner has to notice that its copy is stale.
+const NOTICE: Duration = Duration::from_secs(5);
+
+/// A session X.a1 held by A, taken over by B (the client was moved there: B's commit
+/// sets X.b1). Returns A, B and both ids.
+async fn taken_over(
+    store: &std::sync::Arc<tandem::memcached::MemcachedStore>,
+) -> (Manager, Manager, tandem::SessionId, tandem::SessionId) {
+    let a = server(store, "a1").build().unwrap();
+    let b = server(store, "b1").build().unwrap();
+    let on_a = create(&a, 1).await;
+    settle(&a).await;
+    let session = b.load(Some(on_a.as_str())).await.unwrap();
+    assert_eq!(session.get::<u32>("n").unwrap(), Some(1));
+    let on_b = new_id(b.commit(session).await.unwrap().cookie);
+    assert_eq!(on_b.route(), Some("b1"));
+    (a, b, on_a, on_b)
+}
+
+/// M2: sticky servers A and B share memcached; B takes X over (X.a1 becomes X.b1) and
+/// the user logs out on B. 5 s later a request with X.a1 (a stolen or replayed
+/// cookie, or one of the user's own in flight) on A gets a new session. Today A
+/// serves its stale local copy, with no remote check, for as long as it is used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn m2_the_old_owner_does_not_serve_a_session_logged_out_elsewhere() {
+    let cluster = MemcachedCluster::start(1);
+    let store = connect(&cluster).await;
+    let (a, b, on_a, on_b) = taken_over(&store).await;
+    logout(&b, &on_b).await;
+    settle(&b).await;
+    tokio::time::sleep(NOTICE).await;
+    let session = a.load(Some(on_a.as_str())).await.unwrap();
+    assert!(
+        session.is_new(),
+        "A still serves X.a1 (n = {:?}) after the logout on B",
+        session.get::<u32>("n").unwrap()
+    );
+}
+
+/// M2 (variant): B takes X over and changes `n` from 1 to 2. 5 s later a request with
+/// X.a1 on A gets either a new session or n = 2, never the old n = 1. Today A serves
+/// its stale copy (and its next backup would overwrite B's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn m2_the_old_owner_does_not_serve_a_value_changed_elsewhere() {
+    let cluster = MemcachedCluster::start(1);
+    let store = connect(&cluster).await;
+    let (a, b, on_a, on_b) = taken_over(&store).await;
+    write_n(&b, &on_b, 2).await;
+    settle(&b).await;
+    tokio::time::sleep(NOTICE).await;
+    let session = a.load(Some(on_a.as_str())).await.unwrap();
+    let n = session.get::<u32>("n").unwrap();
+    assert!(
+        session.is_new() || n == Some(2),
+        "A serves X.a1 with the stale n = {n:?} after B changed it to 2"
+    );
+}
+
+/// M4: a sticky backup write that is already on its way (held 300 ms by a wrapper
+/// store, after the manager sent it) when the session is invalidated must not bring
+/// the remote copy back: after the background work, another server loading X gets a
+/// new session. Today the delete runs first, then the late write stores the session
+/// again with a full TTL. Three sessions, each must stay gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn m4_a_late_backup_write_does_not_revive_an_invalidated_session() {
+    let cluster = MemcachedCluster::start(1);
+    let store = connect(&cluster).await;
+    let slow_writes = Faulty::new(&store);
+    let a = sticky_over(slow_writes.clone(), "a1").build().unwrap();
+    let b = server(&store, "b1").build().unwrap();
+    let mut revived = Vec::new();
+    for round in 0..3 {
+        let x = create(&a, 1).await;
+        settle(&a).await;
+        slow_writes.delay_writes(Duration::from_millis(300));
+        let started = slow_writes.writes_started();
+        let mut session = a.load(Some(x.as_str())).await.unwrap();
+        session.insert("n", &2u32).unwrap();
+        a.commit(session).await.unwrap();
+        // The backup write is now inside the wrapper, on its way to memcached.
+        let sent = wait_until(Duration::from_secs(2), || {
+            slow_writes.writes_started() > started
+        })
+        .await;
+        assert!(
+            sent.is_some(),
+            "precondition: the backup write was not sent"
+        );
+        logout(&a, &x).await;
+        settle(&a).await;
+        slow_writes.delay_writes(Duration::ZERO);
+        let session = b.load(Some(x.as_str())).await.unwrap();
+        if !session.is_new() {
+            revived.push(format!(
+                "round {round}: n = {:?}",
+                session.get::<u32>("n").unwrap()
+            ));
+        }
+    }
+    assert!(
+        revived.is_empty(),
+        "invalidated sessions load again on another server: {}",
+        revived.join(", ")
+    );
+}
+
+/// M6, sticky: X lives on node n1 and is held by A; n1 hangs, and a request moves X to
+/// n2 (new id, `Set`); the user logs out with the new id; n1 answers again. 3 s later
+/// (past the probe and the negative cache) the old id X@n1 loads as a new session on
+/// server B. Today the copy left on n1 is taken over as a live session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn m6_sticky_the_copy_left_on_a_node_that_was_down_does_not_come_back() {
+    let cluster = MemcachedCluster::start(2);
+    let store = connect(&cluster).await;
+    let a = server(&store, "a1").build().unwrap();
+    let x = create_on(&a, "n1", 1).await;
+    settle(&a).await;
+    cluster.node("n1").pause();
+    mark_down(&store, "n1").await;
+    let session = a.load(Some(x.as_str())).await.unwrap();
+    assert!(!session.is_new());
+    let moved = new_id(a.commit(session).await.unwrap().cookie);
+    assert_eq!(moved.node(), "n2", "precondition: the session moved to n2");
+    logout(&a, &moved).await;
+    settle(&a).await;
+    cluster.node("n1").resume();
+    wait_up(&store, "n1").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let b = server(&store, "b1").build().unwrap();
+    let session = b.load(Some(x.as_str())).await.unwrap();
+    assert!(
+        session.is_new(),
+        "the pre-relocation copy X@n1 loads as a live session (n = {:?}) after the logout",
+        session.get::<u32>("n").unwrap()
+    );
+}
+
+/// M6, non-sticky: X's primary is on n1; n1 hangs, a request moves X to n2 (new id);
+/// the user logs out with the new id; n1 answers again. 3 s later the old id X@n1
+/// loads as a new session on another server. Today the old primary on n1 is served
+/// (and its TTL slid).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn m6_non_sticky_the_primary_left_on_a_node_that_was_down_does_not_come_back() {
+    let cluster = MemcachedCluster::start(2);
+    let store = connect(&cluster).await;
+    let a = non_sticky(&store).build().unwrap();
+    let x = create_on(&a, "n1", 1).await;
+    settle(&a).await;
+    cluster.node("n1").pause();
+    mark_down(&store, "n1").await;
+    let session = a.load(Some(x.as_str())).await.unwrap();
+    assert!(!session.is_new());
+    let moved = new_id(a.commit(session).await.unwrap().cookie);
+    assert_eq!(moved.node(), "n2", "precondition: the session moved to n2");
+    logout(&a, &moved).await;
+    settle(&a).await;
+    cluster.node("n1").resume();
+    wait_up(&store, "n1").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let b = non_sticky(&store).build().unwrap();
+    let session = b.load(Some(x.as_str())).await.unwrap();
+    assert!(
+        session.is_new(),
+        "the pre-relocation primary X@n1 loads as a live session (n = {:?}) after the logout",
+        session.get::<u32>("n").unwrap()
+    );
+}
+
+/// L5: sticky server B does not hold X (A, which did, is gone; B has the same route).
+/// The node hangs; a load of X on B fails with `LoadError::Unavailable`, so that the
+/// web layer answers 503 and the cookie stays. Today the load gives a new session
+/// whose commit clears the cookie: a blip logs the user out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn l5_a_failed_remote_read_does_not_clear_the_cookie() {
+    let cluster = MemcachedCluster::start(1);
+    let store = connect(&cluster).await;
+    let a = server(&store, "a1").build().unwrap();
+    let x = create(&a, 1).await;
+    settle(&a).await;
+    drop(a);
+    let b = server(&store, "a1").build().unwrap();
+    cluster.node("n1").pause();
+    let loaded = b.load(Some(x.as_str())).await;
+    cluster.node("n1").resume();
+    match loaded {
+        Err(LoadError::Unavailable) => {}
+        Err(other) => panic!("expected Unavailable, got {other:?}"),
+        Ok(session) => {
+            let new = session.is_new();
+            let outcome = b.commit(session).await;
+            let cleared = matches!(&outcome, Ok(o) if o.cookie == CookieUpdate::Clear);
+            panic!(
+                "expected Unavailable, got a session (new: {new}) whose commit answers {} (cookie cleared: {cleared})",
+                describe(&outcome)
+            );
+        }
+    }
+}
