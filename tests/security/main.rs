@@ -12,5 +12,6 @@ mod fixation;
 mod limits;
 mod locks;
 mod logout;
+mod secrets;
 mod stale_copies;
 mod support;

@@ -224,6 +224,17 @@ impl MemcachedProcess {
             .unwrap_or_else(|error| panic!("stats of memcached on {}: {error}", self.addr()))
     }
 
+    /// Every key the server holds, as its LRU crawler lists them (`lru_crawler
+    /// metadump all`): what anyone who can reach memcached can list.
+    ///
+    /// # Panics
+    ///
+    /// If the server does not answer within a second (for example while paused).
+    pub fn keys(&self) -> Vec<String> {
+        read_keys(self.addr())
+            .unwrap_or_else(|error| panic!("keys of memcached on {}: {error}", self.addr()))
+    }
+
     fn lock(&self) -> MutexGuard<'_, Option<Running>> {
         // A panicking test thread must not keep the process from being cleaned up.
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
@@ -474,6 +485,63 @@ fn read_stats(addr: SocketAddr) -> io::Result<HashMap<String, String>> {
     }
 }
 
+fn read_keys(addr: SocketAddr) -> io::Result<Vec<String>> {
+    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    stream.write_all(b"lru_crawler metadump all\r\n")?;
+    let mut keys = Vec::new();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before END",
+            ));
+        }
+        let line = line.trim_end();
+        if line == "END" {
+            return Ok(keys);
+        }
+        if line.starts_with("ERROR") || line.starts_with("BUSY") {
+            return Err(io::Error::other(format!("metadump refused: {line}")));
+        }
+        // `key=<url-encoded key> exp=... la=...`
+        if let Some(key) = line
+            .strip_prefix("key=")
+            .and_then(|rest| rest.split(' ').next())
+        {
+            keys.push(percent_decoded(key));
+        }
+    }
+}
+
+/// `text` with its `%XX` escapes decoded (invalid ones left as they are).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = (bytes[index] == b'%')
+            .then(|| text.get(index + 1..index + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                index += 3;
+            }
+            None => {
+                out.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Forgets a child that has exited (reaping it), so that no signal is ever sent to a
 /// pid the system may have reused.
 fn reap_if_exited(running: &mut Option<Running>) {
@@ -548,5 +616,12 @@ mod tests {
         assert!(message.contains("scripts/test.sh"), "{message}");
         let other = spawn_failure_message(&io::Error::from(io::ErrorKind::PermissionDenied));
         assert!(other.starts_with("cannot start memcached"), "{other}");
+    }
+
+    #[test]
+    fn listed_keys_are_percent_decoded() {
+        assert_eq!(percent_decoded("app%3Abak%3Aabc-n1"), "app:bak:abc-n1");
+        assert_eq!(percent_decoded("100%25"), "100%");
+        assert_eq!(percent_decoded("bad%zz%"), "bad%zz%");
     }
 }

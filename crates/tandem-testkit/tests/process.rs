@@ -54,6 +54,20 @@ fn starts_a_private_server_that_answers() {
 }
 
 #[test]
+fn keys_lists_what_the_server_holds() {
+    let memcached = MemcachedProcess::start();
+    let mut stream = connect(&memcached);
+    for key in ["app:one", "app:two"] {
+        let command = format!("set {key} 0 0 1\r\nx\r\n");
+        let reply = request(&mut stream, command.as_bytes(), Duration::from_secs(1)).unwrap();
+        assert_eq!(reply, "STORED");
+    }
+    let mut keys = memcached.keys();
+    keys.sort();
+    assert_eq!(keys, ["app:one", "app:two"]);
+}
+
+#[test]
 fn pause_hangs_requests_until_resume() {
     let memcached = MemcachedProcess::start();
     let mut stream = connect(&memcached);

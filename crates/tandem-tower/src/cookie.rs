@@ -140,6 +140,16 @@ pub enum CookieConfigError {
     /// `SameSite=None` without `Secure`, which browsers reject.
     #[error("SameSite=None requires the Secure attribute")]
     SameSiteNoneNeedsSecure,
+    /// A name with a `__Host-` or `__Secure-` prefix whose settings break what the
+    /// prefix promises (browsers would refuse the cookie): both need `Secure`, and
+    /// `__Host-` also `Path=/` and no `Domain`.
+    #[error("a cookie named {prefix}... needs {needs}")]
+    Prefix {
+        /// The prefix.
+        prefix: &'static str,
+        /// What it needs that the settings lack.
+        needs: &'static str,
+    },
 }
 
 /// The cookie's settings, checked once when the layer is built.
@@ -196,6 +206,30 @@ impl CookieSettings {
         }
         if self.same_site == SameSite::None && !self.secure {
             return Err(CookieConfigError::SameSiteNoneNeedsSecure);
+        }
+        // Browsers enforce these prefixes; a cookie breaking them would never be
+        // stored, and every request would start a new session.
+        if self.name.starts_with("__Host-") {
+            let needs = if !self.secure {
+                Some("the Secure attribute")
+            } else if self.path != "/" {
+                Some("Path=/")
+            } else if self.domain.is_some() {
+                Some("no Domain")
+            } else {
+                None
+            };
+            if let Some(needs) = needs {
+                return Err(CookieConfigError::Prefix {
+                    prefix: "__Host-",
+                    needs,
+                });
+            }
+        } else if self.name.starts_with("__Secure-") && !self.secure {
+            return Err(CookieConfigError::Prefix {
+                prefix: "__Secure-",
+                needs: "the Secure attribute",
+            });
         }
         Ok(())
     }
@@ -374,6 +408,48 @@ mod tests {
         assert_eq!(cookie.max_age_for(None), Some(7));
         let header = cookie.set("v", None);
         assert!(header.to_str().unwrap().contains("; Max-Age=7;"));
+    }
+
+    #[test]
+    fn host_and_secure_prefixes_are_enforced() {
+        let host = |change: fn(&mut CookieSettings)| {
+            let mut cookie = CookieSettings {
+                name: "__Host-sid".into(),
+                ..CookieSettings::default()
+            };
+            change(&mut cookie);
+            cookie.validate()
+        };
+        assert_eq!(host(|_| {}), Ok(()));
+        let needs = |needs| {
+            Err(CookieConfigError::Prefix {
+                prefix: "__Host-",
+                needs,
+            })
+        };
+        assert_eq!(
+            host(|cookie| cookie.secure = false),
+            needs("the Secure attribute")
+        );
+        assert_eq!(host(|cookie| cookie.path = "/app".into()), needs("Path=/"));
+        assert_eq!(
+            host(|cookie| cookie.domain = Some("example.com".into())),
+            needs("no Domain")
+        );
+        let mut cookie = CookieSettings {
+            name: "__Secure-sid".into(),
+            path: "/app".into(),
+            ..CookieSettings::default()
+        };
+        assert_eq!(cookie.validate(), Ok(()));
+        cookie.secure = false;
+        assert_eq!(
+            cookie.validate(),
+            Err(CookieConfigError::Prefix {
+                prefix: "__Secure-",
+                needs: "the Secure attribute"
+            })
+        );
     }
 
     #[test]

@@ -39,11 +39,12 @@ pub(crate) type Responder = Arc<dyn Fn(&Failure) -> Response<String> + Send + Sy
 /// |---|---|
 /// | `Commit(Conflict)`: another request changed the same attribute | 409 Conflict |
 /// | `Commit(RetriesExhausted)`: the session kept changing under the commit | 409 Conflict |
-/// | `Commit(SessionEnded)`: another request invalidated the session | 409 Conflict |
+/// | `Commit(SessionEnded)`: the session ended while the request used it (another request invalidated it or gave it a new id) | 409 Conflict |
 /// | `Commit(TooLarge)`: the session grew past the size limit | 413 Content Too Large |
 /// | `Commit(Unavailable)`: no node could take a non-sticky write | 503 Service Unavailable |
 /// | `Load(Unavailable)`: no node holding the session could be reached | 503 Service Unavailable |
 /// | `Load(LockTimeout)`: the session's lock stayed taken | 503 Service Unavailable |
+/// | `Commit(LockTimeout)`: earlier commits of the session held it too long | 503 Service Unavailable |
 /// | `Commit(Encoding)`: a stored-bytes layer failed, and any other failure | 500 Internal Server Error |
 ///
 /// The 503s carry `Retry-After: 1`. The bodies say what happened without internals
@@ -66,6 +67,10 @@ pub fn default_error_response(failure: &Failure) -> Response<String> {
         Failure::Commit(CommitError::SessionEnded) => (
             StatusCode::CONFLICT,
             "the session was ended by a concurrent request",
+        ),
+        Failure::Commit(CommitError::LockTimeout { .. }) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the session is busy with other requests; try again",
         ),
         Failure::Commit(CommitError::TooLarge { .. }) => (
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -233,6 +238,12 @@ mod tests {
                 409,
             ),
             (Failure::Commit(CommitError::SessionEnded), 409),
+            (
+                Failure::Commit(CommitError::LockTimeout {
+                    waited: Duration::from_secs(5),
+                }),
+                503,
+            ),
             (
                 Failure::Commit(CommitError::TooLarge { size: 2, limit: 1 }),
                 413,

@@ -326,6 +326,13 @@ pub struct SessionLayerBuilder<C> {
 
 impl<C: Codec> SessionLayerBuilder<C> {
     /// The cookie's name (default `tandem_session`).
+    ///
+    /// A name starting with `__Host-` (for example `__Host-session`) is the safest
+    /// choice on HTTPS: browsers then accept the cookie only with `Secure`, `Path=/`
+    /// and no `Domain`, so a sibling subdomain cannot plant a session cookie of its own
+    /// for this host (which the layer, taking the first cookie of its name, would
+    /// otherwise read). The layer refuses to build with settings that break the
+    /// prefix ([`CookieConfigError::Prefix`]).
     pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
         self.cookie.name = name.into();
         self

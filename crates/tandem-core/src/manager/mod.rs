@@ -708,7 +708,15 @@ impl<C: Codec> SessionManager<C> {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
-        self.inner.counters.snapshot()
+        let mut stats = self.inner.counters.snapshot();
+        stats.connection_waits = self
+            .inner
+            .store
+            .node_status()
+            .iter()
+            .map(|node| node.connection_waits)
+            .sum();
+        stats
     }
 
     /// Publishes the counters' totals and the gauges (local sessions, pending backups,
@@ -795,9 +803,12 @@ impl<C: Codec> Inner<C> {
                 .absolute(status.failures);
             metrics::counter!("tandem_node_down_transitions_total", "node" => node.clone())
                 .absolute(status.down_transitions);
-            metrics::counter!("tandem_node_coalesced_reads_total", "node" => node)
+            metrics::counter!("tandem_node_coalesced_reads_total", "node" => node.clone())
                 .absolute(status.coalesced_reads);
+            metrics::counter!("tandem_node_connection_waits_total", "node" => node)
+                .absolute(status.connection_waits);
         }
+        metrics::gauge!("tandem_pending_ends").set(self.ends.pending() as f64);
         let layers = self.config.layer.stats();
         metrics::counter!("tandem_layer_bytes_in_total").absolute(layers.bytes_in);
         metrics::counter!("tandem_layer_bytes_out_total").absolute(layers.bytes_out);

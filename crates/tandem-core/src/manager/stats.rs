@@ -39,6 +39,11 @@ macro_rules! counters {
             pub lock_wait_micros: HistogramSnapshot,
             /// Stored sizes of sessions written to the remote tier, in bytes.
             pub stored_bytes: HistogramSnapshot,
+            /// Remote operations that waited because their node's connection limit
+            /// was reached (every connection busy), summed over the nodes: the store's
+            /// count ([`NodeStatus::connection_waits`](crate::NodeStatus)), read when
+            /// the snapshot is taken. Per node in `SessionManager::nodes`.
+            pub connection_waits: u64,
         }
 
         impl Counters {
@@ -50,6 +55,7 @@ macro_rules! counters {
                     changed_commit_micros: self.histograms.changed_commit.snapshot(),
                     lock_wait_micros: self.histograms.lock_wait.snapshot(),
                     stored_bytes: self.histograms.stored_bytes.snapshot(),
+                    connection_waits: 0,
                 }
             }
 

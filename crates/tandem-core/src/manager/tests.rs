@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
+use crate::codec::Codec as _;
 use crate::id::Route;
 use crate::memory::MemoryStore;
+use crate::session::AttributeValue;
 use crate::session::tests::TextCodec;
 use crate::store::StoreError;
-use entry::local_key;
+use entry::{RemoteCopy, local_key};
 
 fn node(id: &str) -> NodeId {
     NodeId::new(id).unwrap()
@@ -635,12 +637,13 @@ async fn only_per_pattern_lock_scopes_use_the_request_info() {
 }
 
 /// The memory store, misbehaving on demand: reads never answer while `hang` is set,
-/// and writes get no answer while `drop_answers` is (`write_many` answers no item,
-/// a single `write` fails).
+/// conditional writes never answer while `hang_writes` is, and writes get no answer
+/// while `drop_answers` is (`write_many` answers no item, a single `write` fails).
 struct Misbehaving {
     inner: Arc<MemoryStore>,
     hang: AtomicBool,
     drop_answers: AtomicBool,
+    hang_writes: AtomicBool,
 }
 
 impl Misbehaving {
@@ -649,6 +652,7 @@ impl Misbehaving {
             inner: Arc::clone(inner),
             hang: AtomicBool::new(false),
             drop_answers: AtomicBool::new(false),
+            hang_writes: AtomicBool::new(false),
         })
     }
 }
@@ -724,6 +728,9 @@ impl RemoteStore for Misbehaving {
         ttl: Ttl,
         precondition: crate::store::Precondition,
     ) -> Result<crate::store::WriteOutcome, StoreError> {
+        if self.hang_writes.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         if self.drop_answers.load(Ordering::SeqCst) {
             return Err(StoreError::Server {
                 node: node.clone(),
@@ -1034,4 +1041,206 @@ fn digests_tell_stored_bytes_apart() {
     for bytes in [&b""[..], b"x", &stored] {
         assert_ne!(digest(bytes), 0);
     }
+}
+
+/// L2: while the remote tier is unreachable, changed sessions wait in memory; past
+/// `max_unsaved_bytes` a commit that would add another is refused (and counted), one
+/// that changes a session already waiting goes on, and once the node is back and the
+/// backups land, new sessions are taken again.
+#[tokio::test]
+async fn unsaved_sessions_are_bounded_while_the_remote_tier_is_down() {
+    let store = store(&["n1"]);
+    let manager = builder(&store).max_unsaved_bytes(4096).build().unwrap();
+    let waiting = create(&manager, &[("a", "1")]).await;
+    settle(&manager).await;
+    store.set_node_up(&node("n1"), false);
+    let mut refused = None;
+    for _ in 0..100 {
+        let mut session = manager.load(None).await.unwrap();
+        session.insert("payload", &"x".repeat(200)).unwrap();
+        match manager.commit(session).await {
+            Ok(_) => {}
+            Err(error) => {
+                refused = Some(error);
+                break;
+            }
+        }
+    }
+    assert!(
+        matches!(refused, Some(CommitError::Unavailable { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(manager.stats().unsaved_limit_hits, 1);
+    assert!(manager.unsaved_sessions() < 100);
+    // A session already waiting may keep changing; one not waiting may not.
+    let mut session = manager.load(None).await.unwrap();
+    session.insert("a", "new").unwrap();
+    assert!(manager.commit(session).await.is_err());
+    let mut first_unsaved = manager.load(Some(waiting.as_str())).await.unwrap();
+    first_unsaved.insert("a", "2").unwrap();
+    assert!(
+        manager.commit(first_unsaved).await.is_err(),
+        "a saved session becoming unsaved is one more"
+    );
+
+    store.set_node_up(&node("n1"), true);
+    settle(&manager).await;
+    assert_eq!(manager.unsaved_sessions(), 0);
+    let fresh = create(&manager, &[("a", "3")]).await;
+    assert_eq!(get(&manager, &fresh, "a").await.as_deref(), Some("3"));
+}
+
+/// M5: `LockScope::Auto` learns per request pattern; a client that sends many long
+/// distinct paths evicts patterns (counted) instead of growing the cache, and the
+/// learned part of a path is capped.
+#[tokio::test]
+async fn learned_lock_patterns_are_bounded_in_bytes() {
+    let store = store(&["n1"]);
+    let manager = builder(&store)
+        .mode(Mode::NonSticky)
+        .concurrency(Concurrency::Lock)
+        .lock_scope(LockScope::Auto)
+        .build()
+        .unwrap();
+    let id = create(&manager, &[("a", "1")]).await;
+    // Requests with long paths learn capped patterns.
+    let long = "p".repeat(100_000);
+    for n in 0..3 {
+        let path = format!("/{n}/{long}");
+        let request = RequestInfo {
+            method: "GET",
+            path: &path,
+        };
+        let session = manager
+            .load_for(Some(id.as_str()), Some(&request))
+            .await
+            .unwrap();
+        manager.commit(session).await.unwrap();
+    }
+    let patterns = &manager.inner.read_only_streaks;
+    patterns.run_pending_tasks();
+    assert_eq!(patterns.entry_count(), 3);
+    assert!(
+        patterns.iter().all(|(pattern, _)| pattern.len() <= 4 + 256),
+        "a pattern longer than its cap"
+    );
+    // Many more distinct patterns (as many requests would learn) stay within the
+    // cache's bytes, the rest evicted and counted.
+    for n in 0..20_000 {
+        patterns.insert(format!("GET /{n}/{}", &long[..250]).into(), 1);
+    }
+    patterns.run_pending_tasks();
+    assert!(
+        patterns.weighted_size() <= nonsticky::MAX_PATTERN_BYTES,
+        "{} bytes of patterns",
+        patterns.weighted_size()
+    );
+    assert!(manager.stats().lock_patterns_evicted > 0);
+}
+
+/// L7: a commit waits for the earlier commits of its session in this process at most
+/// the lock timeout (here they hang on a node that does not answer), then fails with
+/// `CommitError::LockTimeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_waits_for_earlier_commits_at_most_the_lock_timeout() {
+    let memory = store(&["n1"]);
+    let misbehaving = Misbehaving::over(&memory);
+    let manager =
+        SessionManager::<TextCodec>::builder(Arc::clone(&misbehaving) as Arc<dyn RemoteStore>)
+            .mode(Mode::NonSticky)
+            .lock_timeout(Duration::from_millis(200), LockTimeoutPolicy::Fail)
+            .build()
+            .unwrap();
+    let id = create(&manager, &[("a", "1")]).await;
+    let mut first = manager.load(Some(id.as_str())).await.unwrap();
+    let mut second = manager.load(Some(id.as_str())).await.unwrap();
+    first.insert("a", "2").unwrap();
+    second.insert("b", "3").unwrap();
+    misbehaving.hang_writes.store(true, Ordering::SeqCst);
+    let hanging = {
+        let manager = manager.clone();
+        tokio::spawn(async move { manager.commit(first).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    let waited = manager.commit(second).await;
+    assert!(
+        matches!(waited, Err(CommitError::LockTimeout { waited }) if waited == Duration::from_millis(200)),
+        "{waited:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    hanging.abort();
+}
+
+/// L6: a request that waited for its session's lock (`Concurrency::Lock`) while the copy
+/// it found was replaced by a newer one (a takeover check) gets the newer copy, not a
+/// new session with its cookie cleared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waiting_for_a_replaced_copy_gets_the_new_copy() {
+    let store = store(&["n1"]);
+    let manager = builder(&store)
+        .route(Route::new("a1").unwrap())
+        .concurrency(Concurrency::Lock)
+        .build()
+        .unwrap();
+    let id = create(&manager, &[("a", "1")]).await;
+    let first = manager.load(Some(id.as_str())).await.unwrap();
+    let waiting = {
+        let (manager, id) = (manager.clone(), id.clone());
+        tokio::spawn(async move { manager.load(Some(id.as_str())).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // What a takeover check does when the remote copy changed: a new entry under the
+    // key, the old one retired.
+    let key = local_key(&id);
+    let old = manager.inner.local.get(&key).unwrap();
+    let mut session = old.state.lock().session.clone();
+    session
+        .apply(
+            "a",
+            Some(AttributeValue::new(TextCodec::ID, b"2".as_slice())),
+        )
+        .unwrap();
+    session.mark_unchanged();
+    let newer = Arc::new(LocalEntry::new(session, RemoteCopy::Absent, true));
+    manager.inner.local.insert(key.clone(), newer);
+    manager.inner.discard(&key, &old);
+    drop(first);
+    let waited = waiting.await.unwrap().unwrap();
+    assert!(!waited.is_new(), "the waiting request lost its session");
+    assert_eq!(waited.get::<String>("a").unwrap().as_deref(), Some("2"));
+}
+
+/// L8: at shutdown, ends that waited for their node (a logout while the node was down)
+/// are written once it answers, within the deadline.
+#[tokio::test]
+async fn shutdown_writes_the_ends_that_waited_for_their_node() {
+    let store = store(&["n1"]);
+    let manager = builder(&store)
+        .retry_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let id = create(&manager, &[("a", "1")]).await;
+    settle(&manager).await;
+    store.set_node_up(&node("n1"), false);
+    let mut session = manager.load(Some(id.as_str())).await.unwrap();
+    session.invalidate();
+    assert_eq!(
+        manager.commit(session).await.unwrap().cookie,
+        CookieUpdate::Clear
+    );
+    assert_eq!(manager.pending_ends(), 1);
+    store.set_node_up(&node("n1"), true);
+    let report = manager.shutdown(Duration::from_secs(2)).await;
+    assert_eq!(report.ends_unwritten, 0);
+    assert_eq!(manager.pending_ends(), 0);
+    let stored = store
+        .get(&node("n1"), &manager.inner.store_key(&id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        ends::tombstone_reason(&stored.value),
+        Some(ends::EndReason::Ended)
+    );
 }
