@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::codec::Codec as _;
 use crate::id::Route;
 use crate::memory::MemoryStore;
 use crate::session::AttributeValue;
