@@ -13,7 +13,8 @@
 //! - [`RemoteStore`]: node-addressed async operations (get with CAS, set, add, cas,
 //!   delete, touch); [`MemoryStore`] implements it in process.
 //! - [`NodeSpec`]: the one-line node configuration (`n1:host:port,n2:host:port`).
-//! - [`KeyPrefix`], [`StoreKey`]: storage keys that are always valid memcached keys.
+//! - [`KeyPrefix`], [`StoreKey`]: storage keys that are always valid memcached keys;
+//!   [`KeySecret`] derives them from a secret so that they do not reveal ids.
 //!
 //! It is not a manager: the request lifecycle (sticky and non-sticky modes) builds on
 //! these pieces.

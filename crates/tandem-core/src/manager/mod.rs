@@ -4,28 +4,34 @@
 //! uses the [`RequestSession`] it gets, and ends with [`SessionManager::commit`],
 //! which says what the client's cookie must become ([`CookieUpdate`]).
 //!
-//! **Sticky mode** (this module): the local tier, a `moka` cache, holds the primary
-//! copy of each session; a request for a locally held session performs no network
-//! operation at all. A commit that changed the session (or created it, or changed its
-//! id) is backed up to the session's node in the remote tier, asynchronously by
-//! default; unchanged sessions only get their remote expiry extended, and only now and
-//! then (a `touch`, not a rewrite). The remote copy is what another server loads when
-//! this one is gone, and what this one reloads after a session was swapped out for
-//! space.
+//! **Sticky mode** (`sticky`, `writes`, `backup`, `feed`): the local tier, a `moka`
+//! cache, holds the primary copy of each session; a request for a locally held session
+//! performs no network operation at all. A commit that changed the session (or
+//! created it, or changed its id) is backed up to the session's node in the remote
+//! tier, asynchronously by default, with a conditional write so that one server owns
+//! a session at a time; unchanged sessions only get their remote expiry extended, and
+//! only now and then (a `touch`, not a rewrite). The remote copy is what another
+//! server loads when this one is gone, and what this one reloads after a session was
+//! swapped out for space.
 //!
 //! Expiry: each session expires locally after its own max inactive interval without a
 //! request (sliding). Its remote copy lives a little longer
 //! ([`keepalive_slack`]) so that it never expires while the session is in use, and is
-//! deleted when the local copy expires. A session whose server died therefore stays
-//! loadable from the remote tier for at most its interval plus that slack after its
-//! last request.
+//! ended (a tombstone) when the local copy expires. A session whose server died
+//! therefore stays loadable from the remote tier for at most its interval plus that
+//! slack after its last request.
 //!
 //! Ids and nodes: a session id names its node. When that node is down, the next
 //! request moves the session to a live node (a new id, told to the client through the
 //! commit's [`CookieUpdate`]). Failover nodes are used only while every regular node
 //! is down. An id whose route names another server is a takeover: the local copy is
 //! trusted only if the remote copy is still the one this server last wrote or read.
-
+//!
+//! **Non-sticky mode** (`nonsticky`): the remote tier is the source of truth.
+//!
+//! **Ended ids** (`ends`), both modes: an id that was invalidated, cycled, expired or
+//! moved off a down node ends for good, everywhere, through tombstones written before
+//! the commit returns (and retried while their node fails).
 mod backup;
 mod config;
 mod ends;

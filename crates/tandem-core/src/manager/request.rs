@@ -133,7 +133,9 @@ impl<C: Codec> RequestSession<C> {
     }
 
     /// Ends the session at commit: it is removed from every tier and the client's
-    /// cookie is cleared. Changes made by this request are discarded.
+    /// cookie is cleared. Changes made by this request are discarded. The id stays
+    /// ended: no other request still holding it (on any server) commits into it or
+    /// brings it back, and a later load of it gets a new, empty session.
     pub fn invalidate(&mut self) {
         self.invalidated = true;
     }
@@ -145,6 +147,14 @@ impl<C: Codec> RequestSession<C> {
 
     /// Gives the session a new id at commit (session-fixation protection after a
     /// login); the old id then no longer loads anywhere. The attributes stay.
+    ///
+    /// Only this request learns the new id. Other requests that carried the old one
+    /// (in flight at the commit, or later, on any server) never see the session under
+    /// its new id: a change of theirs fails with
+    /// [`CommitError::SessionEnded`](super::CommitError::SessionEnded), a read ends
+    /// with [`CookieUpdate::Keep`](super::CookieUpdate::Keep), and a new load gets a
+    /// new, empty session without clearing the cookie (which by then may be the new
+    /// one, set by this request's response).
     pub fn cycle_id(&mut self) {
         self.cycle_id = true;
     }
