@@ -534,60 +534,20 @@ impl RemoteStore for MemcachedStore {
     }
 
     async fn set_many(&self, node: &NodeId, items: &[SetItem<'_>]) -> Vec<Result<(), StoreError>> {
-        // Oversized items are refused alone; the rest go out together.
-        let mut results: Vec<Option<Result<(), StoreError>>> = items
+        // Unconditional writes, through the one pipelined path.
+        let writes: Vec<WriteItem<'_>> = items
             .iter()
-            .map(|item| self.check_size(item.value.len()).err().map(Err))
-            .collect();
-        let sendable: Vec<usize> = (0..items.len())
-            .filter(|&index| results[index].is_none())
-            .collect();
-        if let [index] = sendable[..] {
-            let item = &items[index];
-            results[index] = Some(self.set(node, item.key, item.value, item.ttl).await);
-        } else if !sendable.is_empty() {
-            let now = SystemTime::now();
-            let sets: Vec<Set> = sendable
-                .iter()
-                .map(|&index| {
-                    let item = &items[index];
-                    Set::new(item.key.as_str(), item.value).ttl_raw(wire_ttl(item.ttl, now))
-                })
-                .collect();
-            // One pipelined exchange. A failed item fails the whole batch here, so that
-            // the store's health sees the failure; the sets that did land are written
-            // again by the caller's retry, which is harmless.
-            let outcome = self
-                .call(node, None, |target| {
-                    target.exchange(|client| async move {
-                        let outputs = client.run_many(sets).await?;
-                        outputs.into_iter().collect::<Result<Vec<_>, _>>()
-                    })
-                })
-                .await;
-            match outcome {
-                Ok(outputs) => {
-                    for (&index, output) in sendable.iter().zip(outputs) {
-                        results[index] = Some(match output.status {
-                            MutationStatus::Applied => Ok(()),
-                            status => Err(unexpected(node, status, "set")),
-                        });
-                    }
-                }
-                Err(error) => {
-                    for &index in &sendable {
-                        results[index] = Some(Err(error.clone()));
-                    }
-                }
-            }
-        }
-        results
-            .into_iter()
-            .map(|result| {
-                result.unwrap_or_else(|| {
-                    Err(server_error(node, "no answer to a pipelined set".into()))
-                })
+            .map(|item| WriteItem {
+                key: item.key,
+                value: item.value,
+                ttl: item.ttl,
+                precondition: Precondition::None,
             })
+            .collect();
+        self.write_many(node, &writes)
+            .await
+            .into_iter()
+            .map(|result| result.map(|_| ()))
             .collect()
     }
 

@@ -450,12 +450,13 @@ fn wait_until_ready(running: &mut Running, port: u16) -> Result<(), String> {
 }
 
 /// Reads `stats` over a fresh connection, each step bounded by [`IO_TIMEOUT`].
-fn read_stats(addr: SocketAddr) -> io::Result<HashMap<String, String>> {
+/// The lines memcached answers `command` with, up to its closing `END`.
+fn answer_lines(addr: SocketAddr, command: &[u8]) -> io::Result<Vec<String>> {
     let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    stream.write_all(b"stats\r\n")?;
-    let mut stats = HashMap::new();
+    stream.write_all(command)?;
+    let mut lines = Vec::new();
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     loop {
@@ -468,8 +469,18 @@ fn read_stats(addr: SocketAddr) -> io::Result<HashMap<String, String>> {
         }
         let line = line.trim_end();
         if line == "END" {
-            return Ok(stats);
+            return Ok(lines);
         }
+        if line.starts_with("ERROR") || line.starts_with("BUSY") {
+            return Err(io::Error::other(format!("command refused: {line}")));
+        }
+        lines.push(line.to_owned());
+    }
+}
+
+fn read_stats(addr: SocketAddr) -> io::Result<HashMap<String, String>> {
+    let mut stats = HashMap::new();
+    for line in answer_lines(addr, b"stats\r\n")? {
         let mut parts = line.splitn(3, ' ');
         match (parts.next(), parts.next(), parts.next()) {
             (Some("STAT"), Some(name), Some(value)) => {
@@ -483,39 +494,17 @@ fn read_stats(addr: SocketAddr) -> io::Result<HashMap<String, String>> {
             }
         }
     }
+    Ok(stats)
 }
 
 fn read_keys(addr: SocketAddr) -> io::Result<Vec<String>> {
-    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    stream.write_all(b"lru_crawler metadump all\r\n")?;
-    let mut keys = Vec::new();
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed before END",
-            ));
-        }
-        let line = line.trim_end();
-        if line == "END" {
-            return Ok(keys);
-        }
-        if line.starts_with("ERROR") || line.starts_with("BUSY") {
-            return Err(io::Error::other(format!("metadump refused: {line}")));
-        }
-        // `key=<url-encoded key> exp=... la=...`
-        if let Some(key) = line
-            .strip_prefix("key=")
-            .and_then(|rest| rest.split(' ').next())
-        {
-            keys.push(percent_decoded(key));
-        }
-    }
+    // `key=<url-encoded key> exp=... la=...` per item.
+    Ok(answer_lines(addr, b"lru_crawler metadump all\r\n")?
+        .iter()
+        .filter_map(|line| line.strip_prefix("key="))
+        .filter_map(|rest| rest.split(' ').next())
+        .map(percent_decoded)
+        .collect())
 }
 
 /// `text` with its `%XX` escapes decoded (invalid ones left as they are).

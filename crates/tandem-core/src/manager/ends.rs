@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::id::NodeId;
+use crate::id::{NodeId, SessionId};
 use crate::key::StoreKey;
 use crate::store::{CasOutcome, Precondition, StoreError, Ttl, WriteOutcome};
 
@@ -180,11 +180,15 @@ impl Drop for Running<'_> {
 impl<C: crate::codec::Codec> Inner<C> {
     /// Writes `ends` in a task of its own and waits for it: a request dropped
     /// meanwhile (a client hanging up) does not stop an end half way. Those that fail
-    /// are remembered and retried by the sweep. Returns whether all landed.
-    pub(super) async fn end_ids(self: &Arc<Self>, ends: Vec<End>) -> bool {
-        if ends.is_empty() {
-            return true;
-        }
+    /// are remembered and retried by the sweep. Then, in the same task, the ended id
+    /// is announced in the peer feed, if `announce` says so: after the tombstones, so
+    /// that a server dropping its copy on the announcement cannot reload the copy
+    /// still alive. Returns whether all landed.
+    pub(super) async fn end_ids(
+        self: &Arc<Self>,
+        ends: Vec<End>,
+        announce: Option<SessionId>,
+    ) -> bool {
         let inner = Arc::clone(self);
         self.backups.begin();
         let task = tokio::spawn(async move {
@@ -194,6 +198,9 @@ impl<C: crate::codec::Codec> Inner<C> {
                     all = false;
                     inner.remember_end(end);
                 }
+            }
+            if let Some(id) = announce {
+                inner.announce(&id);
             }
             inner.backups.end();
             all

@@ -546,7 +546,7 @@ impl<C: Codec> Inner<C> {
                         self.ended.insert(local_key(&original), EndReason::Cycled);
                         transit.transit.ended.store(ENDED_CYCLED, Ordering::Release);
                         let ends = self.ns_ends(&original, EndReason::Cycled, ttl);
-                        self.end_ids(ends).await;
+                        self.end_ids(ends, None).await;
                     } else if original.storage_id() != id.storage_id() {
                         // Moved off a down node: the copy left there gets a tombstone
                         // once it answers, and the new primary's node held the backup
@@ -728,7 +728,7 @@ impl<C: Codec> Inner<C> {
         self.ended.insert(local_key(id), EndReason::Ended);
         let ttl = copy_ttl(self.config.max_inactive);
         let ends = self.ns_ends(id, EndReason::Ended, ttl);
-        self.end_ids(ends).await;
+        self.end_ids(ends, None).await;
         cleared()
     }
 

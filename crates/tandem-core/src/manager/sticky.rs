@@ -730,8 +730,7 @@ impl<C: Codec> Inner<C> {
             ttl: ends::tombstone_ttl(remote_ttl(entry.max_inactive())),
             condition: Precondition::None,
         };
-        self.end_ids(vec![end]).await;
-        self.announce(old);
+        self.end_ids(vec![end], Some(old.clone())).await;
     }
 
     /// Applies a request's attribute changes to the entry's current state, checking
@@ -815,8 +814,7 @@ impl<C: Codec> Inner<C> {
             ttl: ends::tombstone_ttl(remote_ttl(entry.max_inactive())),
             condition: Precondition::None,
         };
-        self.end_ids(vec![end]).await;
-        self.announce(&id);
+        self.end_ids(vec![end], Some(id)).await;
         ended_outcome()
     }
 
