@@ -139,11 +139,11 @@ impl<C> From<Loaded<C>> for TransitState<C> {
 pub(crate) struct TransitRef<C> {
     transit: Arc<Transit<C>>,
     map: Arc<TransitMap<C>>,
-    /// What this request read, for a commit that finds no transit state yet.
-    read: Option<TransitState<C>>,
-    /// When this request read the session: an unchanged commit slides the backup
-    /// copy's expiry to the primary's, which this read slid.
-    read_at: Instant,
+    /// What this request read, for a commit that finds no transit state yet, and
+    /// when: an unchanged commit slides the backup copy's expiry to the primary's,
+    /// which this read slid. Boxed: it rides in every request's session, in sticky
+    /// mode too, whose futures must stay small.
+    read: Box<(Option<TransitState<C>>, Instant)>,
 }
 
 impl<C> Drop for TransitRef<C> {
@@ -299,8 +299,7 @@ impl<C: Codec> Inner<C> {
             attached: Attached::Transit(TransitRef {
                 transit,
                 map: Arc::clone(&self.transit),
-                read: Some(read),
-                read_at,
+                read: Box::new((Some(read), read_at)),
             }),
             incoming: Some(id),
             had_cookie: true,
@@ -431,7 +430,7 @@ impl<C: Codec> Inner<C> {
             _ => return Ok(kept()),
         }
         if guard.is_none() {
-            *guard = transit.read.take();
+            *guard = transit.read.0.take();
         }
         let Some(state) = guard.as_mut() else {
             return Err(CommitError::SessionEnded);
@@ -465,7 +464,7 @@ impl<C: Codec> Inner<C> {
             self.ns_refresh_backup(
                 state.session.id(),
                 state.session.max_inactive(),
-                transit.read_at,
+                transit.read.1,
             );
             return Ok(CommitOutcome {
                 cookie: super::cookie_for(
