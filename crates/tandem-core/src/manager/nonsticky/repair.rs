@@ -140,7 +140,8 @@ enum Repaired {
     Written,
     /// The copy was as new as the primary already (a commit wrote it meanwhile).
     Current,
-    /// The session is gone from its primary (ended, or moved): nothing to repair.
+    /// The session is gone from its primary (ended, expired, or moved): nothing to
+    /// repair.
     Gone,
 }
 
@@ -299,6 +300,10 @@ impl<C: Codec> Inner<C> {
         else {
             return Ok(Repaired::Gone);
         };
+        // Ended since the repair was remembered: its tombstone is no copy to make.
+        if super::super::ends::tombstone_reason(&source.value).is_some() {
+            return Ok(Repaired::Gone);
+        }
         let written = match copy {
             Some(copy) if copy.value == source.value => false,
             Some(copy) => {

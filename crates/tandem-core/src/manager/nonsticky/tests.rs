@@ -637,3 +637,56 @@ fn the_wait_after_a_lost_race_is_random_grows_and_is_capped() {
     let late = (0..200).map(|_| super::merge_backoff(40)).max().unwrap();
     assert!(late <= super::MAX_MERGE_BACKOFF);
 }
+
+/// H2: a repair remembered before a logout finds the primary's tombstone and makes no
+/// copy of it: the backup node holds no copy of the ended session afterwards, and the
+/// id stays ended when the primary's node goes down.
+#[tokio::test]
+async fn a_repair_never_copies_a_tombstone() {
+    let store = store(&["n1", "n2"]);
+    let a1 = builder(&store)
+        .retry_interval(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let id = create(&a1, "a", "1").await;
+    settle(&a1).await;
+    let backup = node(if id.node() == "n1" { "n2" } else { "n1" });
+    store.set_node_up(&backup, false);
+    write(&a1, &id, "a", "2").await;
+    settle(&a1).await;
+    assert_eq!(a1.inner.copy_repairs.pending(), 1);
+    let mut session = a1.load(Some(id.as_str())).await.unwrap();
+    session.invalidate();
+    assert_eq!(
+        a1.commit(session).await.unwrap().cookie,
+        CookieUpdate::Clear
+    );
+    assert_eq!(
+        a1.pending_ends(),
+        2,
+        "the marker and the delete wait for the node"
+    );
+    store.set_node_up(&backup, true);
+    let mut done = false;
+    for _ in 0..200 {
+        done = a1.inner.copy_repairs.pending() == 0 && a1.pending_ends() == 0;
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(done, "the repair or the ends never ran");
+    assert_eq!(a1.stats().backup_copies_repaired, 0);
+    assert_eq!(
+        store.get(&backup, &a1.inner.backup_key(&id)).await.unwrap(),
+        None
+    );
+    store.set_node_up(&node(id.node()), false);
+    assert!(
+        manager(&store)
+            .load(Some(id.as_str()))
+            .await
+            .unwrap()
+            .is_new()
+    );
+}
