@@ -36,7 +36,7 @@
 //! GET  /metrics                  Prometheus text, names prefixed tandem_
 //! GET  /admin/nodes              {"nodes": [{"id", "address", "up", "failover", "operations",
 //!                                 "failures", "down_transitions", "mean_latency_micros",
-//!                                 "last_error"}]}
+//!                                 "connection_waits", "last_error"}]}
 //! ```
 //!
 //! SIGTERM or SIGINT stops accepting requests, lets running ones finish and flushes
@@ -622,6 +622,7 @@ async fn nodes(State(context): Ctx) -> Json<Value> {
                 "failures": node.failures,
                 "down_transitions": node.down_transitions,
                 "mean_latency_micros": node.mean_latency.map(|latency| latency.as_micros() as u64),
+                "connection_waits": node.connection_waits,
                 "last_error": node.last_error.map(|(message, _)| message),
             })
         })

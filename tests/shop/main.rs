@@ -453,6 +453,7 @@ async fn metrics_and_nodes() {
         assert_eq!(node["up"], json!(true));
         assert_eq!(node["failover"], json!(false));
         assert!(node["operations"].as_u64().is_some(), "{node}");
+        assert_eq!(node["connection_waits"], json!(0), "{node}");
         assert_eq!(node["last_error"], Value::Null);
     }
     let busiest = nodes
