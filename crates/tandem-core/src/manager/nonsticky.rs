@@ -521,6 +521,14 @@ impl<C: Codec> Inner<C> {
                     (None, true) => None,
                 }
             };
+            // From here until the backup copy is taken care of, a dropped commit
+            // leaves that copy to be repaired.
+            let mut unbacked = Unbacked {
+                inner: self,
+                id: id.clone(),
+                ttl,
+                backed: false,
+            };
             // Whether another writer got in first (rather than the copy vanishing, or
             // this process not knowing its token): only a race lost is waited out.
             let written = match precondition {
@@ -531,6 +539,9 @@ impl<C: Codec> Inner<C> {
                 }
                 None => Ok(WriteOutcome::NotFound),
             };
+            if !matches!(written, Ok(WriteOutcome::Stored(_))) {
+                unbacked.backed = true;
+            }
             let lost_race = matches!(written, Ok(WriteOutcome::Conflict))
                 || (matches!(written, Ok(WriteOutcome::Exists)) && new_id.is_none());
             match written {
@@ -546,7 +557,7 @@ impl<C: Codec> Inner<C> {
                         self.ended.insert(local_key(&original), EndReason::Cycled);
                         transit.transit.ended.store(ENDED_CYCLED, Ordering::Release);
                         let ends = self.ns_ends(&original, EndReason::Cycled, ttl);
-                        self.end_ids(ends).await;
+                        self.end_ids(ends, None).await;
                     } else if original.storage_id() != id.storage_id() {
                         // Moved off a down node: the copy left there gets a tombstone
                         // once it answers, and the new primary's node held the backup
@@ -554,6 +565,7 @@ impl<C: Codec> Inner<C> {
                         self.ns_moved_away(&original, &node, ttl);
                     }
                     let backup = self.ns_write_backup(id, bytes, ttl).await;
+                    unbacked.backed = true;
                     let outcome = CommitOutcome {
                         cookie: super::cookie_for(
                             request.incoming.as_ref(),
@@ -728,7 +740,7 @@ impl<C: Codec> Inner<C> {
         self.ended.insert(local_key(id), EndReason::Ended);
         let ttl = copy_ttl(self.config.max_inactive);
         let ends = self.ns_ends(id, EndReason::Ended, ttl);
-        self.end_ids(ends).await;
+        self.end_ids(ends, None).await;
         cleared()
     }
 
@@ -917,6 +929,28 @@ impl<C: Codec> Inner<C> {
             }
             inner.backups.end();
         });
+    }
+}
+
+/// A primary write of a commit whose backup copy is not written or handed to its
+/// background task yet. If the commit is dropped in between (a client that hung up, a
+/// timeout layer), the primary may hold a state its backup copy never gets: that copy
+/// is repaired from the primary then, as after a backup write that failed, so that a
+/// primary lost later does not take back a state that requests have read.
+struct Unbacked<'a, C: Codec> {
+    inner: &'a Inner<C>,
+    id: SessionId,
+    ttl: Ttl,
+    /// The write did not land, or its backup copy is taken care of.
+    backed: bool,
+}
+
+impl<C: Codec> Drop for Unbacked<'_, C> {
+    fn drop(&mut self) {
+        if !self.backed {
+            self.inner
+                .remember_repair(&self.id, self.ttl, Stale::WhereReadsLook);
+        }
     }
 }
 
