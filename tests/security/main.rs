@@ -7,6 +7,7 @@
 mod cancellation;
 #[path = "../common/mod.rs"]
 mod common;
+mod drops;
 mod expiry;
 mod fixation;
 mod limits;

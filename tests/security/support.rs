@@ -209,6 +209,17 @@ pub struct Faulty {
     /// Fail the renewals of session locks (compare-and-swap writes of `lock:` keys)
     /// without sending them, as a node that stops answering for a while would.
     fail_lock_renewals: AtomicBool,
+    /// Extra time before each read (`get`, `get_with_ttl`, `get_and_touch`) is sent.
+    read_delay_ms: AtomicU64,
+    /// Extra time between an operation's answer and its return to the caller, for
+    /// every operation: the operation has reached memcached (a write has landed), but
+    /// the caller does not know it yet, as with a slow network on the way back. A
+    /// caller dropped in that time has done something it never learns about.
+    answer_delay_ms: AtomicU64,
+    /// Send single writes (`set`, `write`, `add`) from a task of their own, after the
+    /// write delay: a caller dropped meanwhile no longer stops them, and they land
+    /// after it is gone, as a request already on the wire does.
+    detach_writes: AtomicBool,
     writes_started: AtomicU64,
     touches_failed: AtomicU64,
 }
@@ -222,6 +233,9 @@ impl Faulty {
             fail_backup_deletes: AtomicBool::new(false),
             fail_touches: AtomicBool::new(false),
             fail_lock_renewals: AtomicBool::new(false),
+            read_delay_ms: AtomicU64::new(0),
+            answer_delay_ms: AtomicU64::new(0),
+            detach_writes: AtomicBool::new(false),
             writes_started: AtomicU64::new(0),
             touches_failed: AtomicU64::new(0),
         })
@@ -230,6 +244,20 @@ impl Faulty {
     pub fn delay_writes(&self, delay: Duration) {
         self.write_delay_ms
             .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    pub fn delay_reads(&self, delay: Duration) {
+        self.read_delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    pub fn delay_answers(&self, delay: Duration) {
+        self.answer_delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    pub fn detach_writes(&self, detach: bool) {
+        self.detach_writes.store(detach, Ordering::SeqCst);
     }
 
     pub fn delay_backup_deletes(&self, delay: Duration) {
@@ -258,12 +286,51 @@ impl Faulty {
         self.touches_failed.load(Ordering::SeqCst)
     }
 
+    async fn before_read(&self) {
+        let delay = self.read_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+    }
+
+    /// Hands an operation's result back after the answer delay.
+    async fn answer<T>(&self, result: T) -> T {
+        let delay = self.answer_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        result
+    }
+
     async fn before_write(&self) {
         self.writes_started.fetch_add(1, Ordering::SeqCst);
         let delay = self.write_delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
+    }
+
+    /// Sends a single write: here (after the write delay if `delayed`), or, with
+    /// writes detached, from a task of its own after the write delay.
+    async fn send<T: Send + 'static>(
+        &self,
+        delayed: bool,
+        write: impl Future<Output = T> + Send + 'static,
+    ) -> T {
+        if self.detach_writes.load(Ordering::SeqCst) {
+            self.writes_started.fetch_add(1, Ordering::SeqCst);
+            let delay = Duration::from_millis(self.write_delay_ms.load(Ordering::SeqCst));
+            return tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                write.await
+            })
+            .await
+            .expect("a detached write panicked");
+        }
+        if delayed {
+            self.before_write().await;
+        }
+        write.await
     }
 }
 
@@ -295,7 +362,8 @@ impl Faulty {
 #[async_trait::async_trait]
 impl RemoteStore for Faulty {
     async fn get(&self, node: &NodeId, key: &StoreKey) -> Result<Option<Item>, StoreError> {
-        self.inner.get(node, key).await
+        self.before_read().await;
+        self.answer(self.inner.get(node, key).await).await
     }
 
     async fn set(
@@ -305,13 +373,19 @@ impl RemoteStore for Faulty {
         value: &[u8],
         ttl: Ttl,
     ) -> Result<(), StoreError> {
-        self.before_write().await;
-        self.inner.set(node, key, value, ttl).await
+        let (inner, node, key, value) = (
+            Arc::clone(&self.inner),
+            node.clone(),
+            key.clone(),
+            value.to_vec(),
+        );
+        let set = async move { inner.set(&node, &key, &value, ttl).await };
+        self.answer(self.send(true, set).await).await
     }
 
     async fn set_many(&self, node: &NodeId, items: &[SetItem<'_>]) -> Vec<Result<(), StoreError>> {
         self.before_write().await;
-        self.inner.set_many(node, items).await
+        self.answer(self.inner.set_many(node, items).await).await
     }
 
     async fn write(
@@ -332,10 +406,15 @@ impl RemoteStore for Faulty {
             });
         }
         self.before_backup_end(node, key).await?;
-        if !Self::ends_a_backup(key) {
-            self.before_write().await;
-        }
-        self.inner.write(node, key, value, ttl, precondition).await
+        let delayed = !Self::ends_a_backup(key);
+        let (inner, node, key, value) = (
+            Arc::clone(&self.inner),
+            node.clone(),
+            key.clone(),
+            value.to_vec(),
+        );
+        let write = async move { inner.write(&node, &key, &value, ttl, precondition).await };
+        self.answer(self.send(delayed, write).await).await
     }
 
     async fn write_many(
@@ -344,7 +423,7 @@ impl RemoteStore for Faulty {
         items: &[WriteItem<'_>],
     ) -> Vec<Result<WriteOutcome, StoreError>> {
         self.before_write().await;
-        self.inner.write_many(node, items).await
+        self.answer(self.inner.write_many(node, items).await).await
     }
 
     async fn add(
@@ -354,7 +433,14 @@ impl RemoteStore for Faulty {
         value: &[u8],
         ttl: Ttl,
     ) -> Result<AddOutcome, StoreError> {
-        self.inner.add(node, key, value, ttl).await
+        let (inner, node, key, value) = (
+            Arc::clone(&self.inner),
+            node.clone(),
+            key.clone(),
+            value.to_vec(),
+        );
+        let add = async move { inner.add(&node, &key, &value, ttl).await };
+        self.answer(self.send(false, add).await).await
     }
 
     async fn cas(
@@ -365,12 +451,13 @@ impl RemoteStore for Faulty {
         ttl: Ttl,
         cas: CasToken,
     ) -> Result<CasOutcome, StoreError> {
-        self.inner.cas(node, key, value, ttl, cas).await
+        self.answer(self.inner.cas(node, key, value, ttl, cas).await)
+            .await
     }
 
     async fn delete(&self, node: &NodeId, key: &StoreKey) -> Result<bool, StoreError> {
         self.before_backup_end(node, key).await?;
-        self.inner.delete(node, key).await
+        self.answer(self.inner.delete(node, key).await).await
     }
 
     async fn delete_if(
@@ -379,7 +466,8 @@ impl RemoteStore for Faulty {
         key: &StoreKey,
         cas: CasToken,
     ) -> Result<CasOutcome, StoreError> {
-        self.inner.delete_if(node, key, cas).await
+        self.answer(self.inner.delete_if(node, key, cas).await)
+            .await
     }
 
     async fn append(
@@ -389,7 +477,8 @@ impl RemoteStore for Faulty {
         value: &[u8],
         ttl: Ttl,
     ) -> Result<(), StoreError> {
-        self.inner.append(node, key, value, ttl).await
+        self.answer(self.inner.append(node, key, value, ttl).await)
+            .await
     }
 
     async fn get_with_ttl(
@@ -397,7 +486,8 @@ impl RemoteStore for Faulty {
         node: &NodeId,
         key: &StoreKey,
     ) -> Result<Option<(Item, Ttl)>, StoreError> {
-        self.inner.get_with_ttl(node, key).await
+        self.before_read().await;
+        self.answer(self.inner.get_with_ttl(node, key).await).await
     }
 
     async fn touch(&self, node: &NodeId, key: &StoreKey, ttl: Ttl) -> Result<bool, StoreError> {
@@ -408,7 +498,7 @@ impl RemoteStore for Faulty {
                 after: TIMEOUT,
             });
         }
-        self.inner.touch(node, key, ttl).await
+        self.answer(self.inner.touch(node, key, ttl).await).await
     }
 
     async fn get_and_touch(
@@ -417,7 +507,9 @@ impl RemoteStore for Faulty {
         key: &StoreKey,
         ttl: Ttl,
     ) -> Result<Option<Item>, StoreError> {
-        self.inner.get_and_touch(node, key, ttl).await
+        self.before_read().await;
+        self.answer(self.inner.get_and_touch(node, key, ttl).await)
+            .await
     }
 
     fn nodes(&self) -> Vec<NodeId> {

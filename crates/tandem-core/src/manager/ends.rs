@@ -180,15 +180,20 @@ impl Drop for Running<'_> {
 impl<C: crate::codec::Codec> Inner<C> {
     /// Writes `ends` in a task of its own and waits for it: a request dropped
     /// meanwhile (a client hanging up) does not stop an end half way. Those that fail
-    /// are remembered and retried by the sweep. Then, in the same task, the ended id
-    /// is announced in the peer feed, if `announce` says so: after the tombstones, so
-    /// that a server dropping its copy on the announcement cannot reload the copy
-    /// still alive. Returns whether all landed.
+    /// are remembered and retried by the sweep. Then, in the same task, announces
+    /// `announce` in the peer feed (sticky mode), so that other servers drop their
+    /// copies of the ended id: after the tombstone, so that none of them reloads the
+    /// copy it replaces, and in the task, so that a request dropped while it waits
+    /// for the ends cannot skip it (a server holding a copy of its own would serve the
+    /// ended id until its copy expired). Returns whether all ends landed.
     pub(super) async fn end_ids(
         self: &Arc<Self>,
         ends: Vec<End>,
         announce: Option<SessionId>,
     ) -> bool {
+        if ends.is_empty() && announce.is_none() {
+            return true;
+        }
         let inner = Arc::clone(self);
         self.backups.begin();
         let task = tokio::spawn(async move {

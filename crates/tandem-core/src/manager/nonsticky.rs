@@ -520,6 +520,14 @@ impl<C: Codec> Inner<C> {
                     (None, true) => None,
                 }
             };
+            // From here until the backup copy is taken care of, a dropped commit
+            // leaves that copy to be repaired.
+            let mut unbacked = Unbacked {
+                inner: self,
+                id: id.clone(),
+                ttl,
+                backed: false,
+            };
             // Whether another writer got in first (rather than the copy vanishing, or
             // this process not knowing its token): only a race lost is waited out.
             let written = match precondition {
@@ -530,6 +538,9 @@ impl<C: Codec> Inner<C> {
                 }
                 None => Ok(WriteOutcome::NotFound),
             };
+            if !matches!(written, Ok(WriteOutcome::Stored(_))) {
+                unbacked.backed = true;
+            }
             let lost_race = matches!(written, Ok(WriteOutcome::Conflict))
                 || (matches!(written, Ok(WriteOutcome::Exists)) && new_id.is_none());
             match written {
@@ -553,6 +564,7 @@ impl<C: Codec> Inner<C> {
                         self.ns_moved_away(&original, &node, ttl);
                     }
                     let backup = self.ns_write_backup(id, bytes, ttl).await;
+                    unbacked.backed = true;
                     let outcome = CommitOutcome {
                         cookie: super::cookie_for(
                             request.incoming.as_ref(),
@@ -916,6 +928,28 @@ impl<C: Codec> Inner<C> {
             }
             inner.backups.end();
         });
+    }
+}
+
+/// A primary write of a commit whose backup copy is not written or handed to its
+/// background task yet. If the commit is dropped in between (a client that hung up, a
+/// timeout layer), the primary may hold a state its backup copy never gets: that copy
+/// is repaired from the primary then, as after a backup write that failed, so that a
+/// primary lost later does not take back a state that requests have read.
+struct Unbacked<'a, C: Codec> {
+    inner: &'a Inner<C>,
+    id: SessionId,
+    ttl: Ttl,
+    /// The write did not land, or its backup copy is taken care of.
+    backed: bool,
+}
+
+impl<C: Codec> Drop for Unbacked<'_, C> {
+    fn drop(&mut self) {
+        if !self.backed {
+            self.inner
+                .remember_repair(&self.id, self.ttl, Stale::WhereReadsLook);
+        }
     }
 }
 

@@ -330,6 +330,18 @@ impl<C: Codec> Inner<C> {
         }
         let node = self.node_of(id);
         let held = self.local.get(key);
+        // A backup of the held copy still on its way could land between this read and
+        // its use below: the read would then carry an older token than the one that
+        // backup records, and replace it (the bytes may well be the same), and the
+        // next write, conditional on the older token, would be refused; this server
+        // would drop its own copy, with every change since, as another server's. So
+        // the copy is read and compared under the held copy's write-order lock, which
+        // every backup of it holds while it runs. Released before the write back
+        // below, which takes it (or, for a new entry, maybe the same stripe) itself.
+        let order = match &held {
+            Some(held) => Some(self.write_order(held).lock().await),
+            None => None,
+        };
         let remote = if self.store.is_available(&node) {
             let started = Instant::now();
             let result = self.store.get(&node, &self.store_key(id)).await;
@@ -408,6 +420,7 @@ impl<C: Codec> Inner<C> {
         // Written back at once: the old owner's next write, conditional on the token
         // it knows, is then refused, instead of overwriting this server's changes.
         entry.state.lock().revision += 1;
+        drop(order);
         Box::pin(self.schedule_write(&entry)).await;
         Ok(Found::Entry(entry))
     }
@@ -730,6 +743,8 @@ impl<C: Codec> Inner<C> {
             ttl: ends::tombstone_ttl(remote_ttl(entry.max_inactive())),
             condition: Precondition::None,
         };
+        // Announced by the task that writes the tombstone: a commit dropped while it
+        // waits here must not skip it.
         self.end_ids(vec![end], Some(old.clone())).await;
     }
 
@@ -814,6 +829,8 @@ impl<C: Codec> Inner<C> {
             ttl: ends::tombstone_ttl(remote_ttl(entry.max_inactive())),
             condition: Precondition::None,
         };
+        // Announced by the task that writes the tombstone: a commit dropped while it
+        // waits here must not skip it.
         self.end_ids(vec![end], Some(id)).await;
         ended_outcome()
     }

@@ -59,6 +59,11 @@ enum Written {
     /// server's copy is then no longer the session), or by the tombstone of this
     /// session's own move away from this node, which its move back may replace.
     Taken,
+    /// A compare-and-swap refused while a write of this server whose answer was lost
+    /// is outstanding: that write may have landed after this one's condition was read
+    /// (memcached need not handle two connections' requests in the order they were
+    /// sent). The copy is ours if it holds exactly that write's bytes.
+    Raced,
 }
 
 /// Why a backup was refused when another server owns the copy.
@@ -210,7 +215,7 @@ impl<C: Codec> Inner<C> {
                         message: "write_many returned no result for this item".into(),
                     })
                 });
-                if let Written::Again | Written::Taken =
+                if let Written::Again | Written::Taken | Written::Raced =
                     self.wrote(entry, job, *precondition, result, elapsed)
                 {
                     later.push(Arc::clone(entry));
@@ -264,10 +269,16 @@ impl<C: Codec> Inner<C> {
         // tombstone of its own move if it moves back.
         for _ in 0..3 {
             let started = Instant::now();
+            let unanswered = Unanswered {
+                entry,
+                bytes,
+                answered: false,
+            };
             let result = self
                 .store
                 .write(&job.node, &job.key, bytes, job.ttl, precondition)
                 .await;
+            unanswered.answered();
             match self.wrote(entry, &job, precondition, result, started.elapsed()) {
                 Written::Done(result) => return result,
                 Written::Again => precondition = Precondition::Absent,
@@ -278,6 +289,20 @@ impl<C: Codec> Inner<C> {
                         precondition = Precondition::Cas(item.cas);
                     }
                     Ok(_) => {
+                        self.lose_ownership(entry);
+                        return Err(NOT_OURS.into());
+                    }
+                    Err(error) => {
+                        Counters::add(&self.counters.backups_failed);
+                        return Err(error.to_string());
+                    }
+                },
+                Written::Raced => match self.store.get(&job.node, &job.key).await {
+                    Ok(Some(item)) if self.attempted_here(entry, &item.value) => {
+                        precondition = Precondition::Cas(item.cas);
+                    }
+                    Ok(_) => {
+                        Counters::add(&self.counters.backups_failed);
                         self.lose_ownership(entry);
                         return Err(NOT_OURS.into());
                     }
@@ -338,6 +363,13 @@ impl<C: Codec> Inner<C> {
         })
     }
 
+    /// Whether `stored` is exactly what a write of this server whose answer was lost
+    /// sent.
+    fn attempted_here(&self, entry: &LocalEntry<C>, stored: &[u8]) -> bool {
+        let attempted = entry.state.lock().attempted;
+        attempted != 0 && digest(stored) == attempted
+    }
+
     /// Records the outcome of one backup write.
     fn wrote(
         &self,
@@ -384,6 +416,7 @@ impl<C: Codec> Inner<C> {
                 Written::Again
             }
             Ok(WriteOutcome::Exists) => Written::Taken,
+            Ok(WriteOutcome::Conflict) if entry.state.lock().attempted != 0 => Written::Raced,
             Ok(WriteOutcome::Conflict) => {
                 Counters::add(&self.counters.backups_failed);
                 self.lose_ownership(entry);
@@ -470,6 +503,38 @@ impl<C: Codec> Inner<C> {
         if !self.write_end(&end).await {
             self.remember_ends([end]);
         }
+    }
+}
+
+/// A backup write on its way whose answer is not recorded yet. If the future writing
+/// it is dropped first (a synchronous backup of a request whose client hung up or
+/// that a timeout layer gave up, a timeout around `run_backup`), the write may still
+/// land, under a token this server never learns. Left as it was, the entry's next
+/// write would be conditional on the older token, be refused, and make this server
+/// drop its own copy, with every change since, as written by another server. So the
+/// drop leaves the copy unknown, as a lost answer does: the next write first checks
+/// what is there against these bytes.
+struct Unanswered<'a, C> {
+    entry: &'a LocalEntry<C>,
+    bytes: &'a [u8],
+    answered: bool,
+}
+
+impl<C> Unanswered<'_, C> {
+    /// The answer arrived: `wrote` records it.
+    fn answered(mut self) {
+        self.answered = true;
+    }
+}
+
+impl<C> Drop for Unanswered<'_, C> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let mut state = self.entry.state.lock();
+        state.remote = RemoteCopy::Unknown;
+        state.attempted = digest(self.bytes);
     }
 }
 

@@ -174,6 +174,40 @@ async fn release_own(
     Ok(())
 }
 
+/// Sends the `add` that takes the lock from a task of its own, and waits for its
+/// answer. A request dropped while its add is on its way releases the lock in the
+/// background, but that release can reach the node before the add does: it finds no
+/// lock, and the add, landing after it, would keep the session locked for the whole
+/// TTL. The task sees the add's answer whatever happens to the request, and releases
+/// a lock it may have taken for a request that is gone.
+async fn add_lock(held: &Arc<Held>) -> Result<AddOutcome, StoreError> {
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let task_held = Arc::clone(held);
+    tokio::spawn(async move {
+        let held = task_held;
+        let added = held
+            .store
+            .add(&held.node, &held.key, &held.token, lock_ttl(held.ttl))
+            .await;
+        // The request is gone: unless the lock was someone else's, release it (the
+        // request's own release may have come too early; a second one finds nothing).
+        if let Err(added) = answer.send(added)
+            && !matches!(added, Ok(AddOutcome::Exists))
+            && let Err(error) = release_own(&*held.store, &held.node, &held.key, &held.token).await
+        {
+            tracing::debug!(%error, "session lock not released; it expires by its TTL");
+        }
+    });
+    answered.await.unwrap_or_else(|_| {
+        // Only when the runtime shuts down: answered as a node failure, so that the
+        // lock counts as maybe taken.
+        Err(StoreError::Unreachable {
+            node: held.node.clone(),
+            message: "the lock request's task ended without an answer".into(),
+        })
+    })
+}
+
 /// The TTL a lock is written with: the lock TTL, plus a second for memcached's
 /// once-a-second expiry clock, which may otherwise end it up to a second early (before
 /// its first renewal, for the shortest TTLs).
@@ -222,11 +256,7 @@ impl<C: Codec> Inner<C> {
             // A request dropped while the add is on its way may have taken the lock:
             // its drop then releases it.
             lock.held.maybe_held.store(true, Ordering::Release);
-            let held = &lock.held;
-            let added = self
-                .store
-                .add(&held.node, &held.key, &held.token, lock_ttl(ttl))
-                .await;
+            let added = add_lock(&lock.held).await;
             match added {
                 Ok(AddOutcome::Stored) => {
                     if waited {
