@@ -17,11 +17,19 @@
 //! its counter attribute must equal the number of acknowledged increments: anything
 //! less is a lost update, a new session is a lost session.
 //!
+//! Two more rows per mode and backup put no fault on the servers but end sessions in
+//! use on both: a logout while a thief uses the stolen cookie on the other server, a
+//! login while an attacker uses the id they planted (session fixation). There no
+//! ended id may be served again (the column "ended ids served"); requests that the
+//! design refuses then count as "refused". See [`ending`].
+//!
 //! `cargo test --test faults` runs the short version (part of `scripts/test.sh`);
 //! `scripts/faults.sh` runs the full one (more sessions, longer phases).
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "faults/ending.rs"]
+mod ending;
 
 use std::fmt;
 use std::sync::Arc;
@@ -43,10 +51,15 @@ fn cookie_id(outcome: &CommitOutcome) -> &str {
 use tandem_testkit::MemcachedCluster;
 
 use common::{Manager, TIMEOUT, connect, non_sticky, server};
+use ending::{ENDINGS, Ending};
 
 /// How long and how hard each scenario runs.
 struct Scale {
     sessions: usize,
+    /// Sessions logged out (or logged in) per row of [`Ending`]: each has its owner
+    /// and two to four attackers' request loops, so fewer than `sessions` keep the
+    /// load comparable.
+    ended_sessions: usize,
     /// A client's pause between two requests: the load stays below what the two cores
     /// can serve, so that the slowest request measures the faults, not queueing.
     think: Duration,
@@ -59,6 +72,7 @@ fn scale() -> Scale {
     match std::env::var("TANDEM_FAULTS").as_deref() {
         Ok("full") => Scale {
             sessions: 200,
+            ended_sessions: 50,
             think: Duration::from_millis(25),
             warmup: Duration::from_secs(2),
             fault: Duration::from_secs(5),
@@ -66,6 +80,7 @@ fn scale() -> Scale {
         },
         _ => Scale {
             sessions: 24,
+            ended_sessions: 8,
             think: Duration::from_millis(3),
             warmup: Duration::from_millis(400),
             fault: Duration::from_millis(1200),
@@ -134,6 +149,11 @@ struct Outcome {
     /// Kill of an app server: the sessions it held whose newest state was not yet
     /// backed up when it died.
     unsaved_at_kill: AtomicU64,
+    /// [`Ending`] rows: requests refused as an ended or contested id is by design
+    /// (`SessionEnded`, `Conflict`, `Unavailable`).
+    refused: AtomicU64,
+    /// [`Ending`] rows: resurrections (logout) or violations (login).
+    ended_served: AtomicU64,
 }
 
 impl Outcome {
@@ -142,15 +162,35 @@ impl Outcome {
     }
 }
 
+/// What a row puts the servers through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Event {
+    Fault(Fault),
+    Ending(Ending),
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Fault(fault) => write!(f, "{fault:?}"),
+            Event::Ending(ending) => write!(f, "{ending:?}"),
+        }
+    }
+}
+
 struct Row {
     mode: Mode,
     backup: BackupMode,
-    fault: Fault,
+    event: Event,
     requests: u64,
     failed: u64,
+    /// [`Ending`] rows only.
+    refused: Option<u64>,
     lost_sessions: u64,
     lost_updates: u64,
     lost_unreported: u64,
+    /// [`Ending`] rows only.
+    ended_served: Option<u64>,
     slowest: Duration,
     unsaved_at_kill: Option<u64>,
 }
@@ -165,18 +205,19 @@ impl fmt::Display for Row {
             Mode::Sticky => "sticky",
             Mode::NonSticky => "non-sticky",
         };
-        let unsaved = self
-            .unsaved_at_kill
-            .map_or_else(|| "-".to_owned(), |count| count.to_string());
+        let count = |count: Option<u64>| count.map_or_else(|| "-".to_owned(), |n| n.to_string());
         write!(
             f,
-            "| {mode} | {backup} | {:?} | {} | {} | {} | {} | {} | {unsaved} | {} ms |",
-            self.fault,
+            "| {mode} | {backup} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ms |",
+            self.event,
             self.requests,
             self.failed,
+            count(self.refused),
             self.lost_sessions,
             self.lost_updates,
             self.lost_unreported,
+            count(self.ended_served),
+            count(self.unsaved_at_kill),
             self.slowest.as_millis()
         )
     }
@@ -436,39 +477,66 @@ async fn scenario(mode: Mode, backup: BackupMode, fault: Fault) -> Row {
     Row {
         mode,
         backup,
-        fault,
+        event: Event::Fault(fault),
         requests: outcome.requests.load(Ordering::Relaxed),
         failed: outcome.failed.load(Ordering::Relaxed),
+        refused: None,
         lost_sessions: outcome.lost_sessions.load(Ordering::Relaxed),
         lost_updates: outcome.lost_updates.load(Ordering::Relaxed),
         lost_unreported: outcome.lost_unreported.load(Ordering::Relaxed),
+        ended_served: None,
         slowest: outcome.slowest(),
         unsaved_at_kill: (fault == Fault::KillAppServer)
             .then(|| outcome.unsaved_at_kill.load(Ordering::Relaxed)),
     }
 }
 
+/// A row of the matrix, finished or still running its final checks.
+enum Pending {
+    Done(Row),
+    Checking(tokio::task::JoinHandle<Row>),
+}
+
 async fn matrix(mode: Mode) {
     let sync = BackupMode::Sync { timeout: TIMEOUT };
-    let mut rows = Vec::new();
+    // The rows of ends finish (quiet, then their final checks) while the next rows
+    // run.
+    let mut pending = Vec::new();
     for backup in [BackupMode::Async, sync] {
         for fault in FAULTS {
-            rows.push(scenario(mode, backup, fault).await);
+            pending.push(Pending::Done(scenario(mode, backup, fault).await));
+        }
+        for ending in ENDINGS {
+            pending.push(Pending::Checking(
+                ending::scenario(mode, backup, ending).await,
+            ));
         }
     }
+    let mut rows = Vec::new();
+    for row in pending {
+        rows.push(match row {
+            Pending::Done(row) => row,
+            Pending::Checking(task) => task.await.unwrap(),
+        });
+    }
     println!(
-        "| mode | backup | fault | requests | failed | sessions lost | updates lost | losses not reported at risk | sessions unsaved at kill | slowest |"
+        "| mode | backup | fault | requests | failed | refused | sessions lost | updates lost | losses not reported at risk | ended ids served | sessions unsaved at kill | slowest |"
     );
-    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in &rows {
         println!("{row}");
     }
     let bound = TIMEOUT + Duration::from_millis(100);
+    // The fault rows first, so that a failing row of ends leaves none of them
+    // unchecked.
     for row in &rows {
         assert!(row.requests > 0, "{row}");
-        if loss_allowed(row.mode, row.backup, row.fault) {
+        let Event::Fault(fault) = row.event else {
+            continue;
+        };
+        if loss_allowed(row.mode, row.backup, fault) {
             // Measured, not bounded.
-        } else if loss_allowed(row.mode, BackupMode::Async, row.fault) {
+        } else if loss_allowed(row.mode, BackupMode::Async, fault) {
             // A synchronous commit whose backup copy failed says so
             // (`BackupStatus::Failed`): that change is as exposed as an asynchronous
             // one. Only a loss past a change whose copy was not reported failed is a
@@ -481,13 +549,14 @@ async fn matrix(mode: Mode) {
         // Requests in flight on a killed app server fail with it. Non-sticky requests
         // that meet a hung node answer 503 after one operation timeout rather than
         // wait on a second node; with every node down they all do.
-        let failures_allowed = row.fault == Fault::KillAppServer
+        let failures_allowed = fault == Fault::KillAppServer
             || (row.mode == Mode::NonSticky
-                && matches!(row.fault, Fault::HangNode | Fault::AllNodesDown));
+                && matches!(fault, Fault::HangNode | Fault::AllNodesDown));
         if !failures_allowed {
             assert_eq!(row.failed, 0, "{row}");
         }
     }
+    ending::check(&rows);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -566,6 +635,7 @@ async fn soak() {
     ];
     let phases = Scale {
         sessions: 200,
+        ended_sessions: 0,
         think: Duration::from_millis(20),
         warmup: Duration::ZERO,
         fault: Duration::from_secs(5),
