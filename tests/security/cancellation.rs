@@ -8,11 +8,12 @@ use tandem_testkit::MemcachedCluster;
 use crate::common::*;
 use crate::support::*;
 
-/// H3: with a one-slot backup queue and one writer, a hung node makes a commit wait
-/// for room in the queue; that commit is dropped (a 50 ms timeout around it). Once
-/// the node answers again: a later change of that session reaches memcached (another
-/// server loads it), `pending_backups()` reaches 0 within 5 s, and `shutdown(3 s)`
-/// reports nothing unsaved, well before its deadline. Today the dropped commit leaves
+/// H3: with a one-slot backup queue and one writer, a write that hangs (held 2 s by a
+/// wrapper store, so that no operation timeout frees the writer early on a loaded
+/// machine) makes a commit wait for room in the queue; that commit is dropped (a 50
+/// ms timeout around it). Once writes go through again: a later change of that
+/// session reaches memcached (another server loads it), `pending_backups()` reaches 0
+/// within 5 s, and `shutdown(3 s)` reports nothing unsaved, well before its deadline. Today the dropped commit leaves
 /// the session marked as queued and a job counted in flight for good: its backups
 /// never run again, the pending count never reaches 0, and shutdown sleeps its whole
 /// deadline and then writes nothing.
@@ -20,7 +21,8 @@ use crate::support::*;
 async fn h3_a_commit_dropped_at_the_full_backup_queue_leaves_backups_working() {
     let cluster = MemcachedCluster::start(1);
     let store = connect(&cluster).await;
-    let a = server(&store, "a1")
+    let faulty = Faulty::new(&store);
+    let a = sticky_over(faulty.clone(), "a1")
         .backup_queue(1)
         .backup_concurrency(1)
         .build()
@@ -30,8 +32,8 @@ async fn h3_a_commit_dropped_at_the_full_backup_queue_leaves_backups_working() {
         ids.push(create(&a, n).await);
     }
     settle(&a).await;
-    cluster.node("n1").pause();
-    // The first write hangs (until the operation timeout) and holds the only writer;
+    faulty.delay_writes(Duration::from_secs(2));
+    // The first write hangs and holds the only writer;
     // the next commits fill the dispatcher's hand and the queue; one then waits for
     // room and is given up.
     let mut dropped = None;
@@ -46,8 +48,7 @@ async fn h3_a_commit_dropped_at_the_full_backup_queue_leaves_backups_working() {
     }
     let dropped = dropped.expect("precondition: no commit had to wait for room in the queue");
     let victim = ids[dropped].clone();
-    cluster.node("n1").resume();
-    wait_up(&store, "n1").await;
+    faulty.delay_writes(Duration::ZERO);
 
     let mut checks = Checks::default();
     write_n(&a, &victim, 3).await;

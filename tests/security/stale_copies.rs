@@ -1,11 +1,14 @@
 //! Copies a server or node kept from before a logout or a change must not be served
 //! as the live session: M2 (the old owner's local copy after a takeover), M4 (a late
 //! backup write after an invalidation), M6 (the copy left on a node that was down
-//! during a relocation), L5 (a failed read is not a missing session).
+//! during a relocation), L5 (a failed read is not a missing session); and a change
+//! made into a copy dropped meanwhile is not reported saved.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tandem::{CookieUpdate, LoadError};
+use tandem::{BackupMode, BackupStatus, CookieUpdate, LoadError, SessionId};
 use tandem_testkit::MemcachedCluster;
 
 use crate::common::*;
@@ -208,4 +211,103 @@ async fn l5_a_failed_remote_read_does_not_clear_the_cookie() {
             );
         }
     }
+}
+
+/// One owner's requests on A for `for_how_long`: each reads `n` and writes `n + 1`
+/// with a synchronous backup. Returns every load that found `n` below a change whose
+/// commit reported its backup written (or queued): a loss the commit did not report.
+async fn owner_increments(manager: Manager, id: SessionId, for_how_long: Duration) -> Vec<String> {
+    let mut id = id;
+    let mut unreported = 0u32;
+    let mut losses = Vec::new();
+    let until = std::time::Instant::now() + for_how_long;
+    while std::time::Instant::now() < until {
+        let Ok(mut session) = manager.load(Some(id.as_str())).await else {
+            continue;
+        };
+        if session.is_new() {
+            losses.push(format!("{id} was found new"));
+            break;
+        }
+        let found = session.get::<u32>("n").unwrap().unwrap_or(0);
+        if found < unreported {
+            losses.push(format!(
+                "{id}: n = {found} after {unreported} was reported saved"
+            ));
+            unreported = found;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        session.insert("n", &(found + 1)).unwrap();
+        if let Ok(outcome) = manager.commit(session).await {
+            if !matches!(outcome.backup, BackupStatus::Failed(_)) {
+                unreported = found + 1;
+            }
+            if let CookieUpdate::Set { id: set, .. } = outcome.cookie
+                && set.random() == id.random()
+            {
+                id = set;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    losses
+}
+
+/// A thief's requests with the stolen `id` on `manager` until `stop`: each loads the
+/// session and, if `writes`, stores `cart`.
+async fn thief(manager: Manager, id: SessionId, writes: bool, stop: Arc<AtomicBool>) {
+    let mut value = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(mut session) = manager.load(Some(id.as_str())).await {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            if writes && !session.is_new() {
+                value += 1;
+                session.insert("cart", &value).unwrap();
+            }
+            let _ = manager.commit(session).await;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Found by the fault matrix's `LoginUnderLoad` row: with synchronous backups, an
+/// owner increments `n` on A while thieves use the stolen id on both A and B (each of
+/// B's requests takes the session over; A's writes are then refused and A drops its
+/// copy). A commit whose changes went into A's copy just before A dropped it must not
+/// report its backup written: no later load may find `n` below a value whose commit
+/// did not report its backup failed. Before the fix, the dropped copy's backup
+/// counted as done, and several sessions per run lost a change reported saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m2_a_sync_commit_into_a_copy_dropped_meanwhile_is_not_reported_saved() {
+    let cluster = MemcachedCluster::start(3);
+    let store = connect(&cluster).await;
+    let sync = BackupMode::Sync { timeout: TIMEOUT };
+    let a = server(&store, "a1").backup(sync).build().unwrap();
+    let b = server(&store, "a2").backup(sync).build().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut owners = Vec::new();
+    let mut thieves = Vec::new();
+    for _ in 0..8 {
+        let id = create(&a, 0).await;
+        for (at, writes) in [(&a, false), (&a, true), (&b, false), (&b, true)] {
+            let task = thief(at.clone(), id.clone(), writes, Arc::clone(&stop));
+            thieves.push(tokio::spawn(task));
+        }
+        let task = owner_increments(a.clone(), id, Duration::from_secs(2));
+        owners.push(tokio::spawn(task));
+    }
+    let mut losses = Vec::new();
+    for owner in owners {
+        losses.extend(owner.await.unwrap());
+    }
+    stop.store(true, Ordering::Relaxed);
+    for thief in thieves {
+        thief.await.unwrap();
+    }
+    assert!(
+        losses.is_empty(),
+        "{} changes reported saved were lost: {}",
+        losses.len(),
+        losses.join("; ")
+    );
 }

@@ -260,7 +260,7 @@ impl<C: Codec> Inner<C> {
         });
     }
 
-    async fn read_feed_now(&self) {
+    async fn read_feed_now(self: &Arc<Self>) {
         if self.local.entry_count() == 0 {
             // Nothing held, nothing to drop. The next read starts the window over,
             // so that it also drops copies taken meanwhile of sessions announced
@@ -311,7 +311,7 @@ impl<C: Codec> Inner<C> {
     }
 
     /// Drops this server's copy of a session another server announced.
-    fn drop_announced(&self, storage: &str) {
+    fn drop_announced(self: &Arc<Self>, storage: &str) {
         let Some(entry) = self.local.get(storage) else {
             return;
         };
@@ -319,6 +319,25 @@ impl<C: Codec> Inner<C> {
         if id.storage_id() != storage {
             // Found under the announced key as its id changes (a login cycling it):
             // the announcement is about the id the session is leaving.
+            return;
+        }
+        let unsaved = {
+            let state = entry.state.lock();
+            state.revision > state.backed_up
+        };
+        if unsaved {
+            // Changes not backed up yet must not go with the copy: the announcement
+            // may be older than this server's own load of the session (a server that
+            // just started reads the feed's items from their start). The conditional
+            // backup settles it: refused if another server wrote the copy since (this
+            // copy is then dropped as no longer its own), written otherwise, and then
+            // announced in turn, so that the announcer drops its older copy.
+            let inner = Arc::clone(self);
+            tokio::spawn(async move {
+                if inner.run_backup(&entry).await.is_ok() && !entry.is_retired() {
+                    inner.announce(&entry.id());
+                }
+            });
             return;
         }
         Counters::add(&self.counters.stale_copies_dropped);

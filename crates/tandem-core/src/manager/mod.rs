@@ -539,7 +539,7 @@ impl<C: Codec> SessionManager<C> {
         // id still differs from the one sent (its route not rewritten yet): attach
         // rewrites it. No network.
         if id.route() == our_route
-            && let Some(entry) = inner.local.get(id.storage_id())
+            && let Some(entry) = inner.held(id.storage_id())
         {
             Counters::add(&inner.counters.loaded_local);
             return inner.attach(entry, id, sticky::LOOKUPS_AFTER_RETIRE).await;

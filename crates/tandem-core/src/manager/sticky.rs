@@ -76,6 +76,9 @@ struct Applied {
 enum NotApplied {
     /// The session got a new id after this request loaded it under the old one.
     Cycled,
+    /// The entry was retired (ended, or replaced by a newer copy) after the commit
+    /// looked: the changes go to the current copy, if any.
+    Retired,
     /// A conflict, the size limit, ...
     Refused(CommitError),
 }
@@ -97,12 +100,19 @@ impl<C: Codec> Inner<C> {
     ) -> Result<RequestSession<C>, LoadError> {
         let our_route = self.config.route.as_ref().map(|route| route.as_str());
         if id.route() == our_route
-            && let Some(entry) = self.local.get(id.storage_id())
+            && let Some(entry) = self.held(id.storage_id())
         {
             Counters::add(&self.counters.loaded_local);
             return self.attach(entry, id, lookups).await;
         }
         Box::pin(self.load_elsewhere(id, lookups)).await
+    }
+
+    /// The entry the local tier holds under `key`, unless it was retired (ended, or
+    /// replaced) and the cache has not let it go yet: a request must not find it and
+    /// then give up on a session that lives elsewhere.
+    pub(super) fn held(&self, key: &str) -> Option<Arc<LocalEntry<C>>> {
+        self.local.get(key).filter(|entry| !entry.is_retired())
     }
 
     /// A session this server does not hold under the id's own key and route: moved
@@ -140,7 +150,7 @@ impl<C: Codec> Inner<C> {
         let found = if id.route() != our_route {
             self.take_over(&id, &key).await?
         } else {
-            match self.local.get(&key) {
+            match self.held(key.as_str()) {
                 Some(entry) => {
                     Counters::add(&self.counters.loaded_local);
                     Found::Entry(entry)
@@ -183,7 +193,7 @@ impl<C: Codec> Inner<C> {
         }
         // Neither the random part nor the node id contains a dot.
         let storage = text.split_once('.').map_or(text, |(storage, _)| storage);
-        let entry = self.local.get(storage)?;
+        let entry = self.held(storage)?;
         let id = {
             let state = entry.state.lock();
             let id = state.session.id();
@@ -225,7 +235,7 @@ impl<C: Codec> Inner<C> {
         let loaded = load
             .get_or_init(|| async {
                 // A load that finished between this request's miss and now.
-                if let Some(entry) = self.local.get(key) {
+                if let Some(entry) = self.held(key.as_str()) {
                     return Ok(entry);
                 }
                 match self.read_remote(&node, id).await {
@@ -329,7 +339,7 @@ impl<C: Codec> Inner<C> {
             return Ok(Found::Unknown);
         }
         let node = self.node_of(id);
-        let held = self.local.get(key);
+        let held = self.held(key.as_str());
         // A backup of the held copy still on its way could land between this read and
         // its use below: the read would then carry an older token than the one that
         // backup records, and replace it (the bytes may well be the same), and the
@@ -454,7 +464,9 @@ impl<C: Codec> Inner<C> {
             drop(lock);
             return match lookups.checked_sub(1) {
                 Some(lookups) => Box::pin(self.load_parsed(incoming, lookups)).await,
-                None => Ok(self.fresh(None, true)),
+                // Replaced again and again while this request waited: it does not
+                // give the session up (a new, empty one would), it asks to be retried.
+                None => Err(LoadError::Unavailable),
             };
         }
         let (snapshot, moved_from) = {
@@ -649,12 +661,18 @@ impl<C: Codec> Inner<C> {
         // An entry retired since the request loaded it was replaced by a newer copy
         // (takeover check) or ended: the changes go to the current copy, if any.
         if entry.is_retired() {
-            entry = match self.current_copy(entry) {
-                Ok(entry) => entry,
-                // Ended already: what a logout wants.
-                Err(_) if request.invalidated => return Ok(ended_outcome()),
+            match self.current_copy(Arc::clone(&entry)) {
+                Ok(current) => entry = current,
+                // No copy here any more. A logout still ends the id below unless this
+                // server ended it already: the copy may have been dropped for one that
+                // lives on in the remote tier or on another server.
+                Err(_) if request.invalidated => {
+                    if self.ended.get(&local_key(&entry.id())) == Some(EndReason::Ended) {
+                        return Ok(ended_outcome());
+                    }
+                }
                 Err(error) => return Err(error),
-            };
+            }
         }
         if request.invalidated {
             let same = request
@@ -673,18 +691,22 @@ impl<C: Codec> Inner<C> {
         if modified {
             self.check_unsaved(entry.in_dirty.load(Ordering::Acquire))?;
         }
-        let applied = match self.apply(&entry, request) {
-            Ok(applied) => applied,
-            Err(NotApplied::Refused(error)) => return Err(error),
-            // Loaded under an id that was cycled since: a read-only request ends as
-            // it came (its cookie is left alone: it must not learn the new id, and
-            // must not clear the one the login set); a change is refused.
-            Err(NotApplied::Cycled) if modified => return Err(CommitError::SessionEnded),
-            Err(NotApplied::Cycled) => {
-                return Ok(CommitOutcome {
-                    cookie: CookieUpdate::Keep,
-                    backup: BackupStatus::NotNeeded,
-                });
+        let applied = loop {
+            match self.apply(&entry, request) {
+                Ok(applied) => break applied,
+                // Retired since the check above: the current copy, as then.
+                Err(NotApplied::Retired) => entry = self.current_copy(entry)?,
+                Err(NotApplied::Refused(error)) => return Err(error),
+                // Loaded under an id that was cycled since: a read-only request ends
+                // as it came (its cookie is left alone: it must not learn the new id,
+                // and must not clear the one the login set); a change is refused.
+                Err(NotApplied::Cycled) if modified => return Err(CommitError::SessionEnded),
+                Err(NotApplied::Cycled) => {
+                    return Ok(CommitOutcome {
+                        cookie: CookieUpdate::Keep,
+                        backup: BackupStatus::NotNeeded,
+                    });
+                }
             }
         };
         if let Some((old, new)) = &applied.rekeyed {
@@ -757,6 +779,11 @@ impl<C: Codec> Inner<C> {
         request: &RequestSession<C>,
     ) -> Result<Applied, NotApplied> {
         let mut state = entry.state.lock();
+        // Checked under the state lock: changes applied to an entry that is retired
+        // afterwards are reported by its backup (see `run_backup`).
+        if entry.is_retired() {
+            return Err(NotApplied::Retired);
+        }
         if let Some(incoming) = &request.incoming
             && !same_session(incoming, state.session.id())
         {

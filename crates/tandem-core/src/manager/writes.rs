@@ -68,6 +68,8 @@ enum Written {
 
 /// Why a backup was refused when another server owns the copy.
 const NOT_OURS: &str = "another server wrote the session's copy since this server did";
+/// Why a backup was not written when the copy holding the changes was dropped first.
+const DROPPED: &str = "the session's copy here was dropped before its backup: another server took it over or ended it";
 
 impl<C: Codec> Inner<C> {
     /// Writes the entry's newest state to its node, or touches the remote copy if it
@@ -79,6 +81,12 @@ impl<C: Codec> Inner<C> {
         }
         let _order = self.write_order(entry).lock().await;
         if entry.is_retired() {
+            // Never written again. Changes it holds that no write carried are lost
+            // with it: a synchronous commit that made them must not report them saved.
+            let state = entry.state.lock();
+            if state.revision > state.backed_up {
+                return Err(DROPPED.into());
+            }
             return Ok(());
         }
         let job = self.backup_job(entry)?;
@@ -271,6 +279,7 @@ impl<C: Codec> Inner<C> {
             let started = Instant::now();
             let unanswered = Unanswered {
                 entry,
+                id: &job.id,
                 bytes,
                 answered: false,
             };
@@ -381,6 +390,13 @@ impl<C: Codec> Inner<C> {
     ) -> Written {
         let bytes = job.bytes.as_deref().unwrap_or_default();
         self.counters.histograms.backup_write(elapsed, bytes.len());
+        if moved_on(entry, &job.id) {
+            // The session got a new id (a login) or moved to another node while this
+            // write was on its way: it went to the old key, which that change ends
+            // with a tombstone. Whatever it met there (that tombstone, say) tells
+            // nothing of the copy under the new key, which its own write creates.
+            return Written::Done(Ok(()));
+        }
         match result {
             Ok(WriteOutcome::Stored(token)) => {
                 entry
@@ -514,28 +530,40 @@ impl<C: Codec> Inner<C> {
 /// drop its own copy, with every change since, as written by another server. So the
 /// drop leaves the copy unknown, as a lost answer does: the next write first checks
 /// what is there against these bytes.
-struct Unanswered<'a, C> {
+struct Unanswered<'a, C: Codec> {
     entry: &'a LocalEntry<C>,
+    /// The id the write was sent under.
+    id: &'a SessionId,
     bytes: &'a [u8],
     answered: bool,
 }
 
-impl<C> Unanswered<'_, C> {
+impl<C: Codec> Unanswered<'_, C> {
     /// The answer arrived: `wrote` records it.
     fn answered(mut self) {
         self.answered = true;
     }
 }
 
-impl<C> Drop for Unanswered<'_, C> {
+impl<C: Codec> Drop for Unanswered<'_, C> {
     fn drop(&mut self) {
         if self.answered {
             return;
         }
         let mut state = self.entry.state.lock();
+        // A write to a key the session left since tells nothing of its new one.
+        if state.session.id().storage_id() != self.id.storage_id() {
+            return;
+        }
         state.remote = RemoteCopy::Unknown;
         state.attempted = digest(self.bytes);
     }
+}
+
+/// Whether the session of `entry` left the key a write under `sent` went to: it got
+/// a new id, or moved to another node.
+fn moved_on<C: Codec>(entry: &LocalEntry<C>, sent: &SessionId) -> bool {
+    entry.state.lock().session.id().storage_id() != sent.storage_id()
 }
 
 /// What [`Inner::own_copy`] found.
