@@ -311,3 +311,61 @@ async fn m2_a_sync_commit_into_a_copy_dropped_meanwhile_is_not_reported_saved() 
         losses.join("; ")
     );
 }
+
+/// A request in flight on A when B takes its session over: A drops its copy (the peer
+/// feed announces the takeover), and the request's commit then merges its change into
+/// the current copy, read from memcached, rather than failing. Refusing it would let
+/// anyone using the same id on another server keep its owner's every commit failing,
+/// a login among them (the fault matrix's `LoginUnderLoad` row met that: a victim
+/// refused 20 times in a row). Both changes survive; under `Concurrency::Lock`, whose
+/// lock was on the dropped copy, the commit is refused as the session ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn m2_a_commit_whose_copy_was_taken_over_meanwhile_merges_into_the_current_one() {
+    let cluster = MemcachedCluster::start(1);
+    let store = connect(&cluster).await;
+    for concurrency in [tandem::Concurrency::Merge, tandem::Concurrency::Lock] {
+        let a = server(&store, "a1")
+            .concurrency(concurrency)
+            .build()
+            .unwrap();
+        let b = server(&store, "b1")
+            .concurrency(concurrency)
+            .build()
+            .unwrap();
+        let id = create(&a, 1).await;
+        settle(&a).await;
+        let mut in_flight = a.load(Some(id.as_str())).await.unwrap();
+        let mut on_b = b.load(Some(id.as_str())).await.unwrap();
+        on_b.insert("cart", &7u32).unwrap();
+        b.commit(on_b).await.unwrap();
+        settle(&b).await;
+        let dropped = wait_until(NOTICE, || a.stats().stale_copies_dropped > 0).await;
+        assert!(
+            dropped.is_some(),
+            "A never dropped its copy ({concurrency:?})"
+        );
+        in_flight.insert("user", &42u32).unwrap();
+        let committed = a.commit(in_flight).await;
+        settle(&a).await;
+        let c = server(&store, "c1").build().unwrap();
+        let seen = c.load(Some(id.as_str())).await.unwrap();
+        let (cart, user) = (
+            seen.get::<u32>("cart").unwrap(),
+            seen.get::<u32>("user").unwrap(),
+        );
+        match concurrency {
+            tandem::Concurrency::Lock => {
+                assert!(
+                    matches!(committed, Err(tandem::CommitError::SessionEnded)),
+                    "Lock: {}",
+                    describe(&committed)
+                );
+                assert_eq!((cart, user), (Some(7), None));
+            }
+            _ => {
+                assert!(committed.is_ok(), "Merge: {}", describe(&committed));
+                assert_eq!((cart, user), (Some(7), Some(42)), "both changes survive");
+            }
+        }
+    }
+}

@@ -144,8 +144,9 @@ counters! {
     lock_timeouts,
     /// Commits refused because another request changed the same attribute.
     conflicts,
-    /// Non-sticky commits that reloaded the session and applied their changes again
-    /// after a compare-and-swap conflict.
+    /// Commits that reloaded the session and applied their changes again: non-sticky
+    /// after a compare-and-swap conflict, sticky after another server took the
+    /// session over while the request ran (this server's copy was dropped).
     merge_retries,
     /// Non-sticky requests refused because no node could serve them.
     unavailable,

@@ -36,6 +36,10 @@ use super::{
 /// while it waited for the session's lock (replaced by a newer copy, or ended).
 pub(super) const LOOKUPS_AFTER_RETIRE: u8 = 2;
 
+/// How many times a commit whose copy was dropped while it ran moves on to the
+/// current copy before it gives up (`CommitError::RetriesExhausted`).
+const COMMIT_RELOADS: u8 = 3;
+
 /// The least `max_unsaved_bytes` is by default, whatever the local tier's capacity:
 /// backups in flight count as unsaved for a moment, and a small local tier must not
 /// refuse commits under an ordinary burst.
@@ -661,17 +665,21 @@ impl<C: Codec> Inner<C> {
         // An entry retired since the request loaded it was replaced by a newer copy
         // (takeover check) or ended: the changes go to the current copy, if any.
         if entry.is_retired() {
-            match self.current_copy(Arc::clone(&entry)) {
-                Ok(current) => entry = current,
-                // No copy here any more. A logout still ends the id below unless this
-                // server ended it already: the copy may have been dropped for one that
-                // lives on in the remote tier or on another server.
-                Err(_) if request.invalidated => {
-                    if self.ended.get(&local_key(&entry.id())) == Some(EndReason::Ended) {
-                        return Ok(ended_outcome());
+            if request.invalidated {
+                match self.current_copy(Arc::clone(&entry)) {
+                    Ok(current) => entry = current,
+                    // No copy here any more. The logout still ends the id below unless
+                    // this server ended it already: the copy may have been dropped for
+                    // one that lives on in the remote tier or on another server.
+                    Err(_) => {
+                        if self.ended.get(&local_key(&entry.id())) == Some(EndReason::Ended) {
+                            return Ok(ended_outcome());
+                        }
                     }
                 }
-                Err(error) => return Err(error),
+            } else {
+                // Boxed, as every rare path of the commit (see `load_for`).
+                entry = Box::pin(self.copy_for_commit(entry)).await?;
             }
         }
         if request.invalidated {
@@ -691,11 +699,20 @@ impl<C: Codec> Inner<C> {
         if modified {
             self.check_unsaved(entry.in_dirty.load(Ordering::Acquire))?;
         }
+        let mut reloads = 0;
         let applied = loop {
             match self.apply(&entry, request) {
                 Ok(applied) => break applied,
-                // Retired since the check above: the current copy, as then.
-                Err(NotApplied::Retired) => entry = self.current_copy(entry)?,
+                // Retired since the check above: the current copy, as then, a few
+                // times at most (two servers taking a session from each other on every
+                // request could otherwise keep a commit busy). Awaited below, where
+                // the outcome of `apply` is no longer held.
+                Err(NotApplied::Retired) if reloads < COMMIT_RELOADS => reloads += 1,
+                Err(NotApplied::Retired) => {
+                    return Err(CommitError::RetriesExhausted {
+                        attempts: u32::from(COMMIT_RELOADS) + 1,
+                    });
+                }
                 Err(NotApplied::Refused(error)) => return Err(error),
                 // Loaded under an id that was cycled since: a read-only request ends
                 // as it came (its cookie is left alone: it must not learn the new id,
@@ -708,6 +725,7 @@ impl<C: Codec> Inner<C> {
                     });
                 }
             }
+            entry = Box::pin(self.copy_for_commit(entry)).await?;
         };
         if let Some((old, new)) = &applied.rekeyed {
             Box::pin(self.rekey(&entry, old, new)).await;
@@ -746,6 +764,50 @@ impl<C: Codec> Inner<C> {
             }
         }
         Ok(entry)
+    }
+
+    /// The copy a commit's changes go to when the entry its request loaded was
+    /// retired: the copy that replaced it here, if any. Otherwise another server took
+    /// the session over (this server's write was refused, or the peer feed announced
+    /// it) while the request ran, or it ended: the current copy is read from the
+    /// remote tier, and the changes are merged into it
+    /// as into a copy changed by a concurrent request (attribute by attribute; a
+    /// change of an attribute that changed meanwhile is a conflict). Refusing instead
+    /// would let anyone who uses the same id on another server keep every commit of
+    /// its owner failing, a login among them. An id that ended stays ended; under
+    /// `Concurrency::Lock` the request's lock was on the dropped copy, so its changes
+    /// are refused as before.
+    async fn copy_for_commit(
+        self: &Arc<Self>,
+        entry: Arc<LocalEntry<C>>,
+    ) -> Result<Arc<LocalEntry<C>>, CommitError> {
+        let id = entry.id();
+        if let Ok(current) = self.current_copy(entry) {
+            return Ok(current);
+        }
+        if self.config.concurrency == Concurrency::Lock {
+            return Err(CommitError::SessionEnded);
+        }
+        let key = local_key(&id);
+        if self.ended_reason(&key, &id).is_some() {
+            return Err(CommitError::SessionEnded);
+        }
+        let found = match self.held(key.as_str()) {
+            Some(current) => Found::Entry(current),
+            None => self
+                .load_remote(&id, &key)
+                .await
+                .map_err(|_| CommitError::Unavailable {
+                    reason: "the session's node did not answer".into(),
+                })?,
+        };
+        match found {
+            Found::Entry(current) => {
+                Counters::add(&self.counters.merge_retries);
+                Ok(current)
+            }
+            Found::Unknown | Found::Ended(_) => Err(CommitError::SessionEnded),
+        }
     }
 
     /// Re-keys a held session whose id a commit changed from `old` to `new`, and ends
