@@ -45,7 +45,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tandem::memcached::MemcachedStore;
-use tandem::{BackupMode, BackupStatus, CommitError, CookieUpdate, LoadError, Mode, SessionId};
+use tandem::{
+    BackupMode, BackupStatus, CommitError, CookieUpdate, LoadError, Mode, RequestSession,
+    SessionId, SpeedyCodec,
+};
 use tandem_testkit::MemcachedCluster;
 use tokio::task::JoinHandle;
 
@@ -569,6 +572,29 @@ async fn browse(run: &Run, target: &Target, user: &mut User, until: Option<Insta
     }
 }
 
+/// The load of a logout's or a login's attempt (`what`): the session and how long
+/// the load took, or `None` (counted, after the client's pause) if the load failed or
+/// found the session new, and the attempt is to be made again.
+async fn load_to_end(
+    run: &Run,
+    manager: &Manager,
+    id: &SessionId,
+    what: &str,
+) -> Option<(RequestSession<SpeedyCodec>, Duration)> {
+    let started = Instant::now();
+    let loaded = manager.load(Some(id.as_str())).await;
+    let load_time = started.elapsed();
+    match loaded {
+        Ok(session) if !session.is_new() => return Some((session, load_time)),
+        Ok(_) => run.lost(format_args!("the {what}'s load of {id} found it new")),
+        Err(error) => load_failed(run, &error, format_args!("the {what}'s load of {id}")),
+    }
+    run.request(load_time, Duration::ZERO);
+    run.attempts_refused.fetch_add(1, Ordering::Relaxed);
+    run.pause().await;
+    None
+}
+
 /// The owner: uses the session until `logout_at`, then logs out, trying again until
 /// a logout of the session itself (not of a new one) commits.
 async fn owner(run: Arc<Run>, target: Arc<Target>, logout_at: Instant) {
@@ -577,28 +603,10 @@ async fn owner(run: Arc<Run>, target: Arc<Target>, logout_at: Instant) {
     let manager = &run.servers[target.home];
     for _ in 0..ATTEMPTS {
         let id = user.id.clone();
-        let started = Instant::now();
-        let loaded = manager.load(Some(id.as_str())).await;
-        let load_time = started.elapsed();
-        let mut session = match loaded {
-            Ok(session) => session,
-            Err(error) => {
-                run.request(load_time, Duration::ZERO);
-                run.attempts_refused.fetch_add(1, Ordering::Relaxed);
-                load_failed(&run, &error, format_args!("the logout's load of {id}"));
-                run.pause().await;
-                continue;
-            }
-        };
-        if session.is_new() {
-            // Logging out of a new session would end nothing.
-            run.request(load_time, Duration::ZERO);
-            run.attempts_refused.fetch_add(1, Ordering::Relaxed);
-            run.lost(format_args!("the logout's load of {id} found it new"));
-            drop(session);
-            run.pause().await;
+        // Logging out of a new session would end nothing.
+        let Some((mut session, load_time)) = load_to_end(&run, manager, &id, "logout").await else {
             continue;
-        }
+        };
         run.pause().await;
         session.invalidate();
         let committing = Instant::now();
@@ -642,30 +650,10 @@ async fn victim(run: Arc<Run>, target: Arc<Target>, login_at: Instant) {
     let manager = &run.servers[target.home];
     for _ in 0..ATTEMPTS {
         let x = user.id.clone();
-        let started = Instant::now();
-        let loaded = manager.load(Some(x.as_str())).await;
-        let load_time = started.elapsed();
-        let mut session = match loaded {
-            Ok(session) => session,
-            Err(error) => {
-                run.request(load_time, Duration::ZERO);
-                run.attempts_refused.fetch_add(1, Ordering::Relaxed);
-                load_failed(&run, &error, format_args!("the login's load of {x}"));
-                run.pause().await;
-                continue;
-            }
-        };
-        if session.is_new() {
-            // A login there would cycle a new session, not the planted one.
-            run.request(load_time, Duration::ZERO);
-            run.attempts_refused.fetch_add(1, Ordering::Relaxed);
-            run.lost(format_args!(
-                "the login's load of the planted {x} found it new"
-            ));
-            drop(session);
-            run.pause().await;
+        // A login on a new session would cycle it, not the planted one.
+        let Some((mut session, load_time)) = load_to_end(&run, manager, &x, "login").await else {
             continue;
-        }
+        };
         // Y carries the counter over: the login keeps the attributes.
         let carried = session.get::<u32>("n").unwrap().unwrap_or(0);
         run.pause().await;
