@@ -595,6 +595,22 @@ async fn load_to_end(
     None
 }
 
+/// A logout's or a login's commit (`what`) that failed, counted: refused as designed
+/// (to be tried again), or a failure. The client pauses before its next attempt.
+async fn end_failed(run: &Run, what: &str, id: &SessionId, error: &CommitError) {
+    if expected(error) {
+        run.refused();
+        run.attempts_refused.fetch_add(1, Ordering::Relaxed);
+        run.print(
+            Kind::Note,
+            format_args!("the {what} of {id} was refused: {error:?}"),
+        );
+    } else {
+        run.failed(format_args!("the {what} of {id}: {error:?}"));
+    }
+    run.pause().await;
+}
+
 /// The owner: uses the session until `logout_at`, then logs out, trying again until
 /// a logout of the session itself (not of a new one) commits.
 async fn owner(run: Arc<Run>, target: Arc<Target>, logout_at: Instant) {
@@ -624,19 +640,7 @@ async fn owner(run: Arc<Run>, target: Arc<Target>, logout_at: Instant) {
                 let _ = target.ended_at.set(returned);
                 return;
             }
-            Err(error) if expected(&error) => {
-                run.refused();
-                run.attempts_refused.fetch_add(1, Ordering::Relaxed);
-                run.print(
-                    Kind::Note,
-                    format_args!("the logout of {id} was refused: {error:?}"),
-                );
-                run.pause().await;
-            }
-            Err(error) => {
-                run.failed(format_args!("the logout of {id}: {error:?}"));
-                run.pause().await;
-            }
+            Err(error) => end_failed(&run, "logout", &id, &error).await,
         }
     }
 }
@@ -679,19 +683,7 @@ async fn victim(run: Arc<Run>, target: Arc<Target>, login_at: Instant) {
                     return;
                 }
             },
-            Err(error) if expected(&error) => {
-                run.refused();
-                run.attempts_refused.fetch_add(1, Ordering::Relaxed);
-                run.print(
-                    Kind::Note,
-                    format_args!("the login of {x} was refused: {error:?}"),
-                );
-                run.pause().await;
-            }
-            Err(error) => {
-                run.failed(format_args!("the login of {x}: {error:?}"));
-                run.pause().await;
-            }
+            Err(error) => end_failed(&run, "login", &x, &error).await,
         }
     }
 }

@@ -28,7 +28,9 @@ async fn h3_a_commit_dropped_at_the_full_backup_queue_leaves_backups_working() {
         .build()
         .unwrap();
     let mut ids = Vec::new();
-    for n in 0..8 {
+    // More sessions than the writer, the dispatcher and the queue can hold together,
+    // so that one commit has to wait however the writer batches them.
+    for n in 0..32 {
         ids.push(create(&a, n).await);
     }
     settle(&a).await;

@@ -3,9 +3,9 @@
 //! A request for a session this server holds under exactly the id it sent touches no
 //! network. Everything else is here: loading a session from the remote tier (after a
 //! restart, a swap-out for space, or a takeover from another server), moving a held
-//! session off a down node, committing a request's changes, invalidation and id
-//! cycling. The remote writes themselves are in `writes`, the background queue in
-//! `backup`.
+//! session off a down node, and the session's local lock; committing a request's
+//! changes, invalidation and id cycling are in `commit`. The remote writes themselves
+//! are in `writes`, the background queue in `backup`.
 //!
 //! Ids end for good here. A session invalidated or given a new id is ended on this
 //! server at once (the old id is remembered as ended, and its requests in flight
@@ -15,35 +15,26 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
 use crate::codec::Codec;
 use crate::id::{NodeId, Route, SessionId};
-use crate::session::AttributeValue;
 use crate::store::{Precondition, StoreError};
 
-use super::config::{BackupMode, Concurrency, LockTimeoutPolicy};
+use super::config::{Concurrency, LockTimeoutPolicy};
 use super::ends::{self, End, EndAction, EndReason};
 use super::entry::{EntryState, LocalEntry, LocalKey, RemoteCopy, local_key};
 use super::request::{Attached, RequestSession};
 use super::stats::Counters;
-use super::{
-    BackupStatus, CommitError, CommitOutcome, CookieUpdate, Inner, LoadError, NewSession,
-    RemoteLoad, SharedLoad, cookie_for, digest, keepalive_slack, remote_ttl,
-};
+mod commit;
+
+pub(super) use commit::same_session;
+
+use super::{Inner, LoadError, RemoteLoad, SharedLoad, digest, remote_ttl};
 
 /// How often a request looks its session up again when the copy it found was retired
 /// while it waited for the session's lock (replaced by a newer copy, or ended).
 pub(super) const LOOKUPS_AFTER_RETIRE: u8 = 2;
-
-/// How many times a commit whose copy was dropped while it ran moves on to the
-/// current copy before it gives up (`CommitError::RetriesExhausted`).
-const COMMIT_RELOADS: u8 = 3;
-
-/// The least `max_unsaved_bytes` is by default, whatever the local tier's capacity:
-/// backups in flight count as unsaved for a moment, and a small local tier must not
-/// refuse commits under an ordinary burst.
-const DEFAULT_MIN_UNSAVED_BYTES: u64 = 64 * 1024 * 1024;
 
 /// What a remote read of a session found.
 pub(super) enum Found<C> {
@@ -65,32 +56,6 @@ pub(super) enum Missing {
     Ended(EndReason),
     /// The node failed or is down: the session may well exist.
     Unreachable,
-}
-
-/// The result of applying a request's changes.
-struct Applied {
-    id: SessionId,
-    changed: bool,
-    /// The session's size moved enough for the local tier to weigh it again.
-    reweigh: bool,
-    rekeyed: Option<(SessionId, SessionId)>,
-}
-
-/// Why a request's changes were not applied to its entry.
-enum NotApplied {
-    /// The session got a new id after this request loaded it under the old one.
-    Cycled,
-    /// The entry was retired (ended, or replaced by a newer copy) after the commit
-    /// looked: the changes go to the current copy, if any.
-    Retired,
-    /// A conflict, the size limit, ...
-    Refused(CommitError),
-}
-
-impl From<CommitError> for NotApplied {
-    fn from(error: CommitError) -> NotApplied {
-        NotApplied::Refused(error)
-    }
 }
 
 impl<C: Codec> Inner<C> {
@@ -608,370 +573,4 @@ impl<C: Codec> Inner<C> {
             }
         }
     }
-
-    /// Refuses a commit that would add one more session to those waiting for their
-    /// backup when `max_unsaved_bytes` of them wait already.
-    fn check_unsaved(&self, already_waiting: bool) -> Result<(), CommitError> {
-        let limit = self.config.max_unsaved_bytes.unwrap_or_else(|| {
-            self.config
-                .local_capacity_bytes
-                .max(DEFAULT_MIN_UNSAVED_BYTES)
-        });
-        if already_waiting || self.backups.dirty_bytes() < limit {
-            return Ok(());
-        }
-        Counters::add(&self.counters.unsaved_limit_hits);
-        tracing::warn!(
-            limit,
-            "too much session data waits for its backup; a change is refused"
-        );
-        Err(CommitError::Unavailable {
-            reason: format!("{limit} bytes of changed sessions wait for their backup"),
-        })
-    }
-
-    pub(super) async fn commit_new(
-        &self,
-        request: RequestSession<C>,
-    ) -> Result<CommitOutcome, CommitError> {
-        let session = match self.prepare_new(request)? {
-            NewSession::Store(session) => session,
-            NewSession::Discard(outcome) => return Ok(outcome),
-        };
-        self.check_unsaved(false)?;
-        let id = session.id().clone();
-        let entry = Arc::new(LocalEntry::new(
-            session,
-            RemoteCopy::Absent,
-            self.config.concurrency == Concurrency::Lock,
-        ));
-        self.local.insert(local_key(&id), Arc::clone(&entry));
-        Counters::add(&self.counters.sessions_created);
-        let backup = self.schedule_write(&entry).await;
-        Ok(CommitOutcome {
-            cookie: CookieUpdate::Set {
-                max_inactive: entry.max_inactive(),
-                id,
-            },
-            backup,
-        })
-    }
-
-    pub(super) async fn commit_existing(
-        self: &Arc<Self>,
-        mut entry: Arc<LocalEntry<C>>,
-        request: &RequestSession<C>,
-    ) -> Result<CommitOutcome, CommitError> {
-        // An entry retired since the request loaded it was replaced by a newer copy
-        // (takeover check) or ended: the changes go to the current copy, if any.
-        if entry.is_retired() {
-            if request.invalidated {
-                match self.current_copy(Arc::clone(&entry)) {
-                    Ok(current) => entry = current,
-                    // No copy here any more. The logout still ends the id below unless
-                    // this server ended it already: the copy may have been dropped for
-                    // one that lives on in the remote tier or on another server.
-                    Err(_) => {
-                        if self.ended.get(&local_key(&entry.id())) == Some(EndReason::Ended) {
-                            return Ok(ended_outcome());
-                        }
-                    }
-                }
-            } else {
-                // Boxed, as every rare path of the commit (see `load_for`).
-                entry = Box::pin(self.copy_for_commit(entry)).await?;
-            }
-        }
-        if request.invalidated {
-            let same = request
-                .incoming
-                .as_ref()
-                .is_some_and(|incoming| same_session(incoming, &entry.id()));
-            if !same {
-                // The session this request wanted to end got a new id meanwhile (a
-                // login): the old one is over already, and the new one is not this
-                // request's to end.
-                return Ok(ended_outcome());
-            }
-            return Ok(Box::pin(self.invalidate(&entry)).await);
-        }
-        let modified = request.session.is_modified() || request.cycle_id;
-        if modified {
-            self.check_unsaved(entry.in_dirty.load(Ordering::Acquire))?;
-        }
-        let mut reloads = 0;
-        let applied = loop {
-            match self.apply(&entry, request) {
-                Ok(applied) => break applied,
-                // Retired since the check above: the current copy, as then, a few
-                // times at most (two servers taking a session from each other on every
-                // request could otherwise keep a commit busy). Awaited below, where
-                // the outcome of `apply` is no longer held.
-                Err(NotApplied::Retired) if reloads < COMMIT_RELOADS => reloads += 1,
-                Err(NotApplied::Retired) => {
-                    return Err(CommitError::RetriesExhausted {
-                        attempts: u32::from(COMMIT_RELOADS) + 1,
-                    });
-                }
-                Err(NotApplied::Refused(error)) => return Err(error),
-                // Loaded under an id that was cycled since: a read-only request ends
-                // as it came (its cookie is left alone: it must not learn the new id,
-                // and must not clear the one the login set); a change is refused.
-                Err(NotApplied::Cycled) if modified => return Err(CommitError::SessionEnded),
-                Err(NotApplied::Cycled) => {
-                    return Ok(CommitOutcome {
-                        cookie: CookieUpdate::Keep,
-                        backup: BackupStatus::NotNeeded,
-                    });
-                }
-            }
-            entry = Box::pin(self.copy_for_commit(entry)).await?;
-        };
-        if let Some((old, new)) = &applied.rekeyed {
-            Box::pin(self.rekey(&entry, old, new)).await;
-        } else if applied.reweigh {
-            // Re-insert so that the local tier weighs the new size.
-            self.local
-                .insert(local_key(&applied.id), Arc::clone(&entry));
-        }
-        // Queueing a backup may wait for room in the queue: boxed so that the common
-        // commit's future stays small (see `load_for`).
-        let backup = if applied.changed {
-            Box::pin(self.schedule_write(&entry)).await
-        } else {
-            Counters::add(&self.counters.backups_skipped_unchanged);
-            // Extends the remote copy's expiry once half of its slack is used up.
-            if self.touch_due(&entry) {
-                Box::pin(self.backups.enqueue(&entry)).await;
-            }
-            BackupStatus::NotNeeded
-        };
-        let cookie = cookie_for(request.incoming.as_ref(), &applied.id, entry.max_inactive());
-        Ok(CommitOutcome { cookie, backup })
-    }
-
-    /// The copy that replaced a retired entry: an entry retired since the request
-    /// loaded it was replaced by a newer copy (takeover check) or ended.
-    fn current_copy(
-        &self,
-        mut entry: Arc<LocalEntry<C>>,
-    ) -> Result<Arc<LocalEntry<C>>, CommitError> {
-        while entry.is_retired() {
-            let key = local_key(&entry.id());
-            match self.local.get(&key) {
-                Some(current) if !Arc::ptr_eq(&current, &entry) => entry = current,
-                _ => return Err(CommitError::SessionEnded),
-            }
-        }
-        Ok(entry)
-    }
-
-    /// The copy a commit's changes go to when the entry its request loaded was
-    /// retired: the copy that replaced it here, if any. Otherwise another server took
-    /// the session over (this server's write was refused, or the peer feed announced
-    /// it) while the request ran, or it ended: the current copy is read from the
-    /// remote tier, and the changes are merged into it
-    /// as into a copy changed by a concurrent request (attribute by attribute; a
-    /// change of an attribute that changed meanwhile is a conflict). Refusing instead
-    /// would let anyone who uses the same id on another server keep every commit of
-    /// its owner failing, a login among them. An id that ended stays ended; under
-    /// `Concurrency::Lock` the request's lock was on the dropped copy, so its changes
-    /// are refused as before.
-    async fn copy_for_commit(
-        self: &Arc<Self>,
-        entry: Arc<LocalEntry<C>>,
-    ) -> Result<Arc<LocalEntry<C>>, CommitError> {
-        let id = entry.id();
-        if let Ok(current) = self.current_copy(entry) {
-            return Ok(current);
-        }
-        if self.config.concurrency == Concurrency::Lock {
-            return Err(CommitError::SessionEnded);
-        }
-        let key = local_key(&id);
-        if self.ended_reason(&key, &id).is_some() {
-            return Err(CommitError::SessionEnded);
-        }
-        let found = match self.held(key.as_str()) {
-            Some(current) => Found::Entry(current),
-            None => self
-                .load_remote(&id, &key)
-                .await
-                .map_err(|_| CommitError::Unavailable {
-                    reason: "the session's node did not answer".into(),
-                })?,
-        };
-        match found {
-            Found::Entry(current) => {
-                Counters::add(&self.counters.merge_retries);
-                Ok(current)
-            }
-            Found::Unknown | Found::Ended(_) => Err(CommitError::SessionEnded),
-        }
-    }
-
-    /// Re-keys a held session whose id a commit changed from `old` to `new`, and ends
-    /// the old id everywhere: remembered here as cycled, a tombstone over its remote
-    /// copy, and an announcement in the peer feed.
-    async fn rekey(self: &Arc<Self>, entry: &Arc<LocalEntry<C>>, old: &SessionId, new: &SessionId) {
-        let (old_key, new_key) = (local_key(old), local_key(new));
-        self.local.insert(new_key.clone(), Arc::clone(entry));
-        self.local.invalidate(&old_key);
-        self.backups.rekey(&old_key, new_key, entry);
-        self.ended.insert(old_key, EndReason::Cycled);
-        Counters::add(&self.counters.ids_cycled);
-        let end = End {
-            node: self.node_of(old),
-            key: self.store_key(old),
-            action: EndAction::Tombstone(EndReason::Cycled),
-            ttl: ends::tombstone_ttl(remote_ttl(entry.max_inactive())),
-            condition: Precondition::None,
-        };
-        // Announced by the task that writes the tombstone: a commit dropped while it
-        // waits here must not skip it.
-        self.end_ids(vec![end], Some(old.clone())).await;
-    }
-
-    /// Applies a request's attribute changes to the entry's current state, checking
-    /// first that the session still has the id the request loaded it under, then for
-    /// conflicts and the size limit: all or nothing.
-    fn apply(
-        &self,
-        entry: &LocalEntry<C>,
-        request: &RequestSession<C>,
-    ) -> Result<Applied, NotApplied> {
-        let mut state = entry.state.lock();
-        // Checked under the state lock: changes applied to an entry that is retired
-        // afterwards are reported by its backup (see `run_backup`).
-        if entry.is_retired() {
-            return Err(NotApplied::Retired);
-        }
-        if let Some(incoming) = &request.incoming
-            && !same_session(incoming, state.session.id())
-        {
-            return Err(NotApplied::Cycled);
-        }
-        let merge = self.config.concurrency != Concurrency::LastWriterWins;
-        let changes: Vec<(&str, Option<&AttributeValue>)> = request
-            .session
-            .changes()
-            .filter(|change| state.session.value(change.name) != change.current)
-            .map(|change| (change.name, change.current))
-            .collect();
-        if merge {
-            self.check_conflicts(&request.session, &state.session)?;
-        }
-        let interval_changed = request.session.is_max_inactive_modified()
-            && request.session.max_inactive() != state.session.max_inactive();
-        let old_id = state.session.id().clone();
-        let new_id = request.cycle_id.then(|| {
-            let node = self.live_node().unwrap_or_else(|| self.node_of(&old_id));
-            SessionId::generate(&node, self.config.route.as_ref())
-        });
-        let changed = !changes.is_empty() || interval_changed || new_id.is_some();
-        let mut reweigh = false;
-        if changed {
-            let mut next = state.session.clone();
-            for (name, value) in changes {
-                // Names come from a session, which validated them.
-                let _ = next.apply(name, value.cloned());
-            }
-            if interval_changed {
-                next.set_max_inactive(request.session.max_inactive());
-            }
-            self.check_size(&next)?;
-            if let Some(id) = &new_id {
-                next.set_id(id.clone());
-                // Nothing is stored under the new id yet.
-                state.remote = RemoteCopy::Absent;
-            }
-            next.touch(SystemTime::now());
-            next.mark_unchanged();
-            state.session = next;
-            state.revision += 1;
-            reweigh = entry.refresh_metadata(&state.session);
-        } else {
-            state.session.touch(SystemTime::now());
-        }
-        Ok(Applied {
-            id: state.session.id().clone(),
-            changed,
-            reweigh,
-            rekeyed: new_id.map(|new| (old_id, new)),
-        })
-    }
-
-    /// Ends a session: dropped here (its id remembered as ended), a tombstone over its
-    /// remote copy (waited for, in a task of its own so that a client hanging up does
-    /// not stop it half way; retried while its node fails), and an announcement in the
-    /// peer feed so that other servers drop their copies.
-    async fn invalidate(self: &Arc<Self>, entry: &Arc<LocalEntry<C>>) -> CommitOutcome {
-        let id = entry.id();
-        let key = local_key(&id);
-        self.discard(&key, entry);
-        self.ended.insert(key, EndReason::Ended);
-        Counters::add(&self.counters.invalidated);
-        let end = End {
-            node: self.node_of(&id),
-            key: self.store_key(&id),
-            action: EndAction::Tombstone(EndReason::Ended),
-            ttl: ends::tombstone_ttl(remote_ttl(entry.max_inactive())),
-            condition: Precondition::None,
-        };
-        // Announced by the task that writes the tombstone: a commit dropped while it
-        // waits here must not skip it.
-        self.end_ids(vec![end], Some(id)).await;
-        ended_outcome()
-    }
-
-    /// Queues (or, in sync mode or during shutdown, performs) the backup of a changed
-    /// entry.
-    pub(super) async fn schedule_write(&self, entry: &Arc<LocalEntry<C>>) -> BackupStatus {
-        self.backups.mark_dirty(entry);
-        let sync_timeout = match self.config.backup {
-            _ if self.closing.load(Ordering::Acquire) => {
-                Some(self.config.retry_interval.max(Duration::from_secs(1)))
-            }
-            BackupMode::Sync { timeout } => Some(timeout),
-            BackupMode::Async => None,
-        };
-        match sync_timeout {
-            Some(timeout) => match tokio::time::timeout(timeout, self.run_backup(entry)).await {
-                Ok(Ok(())) => BackupStatus::Written,
-                Ok(Err(error)) => BackupStatus::Failed(error),
-                Err(_) => BackupStatus::Failed(format!("no answer within {timeout:?}")),
-            },
-            None => {
-                if !self.backups.enqueue(entry).await {
-                    Counters::add(&self.counters.backups_coalesced);
-                }
-                BackupStatus::Queued
-            }
-        }
-    }
-
-    pub(super) fn touch_due(&self, entry: &LocalEntry<C>) -> bool {
-        let Some(interval) = entry.max_inactive() else {
-            return false;
-        };
-        let half_slack =
-            u64::try_from((keepalive_slack(interval) / 2).as_millis()).unwrap_or(u64::MAX);
-        let refreshed = entry.remote_refreshed_ms.load(Ordering::Relaxed);
-        self.now_ms().saturating_sub(refreshed) >= half_slack
-    }
-}
-
-/// What the commit of a logout answers: the cookie is cleared.
-fn ended_outcome() -> CommitOutcome {
-    CommitOutcome {
-        cookie: CookieUpdate::Clear,
-        backup: BackupStatus::NotNeeded,
-    }
-}
-
-/// Whether `current` is still the session that `incoming` named: the same random
-/// part. A takeover (route) or a move to another node (node) keeps it; `cycle_id`
-/// draws a new one. Cheap on the common request, where both share one text.
-pub(super) fn same_session(incoming: &SessionId, current: &SessionId) -> bool {
-    incoming.shares_text_with(current) || incoming.random() == current.random()
 }
