@@ -34,6 +34,7 @@ pub use tandem_codec::{JsonCodec, Migrating, MsgpackCodec, PostcardCodec, Speedy
 /// Codecs, rolling codec migration and stored-bytes layers (compression, encryption).
 pub use tandem_codec as codec;
 pub use tandem_core::*;
+pub use tandem_manager::*;
 
 /// The codec sessions use unless another is chosen.
 pub type DefaultCodec = SpeedyCodec;

@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering;
 
 use tandem_bench_http::client;
 use tandem_bench_http::{App, AppOptions, BASELINE_EXTRA_CPU_NS, Variant};
-use tandem_core::Concurrency;
+use tandem_manager::Concurrency;
 
 const USAGE: &str = "usage:
   bench-http-app serve --variant V [--listen ADDR] [--memcached NODESPEC] [--concurrency merge|lock|none] [--memcached-idle N] [--read-exchanges N] [--workers N] [--baseline-extra-cpu-ns N]

@@ -303,13 +303,14 @@ impl SessionId {
 
     /// The id's whole text (shared) and the length of its storage part, for keys
     /// that must not copy it.
-    pub(crate) fn shared_text(&self) -> (&Arc<str>, u8) {
+    #[doc(hidden)]
+    pub fn shared_text(&self) -> (&Arc<str>, u8) {
         (&self.text, self.route_dot)
     }
 
     /// Whether both ids share one text (one is a clone of the other): a pointer
     /// comparison, so that the common request can skip comparing the texts.
-    pub(crate) fn shares_text_with(&self, other: &SessionId) -> bool {
+    pub fn shares_text_with(&self, other: &SessionId) -> bool {
         Arc::ptr_eq(&self.text, &other.text)
     }
 

@@ -176,8 +176,10 @@ impl KeySecret {
     }
 
     /// HMAC-SHA256 of `context` and `data` under the secret, with the context length
-    /// in front so that two (context, data) pairs never hash the same bytes.
-    pub(crate) fn derive(&self, context: &[u8], data: &[u8]) -> [u8; 32] {
+    /// in front so that two (context, data) pairs never hash the same bytes: a
+    /// key for one purpose (say, sealing the peer feed) that reveals nothing of the
+    /// secret or of the keys derived for other contexts.
+    pub fn derive(&self, context: &[u8], data: &[u8]) -> [u8; 32] {
         let mut mac = self.mac.clone();
         mac.update(
             &u32::try_from(context.len())

@@ -16,15 +16,15 @@
 //! - [`KeyPrefix`], [`StoreKey`]: storage keys that are always valid memcached keys;
 //!   [`KeySecret`] derives them from a secret so that they do not reveal ids.
 //!
-//! It is not a manager: the request lifecycle (sticky and non-sticky modes) builds on
-//! these pieces.
+//! It is the model, not the manager: the request lifecycle (sticky and non-sticky
+//! modes, the local tier, backups) is `tandem-manager`, built on these pieces; the
+//! remote stores (`tandem-memcached`) implement [`RemoteStore`].
 
 mod codec;
 pub mod envelope;
 mod id;
 mod key;
 pub mod layers;
-mod manager;
 mod memory;
 mod nodes;
 mod session;
@@ -41,12 +41,6 @@ pub use key::{
     KeyError, KeyPrefix, KeySecret, KeySpace, MAX_KEY_LEN, MAX_PREFIX_LEN, MIN_SECRET_LEN, StoreKey,
 };
 pub use layers::{BlobLayer, LayerError, LayerStats, NoLayer};
-pub use manager::{
-    AUTO_LOCK_LEARN_AFTER, BackupMode, BackupStatus, CommitError, CommitOutcome, Concurrency,
-    ConfigError, CookieUpdate, HistogramSnapshot, LoadError, LockScope, LockTimeoutPolicy,
-    ManagerBuilder, Mode, RequestInfo, RequestSession, SessionManager, ShutdownReport, Stats,
-    keepalive_slack,
-};
 pub use memory::MemoryStore;
 pub use nodes::{NodeAddress, NodeSpec, NodeSpecError};
 pub use session::{

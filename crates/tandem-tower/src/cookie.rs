@@ -70,7 +70,7 @@ impl SameSite {
 ///   `Max-Age`) on a response whose request used the session once the cookie may be
 ///   older than a renewal window, an eighth of the interval between 1 second and 5
 ///   minutes (the same slack the remote copy gets,
-///   [`keepalive_slack`](tandem_core::keepalive_slack)); changing the interval with
+///   [`keepalive_slack`](tandem_manager::keepalive_slack)); changing the interval with
 ///   `set_max_inactive` renews it at once.
 ///
 /// So the cookie never outlives its session, and an active session never loses its
@@ -113,7 +113,8 @@ pub enum MaxAge {
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// use std::sync::Arc;
-/// use tandem_core::{MemoryStore, NodeId, SessionManager};
+/// use tandem_core::{MemoryStore, NodeId};
+/// use tandem_manager::SessionManager;
 /// use tandem_codec::SpeedyCodec;
 /// use tandem_tower::{CookieConfigError, SessionLayer};
 ///

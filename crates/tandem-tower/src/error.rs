@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
-use tandem_core::{AttributeError, CommitError, LoadError};
+use tandem_core::AttributeError;
+use tandem_manager::{CommitError, LoadError};
 
 /// A session operation that failed for reasons of the session store or of concurrent
 /// requests, not of the handler: what [`SessionLayerBuilder::error_response`](crate::SessionLayerBuilder::error_response)
@@ -52,7 +53,7 @@ pub(crate) type Responder = Arc<dyn Fn(&Failure) -> Response<String> + Send + Sy
 ///
 /// ```
 /// use http::StatusCode;
-/// use tandem_core::CommitError;
+/// use tandem_manager::CommitError;
 /// use tandem_tower::{default_error_response, Failure};
 ///
 /// let conflict = Failure::Commit(CommitError::Conflict { attributes: vec!["cart".into()] });

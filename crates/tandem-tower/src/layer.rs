@@ -9,9 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::header::SET_COOKIE;
 use http::{Request, Response};
 use regex::Regex;
-use tandem_core::{
-    Codec, CookieUpdate, Mode, RequestSession, SessionId, SessionManager, keepalive_slack,
-};
+use tandem_core::{Codec, SessionId};
+use tandem_manager::{CookieUpdate, Mode, RequestSession, SessionManager, keepalive_slack};
 use tower::{Layer, Service};
 
 use crate::cookie::{CookieConfigError, CookieSettings, MaxAge, SameSite};
@@ -206,7 +205,8 @@ impl AfterCommit {
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::sync::Arc;
 /// use axum::{routing::get, Router};
-/// use tandem_core::{MemoryStore, NodeId, SessionManager};
+/// use tandem_core::{MemoryStore, NodeId};
+/// use tandem_manager::SessionManager;
 /// use tandem_tower::{Session, SessionLayer};
 /// # use tandem_core::{Codec, CodecId, Decodes, Encodes, CodecError};
 /// # struct Text;
@@ -295,7 +295,8 @@ impl<S, C> Layer<S> for SessionLayer<C> {
 /// use std::sync::Arc;
 /// use std::time::Duration;
 /// use regex::Regex;
-/// use tandem_core::{MemoryStore, NodeId, SessionManager};
+/// use tandem_core::{MemoryStore, NodeId};
+/// use tandem_manager::SessionManager;
 /// use tandem_tower::{CookieSigner, MaxAge, SameSite, SessionLayer};
 /// # use tandem_core::{Codec, CodecId};
 /// # struct MyCodec;
@@ -395,9 +396,9 @@ impl<C: Codec> SessionLayerBuilder<C> {
     /// What a failed load or commit answers (default [`default_error_response`]).
     ///
     /// ```
-    /// # async fn run(manager: tandem_core::SessionManager<tandem_codec::SpeedyCodec>) {
+    /// # async fn run(manager: tandem_manager::SessionManager<tandem_codec::SpeedyCodec>) {
     /// use http::{Response, StatusCode};
-    /// use tandem_core::CommitError;
+    /// use tandem_manager::CommitError;
     /// use tandem_tower::{default_error_response, Failure, SessionLayer};
     ///
     /// let layer = SessionLayer::builder(manager)
@@ -446,7 +447,8 @@ impl<C: Codec> SessionLayerBuilder<C> {
 /// use std::convert::Infallible;
 /// use std::sync::Arc;
 /// use http::{header, Request, Response};
-/// use tandem_core::{MemoryStore, NodeId, SessionManager};
+/// use tandem_core::{MemoryStore, NodeId};
+/// use tandem_manager::SessionManager;
 /// use tandem_codec::SpeedyCodec;
 /// use tandem_tower::{Session, SessionLayer};
 /// use tower::{Layer, ServiceExt};

@@ -9,7 +9,8 @@
 //! use std::sync::Arc;
 //! use axum::{routing::{get, post}, Router};
 //! use regex::Regex;
-//! use tandem_core::{MemoryStore, NodeId, SessionManager};
+//! use tandem_core::{MemoryStore, NodeId};
+//! use tandem_manager::SessionManager;
 //! use tandem_codec::SpeedyCodec;
 //! use tandem_tower::{Session, SessionError, SessionLayer};
 //!
@@ -50,7 +51,7 @@
 //!
 //! - **Lazy sessions.** The layer puts a [`Session`] handle into each request. Only
 //!   its first use reads the cookie and loads the session (with
-//!   [`SessionManager::load_for`](tandem_core::SessionManager::load_for), passing the
+//!   [`SessionManager::load_for`](tandem_manager::SessionManager::load_for), passing the
 //!   method and path for lock scopes); a request whose handler never uses it costs no
 //!   session work and no network operation.
 //! - **Commit after the handler.** A used session is committed when the handler has
@@ -79,7 +80,7 @@
 //! # What it is not
 //!
 //! It holds no sessions and talks to no store itself: that is the
-//! [`SessionManager`](tandem_core::SessionManager) of `tandem-core`, which this layer
+//! [`SessionManager`](tandem_manager::SessionManager) of `tandem-core`, which this layer
 //! calls. It does not terminate TLS, set security headers other than the cookie's, or
 //! authenticate users. Servers that are not tower-based (actix-web, ...) use the
 //! manager's framework-free `load` / `commit` API directly.

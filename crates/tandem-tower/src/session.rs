@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request, Uri};
-use tandem_core::{Codec, Decodes, Encodes, LoadError, RequestInfo, RequestSession, SessionId};
+use tandem_core::{Codec, Decodes, Encodes, SessionId};
+use tandem_manager::{LoadError, RequestInfo, RequestSession};
 // futures-util's lock rather than tokio's: uncontended, which a request's own slot
 // almost always is, a lock and unlock is one atomic operation each (tokio's release
 // also takes the waiters' lock), measured at 14 ns against 37 ns.

@@ -17,8 +17,9 @@ use regex::Regex;
 use tandem_codec::SpeedyCodec;
 use tandem_core::{
     AddOutcome, CasOutcome, CasToken, Item, NodeId, NodeSpec, NodeStatus, Precondition,
-    RemoteStore, SessionManager, StoreError, StoreKey, Ttl, WriteItem, WriteOutcome,
+    RemoteStore, StoreError, StoreKey, Ttl, WriteItem, WriteOutcome,
 };
+use tandem_manager::SessionManager;
 use tandem_memcached::{MemcachedConfig, MemcachedStore};
 use tandem_testkit::MemcachedCluster;
 use tandem_tower::{Session, SessionError, SessionLayer};

@@ -9,9 +9,8 @@ use axum::routing::{get, post};
 use http::{Request, StatusCode, header};
 use regex::Regex;
 use tandem_codec::SpeedyCodec;
-use tandem_core::{
-    CommitError, Concurrency, LockScope, Mode, NodeSpec, RemoteStore, Route, SessionManager,
-};
+use tandem_core::{NodeSpec, RemoteStore, Route};
+use tandem_manager::{CommitError, Concurrency, LockScope, Mode, SessionManager};
 use tandem_memcached::{MemcachedConfig, MemcachedStore};
 use tandem_testkit::MemcachedCluster;
 use tandem_tower::{

@@ -26,7 +26,8 @@ use axum::http::{Method, Request, StatusCode};
 use tandem_bench_http::counting::{Counting, live_allocations, live_bytes};
 use tandem_bench_http::{App, AppOptions, CART, Cart, Variant};
 use tandem_codec::SpeedyCodec;
-use tandem_core::{Concurrency, Encodes};
+use tandem_core::Encodes;
+use tandem_manager::Concurrency;
 use tower::ServiceExt;
 
 #[global_allocator]

@@ -24,7 +24,7 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use tandem_bench_http::{App, AppOptions, Variant};
-use tandem_core::Concurrency;
+use tandem_manager::Concurrency;
 use tower::ServiceExt;
 
 async fn send(

@@ -4,9 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::codec::{Codec, Decodes, Encodes};
-use crate::id::SessionId;
-use crate::session::{AttributeError, Session};
+use tandem_core::SessionId;
+use tandem_core::{AttributeError, Session};
+use tandem_core::{Codec, Decodes, Encodes};
 
 use super::entry::LocalEntry;
 use super::nonsticky::{RemoteLock, TransitRef};

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::id::Route;
-use crate::memory::MemoryStore;
-use crate::session::AttributeValue;
-use crate::session::tests::TextCodec;
-use crate::store::StoreError;
+use crate::testing::TextCodec;
 use entry::{RemoteCopy, local_key};
+use tandem_core::AttributeValue;
+use tandem_core::MemoryStore;
+use tandem_core::Route;
+use tandem_core::StoreError;
 
 fn node(id: &str) -> NodeId {
     NodeId::new(id).unwrap()
@@ -663,7 +663,7 @@ impl RemoteStore for Misbehaving {
         &self,
         node: &NodeId,
         key: &StoreKey,
-    ) -> Result<Option<crate::store::Item>, StoreError> {
+    ) -> Result<Option<tandem_core::Item>, StoreError> {
         if self.hang.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
@@ -683,7 +683,7 @@ impl RemoteStore for Misbehaving {
     async fn set_many(
         &self,
         node: &NodeId,
-        items: &[crate::store::SetItem<'_>],
+        items: &[tandem_core::SetItem<'_>],
     ) -> Vec<Result<(), StoreError>> {
         if self.drop_answers.load(Ordering::SeqCst) {
             return Vec::new();
@@ -697,7 +697,7 @@ impl RemoteStore for Misbehaving {
         key: &StoreKey,
         value: &[u8],
         ttl: Ttl,
-    ) -> Result<crate::store::AddOutcome, StoreError> {
+    ) -> Result<tandem_core::AddOutcome, StoreError> {
         self.inner.add(node, key, value, ttl).await
     }
 
@@ -707,8 +707,8 @@ impl RemoteStore for Misbehaving {
         key: &StoreKey,
         value: &[u8],
         ttl: Ttl,
-        cas: crate::store::CasToken,
-    ) -> Result<crate::store::CasOutcome, StoreError> {
+        cas: tandem_core::CasToken,
+    ) -> Result<tandem_core::CasOutcome, StoreError> {
         self.inner.cas(node, key, value, ttl, cas).await
     }
 
@@ -726,8 +726,8 @@ impl RemoteStore for Misbehaving {
         key: &StoreKey,
         value: &[u8],
         ttl: Ttl,
-        precondition: crate::store::Precondition,
-    ) -> Result<crate::store::WriteOutcome, StoreError> {
+        precondition: tandem_core::Precondition,
+    ) -> Result<tandem_core::WriteOutcome, StoreError> {
         if self.hang_writes.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
@@ -743,8 +743,8 @@ impl RemoteStore for Misbehaving {
     async fn write_many(
         &self,
         node: &NodeId,
-        items: &[crate::store::WriteItem<'_>],
-    ) -> Vec<Result<crate::store::WriteOutcome, StoreError>> {
+        items: &[tandem_core::WriteItem<'_>],
+    ) -> Vec<Result<tandem_core::WriteOutcome, StoreError>> {
         if self.drop_answers.load(Ordering::SeqCst) {
             return Vec::new();
         }
@@ -755,8 +755,8 @@ impl RemoteStore for Misbehaving {
         &self,
         node: &NodeId,
         key: &StoreKey,
-        cas: crate::store::CasToken,
-    ) -> Result<crate::store::CasOutcome, StoreError> {
+        cas: tandem_core::CasToken,
+    ) -> Result<tandem_core::CasOutcome, StoreError> {
         self.inner.delete_if(node, key, cas).await
     }
 
@@ -774,7 +774,7 @@ impl RemoteStore for Misbehaving {
         &self,
         node: &NodeId,
         key: &StoreKey,
-    ) -> Result<Option<(crate::store::Item, Ttl)>, StoreError> {
+    ) -> Result<Option<(tandem_core::Item, Ttl)>, StoreError> {
         if self.hang.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }

@@ -20,9 +20,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::codec::Codec;
-use crate::id::{NodeId, SessionId};
-use crate::store::{AddOutcome, CasOutcome, StoreError, Ttl};
+use tandem_core::Codec;
+use tandem_core::{AddOutcome, CasOutcome, StoreError, Ttl};
+use tandem_core::{NodeId, SessionId};
 
 use super::super::Inner;
 use super::super::entry::{LocalKey, local_key};
@@ -148,7 +148,7 @@ enum Repaired {
 impl<C: Codec> Inner<C> {
     /// Remembers that the backup copy of `id` is older than its primary, where `stale`
     /// says (see [`Repairs::remember`]); counts it as abandoned if it cannot be.
-    pub(in crate::manager) fn remember_repair(&self, id: &SessionId, ttl: Ttl, stale: Stale) {
+    pub(crate) fn remember_repair(&self, id: &SessionId, ttl: Ttl, stale: Stale) {
         if !self.copy_repairs.remember(id, ttl, stale) {
             Counters::add(&self.counters.backup_copy_repairs_abandoned);
         }
@@ -163,7 +163,7 @@ impl<C: Codec> Inner<C> {
 
     /// Called by the sweep: starts the repairs whose nodes answer, if no earlier
     /// sweep's repairs are still running.
-    pub(in crate::manager) fn repair_copies(self: &Arc<Self>) {
+    pub(crate) fn repair_copies(self: &Arc<Self>) {
         let repairs = &self.copy_repairs;
         if repairs.pending.lock().is_empty()
             || self.aborted.load(Ordering::Acquire)
@@ -191,7 +191,7 @@ impl<C: Codec> Inner<C> {
     /// At shutdown: does every repair whose nodes answer, within `deadline`, so that
     /// no backup copy is left older than its primary when this process is gone.
     /// Returns how many repairs are left.
-    pub(in crate::manager) async fn flush_repairs(&self, deadline: Duration) -> usize {
+    pub(crate) async fn flush_repairs(&self, deadline: Duration) -> usize {
         let started = Instant::now();
         let due = {
             let mut pending = self.copy_repairs.pending.lock();

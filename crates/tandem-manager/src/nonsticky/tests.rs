@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use super::super::ends::{EndReason, tombstone_reason};
 use super::repair::{MAX_PENDING, Stale};
-use crate::manager::{
+use crate::testing::TextCodec;
+use crate::{
     BackupMode, BackupStatus, CommitError, Concurrency, CookieUpdate, LoadError, LockScope,
     LockTimeoutPolicy, ManagerBuilder, Mode, RequestInfo, SessionManager,
 };
-use crate::memory::MemoryStore;
-use crate::session::tests::TextCodec;
-use crate::store::Ttl;
 use crate::{NodeId, RemoteStore, SessionId};
+use tandem_core::MemoryStore;
+use tandem_core::Ttl;
 
 type Manager = SessionManager<TextCodec>;
 
@@ -290,7 +290,7 @@ async fn auto_lock_scope_learns_read_only_patterns() {
     };
     let ops = |store: &MemoryStore| store.operations();
     let mut per_request = Vec::new();
-    for _ in 0..(crate::manager::AUTO_LOCK_LEARN_AFTER + 2) {
+    for _ in 0..(crate::AUTO_LOCK_LEARN_AFTER + 2) {
         settle(&a1).await; // background writes and lock releases are not counted
         let before = ops(&store);
         let session = a1.load_for(Some(id.as_str()), Some(&get)).await.unwrap();

@@ -307,7 +307,7 @@ impl Histogram {
 /// many fell in each power-of-two bucket.
 ///
 /// ```
-/// # use tandem_core::HistogramSnapshot;
+/// # use tandem_manager::HistogramSnapshot;
 /// let empty = HistogramSnapshot::default();
 /// assert_eq!(empty.quantile(0.99), None);
 /// ```

@@ -21,10 +21,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::codec::Codec;
-use crate::id::{NodeId, SessionId};
-use crate::key::StoreKey;
-use crate::store::{Precondition, StoreError, Ttl, WriteItem, WriteOutcome};
+use tandem_core::Codec;
+use tandem_core::StoreKey;
+use tandem_core::{NodeId, SessionId};
+use tandem_core::{Precondition, StoreError, Ttl, WriteItem, WriteOutcome};
 
 use super::backup::Expired;
 use super::ends::{self, End, EndAction, EndReason};
@@ -571,7 +571,7 @@ enum OwnCopy {
     /// No copy.
     Absent,
     /// A copy this server wrote or read, with its token.
-    Ours(crate::store::CasToken),
+    Ours(tandem_core::CasToken),
     /// A copy another server wrote, or a tombstone.
     Theirs,
 }

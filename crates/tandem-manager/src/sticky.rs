@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use crate::codec::Codec;
-use crate::id::{NodeId, Route, SessionId};
-use crate::store::{Precondition, StoreError};
+use tandem_core::Codec;
+use tandem_core::{NodeId, Route, SessionId};
+use tandem_core::{Precondition, StoreError};
 
 use super::config::{Concurrency, LockTimeoutPolicy};
 use super::ends::{self, End, EndAction, EndReason};
@@ -157,7 +157,7 @@ impl<C: Codec> Inner<C> {
 
     /// The held session whose id is exactly `text` (route included), and that id.
     pub(super) fn held_as_sent(&self, text: &str) -> Option<(Arc<LocalEntry<C>>, SessionId)> {
-        if text.len() > crate::id::MAX_SESSION_ID_LEN {
+        if text.len() > tandem_core::MAX_SESSION_ID_LEN {
             return None;
         }
         // Neither the random part nor the node id contains a dot.

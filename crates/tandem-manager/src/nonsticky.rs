@@ -30,10 +30,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 
-use crate::codec::Codec;
-use crate::id::{NodeId, SessionId};
-use crate::session::Session;
-use crate::store::{AddOutcome, CasToken, Precondition, StoreError, Ttl, WriteOutcome};
+use tandem_core::Codec;
+use tandem_core::Session;
+use tandem_core::{AddOutcome, CasToken, Precondition, StoreError, Ttl, WriteOutcome};
+use tandem_core::{NodeId, SessionId};
 
 use super::config::{BackupMode, Concurrency, LockScope, LockTimeoutPolicy};
 use super::ends::{self, End, EndAction, EndReason};
@@ -647,7 +647,7 @@ impl<C: Codec> Inner<C> {
         &self,
         state: &mut TransitState<C>,
         node: &NodeId,
-        key: &crate::key::StoreKey,
+        key: &tandem_core::StoreKey,
         lost_races: &mut u32,
         lost_race: bool,
     ) -> Result<(), CommitError> {

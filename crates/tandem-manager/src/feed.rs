@@ -35,10 +35,10 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-use crate::codec::Codec;
-use crate::id::{NodeId, SessionId};
-use crate::key::{KeySecret, StoreKey};
-use crate::store::Ttl;
+use tandem_core::Codec;
+use tandem_core::Ttl;
+use tandem_core::{KeySecret, StoreKey};
+use tandem_core::{NodeId, SessionId};
 
 use super::Inner;
 use super::config::Mode;
@@ -349,7 +349,7 @@ impl<C: Codec> Inner<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::NodeId;
+    use tandem_core::NodeId;
 
     fn id() -> SessionId {
         SessionId::generate(&NodeId::new("n1").unwrap(), None)

@@ -29,9 +29,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::id::{NodeId, SessionId};
-use crate::key::StoreKey;
-use crate::store::{CasOutcome, Precondition, StoreError, Ttl, WriteOutcome};
+use tandem_core::StoreKey;
+use tandem_core::{CasOutcome, Precondition, StoreError, Ttl, WriteOutcome};
+use tandem_core::{NodeId, SessionId};
 
 use super::Inner;
 use super::stats::Counters;
@@ -177,7 +177,7 @@ impl Drop for Running<'_> {
     }
 }
 
-impl<C: crate::codec::Codec> Inner<C> {
+impl<C: tandem_core::Codec> Inner<C> {
     /// Writes `ends` in a task of its own and waits for it: a request dropped
     /// meanwhile (a client hanging up) does not stop an end half way. Those that fail
     /// are remembered and retried by the sweep. Then, in the same task, announces

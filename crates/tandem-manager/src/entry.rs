@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::codec::Codec;
-use crate::id::SessionId;
-use crate::session::Session;
-use crate::store::CasToken;
+use tandem_core::CasToken;
+use tandem_core::Codec;
+use tandem_core::Session;
+use tandem_core::SessionId;
 
 /// The local tier's key: the session id without its route (the route is not part of
 /// the stored identity, so a takeover keeps the key).

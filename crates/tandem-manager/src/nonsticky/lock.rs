@@ -17,16 +17,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::id::{NodeId, SessionId};
-use crate::key::{KeySpace, StoreKey};
-use crate::store::{
+use tandem_core::{
     AddOutcome, CasOutcome, Precondition, RemoteStore, StoreError, Ttl, WriteOutcome,
 };
+use tandem_core::{KeySpace, StoreKey};
+use tandem_core::{NodeId, SessionId};
 
 use super::super::stats::Counters;
 use super::super::{Inner, LoadError};
 use super::spawn_detached;
-use crate::codec::Codec;
+use tandem_core::Codec;
 
 /// A remote session lock held (or maybe held) by a request. Released at commit, or in
 /// the background when the request is dropped. While held, a task of its own renews it

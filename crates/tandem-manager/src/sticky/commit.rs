@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use crate::codec::Codec;
-use crate::id::SessionId;
-use crate::session::AttributeValue;
-use crate::store::Precondition;
+use tandem_core::AttributeValue;
+use tandem_core::Codec;
+use tandem_core::Precondition;
+use tandem_core::SessionId;
 
 use super::super::config::{BackupMode, Concurrency};
 use super::super::ends::{self, End, EndAction, EndReason};
@@ -80,7 +80,7 @@ impl<C: Codec> Inner<C> {
         })
     }
 
-    pub(in crate::manager) async fn commit_new(
+    pub(crate) async fn commit_new(
         &self,
         request: RequestSession<C>,
     ) -> Result<CommitOutcome, CommitError> {
@@ -107,7 +107,7 @@ impl<C: Codec> Inner<C> {
         })
     }
 
-    pub(in crate::manager) async fn commit_existing(
+    pub(crate) async fn commit_existing(
         self: &Arc<Self>,
         mut entry: Arc<LocalEntry<C>>,
         request: &RequestSession<C>,
@@ -376,10 +376,7 @@ impl<C: Codec> Inner<C> {
 
     /// Queues (or, in sync mode or during shutdown, performs) the backup of a changed
     /// entry.
-    pub(in crate::manager) async fn schedule_write(
-        &self,
-        entry: &Arc<LocalEntry<C>>,
-    ) -> BackupStatus {
+    pub(crate) async fn schedule_write(&self, entry: &Arc<LocalEntry<C>>) -> BackupStatus {
         self.backups.mark_dirty(entry);
         let sync_timeout = match self.config.backup {
             _ if self.closing.load(Ordering::Acquire) => {
@@ -403,7 +400,7 @@ impl<C: Codec> Inner<C> {
         }
     }
 
-    pub(in crate::manager) fn touch_due(&self, entry: &LocalEntry<C>) -> bool {
+    pub(crate) fn touch_due(&self, entry: &LocalEntry<C>) -> bool {
         let Some(interval) = entry.max_inactive() else {
             return false;
         };
@@ -425,6 +422,6 @@ fn ended_outcome() -> CommitOutcome {
 /// Whether `current` is still the session that `incoming` named: the same random
 /// part. A takeover (route) or a move to another node (node) keeps it; `cycle_id`
 /// draws a new one. Cheap on the common request, where both share one text.
-pub(in crate::manager) fn same_session(incoming: &SessionId, current: &SessionId) -> bool {
+pub(crate) fn same_session(incoming: &SessionId, current: &SessionId) -> bool {
     incoming.shares_text_with(current) || incoming.random() == current.random()
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::codec::Codec;
-use crate::id::SessionId;
+use tandem_core::Codec;
+use tandem_core::SessionId;
 
 use super::entry::{LocalEntry, LocalKey, local_key};
 use super::{Inner, ShutdownReport};

@@ -4,11 +4,11 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::codec::Codec;
-use crate::id::{NodeId, Route};
-use crate::key::{KeyPrefix, KeySecret};
-use crate::layers::{BlobLayer, NoLayer};
-use crate::store::RemoteStore;
+use tandem_core::Codec;
+use tandem_core::RemoteStore;
+use tandem_core::layers::{BlobLayer, NoLayer};
+use tandem_core::{KeyPrefix, KeySecret};
+use tandem_core::{NodeId, Route};
 
 use super::SessionManager;
 
@@ -198,7 +198,8 @@ pub enum ConfigError {
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use tandem_core::{Concurrency, MemoryStore, NodeId, Route, SessionManager};
+/// use tandem_core::{MemoryStore, NodeId, Route};
+/// use tandem_manager::{Concurrency, SessionManager};
 /// # use tandem_core::{Codec, CodecId};
 /// # struct MyCodec;
 /// # impl Codec for MyCodec { const ID: CodecId = CodecId::new(250); const NAME: &'static str = "mine"; }

@@ -19,11 +19,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::codec::Codec;
-use crate::id::{NodeId, SessionId};
-use crate::key::{KeySpace, StoreKey};
-use crate::session::Session;
-use crate::store::{CasToken, Item, Precondition, StoreError, Ttl};
+use tandem_core::Codec;
+use tandem_core::Session;
+use tandem_core::{CasToken, Item, Precondition, StoreError, Ttl};
+use tandem_core::{KeySpace, StoreKey};
+use tandem_core::{NodeId, SessionId};
 
 use super::super::ends::{self, End, EndAction, EndReason};
 use super::super::stats::Counters;

@@ -55,12 +55,12 @@ use moka::notification::RemovalCause;
 use rand::RngExt;
 use tokio::sync::mpsc;
 
-use crate::codec::Codec;
-use crate::envelope::{self, EnvelopeError};
-use crate::id::{NodeId, SessionId};
-use crate::key::{KeySpace, StoreKey};
-use crate::session::Session;
-use crate::store::{NodeStatus, RemoteStore, Ttl};
+use tandem_core::Codec;
+use tandem_core::Session;
+use tandem_core::envelope::{self, EnvelopeError};
+use tandem_core::{KeySpace, StoreKey};
+use tandem_core::{NodeId, SessionId};
+use tandem_core::{NodeStatus, RemoteStore, Ttl};
 
 pub use config::{
     BackupMode, Concurrency, ConfigError, LockScope, LockTimeoutPolicy, ManagerBuilder, Mode,
@@ -279,7 +279,8 @@ pub struct ShutdownReport {
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// use std::sync::Arc;
-/// use tandem_core::{CookieUpdate, MemoryStore, NodeId, SessionManager};
+/// use tandem_core::{MemoryStore, NodeId};
+/// use tandem_manager::{CookieUpdate, SessionManager};
 /// # use tandem_core::{Codec, CodecError, CodecId, Decodes, Encodes};
 /// # struct Text;
 /// # impl Codec for Text { const ID: CodecId = CodecId::new(250); const NAME: &'static str = "text"; }
@@ -557,7 +558,8 @@ impl<C: Codec> SessionManager<C> {
     /// ```
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
     /// use std::sync::Arc;
-    /// use tandem_core::{CookieUpdate, MemoryStore, NodeId, SessionManager};
+    /// use tandem_core::{MemoryStore, NodeId};
+    /// use tandem_manager::{CookieUpdate, SessionManager};
     /// # use tandem_core::{Codec, CodecId, Decodes, Encodes, CodecError};
     /// # struct Text;
     /// # impl Codec for Text { const ID: CodecId = CodecId::new(250); const NAME: &'static str = "text"; }
@@ -749,7 +751,7 @@ impl<C: Codec> SessionManager<C> {
 
     /// What the configured stored-bytes layers did so far (sealed blobs, bytes in and
     /// out, hence the compression ratio; rejected blobs).
-    pub fn layer_stats(&self) -> crate::layers::LayerStats {
+    pub fn layer_stats(&self) -> tandem_core::layers::LayerStats {
         self.inner.config.layer.stats()
     }
 
@@ -1092,5 +1094,7 @@ impl<C: Codec> Expiry<LocalKey, Arc<LocalEntry<C>>> for SessionExpiry {
     }
 }
 
+#[cfg(test)]
+mod testing;
 #[cfg(test)]
 mod tests;
