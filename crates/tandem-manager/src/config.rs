@@ -10,8 +10,6 @@ use tandem_core::layers::{BlobLayer, NoLayer};
 use tandem_core::{KeyPrefix, KeySecret};
 use tandem_core::{NodeId, Route};
 
-use super::SessionManager;
-
 /// Where the primary copy of a session lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
@@ -413,9 +411,11 @@ impl<C: Codec> ManagerBuilder<C> {
         self
     }
 
-    /// Builds the manager and starts its background tasks on the current tokio
-    /// runtime.
-    pub fn build(self) -> Result<SessionManager<C>, ConfigError> {
+    /// The store, the checked configuration and the runtime to start on: what
+    /// [`build`](Self::build) starts the manager with.
+    pub(crate) fn validated(
+        self,
+    ) -> Result<(Arc<dyn RemoteStore>, ManagerConfig, tokio::runtime::Handle), ConfigError> {
         let ManagerBuilder { store, config, .. } = self;
         let nodes = store.nodes();
         if nodes.is_empty() {
@@ -467,6 +467,6 @@ impl<C: Codec> ManagerBuilder<C> {
             ));
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
-        Ok(SessionManager::start(store, config, &runtime))
+        Ok((store, config, runtime))
     }
 }

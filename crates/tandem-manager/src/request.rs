@@ -8,8 +8,9 @@ use tandem_core::SessionId;
 use tandem_core::{AttributeError, Session};
 use tandem_core::{Codec, Decodes, Encodes};
 
-use super::entry::LocalEntry;
-use super::nonsticky::{RemoteLock, TransitRef};
+use crate::nonsticky::remote_lock::RemoteLock;
+use crate::nonsticky::transit::TransitRef;
+use crate::sticky::entry::LocalEntry;
 
 /// What a request's session is attached to.
 pub(crate) enum Attached<C> {
@@ -21,14 +22,14 @@ pub(crate) enum Attached<C> {
     Transit(TransitRef<C>),
 }
 
-/// One request's session, from [`SessionManager::load`](super::SessionManager::load)
-/// until [`SessionManager::commit`](super::SessionManager::commit).
+/// One request's session, from [`SessionManager::load`](crate::SessionManager::load)
+/// until [`SessionManager::commit`](crate::SessionManager::commit).
 ///
 /// It is a snapshot of the session as it was when the request loaded it; the
 /// request's changes are recorded per attribute and applied to the current state at
 /// commit, so concurrent requests of the same session do not overwrite each other's
 /// attributes. Dropping it without a commit discards the request's changes (and
-/// releases the session's lock under [`Concurrency::Lock`](super::Concurrency::Lock)).
+/// releases the session's lock under [`Concurrency::Lock`](crate::Concurrency::Lock)).
 pub struct RequestSession<C> {
     pub(crate) session: Session<C>,
     pub(crate) attached: Attached<C>,
@@ -40,12 +41,31 @@ pub struct RequestSession<C> {
     pub(crate) invalidated: bool,
     pub(crate) cycle_id: bool,
     /// Held until the request ends under `Concurrency::Lock`.
-    pub(crate) _lock: Option<tokio::sync::OwnedMutexGuard<()>>,
+    pub(crate) lock_guard: Option<tokio::sync::OwnedMutexGuard<()>>,
     /// The remote session lock (non-sticky `Concurrency::Lock`), released at commit or
     /// when the request is dropped.
     pub(crate) remote_lock: Option<RemoteLock>,
     /// The request's pattern (method and path) when the lock scope learns from it.
     pub(crate) pattern: Option<Box<str>>,
+}
+
+impl<C> RequestSession<C> {
+    /// A session that does not exist yet: created at commit if the request stores
+    /// something. `had_cookie`: whether the client sent an id (then cleared if no
+    /// session results).
+    pub(crate) fn fresh(session: Session<C>, had_cookie: bool) -> RequestSession<C> {
+        RequestSession {
+            session,
+            attached: Attached::New,
+            incoming: None,
+            had_cookie,
+            invalidated: false,
+            cycle_id: false,
+            lock_guard: None,
+            remote_lock: None,
+            pattern: None,
+        }
+    }
 }
 
 impl<C: Codec> RequestSession<C> {
@@ -151,8 +171,8 @@ impl<C: Codec> RequestSession<C> {
     /// Only this request learns the new id. Other requests that carried the old one
     /// (in flight at the commit, or later, on any server) never see the session under
     /// its new id: a change of theirs fails with
-    /// [`CommitError::SessionEnded`](super::CommitError::SessionEnded), a read ends
-    /// with [`CookieUpdate::Keep`](super::CookieUpdate::Keep), and a new load gets a
+    /// [`CommitError::SessionEnded`](crate::CommitError::SessionEnded), a read ends
+    /// with [`CookieUpdate::Keep`](crate::CookieUpdate::Keep), and a new load gets a
     /// new, empty session without clearing the cookie (which by then may be the new
     /// one, set by this request's response).
     pub fn cycle_id(&mut self) {

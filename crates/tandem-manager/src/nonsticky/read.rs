@@ -25,10 +25,12 @@ use tandem_core::{CasToken, Item, Precondition, StoreError, Ttl};
 use tandem_core::{KeySpace, StoreKey};
 use tandem_core::{NodeId, SessionId};
 
-use super::super::ends::{self, End, EndAction, EndReason};
-use super::super::stats::Counters;
-use super::super::{Inner, LoadError};
-use super::{HEDGE_DELAY, copy_ttl};
+use super::transit::TransitState;
+use super::{Engine, HEDGE_DELAY};
+use crate::common::ends::{self, End, EndAction, EndReason};
+use crate::common::stats::Counters;
+use crate::common::ttl::copy_ttl;
+use crate::error::LoadError;
 
 /// What a read of a non-sticky session found.
 pub(super) enum Read<C> {
@@ -62,13 +64,13 @@ fn restore_margin(max_inactive: Option<Duration>) -> Duration {
     max_inactive.map_or(margin, |interval| margin.min(interval / 2))
 }
 
-impl<C: Codec> Inner<C> {
+impl<C: Codec> Engine<C> {
     pub(super) fn backup_key(&self, id: &SessionId) -> StoreKey {
-        self.key(KeySpace::Backup, id)
+        self.common.key(KeySpace::Backup, id)
     }
 
     pub(super) fn gone_key(&self, id: &SessionId) -> StoreKey {
-        self.key(KeySpace::Gone, id)
+        self.common.key(KeySpace::Gone, id)
     }
 
     /// Reads the session: the primary with get-and-touch, else the backup copy under
@@ -76,28 +78,38 @@ impl<C: Codec> Inner<C> {
     /// node (its id changes); when the primary just lacks the copy (restarted empty),
     /// the next commit writes it back.
     #[tracing::instrument(name = "tandem.remote_load", level = "debug", skip_all, fields(session = %id.redacted()))]
-    pub(super) async fn ns_read(&self, id: &SessionId) -> Result<Read<C>, LoadError> {
-        let primary = self.node_of(id);
-        let backup_node = self.successor(&primary);
-        let ttl = copy_ttl(self.config.max_inactive);
-        let primary_key = self.store_key(id);
+    pub(super) async fn read(&self, id: &SessionId) -> Result<Read<C>, LoadError> {
+        let primary = self.common.node_of(id);
+        let backup_node = self.common.successor(&primary);
+        let ttl = copy_ttl(self.common.config.max_inactive);
+        let primary_key = self.common.store_key(id);
         let read_backup = || async {
             match &backup_node {
-                Some(node) => Some(self.store.get_with_ttl(node, &self.backup_key(id)).await),
+                Some(node) => Some(
+                    self.common
+                        .store
+                        .get_with_ttl(node, &self.backup_key(id))
+                        .await,
+                ),
                 None => None,
             }
         };
         let started = Instant::now();
-        let (primary_result, prefetched) = if !self.store.is_available(&primary) {
+        let (primary_result, prefetched) = if !self.common.store.is_available(&primary) {
             (None, None)
         } else if backup_node.is_none() {
             // No backup copy to hedge with.
             (
-                Some(self.store.get_and_touch(&primary, &primary_key, ttl).await),
+                Some(
+                    self.common
+                        .store
+                        .get_and_touch(&primary, &primary_key, ttl)
+                        .await,
+                ),
                 None,
             )
         } else {
-            let primary_read = self.store.get_and_touch(&primary, &primary_key, ttl);
+            let primary_read = self.common.store.get_and_touch(&primary, &primary_key, ttl);
             tokio::pin!(primary_read);
             tokio::select! {
                 result = &mut primary_read => (Some(result), None),
@@ -111,12 +123,15 @@ impl<C: Codec> Inner<C> {
                 }
             }
         };
-        self.counters.histograms.remote_load(started.elapsed());
+        self.common
+            .counters
+            .histograms
+            .remote_load(started.elapsed());
         let primary_down = match primary_result {
             Some(Ok(Some(item))) => return self.session_in_primary(&primary, id, item).await,
             Some(Ok(None)) => false,
             Some(Err(error)) => {
-                Counters::add(&self.counters.remote_load_failures);
+                Counters::add(&self.common.counters.remote_load_failures);
                 tracing::debug!(session = %id.redacted(), %error, "primary read failed");
                 true
             }
@@ -146,7 +161,7 @@ impl<C: Codec> Inner<C> {
             },
             Ok(None) => Ok(Read::Unknown),
             Err(error) => {
-                Counters::add(&self.counters.remote_load_failures);
+                Counters::add(&self.common.counters.remote_load_failures);
                 tracing::debug!(session = %id.redacted(), %error, "backup read failed");
                 Err(self.unavailable_load())
             }
@@ -164,14 +179,14 @@ impl<C: Codec> Inner<C> {
         if let Some(reason) = ends::tombstone_reason(&item.value) {
             return Ok(Read::Ended(reason));
         }
-        let Some(session) = self.ns_decode(id, &item.value) else {
+        let Some(session) = self.decode_read(id, &item.value) else {
             return Ok(Read::Unknown);
         };
-        if session.max_inactive() != self.config.max_inactive {
+        if session.max_inactive() != self.common.config.max_inactive {
             self.restore_own_interval(primary, id, session.max_inactive())
                 .await?;
         }
-        Counters::add(&self.counters.loaded_remote);
+        Counters::add(&self.common.counters.loaded_remote);
         Ok(Read::Found(Loaded {
             session,
             cas: Some(item.cas),
@@ -191,11 +206,11 @@ impl<C: Codec> Inner<C> {
         interval: Option<Duration>,
     ) -> Result<(), LoadError> {
         let ttl = copy_ttl(interval);
-        let key = self.store_key(id);
-        let Err(error) = self.store.touch(primary, &key, ttl).await else {
+        let key = self.common.store_key(id);
+        let Err(error) = self.common.store.touch(primary, &key, ttl).await else {
             return Ok(());
         };
-        let shorter = match (interval, self.config.max_inactive) {
+        let shorter = match (interval, self.common.config.max_inactive) {
             (Some(own), Some(default)) => own < default,
             (Some(_), None) => true,
             (None, _) => false,
@@ -204,11 +219,11 @@ impl<C: Codec> Inner<C> {
         if !shorter {
             return Ok(());
         }
-        self.remember_ends([End {
+        self.common.remember_ends([End {
             node: primary.clone(),
             key,
             action: EndAction::ShortenTtl(ttl),
-            ttl: copy_ttl(self.config.max_inactive),
+            ttl: copy_ttl(self.common.config.max_inactive),
             condition: Precondition::None,
         }]);
         Err(self.unavailable_load())
@@ -228,7 +243,7 @@ impl<C: Codec> Inner<C> {
         if let Some(reason) = self.gone(backup_node, id).await? {
             return Ok(Read::Ended(reason));
         }
-        let Some(mut session) = self.ns_decode(id, &item.value) else {
+        let Some(mut session) = self.decode_read(id, &item.value) else {
             return Ok(Read::Unknown);
         };
         if let Ttl::After(left) = remaining
@@ -236,11 +251,11 @@ impl<C: Codec> Inner<C> {
         {
             return Ok(Read::Unknown);
         }
-        Counters::add(&self.counters.loaded_remote);
+        Counters::add(&self.common.counters.loaded_remote);
         if primary_down {
             let moved = id.with_node(backup_node);
             tracing::info!(from = %id.redacted(), to = %moved.redacted(), "session relocated off a down node");
-            Counters::add(&self.counters.relocated);
+            Counters::add(&self.common.counters.relocated);
             session.set_id(moved);
         }
         Ok(Read::Found(Loaded {
@@ -253,22 +268,22 @@ impl<C: Codec> Inner<C> {
     /// Whether `id` ended, as the deletion marker on `node` (where its backup copy is)
     /// says.
     async fn gone(&self, node: &NodeId, id: &SessionId) -> Result<Option<EndReason>, LoadError> {
-        match self.store.get(node, &self.gone_key(id)).await {
+        match self.common.store.get(node, &self.gone_key(id)).await {
             Ok(marker) => Ok(marker
                 .map(|marker| ends::tombstone_reason(&marker.value).unwrap_or(EndReason::Ended))),
             Err(error) => {
-                Counters::add(&self.counters.remote_load_failures);
+                Counters::add(&self.common.counters.remote_load_failures);
                 tracing::debug!(session = %id.redacted(), %error, "deletion marker unreadable");
                 Err(self.unavailable_load())
             }
         }
     }
 
-    pub(super) fn ns_decode(&self, id: &SessionId, bytes: &[u8]) -> Option<Session<C>> {
-        match self.decode(id, bytes) {
+    pub(super) fn decode_read(&self, id: &SessionId, bytes: &[u8]) -> Option<Session<C>> {
+        match self.common.decode(id, bytes) {
             Ok(session) => Some(session),
             Err(error) => {
-                Counters::add(&self.counters.undecodable);
+                Counters::add(&self.common.counters.undecodable);
                 tracing::warn!(session = %id.redacted(), %error, "stored session cannot be decoded; starting a new session");
                 None
             }
@@ -278,18 +293,18 @@ impl<C: Codec> Inner<C> {
     /// Re-reads the session after a write under a condition that failed: the primary,
     /// or (if it lacks the copy) the backup copy under the rules above. `Ok(None)` if
     /// the session is gone or ended.
-    pub(super) async fn ns_reload(
+    pub(super) async fn reload(
         &self,
         id: &SessionId,
         node: &NodeId,
         key: &StoreKey,
     ) -> Result<Option<Loaded<C>>, StoreError> {
-        if let Some(item) = self.store.get(node, key).await? {
+        if let Some(item) = self.common.store.get(node, key).await? {
             // A tombstone: the id ended, or moved on while this request held it.
             if ends::tombstone_reason(&item.value).is_some() {
                 return Ok(None);
             }
-            return Ok(self.ns_decode(id, &item.value).map(|session| Loaded {
+            return Ok(self.decode_read(id, &item.value).map(|session| Loaded {
                 session,
                 cas: Some(item.cas),
                 on_primary: true,
@@ -303,10 +318,11 @@ impl<C: Codec> Inner<C> {
         id: &SessionId,
         node: &NodeId,
     ) -> Result<Option<Loaded<C>>, StoreError> {
-        let Some(backup_node) = self.successor(node) else {
+        let Some(backup_node) = self.common.successor(node) else {
             return Ok(None);
         };
         let Some((item, remaining)) = self
+            .common
             .store
             .get_with_ttl(&backup_node, &self.backup_key(id))
             .await?
@@ -320,6 +336,16 @@ impl<C: Codec> Inner<C> {
             Ok(Read::Found(loaded)) => Ok(Some(loaded)),
             Ok(_) => Ok(None),
             Err(_) => Err(StoreError::NodeDown { node: backup_node }),
+        }
+    }
+}
+
+impl<C> From<Loaded<C>> for TransitState<C> {
+    fn from(loaded: Loaded<C>) -> TransitState<C> {
+        TransitState {
+            session: loaded.session,
+            cas: loaded.cas,
+            on_primary: loaded.on_primary,
         }
     }
 }

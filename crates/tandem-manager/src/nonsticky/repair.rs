@@ -24,9 +24,9 @@ use tandem_core::Codec;
 use tandem_core::{AddOutcome, CasOutcome, StoreError, Ttl};
 use tandem_core::{NodeId, SessionId};
 
-use super::super::Inner;
-use super::super::entry::{LocalKey, local_key};
-use super::super::stats::Counters;
+use super::Engine;
+use crate::common::local_key::{LocalKey, local_key};
+use crate::common::stats::Counters;
 
 /// At most this many sessions wait for a repair; beyond it a failure is only counted
 /// (`backup_copy_repairs_abandoned`) and logged (its copy is rewritten by the
@@ -145,19 +145,19 @@ enum Repaired {
     Gone,
 }
 
-impl<C: Codec> Inner<C> {
+impl<C: Codec> Engine<C> {
     /// Remembers that the backup copy of `id` is older than its primary, where `stale`
     /// says (see [`Repairs::remember`]); counts it as abandoned if it cannot be.
     pub(crate) fn remember_repair(&self, id: &SessionId, ttl: Ttl, stale: Stale) {
         if !self.copy_repairs.remember(id, ttl, stale) {
-            Counters::add(&self.counters.backup_copy_repairs_abandoned);
+            Counters::add(&self.common.counters.backup_copy_repairs_abandoned);
         }
     }
 
     /// Puts a repair back for a later sweep; counts it as abandoned if it cannot be.
     fn put_back_repair(&self, repair: PendingRepair) {
         if !self.copy_repairs.put_back(repair) {
-            Counters::add(&self.counters.backup_copy_repairs_abandoned);
+            Counters::add(&self.common.counters.backup_copy_repairs_abandoned);
         }
     }
 
@@ -166,7 +166,7 @@ impl<C: Codec> Inner<C> {
     pub(crate) fn repair_copies(self: &Arc<Self>) {
         let repairs = &self.copy_repairs;
         if repairs.pending.lock().is_empty()
-            || self.aborted.load(Ordering::Acquire)
+            || self.common.aborted.load(Ordering::Acquire)
             || repairs.running.swap(true, Ordering::AcqRel)
         {
             return;
@@ -180,7 +180,7 @@ impl<C: Codec> Inner<C> {
         tokio::spawn(async move {
             let _running = Running(&inner.copy_repairs.running);
             for repair in due {
-                if inner.aborted.load(Ordering::Acquire) {
+                if inner.common.aborted.load(Ordering::Acquire) {
                     break;
                 }
                 inner.repair(repair).await;
@@ -219,15 +219,16 @@ impl<C: Codec> Inner<C> {
 
     /// The node a repair writes to: where reads look, or the usual backup node.
     fn repair_target(&self, repair: &PendingRepair) -> Option<NodeId> {
-        let primary = self.node_ref(&repair.id);
-        if !self.store.is_available(primary) {
+        let primary = self.common.node_ref(&repair.id);
+        if !self.common.store.is_available(primary) {
             return None;
         }
         match repair.stale {
-            Stale::WhereReadsLook => self.successor(primary),
+            Stale::WhereReadsLook => self.common.successor(primary),
             Stale::OnUsualNode => self
+                .common
                 .natural_successor(primary)
-                .filter(|node| self.store.is_available(node))
+                .filter(|node| self.common.store.is_available(node))
                 .cloned(),
         }
     }
@@ -239,7 +240,7 @@ impl<C: Codec> Inner<C> {
         pending.retain(|_, repair| {
             let keep = repair.since.elapsed() <= GIVE_UP_AFTER;
             if !keep {
-                Counters::add(&self.counters.backup_copy_repairs_abandoned);
+                Counters::add(&self.common.counters.backup_copy_repairs_abandoned);
                 tracing::warn!(session = %repair.id.redacted(), "backup copy not repaired in time; given up");
             }
             keep
@@ -262,10 +263,10 @@ impl<C: Codec> Inner<C> {
             Ok(Repaired::Gone) => {}
             Ok(repaired) => {
                 if matches!(repaired, Repaired::Written) {
-                    Counters::add(&self.counters.backup_copies_repaired);
+                    Counters::add(&self.common.counters.backup_copies_repaired);
                 }
-                let primary = self.node_ref(&repair.id);
-                if self.natural_successor(primary) != Some(&target) {
+                let primary = self.common.node_ref(&repair.id);
+                if self.common.natural_successor(primary) != Some(&target) {
                     self.put_back_repair(PendingRepair {
                         stale: Stale::OnUsualNode,
                         ..repair
@@ -292,27 +293,35 @@ impl<C: Codec> Inner<C> {
         // this read, the compare-and-swap below fails and leaves it alone. (A commit
         // writes its primary before its copy, so a copy read here is never newer than
         // the primary read next.)
-        let copy = self.store.get(node, &key).await?;
+        let copy = self.common.store.get(node, &key).await?;
         let Some(source) = self
+            .common
             .store
-            .get(self.node_ref(id), &self.store_key(id))
+            .get(self.common.node_ref(id), &self.common.store_key(id))
             .await?
         else {
             return Ok(Repaired::Gone);
         };
         // Ended since the repair was remembered: its tombstone is no copy to make.
-        if super::super::ends::tombstone_reason(&source.value).is_some() {
+        if crate::common::ends::tombstone_reason(&source.value).is_some() {
             return Ok(Repaired::Gone);
         }
         let written = match copy {
             Some(copy) if copy.value == source.value => false,
             Some(copy) => {
-                self.store
+                self.common
+                    .store
                     .cas(node, &key, &source.value, ttl, copy.cas)
                     .await?
                     == CasOutcome::Stored
             }
-            None => self.store.add(node, &key, &source.value, ttl).await? == AddOutcome::Stored,
+            None => {
+                self.common
+                    .store
+                    .add(node, &key, &source.value, ttl)
+                    .await?
+                    == AddOutcome::Stored
+            }
         };
         Ok(if written {
             Repaired::Written

@@ -5,16 +5,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use super::super::ends::{EndReason, tombstone_reason};
 use super::repair::{MAX_PENDING, Stale};
+use crate::common::ends::{EndReason, tombstone_reason};
 use crate::testing::TextCodec;
 use crate::{
     BackupMode, BackupStatus, CommitError, Concurrency, CookieUpdate, LoadError, LockScope,
     LockTimeoutPolicy, ManagerBuilder, Mode, RequestInfo, SessionManager,
 };
-use crate::{NodeId, RemoteStore, SessionId};
 use tandem_core::MemoryStore;
 use tandem_core::Ttl;
+use tandem_core::{NodeId, RemoteStore, SessionId};
 
 type Manager = SessionManager<TextCodec>;
 
@@ -166,11 +166,11 @@ async fn the_transit_copy_lives_only_while_requests_are_in_flight() {
     let second = a1.load(Some(id.as_str())).await.unwrap();
     assert_eq!(store.operations(), operations + 1, "every load reads");
     assert_eq!(second.get::<String>("a").unwrap().as_deref(), Some("2"));
-    assert_eq!(a1.inner.transit.lock().len(), 1);
+    assert_eq!(a1.nonsticky().transit.lock().len(), 1);
     a1.commit(first).await.unwrap();
-    assert_eq!(a1.inner.transit.lock().len(), 1);
+    assert_eq!(a1.nonsticky().transit.lock().len(), 1);
     drop(second); // a request may end without a commit
-    assert!(a1.inner.transit.lock().is_empty());
+    assert!(a1.nonsticky().transit.lock().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -460,7 +460,7 @@ async fn a_failed_copy_is_repaired_where_reads_look_while_the_usual_node_is_down
     store.set_node_up(&node("n1"), false);
     assert_eq!(read(&manager(&store), &id, "a").await.as_deref(), Some("2"));
     // Still waiting for the usual backup node, which keeps the older copy.
-    assert_eq!(a1.inner.copy_repairs.pending(), 1);
+    assert_eq!(a1.nonsticky().copy_repairs.pending(), 1);
 }
 
 /// With a single node there is no backup copy to write: nothing is remembered for a
@@ -472,7 +472,7 @@ async fn a_single_node_remembers_no_repairs() {
     for n in 0..50 {
         create(&a1, "a", &n.to_string()).await;
     }
-    assert_eq!(a1.inner.copy_repairs.pending(), 0);
+    assert_eq!(a1.nonsticky().copy_repairs.pending(), 0);
     assert!(a1.stats().commits >= 50);
 }
 
@@ -570,11 +570,11 @@ async fn invalidate_and_cycle_id_end_both_copies_of_the_old_id() {
 /// The copies of `id` are ended: a tombstone over the primary, a deletion marker
 /// beside where the backup copy was, and no backup copy.
 async fn assert_ended(store: &MemoryStore, manager: &Manager, id: &SessionId, reason: EndReason) {
-    let inner = &manager.inner;
+    let inner = manager.nonsticky();
     let primary = node(id.node());
     let backup = node(if id.node() == "n1" { "n2" } else { "n1" });
     let stored = store
-        .get(&primary, &inner.store_key(id))
+        .get(&primary, &inner.common.store_key(id))
         .await
         .unwrap()
         .unwrap();
@@ -605,23 +605,25 @@ async fn a_repair_that_cannot_be_remembered_is_counted_as_abandoned() {
     let n1 = node("n1");
     let ttl = Ttl::After(Duration::from_secs(60));
     let first = SessionId::generate(&n1, None);
-    a1.inner.remember_repair(&first, ttl, Stale::WhereReadsLook);
+    a1.nonsticky()
+        .remember_repair(&first, ttl, Stale::WhereReadsLook);
     for _ in 1..MAX_PENDING {
-        a1.inner
+        a1.nonsticky()
             .remember_repair(&SessionId::generate(&n1, None), ttl, Stale::OnUsualNode);
     }
-    assert_eq!(a1.inner.copy_repairs.pending(), MAX_PENDING);
+    assert_eq!(a1.nonsticky().copy_repairs.pending(), MAX_PENDING);
     assert_eq!(a1.stats().backup_copy_repairs_abandoned, 0);
-    a1.inner.remember_repair(&first, ttl, Stale::WhereReadsLook);
+    a1.nonsticky()
+        .remember_repair(&first, ttl, Stale::WhereReadsLook);
     assert_eq!(
         a1.stats().backup_copy_repairs_abandoned,
         0,
         "already waiting"
     );
-    a1.inner
+    a1.nonsticky()
         .remember_repair(&SessionId::generate(&n1, None), ttl, Stale::WhereReadsLook);
     assert_eq!(a1.stats().backup_copy_repairs_abandoned, 1);
-    assert_eq!(a1.inner.copy_repairs.pending(), MAX_PENDING);
+    assert_eq!(a1.nonsticky().copy_repairs.pending(), MAX_PENDING);
 }
 
 #[test]
@@ -654,7 +656,7 @@ async fn a_repair_never_copies_a_tombstone() {
     store.set_node_up(&backup, false);
     write(&a1, &id, "a", "2").await;
     settle(&a1).await;
-    assert_eq!(a1.inner.copy_repairs.pending(), 1);
+    assert_eq!(a1.nonsticky().copy_repairs.pending(), 1);
     let mut session = a1.load(Some(id.as_str())).await.unwrap();
     session.invalidate();
     assert_eq!(
@@ -669,7 +671,7 @@ async fn a_repair_never_copies_a_tombstone() {
     store.set_node_up(&backup, true);
     let mut done = false;
     for _ in 0..200 {
-        done = a1.inner.copy_repairs.pending() == 0 && a1.pending_ends() == 0;
+        done = a1.nonsticky().copy_repairs.pending() == 0 && a1.pending_ends() == 0;
         if done {
             break;
         }
@@ -678,7 +680,10 @@ async fn a_repair_never_copies_a_tombstone() {
     assert!(done, "the repair or the ends never ran");
     assert_eq!(a1.stats().backup_copies_repaired, 0);
     assert_eq!(
-        store.get(&backup, &a1.inner.backup_key(&id)).await.unwrap(),
+        store
+            .get(&backup, &a1.nonsticky().backup_key(&id))
+            .await
+            .unwrap(),
         None
     );
     store.set_node_up(&node(id.node()), false);

@@ -12,16 +12,18 @@ use tandem_core::Codec;
 use tandem_core::Precondition;
 use tandem_core::SessionId;
 
-use super::super::config::{BackupMode, Concurrency};
-use super::super::ends::{self, End, EndAction, EndReason};
-use super::super::entry::{LocalEntry, RemoteCopy, local_key};
-use super::super::request::RequestSession;
-use super::super::stats::Counters;
-use super::super::{
-    BackupStatus, CommitError, CommitOutcome, CookieUpdate, Inner, NewSession, cookie_for,
-    keepalive_slack, remote_ttl,
-};
-use super::Found;
+use super::entry::{LocalEntry, RemoteCopy};
+use super::{Engine, Found};
+use crate::common::ends::{self, End, EndAction, EndReason};
+use crate::common::local_key::local_key;
+use crate::common::merge::{NewSession, cookie_for};
+use crate::common::same_session;
+use crate::common::stats::Counters;
+use crate::common::ttl::{keepalive_slack, remote_ttl};
+use crate::config::{BackupMode, Concurrency};
+use crate::error::CommitError;
+use crate::outcome::{BackupStatus, CommitOutcome, CookieUpdate};
+use crate::request::RequestSession;
 
 /// How many times a commit whose copy was dropped while it ran moves on to the
 /// current copy before it gives up (`CommitError::RetriesExhausted`).
@@ -58,19 +60,20 @@ impl From<CommitError> for NotApplied {
     }
 }
 
-impl<C: Codec> Inner<C> {
+impl<C: Codec> Engine<C> {
     /// Refuses a commit that would add one more session to those waiting for their
     /// backup when `max_unsaved_bytes` of them wait already.
     fn check_unsaved(&self, already_waiting: bool) -> Result<(), CommitError> {
-        let limit = self.config.max_unsaved_bytes.unwrap_or_else(|| {
-            self.config
+        let limit = self.common.config.max_unsaved_bytes.unwrap_or_else(|| {
+            self.common
+                .config
                 .local_capacity_bytes
                 .max(DEFAULT_MIN_UNSAVED_BYTES)
         });
         if already_waiting || self.backups.dirty_bytes() < limit {
             return Ok(());
         }
-        Counters::add(&self.counters.unsaved_limit_hits);
+        Counters::add(&self.common.counters.unsaved_limit_hits);
         tracing::warn!(
             limit,
             "too much session data waits for its backup; a change is refused"
@@ -84,7 +87,11 @@ impl<C: Codec> Inner<C> {
         &self,
         request: RequestSession<C>,
     ) -> Result<CommitOutcome, CommitError> {
-        let session = match self.prepare_new(request)? {
+        let session = match self.common.prepare_new(
+            request.session,
+            request.had_cookie,
+            request.invalidated,
+        )? {
             NewSession::Store(session) => session,
             NewSession::Discard(outcome) => return Ok(outcome),
         };
@@ -93,10 +100,10 @@ impl<C: Codec> Inner<C> {
         let entry = Arc::new(LocalEntry::new(
             session,
             RemoteCopy::Absent,
-            self.config.concurrency == Concurrency::Lock,
+            self.common.config.concurrency == Concurrency::Lock,
         ));
         self.local.insert(local_key(&id), Arc::clone(&entry));
-        Counters::add(&self.counters.sessions_created);
+        Counters::add(&self.common.counters.sessions_created);
         let backup = self.schedule_write(&entry).await;
         Ok(CommitOutcome {
             cookie: CookieUpdate::Set {
@@ -122,7 +129,8 @@ impl<C: Codec> Inner<C> {
                     // this server ended it already: the copy may have been dropped for
                     // one that lives on in the remote tier or on another server.
                     Err(_) => {
-                        if self.ended.get(&local_key(&entry.id())) == Some(EndReason::Ended) {
+                        if self.common.ended.get(&local_key(&entry.id())) == Some(EndReason::Ended)
+                        {
                             return Ok(ended_outcome());
                         }
                     }
@@ -189,7 +197,7 @@ impl<C: Codec> Inner<C> {
         let backup = if applied.changed {
             Box::pin(self.schedule_write(&entry)).await
         } else {
-            Counters::add(&self.counters.backups_skipped_unchanged);
+            Counters::add(&self.common.counters.backups_skipped_unchanged);
             // Extends the remote copy's expiry once half of its slack is used up.
             if self.touch_due(&entry) {
                 Box::pin(self.backups.enqueue(&entry)).await;
@@ -235,11 +243,11 @@ impl<C: Codec> Inner<C> {
         if let Ok(current) = self.current_copy(entry) {
             return Ok(current);
         }
-        if self.config.concurrency == Concurrency::Lock {
+        if self.common.config.concurrency == Concurrency::Lock {
             return Err(CommitError::SessionEnded);
         }
         let key = local_key(&id);
-        if self.ended_reason(&key, &id).is_some() {
+        if self.common.ended_reason(&key, &id).is_some() {
             return Err(CommitError::SessionEnded);
         }
         let found = match self.held(key.as_str()) {
@@ -253,7 +261,7 @@ impl<C: Codec> Inner<C> {
         };
         match found {
             Found::Entry(current) => {
-                Counters::add(&self.counters.merge_retries);
+                Counters::add(&self.common.counters.merge_retries);
                 Ok(current)
             }
             Found::Unknown | Found::Ended(_) => Err(CommitError::SessionEnded),
@@ -268,11 +276,11 @@ impl<C: Codec> Inner<C> {
         self.local.insert(new_key.clone(), Arc::clone(entry));
         self.local.invalidate(&old_key);
         self.backups.rekey(&old_key, new_key, entry);
-        self.ended.insert(old_key, EndReason::Cycled);
-        Counters::add(&self.counters.ids_cycled);
+        self.common.ended.insert(old_key, EndReason::Cycled);
+        Counters::add(&self.common.counters.ids_cycled);
         let end = End {
-            node: self.node_of(old),
-            key: self.store_key(old),
+            node: self.common.node_of(old),
+            key: self.common.store_key(old),
             action: EndAction::Tombstone(EndReason::Cycled),
             ttl: ends::tombstone_ttl(remote_ttl(entry.max_inactive())),
             condition: Precondition::None,
@@ -301,7 +309,7 @@ impl<C: Codec> Inner<C> {
         {
             return Err(NotApplied::Cycled);
         }
-        let merge = self.config.concurrency != Concurrency::LastWriterWins;
+        let merge = self.common.config.concurrency != Concurrency::LastWriterWins;
         let changes: Vec<(&str, Option<&AttributeValue>)> = request
             .session
             .changes()
@@ -309,14 +317,18 @@ impl<C: Codec> Inner<C> {
             .map(|change| (change.name, change.current))
             .collect();
         if merge {
-            self.check_conflicts(&request.session, &state.session)?;
+            self.common
+                .check_conflicts(&request.session, &state.session)?;
         }
         let interval_changed = request.session.is_max_inactive_modified()
             && request.session.max_inactive() != state.session.max_inactive();
         let old_id = state.session.id().clone();
         let new_id = request.cycle_id.then(|| {
-            let node = self.live_node().unwrap_or_else(|| self.node_of(&old_id));
-            SessionId::generate(&node, self.config.route.as_ref())
+            let node = self
+                .common
+                .live_node()
+                .unwrap_or_else(|| self.common.node_of(&old_id));
+            SessionId::generate(&node, self.common.config.route.as_ref())
         });
         let changed = !changes.is_empty() || interval_changed || new_id.is_some();
         let mut reweigh = false;
@@ -329,7 +341,7 @@ impl<C: Codec> Inner<C> {
             if interval_changed {
                 next.set_max_inactive(request.session.max_inactive());
             }
-            self.check_size(&next)?;
+            self.common.check_size(&next)?;
             if let Some(id) = &new_id {
                 next.set_id(id.clone());
                 // Nothing is stored under the new id yet.
@@ -359,11 +371,11 @@ impl<C: Codec> Inner<C> {
         let id = entry.id();
         let key = local_key(&id);
         self.discard(&key, entry);
-        self.ended.insert(key, EndReason::Ended);
-        Counters::add(&self.counters.invalidated);
+        self.common.ended.insert(key, EndReason::Ended);
+        Counters::add(&self.common.counters.invalidated);
         let end = End {
-            node: self.node_of(&id),
-            key: self.store_key(&id),
+            node: self.common.node_of(&id),
+            key: self.common.store_key(&id),
             action: EndAction::Tombstone(EndReason::Ended),
             ttl: ends::tombstone_ttl(remote_ttl(entry.max_inactive())),
             condition: Precondition::None,
@@ -378,10 +390,13 @@ impl<C: Codec> Inner<C> {
     /// entry.
     pub(crate) async fn schedule_write(&self, entry: &Arc<LocalEntry<C>>) -> BackupStatus {
         self.backups.mark_dirty(entry);
-        let sync_timeout = match self.config.backup {
-            _ if self.closing.load(Ordering::Acquire) => {
-                Some(self.config.retry_interval.max(Duration::from_secs(1)))
-            }
+        let sync_timeout = match self.common.config.backup {
+            _ if self.common.closing.load(Ordering::Acquire) => Some(
+                self.common
+                    .config
+                    .retry_interval
+                    .max(Duration::from_secs(1)),
+            ),
             BackupMode::Sync { timeout } => Some(timeout),
             BackupMode::Async => None,
         };
@@ -393,7 +408,7 @@ impl<C: Codec> Inner<C> {
             },
             None => {
                 if !self.backups.enqueue(entry).await {
-                    Counters::add(&self.counters.backups_coalesced);
+                    Counters::add(&self.common.counters.backups_coalesced);
                 }
                 BackupStatus::Queued
             }
@@ -407,7 +422,7 @@ impl<C: Codec> Inner<C> {
         let half_slack =
             u64::try_from((keepalive_slack(interval) / 2).as_millis()).unwrap_or(u64::MAX);
         let refreshed = entry.remote_refreshed_ms.load(Ordering::Relaxed);
-        self.now_ms().saturating_sub(refreshed) >= half_slack
+        self.common.now_ms().saturating_sub(refreshed) >= half_slack
     }
 }
 
@@ -417,11 +432,4 @@ fn ended_outcome() -> CommitOutcome {
         cookie: CookieUpdate::Clear,
         backup: BackupStatus::NotNeeded,
     }
-}
-
-/// Whether `current` is still the session that `incoming` named: the same random
-/// part. A takeover (route) or a move to another node (node) keeps it; `cycle_id`
-/// draws a new one. Cheap on the common request, where both share one text.
-pub(crate) fn same_session(incoming: &SessionId, current: &SessionId) -> bool {
-    incoming.shares_text_with(current) || incoming.random() == current.random()
 }

@@ -40,10 +40,9 @@ use tandem_core::Ttl;
 use tandem_core::{KeySecret, StoreKey};
 use tandem_core::{NodeId, SessionId};
 
-use super::Inner;
-use super::config::Mode;
-use super::entry::local_key;
-use super::stats::Counters;
+use super::Engine;
+use crate::common::local_key::local_key;
+use crate::common::stats::Counters;
 
 /// How much wall-clock time one feed item covers.
 const BUCKET: Duration = Duration::from_secs(8);
@@ -64,6 +63,9 @@ const NONCE_LEN: usize = 12;
 
 /// The peer feed of one manager.
 pub(crate) struct Feed {
+    /// Whether the feed runs (sticky mode with a feed interval).
+    on: bool,
+    counters: Arc<Counters>,
     /// Tells this server's announcements apart from the others' when reading.
     instance: u64,
     cipher: Option<Aes256Gcm>,
@@ -85,13 +87,19 @@ struct Reader {
 
 impl Feed {
     /// A feed; the receiving end goes to the dispatcher, which writes what arrives.
-    pub(crate) fn new(secret: Option<&KeySecret>) -> (Feed, mpsc::Receiver<SessionId>) {
+    pub(crate) fn new(
+        secret: Option<&KeySecret>,
+        on: bool,
+        counters: Arc<Counters>,
+    ) -> (Feed, mpsc::Receiver<SessionId>) {
         let (queue, announcements) = mpsc::channel(QUEUE);
         let cipher = secret.map(|secret| {
             let key = secret.derive(b"tandem peer feed", b"");
             Aes256Gcm::new(&key.into())
         });
         let feed = Feed {
+            on,
+            counters,
             instance: rand::random::<u64>(),
             cipher,
             queue,
@@ -99,6 +107,19 @@ impl Feed {
             reading: AtomicBool::new(false),
         };
         (feed, announcements)
+    }
+
+    /// Announces that this server took `id`'s copy from the remote tier or ended it:
+    /// the other servers drop their copies. Never waits: the announcement is queued
+    /// for the dispatcher, or dropped (counted) if the queue is full.
+    pub(crate) fn announce(&self, id: &SessionId) {
+        if !self.on {
+            return;
+        }
+        if self.queue.try_send(id.clone()).is_err() {
+            Counters::add(&self.counters.peer_announcements_dropped);
+            tracing::warn!(session = %id.redacted(), "peer feed queue full; an announcement is dropped");
+        }
     }
 
     /// One announcement, as appended to a feed item: version, instance, length,
@@ -186,28 +207,11 @@ fn bucket(time: SystemTime) -> u64 {
         .map_or(0, |since| since.as_secs() / BUCKET.as_secs())
 }
 
-impl<C: Codec> Inner<C> {
-    fn feed_on(&self) -> bool {
-        self.config.mode == Mode::Sticky && self.config.peer_feed_interval.is_some()
-    }
-
+impl<C: Codec> Engine<C> {
     fn feed_key(&self, bucket: u64) -> StoreKey {
-        let text = format!("{}feed:{bucket}", self.config.prefix.as_str());
+        let text = format!("{}feed:{bucket}", self.common.config.prefix.as_str());
         // The prefix is validated printable ASCII of at most 64 bytes.
         StoreKey::new(&text).unwrap_or_else(|_| unreachable!("a valid feed key: {text}"))
-    }
-
-    /// Announces that this server took `id`'s copy from the remote tier or ended it:
-    /// the other servers drop their copies. Never waits: the announcement is queued
-    /// for the dispatcher, or dropped (counted) if the queue is full.
-    pub(super) fn announce(&self, id: &SessionId) {
-        if !self.feed_on() {
-            return;
-        }
-        if self.feed.queue.try_send(id.clone()).is_err() {
-            Counters::add(&self.counters.peer_announcements_dropped);
-            tracing::warn!(session = %id.redacted(), "peer feed queue full; an announcement is dropped");
-        }
     }
 
     /// Writes announcements the dispatcher took from the queue, as one append to the
@@ -220,13 +224,15 @@ impl<C: Codec> Inner<C> {
         let count = u64::try_from(ids.len()).unwrap_or(u64::MAX);
         let key = self.feed_key(bucket(SystemTime::now()));
         let nodes: Vec<NodeId> = self
+            .common
             .ring()
-            .filter(|node| self.store.is_available(node))
+            .filter(|node| self.common.store.is_available(node))
             .cloned()
             .collect();
         let mut landed = false;
         for node in nodes {
             match self
+                .common
                 .store
                 .append(&node, &key, &bytes, Ttl::After(ITEM_TTL))
                 .await
@@ -238,10 +244,10 @@ impl<C: Codec> Inner<C> {
             }
         }
         let counter = if landed {
-            &self.counters.peer_announcements
+            &self.common.counters.peer_announcements
         } else {
             tracing::warn!(count, "peer feed written to no node; announcements dropped");
-            &self.counters.peer_announcements_dropped
+            &self.common.counters.peer_announcements_dropped
         };
         counter.fetch_add(count, Ordering::Relaxed);
     }
@@ -250,7 +256,7 @@ impl<C: Codec> Inner<C> {
     /// read, and drops this server's copies of those sessions. Runs in a task of its
     /// own; a tick that finds the last read still running skips.
     pub(super) fn read_feed(self: &Arc<Self>) {
-        if !self.feed_on() || self.feed.reading.swap(true, Ordering::AcqRel) {
+        if !self.feed.on || self.feed.reading.swap(true, Ordering::AcqRel) {
             return;
         }
         let inner = Arc::clone(self);
@@ -269,8 +275,9 @@ impl<C: Codec> Inner<C> {
             return;
         }
         let Some(node) = self
+            .common
             .ring()
-            .find(|node| self.store.is_available(node))
+            .find(|node| self.common.store.is_available(node))
             .cloned()
         else {
             return;
@@ -287,7 +294,7 @@ impl<C: Codec> Inner<C> {
             reader.read.retain(|bucket, _| *bucket >= first);
         }
         for bucket in first..=last {
-            let item = match self.store.get(&node, &self.feed_key(bucket)).await {
+            let item = match self.common.store.get(&node, &self.feed_key(bucket)).await {
                 Ok(item) => item,
                 Err(error) => {
                     tracing::debug!(%node, %error, "peer feed not read");
@@ -340,7 +347,7 @@ impl<C: Codec> Inner<C> {
             });
             return;
         }
-        Counters::add(&self.counters.stale_copies_dropped);
+        Counters::add(&self.common.counters.stale_copies_dropped);
         tracing::debug!(session = %id.redacted(), "another server took this session's copy or ended it; the local copy is dropped");
         self.discard(&local_key(&id), &entry);
     }
@@ -358,8 +365,8 @@ mod tests {
     #[test]
     fn announcements_round_trip_between_servers_and_skip_their_own() {
         for secret in [None, Some(KeySecret::new(&[9; 32]).unwrap())] {
-            let (a, _) = Feed::new(secret.as_ref());
-            let (b, _) = Feed::new(secret.as_ref());
+            let (a, _) = Feed::new(secret.as_ref(), true, Arc::default());
+            let (b, _) = Feed::new(secret.as_ref(), true, Arc::default());
             let ids = [id(), id(), id()];
             let mut bytes = Vec::new();
             for id in &ids {
@@ -371,7 +378,11 @@ mod tests {
             if secret.is_some() {
                 let text = String::from_utf8_lossy(&bytes);
                 assert!(ids.iter().all(|id| !text.contains(id.random())));
-                let (other, _) = Feed::new(Some(&KeySecret::new(&[8; 32]).unwrap()));
+                let (other, _) = Feed::new(
+                    Some(&KeySecret::new(&[8; 32]).unwrap()),
+                    true,
+                    Arc::default(),
+                );
                 assert!(
                     other.decode(&bytes).is_empty(),
                     "another secret opens nothing"
@@ -382,8 +393,8 @@ mod tests {
 
     #[test]
     fn garbage_and_truncation_stop_decoding_without_panics() {
-        let (a, _) = Feed::new(None);
-        let (b, _) = Feed::new(None);
+        let (a, _) = Feed::new(None, true, Arc::default());
+        let (b, _) = Feed::new(None, true, Arc::default());
         let mut bytes = Vec::new();
         a.encode(&id(), &mut bytes);
         a.encode(&id(), &mut bytes);

@@ -29,11 +29,11 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use tandem_core::NodeId;
 use tandem_core::StoreKey;
 use tandem_core::{CasOutcome, Precondition, StoreError, Ttl, WriteOutcome};
-use tandem_core::{NodeId, SessionId};
 
-use super::Inner;
+use super::Common;
 use super::stats::Counters;
 
 /// Why an id ended, as its tombstone records it.
@@ -177,44 +177,43 @@ impl Drop for Running<'_> {
     }
 }
 
-impl<C: tandem_core::Codec> Inner<C> {
+impl Common {
     /// Writes `ends` in a task of its own and waits for it: a request dropped
     /// meanwhile (a client hanging up) does not stop an end half way. Those that fail
-    /// are remembered and retried by the sweep. Then, in the same task, announces
-    /// `announce` in the peer feed (sticky mode), so that other servers drop their
-    /// copies of the ended id: after the tombstone, so that none of them reloads the
-    /// copy it replaces, and in the task, so that a request dropped while it waits
-    /// for the ends cannot skip it (a server holding a copy of its own would serve the
-    /// ended id until its copy expired). Returns whether all ends landed.
-    pub(super) async fn end_ids(
+    /// are remembered and retried by the sweep. Then, in the same task, runs `then`
+    /// (sticky mode announces the id in the peer feed, so that other servers drop
+    /// their copies of it: after the tombstone, so that none of them reloads the copy
+    /// it replaces, and in the task, so that a request dropped while it waits for the
+    /// ends cannot skip it). Returns whether all ends landed.
+    pub(crate) async fn end_ids(
         self: &Arc<Self>,
         ends: Vec<End>,
-        announce: Option<SessionId>,
+        then: Option<impl FnOnce() + Send + 'static>,
     ) -> bool {
-        if ends.is_empty() && announce.is_none() {
+        if ends.is_empty() && then.is_none() {
             return true;
         }
-        let inner = Arc::clone(self);
-        self.backups.begin();
+        let common = Arc::clone(self);
+        self.in_flight.begin(1);
         let task = tokio::spawn(async move {
             let mut all = true;
             for end in ends {
-                if !inner.write_end(&end).await {
+                if !common.write_end(&end).await {
                     all = false;
-                    inner.remember_end(end);
+                    common.remember_end(end);
                 }
             }
-            if let Some(id) = announce {
-                inner.announce(&id);
+            if let Some(then) = then {
+                then();
             }
-            inner.backups.end();
+            common.in_flight.end(1);
             all
         });
         task.await.unwrap_or(false)
     }
 
     /// Remembers ends for nodes known to be down, without trying them now.
-    pub(super) fn remember_ends(&self, ends: impl IntoIterator<Item = End>) {
+    pub(crate) fn remember_ends(&self, ends: impl IntoIterator<Item = End>) {
         for end in ends {
             self.remember_end(end);
         }
@@ -237,7 +236,7 @@ impl<C: tandem_core::Codec> Inner<C> {
     }
 
     /// Writes one end; `false` if it must be tried again (its node failed).
-    pub(super) async fn write_end(&self, end: &End) -> bool {
+    pub(crate) async fn write_end(&self, end: &End) -> bool {
         if self.aborted.load(Ordering::Acquire) {
             return false;
         }
@@ -296,7 +295,7 @@ impl<C: tandem_core::Codec> Inner<C> {
 
     /// Called by the sweep: retries the remembered ends whose nodes answer, unless an
     /// earlier sweep's retries still run; drops those whose copy would have expired.
-    pub(super) fn retry_ends(self: &Arc<Self>) {
+    pub(crate) fn retry_ends(self: &Arc<Self>) {
         if self.ends.pending.lock().is_empty()
             || self.aborted.load(Ordering::Acquire)
             || self.ends.running.swap(true, Ordering::AcqRel)
@@ -339,7 +338,7 @@ impl<C: tandem_core::Codec> Inner<C> {
 
     /// At shutdown: writes every remembered end whose node answers, within `deadline`.
     /// Returns how many are left unwritten.
-    pub(super) async fn flush_ends(&self, deadline: Duration) -> usize {
+    pub(crate) async fn flush_ends(&self, deadline: Duration) -> usize {
         let started = Instant::now();
         for end in self.due_ends(usize::MAX) {
             let remaining = deadline.saturating_sub(started.elapsed());

@@ -28,27 +28,36 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use parking_lot::Mutex;
+use moka::notification::RemovalCause;
 
-use tandem_core::Codec;
-use tandem_core::Session;
-use tandem_core::{AddOutcome, CasToken, Precondition, StoreError, Ttl, WriteOutcome};
-use tandem_core::{NodeId, SessionId};
-
-use super::config::{BackupMode, Concurrency, LockScope, LockTimeoutPolicy};
-use super::ends::{self, End, EndAction, EndReason};
-use super::entry::{LocalKey, local_key};
-use super::request::{Attached, RequestSession};
-use super::stats::Counters;
-use super::sticky::same_session;
-use super::{
-    BackupStatus, CommitError, CommitOutcome, CookieUpdate, Inner, LoadError, NewSession,
-    RequestInfo,
+use tandem_core::{
+    AddOutcome, Codec, NodeId, Precondition, SessionId, StoreError, Ttl, WriteOutcome,
 };
-use read::{Loaded, Read};
-use repair::Stale;
 
-pub(crate) use lock::RemoteLock;
+use crate::common::ends::{self, End, EndAction, EndReason};
+use crate::common::local_key::{LocalKey, local_key};
+use crate::common::merge::{NewSession, cookie_for};
+use crate::common::stats::Counters;
+use crate::common::ttl::copy_ttl;
+use crate::common::{Common, same_session};
+use crate::config::{Concurrency, LockScope};
+use crate::error::{CommitError, LoadError};
+use crate::outcome::{BackupStatus, CommitOutcome, CookieUpdate, RequestInfo, ShutdownReport};
+use crate::request::{Attached, RequestSession};
+use copy::{Unbacked, longest};
+use read::Read;
+use transit::{
+    ENDED_CYCLED, ENDED_INVALIDATED, ENDED_NOT, Transit, TransitMap, TransitRef, TransitState,
+};
+
+mod copy;
+mod locking;
+mod read;
+pub(crate) mod remote_lock;
+mod repair;
+#[cfg(test)]
+mod tests;
+pub(crate) mod transit;
 
 /// How long a primary read may take before the backup copy is read alongside it.
 /// memcached answers in well under a millisecond; a read this slow is likely hung.
@@ -61,20 +70,11 @@ pub const AUTO_LOCK_LEARN_AFTER: u32 = 5;
 /// The longest part of a request's path that [`LockScope::Auto`] learns from: longer
 /// paths share what they have in common up to this length, so that a client sending
 /// long paths cannot make the learned patterns large.
-const MAX_PATTERN_LEN: usize = 256;
+pub(super) const MAX_PATTERN_LEN: usize = 256;
 
 /// How many bytes of learned request patterns [`LockScope::Auto`] keeps at most; the
 /// least recently used beyond are forgotten (and counted).
-pub(super) const MAX_PATTERN_BYTES: u64 = 4 * 1024 * 1024;
-
-/// The TTL of both remote copies of a non-sticky session: its interval, plus a second
-/// for memcached's once-a-second expiry clock. Every load slides it (get-and-touch).
-pub(super) fn copy_ttl(max_inactive: Option<Duration>) -> Ttl {
-    match max_inactive {
-        Some(interval) => Ttl::After(interval.saturating_add(Duration::from_secs(1))),
-        None => Ttl::Never,
-    }
-}
+pub(crate) const MAX_PATTERN_BYTES: u64 = 4 * 1024 * 1024;
 
 /// The longest a commit that lost a compare-and-swap waits before it reloads.
 const MAX_MERGE_BACKOFF: Duration = Duration::from_millis(32);
@@ -90,110 +90,99 @@ fn merge_backoff(attempt: u32) -> Duration {
     ceiling.mul_f64(rand::random::<f64>())
 }
 
-/// The transit copies of the sessions with requests in flight, by local key. Entries
-/// are weak: a transit copy lives exactly as long as the requests holding it.
-pub(super) type TransitMap<C> = Mutex<HashMap<LocalKey, Weak<Transit<C>>>>;
-
-/// One session's transit copy, shared by its in-flight requests in this process.
-pub(crate) struct Transit<C> {
-    key: LocalKey,
-    /// `None` until a commit needs it (it then starts from that request's read). An
-    /// async lock: commits of the session in this process run one after another.
-    state: tokio::sync::Mutex<Option<TransitState<C>>>,
-    /// Serializes this process's requests of the session under `Concurrency::Lock`
-    /// before they take the remote lock.
-    lock: Arc<tokio::sync::Mutex<()>>,
-    /// Why the session ended in this process, if it did ([`ENDED_NOT`] while it lives):
-    /// the requests still holding it cannot commit into it any more.
-    ended: AtomicU8,
+/// The weight of a learned request pattern in [`LockScope::Auto`]'s cache: its length
+/// plus what a cache entry costs besides.
+#[expect(
+    clippy::borrowed_box,
+    reason = "the cache's weigher is given its key, a boxed str, by reference"
+)]
+fn pattern_weight(pattern: &Box<str>, _streak: &u32) -> u32 {
+    u32::try_from(pattern.len() + 64).unwrap_or(u32::MAX)
 }
 
-const ENDED_NOT: u8 = 0;
-const ENDED_INVALIDATED: u8 = 1;
-const ENDED_CYCLED: u8 = 2;
-
-struct TransitState<C> {
-    /// The newest state this process knows, without recorded changes.
-    session: Session<C>,
-    /// The primary's CAS token for `session` (or, with `on_primary` false, the
-    /// tombstone of a move that the session moving back may replace); `None` when
-    /// unknown: the next write reloads first.
-    cas: Option<CasToken>,
-    /// Whether the primary node holds this session under its current id; if not (it was
-    /// restored from the backup, or moved), the next commit writes it even if nothing
-    /// changed.
-    on_primary: bool,
+/// The non-sticky engine: what non-sticky mode owns besides what both modes share.
+pub(crate) struct Engine<C> {
+    pub(crate) common: Arc<Common>,
+    /// The sessions with requests in flight in this process.
+    pub(crate) transit: Arc<TransitMap<C>>,
+    /// Backup copies whose write failed, to be copied again from the primary.
+    pub(crate) copy_repairs: repair::Repairs,
+    /// `LockScope::Auto`: per request pattern, how many requests in a row left the
+    /// session unchanged.
+    pub(crate) read_only_streaks: moka::sync::Cache<Box<str>, u32>,
 }
 
-impl<C> From<Loaded<C>> for TransitState<C> {
-    fn from(loaded: Loaded<C>) -> TransitState<C> {
-        TransitState {
-            session: loaded.session,
-            cas: loaded.cas,
-            on_primary: loaded.on_primary,
+impl<C: Codec> Engine<C> {
+    /// The engine over `common`, with its sweep started on `runtime`.
+    pub(crate) fn start(common: Arc<Common>, runtime: &tokio::runtime::Handle) -> Arc<Engine<C>> {
+        let pattern_counters = Arc::clone(&common.counters);
+        let engine = Arc::new(Engine {
+            transit: Arc::new(parking_lot::Mutex::new(HashMap::new())),
+            copy_repairs: repair::Repairs::default(),
+            read_only_streaks: moka::sync::Cache::builder()
+                .max_capacity(MAX_PATTERN_BYTES)
+                // Weighed by their length (plus the entry's own cost): a client that
+                // sends many long paths evicts patterns instead of growing the cache.
+                .weigher(pattern_weight)
+                .eviction_listener(move |_, _, cause| {
+                    if cause == RemovalCause::Size {
+                        Counters::add(&pattern_counters.lock_patterns_evicted);
+                    }
+                })
+                .build(),
+            common,
+        });
+        spawn_sweep(&engine, runtime);
+        engine
+    }
+
+    /// Waits for background work to finish, then writes the session ends and backup
+    /// copy repairs still waiting, all within `deadline`. Nothing else is pending: a
+    /// commit returns after the primary copy is written.
+    pub(crate) async fn flush(&self, deadline: Duration) -> ShutdownReport {
+        let started = Instant::now();
+        let common = &self.common;
+        let written_before = common.counters.snapshot().backups_written;
+        // Background copies get at most half of the deadline, as sticky mode's queue.
+        while common.in_flight.count() > 0 && started.elapsed() < deadline / 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let ends_unwritten = common
+            .flush_ends(deadline.saturating_sub(started.elapsed()))
+            .await;
+        let repairs_left = self
+            .flush_repairs(deadline.saturating_sub(started.elapsed()))
+            .await;
+        let written = common.counters.snapshot().backups_written - written_before;
+        if ends_unwritten > 0 || repairs_left > 0 {
+            tracing::warn!(
+                ends_unwritten,
+                repairs_left,
+                "shutdown: some remote writes could not be done in time"
+            );
+        } else {
+            tracing::info!(written, "shutdown: every pending backup written");
+        }
+        ShutdownReport {
+            written: usize::try_from(written).unwrap_or(usize::MAX),
+            unsaved: 0,
+            ends_unwritten,
         }
     }
-}
 
-/// A request's hold on a transit copy. The last one dropped removes the copy.
-pub(crate) struct TransitRef<C> {
-    transit: Arc<Transit<C>>,
-    map: Arc<TransitMap<C>>,
-    /// What this request read, for a commit that finds no transit state yet, and
-    /// when: an unchanged commit slides the backup copy's expiry to the primary's,
-    /// which this read slid. Boxed: it rides in every request's session, in sticky
-    /// mode too, whose futures must stay small.
-    read: Box<(Option<TransitState<C>>, Instant)>,
-}
-
-impl<C> Drop for TransitRef<C> {
-    fn drop(&mut self) {
-        let mut map = self.map.lock();
-        // Under the map lock nobody can take a new reference, so a count of one is
-        // the last request of this session in flight.
-        if Arc::strong_count(&self.transit) == 1
-            && map
-                .get(&self.transit.key)
-                .is_some_and(|weak| weak.as_ptr() == Arc::as_ptr(&self.transit))
-        {
-            map.remove(&self.transit.key);
-        }
-    }
-}
-
-/// Runs `task` on the current tokio runtime, if there is one (a drop outside a runtime
-/// leaves the lock to its TTL).
-fn spawn_detached(task: impl std::future::Future<Output = ()> + Send + 'static) {
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(task);
-    }
-}
-
-impl<C: Codec> Inner<C> {
-    /// The nodes after `node` in ring order, wrapping around, without `node` itself.
-    /// Read on every load: walks the ring in place rather than collecting it.
-    fn ring_after(&self, node: &NodeId) -> impl Iterator<Item = &NodeId> + '_ {
-        let len = self.ring().count();
-        let start = self.ring().position(|candidate| candidate == node);
-        start
-            .into_iter()
-            .flat_map(move |start| self.ring().cycle().skip(start + 1).take(len - 1))
+    /// A session that does not exist yet, on a live node (no route: routes are for
+    /// sticky load balancing).
+    fn fresh(&self, unknown: Option<SessionId>, had_cookie: bool) -> RequestSession<C> {
+        RequestSession::fresh(self.common.new_session(unknown.as_ref(), None), had_cookie)
     }
 
-    /// The first available node after `node` in ring order (never `node` itself): where
-    /// `node`'s sessions keep their backup, and where they move when `node` is down.
-    pub(super) fn successor(&self, node: &NodeId) -> Option<NodeId> {
-        self.ring_after(node)
-            .find(|candidate| self.store.is_available(candidate))
-            .cloned()
+    /// The new session a request gets for an id that ended. A cycled id does not
+    /// clear the cookie: the browser may already hold the new id, set by the response
+    /// of the login that cycled it.
+    fn ended_id(&self, reason: EndReason) -> RequestSession<C> {
+        Counters::add(&self.common.counters.ended_ids_presented);
+        self.fresh(None, reason != EndReason::Cycled)
     }
-
-    /// The node right after `node` in ring order, available or not: where `node`'s
-    /// sessions keep their backup copy whenever it answers.
-    pub(super) fn natural_successor(&self, node: &NodeId) -> Option<&NodeId> {
-        self.ring_after(node).next()
-    }
-
     /// The transit copy of `key`, shared with the requests of the session in flight.
     fn transit(self: &Arc<Self>, key: &LocalKey) -> Arc<Transit<C>> {
         let mut map = self.transit.lock();
@@ -212,55 +201,28 @@ impl<C: Codec> Inner<C> {
         }
     }
 
-    /// Whether this request takes the session lock.
-    fn needs_lock(&self, pattern: Option<&str>) -> bool {
-        if self.config.concurrency != Concurrency::Lock {
-            return false;
-        }
-        match (&self.config.lock_scope, pattern) {
-            (LockScope::All, _) | (_, None) => true,
-            (LockScope::Auto, Some(pattern)) => {
-                self.read_only_streaks.get(pattern).unwrap_or(0) < AUTO_LOCK_LEARN_AFTER
-            }
-            (LockScope::Paths(paths), Some(pattern)) => {
-                let path = pattern.split_once(' ').map_or(pattern, |(_, path)| path);
-                paths.is_match(path)
-            }
-        }
-    }
-
-    /// The pattern [`LockScope::Auto`] and [`LockScope::Paths`] decide on: the method
-    /// and (the start of) the path.
-    fn pattern(request: &RequestInfo<'_>) -> Box<str> {
-        let mut end = request.path.len().min(MAX_PATTERN_LEN);
-        while !request.path.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{} {}", request.method, &request.path[..end]).into()
-    }
-
     /// Loads a session in non-sticky mode: always from the remote tier, so that a
     /// request sees what any server acknowledged before it started, also while other
     /// requests of the session are in flight here.
-    pub(super) async fn ns_load(
+    pub(super) async fn load(
         self: &Arc<Self>,
         incoming: Option<&str>,
         request: Option<&RequestInfo<'_>>,
     ) -> Result<RequestSession<C>, LoadError> {
-        let Some(id) = incoming.and_then(|text| self.parse_incoming(text)) else {
+        let Some(id) = incoming.and_then(|text| self.common.parse_incoming(text)) else {
             return Ok(self.fresh(None, incoming.is_some()));
         };
         let key = local_key(&id);
-        if self.negative.contains_key(&key) {
-            Counters::add(&self.counters.negative_cache_hits);
+        if self.common.negative.contains_key(&key) {
+            Counters::add(&self.common.counters.negative_cache_hits);
             return Ok(self.fresh(Some(id), true));
         }
-        if let Some(reason) = self.ended.get(&key) {
+        if let Some(reason) = self.common.ended.get(&key) {
             return Ok(self.ended_id(reason));
         }
         // Only the lock scopes that decide per request pattern need it.
         let pattern = request
-            .filter(|_| self.config.locks_per_pattern())
+            .filter(|_| self.common.config.locks_per_pattern())
             .map(Self::pattern);
         let transit = self.transit(&key);
         let mut local_lock = None;
@@ -270,16 +232,16 @@ impl<C: Codec> Inner<C> {
             remote_lock = self.lock_remote(&id).await?;
         }
         let read_at = Instant::now();
-        let loaded = match self.ns_read(&id).await? {
+        let loaded = match self.read(&id).await? {
             Read::Found(loaded) => loaded,
             Read::Unknown => {
-                if !self.config.negative_cache_ttl.is_zero() {
-                    self.negative.insert(key, ());
+                if !self.common.config.negative_cache_ttl.is_zero() {
+                    self.common.negative.insert(key, ());
                 }
                 return Ok(self.fresh(Some(id), true));
             }
             Read::Ended(reason) => {
-                self.ended.insert(key, reason);
+                self.common.ended.insert(key, reason);
                 return Ok(self.ended_id(reason));
             }
         };
@@ -305,52 +267,19 @@ impl<C: Codec> Inner<C> {
             had_cookie: true,
             invalidated: false,
             cycle_id: false,
-            _lock: local_lock,
+            lock_guard: local_lock,
             remote_lock,
             pattern,
         })
     }
 
-    async fn lock_transit(
-        &self,
-        transit: &Transit<C>,
-    ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, LoadError> {
-        if let Ok(guard) = Arc::clone(&transit.lock).try_lock_owned() {
-            return Ok(Some(guard));
-        }
-        Counters::add(&self.counters.lock_waits);
-        let timeout = self.config.lock_timeout;
-        let started = Instant::now();
-        let waited = tokio::time::timeout(timeout, Arc::clone(&transit.lock).lock_owned()).await;
-        self.counters.histograms.lock_wait(started.elapsed());
-        match waited {
-            Ok(guard) => Ok(Some(guard)),
-            Err(_) => self.lock_timed_out(timeout).map(|()| None),
-        }
-    }
-
-    /// A lock not acquired in time: an error, or on without the lock (counted, warned).
-    fn lock_timed_out(&self, waited: Duration) -> Result<(), LoadError> {
-        Counters::add(&self.counters.lock_timeouts);
-        match self.config.lock_timeout_policy {
-            LockTimeoutPolicy::Fail => Err(LoadError::LockTimeout { waited }),
-            LockTimeoutPolicy::ProceedUnlocked => {
-                tracing::warn!(
-                    ?waited,
-                    "session lock not acquired in time; proceeding unlocked"
-                );
-                Ok(())
-            }
-        }
-    }
-
     fn unavailable_load(&self) -> LoadError {
-        Counters::add(&self.counters.unavailable);
+        Counters::add(&self.common.counters.unavailable);
         LoadError::Unavailable
     }
 
     /// Commits a request of a non-sticky session.
-    pub(super) async fn ns_commit(
+    pub(super) async fn commit(
         self: &Arc<Self>,
         mut transit: TransitRef<C>,
         mut request: RequestSession<C>,
@@ -364,10 +293,10 @@ impl<C: Codec> Inner<C> {
             Some(mut lock) if modified => {
                 let held = lock.still_held().await;
                 let result = match held {
-                    Ok(true) => self.ns_commit_locked(&mut transit, &request).await,
+                    Ok(true) => self.commit_locked(&mut transit, &request).await,
                     Ok(false) => {
-                        Counters::add(&self.counters.locks_lost);
-                        Counters::add(&self.counters.conflicts);
+                        Counters::add(&self.common.counters.locks_lost);
+                        Counters::add(&self.common.counters.conflicts);
                         tracing::warn!(
                             "session lock expired and was taken by another request; commit refused"
                         );
@@ -385,14 +314,14 @@ impl<C: Codec> Inner<C> {
                 result
             }
             lock => {
-                let result = self.ns_commit_locked(&mut transit, &request).await;
+                let result = self.commit_locked(&mut transit, &request).await;
                 if let Some(lock) = lock {
                     lock.release_in_background();
                 }
                 result
             }
         };
-        if let (LockScope::Auto, Some(pattern)) = (&self.config.lock_scope, pattern) {
+        if let (LockScope::Auto, Some(pattern)) = (&self.common.config.lock_scope, pattern) {
             let streak = if modified {
                 0
             } else {
@@ -406,17 +335,17 @@ impl<C: Codec> Inner<C> {
         result
     }
 
-    async fn ns_commit_locked(
+    async fn commit_locked(
         self: &Arc<Self>,
         transit: &mut TransitRef<C>,
         request: &RequestSession<C>,
     ) -> Result<CommitOutcome, CommitError> {
-        let timeout = self.config.lock_timeout;
+        let timeout = self.common.config.lock_timeout;
         let Ok(mut guard) = tokio::time::timeout(timeout, transit.transit.state.lock()).await
         else {
             // Earlier commits of the session here hold it (a slow node): this one does
             // not wait beyond the lock timeout.
-            Counters::add(&self.counters.lock_timeouts);
+            Counters::add(&self.common.counters.lock_timeouts);
             return Err(CommitError::LockTimeout { waited: timeout });
         };
         let modified = request.session.is_modified() || request.cycle_id;
@@ -451,7 +380,7 @@ impl<C: Codec> Inner<C> {
                 .ended
                 .store(ENDED_INVALIDATED, Ordering::Release);
             drop(guard);
-            return Ok(self.ns_invalidate(&original).await);
+            return Ok(self.invalidate(&original).await);
         }
         let interval_changed = request.session.is_max_inactive_modified()
             && request.session.max_inactive() != state.session.max_inactive();
@@ -460,14 +389,14 @@ impl<C: Codec> Inner<C> {
             && !request.cycle_id
             && state.on_primary
         {
-            Counters::add(&self.counters.backups_skipped_unchanged);
-            self.ns_refresh_backup(
+            Counters::add(&self.common.counters.backups_skipped_unchanged);
+            self.refresh_backup(
                 state.session.id(),
                 state.session.max_inactive(),
                 transit.read.1,
             );
             return Ok(CommitOutcome {
-                cookie: super::cookie_for(
+                cookie: cookie_for(
                     request.incoming.as_ref(),
                     state.session.id(),
                     state.session.max_inactive(),
@@ -475,16 +404,17 @@ impl<C: Codec> Inner<C> {
                 backup: BackupStatus::NotNeeded,
             });
         }
-        let merge = self.config.concurrency != Concurrency::LastWriterWins;
+        let merge = self.common.config.concurrency != Concurrency::LastWriterWins;
         let mut new_id = None;
         let mut relocated = false;
         let mut lost_races = 0;
-        for attempt in 0..=self.config.max_merge_retries {
+        for attempt in 0..=self.common.config.max_merge_retries {
             if attempt > 0 {
-                Counters::add(&self.counters.merge_retries);
+                Counters::add(&self.common.counters.merge_retries);
             }
             if merge {
-                self.check_conflicts(&request.session, &state.session)?;
+                self.common
+                    .check_conflicts(&request.session, &state.session)?;
             }
             let mut next = state.session.clone();
             for change in request.session.changes() {
@@ -493,9 +423,9 @@ impl<C: Codec> Inner<C> {
             if interval_changed {
                 next.set_max_inactive(request.session.max_inactive());
             }
-            self.check_size(&next)?;
+            self.common.check_size(&next)?;
             if request.cycle_id && new_id.is_none() {
-                new_id = Some(SessionId::generate(&self.node_of(next.id()), None));
+                new_id = Some(SessionId::generate(&self.common.node_of(next.id()), None));
             }
             if let Some(id) = &new_id {
                 next.set_id(id.clone());
@@ -503,12 +433,13 @@ impl<C: Codec> Inner<C> {
             next.touch(SystemTime::now());
             next.mark_unchanged();
             let id = next.id().clone();
-            let node = self.node_of(&id);
+            let node = self.common.node_of(&id);
             let bytes = self
+                .common
                 .seal(&next)
                 .map_err(|reason| CommitError::Encoding { reason })?;
             let ttl = copy_ttl(next.max_inactive());
-            let key = self.store_key(&id);
+            let key = self.common.store_key(&id);
             let precondition = if new_id.is_some() {
                 Some(Precondition::Absent)
             } else {
@@ -532,7 +463,8 @@ impl<C: Codec> Inner<C> {
             // this process not knowing its token): only a race lost is waited out.
             let written = match precondition {
                 Some(precondition) => {
-                    self.store
+                    self.common
+                        .store
                         .write(&node, &key, &bytes, ttl, precondition)
                         .await
                 }
@@ -552,21 +484,23 @@ impl<C: Codec> Inner<C> {
                         // The old id ends everywhere, then in this process: requests
                         // still holding it cannot commit into the session under its
                         // new id.
-                        Counters::add(&self.counters.ids_cycled);
-                        self.ended.insert(local_key(&original), EndReason::Cycled);
+                        Counters::add(&self.common.counters.ids_cycled);
+                        self.common
+                            .ended
+                            .insert(local_key(&original), EndReason::Cycled);
                         transit.transit.ended.store(ENDED_CYCLED, Ordering::Release);
-                        let ends = self.ns_ends(&original, EndReason::Cycled, ttl);
-                        self.end_ids(ends, None).await;
+                        let ends = self.ends_of(&original, EndReason::Cycled, ttl);
+                        self.common.end_ids(ends, None::<fn()>).await;
                     } else if original.storage_id() != id.storage_id() {
                         // Moved off a down node: the copy left there gets a tombstone
                         // once it answers, and the new primary's node held the backup
                         // copy under the old id, which is stale now.
-                        self.ns_moved_away(&original, &node, ttl);
+                        self.moved_away(&original, &node, ttl);
                     }
-                    let backup = self.ns_write_backup(id, bytes, ttl).await;
+                    let backup = self.write_backup(id, bytes, ttl).await;
                     unbacked.backed = true;
                     let outcome = CommitOutcome {
-                        cookie: super::cookie_for(
+                        cookie: cookie_for(
                             request.incoming.as_ref(),
                             state.session.id(),
                             state.session.max_inactive(),
@@ -586,14 +520,14 @@ impl<C: Codec> Inner<C> {
                     // A session moving back to a node it left finds the tombstone of
                     // that move, which it may replace; anything else there is newer
                     // than what this request restored.
-                    match self.store.get(&node, &key).await {
+                    match self.common.store.get(&node, &key).await {
                         Ok(Some(item))
                             if ends::tombstone_reason(&item.value) == Some(EndReason::Moved) =>
                         {
                             state.cas = Some(item.cas);
                         }
                         Ok(_) => {
-                            self.ns_reload_into(state, &node, &key, &mut lost_races, lost_race)
+                            self.reload_into(state, &node, &key, &mut lost_races, lost_race)
                                 .await?
                         }
                         Err(error) => return Err(self.unavailable_commit(&error)),
@@ -603,11 +537,11 @@ impl<C: Codec> Inner<C> {
                     // Someone else wrote (or the copy vanished, or its token is
                     // unknown): reload and re-apply, after a while if this was a race
                     // lost.
-                    self.ns_reload_into(state, &node, &key, &mut lost_races, lost_race)
+                    self.reload_into(state, &node, &key, &mut lost_races, lost_race)
                         .await?;
                 }
                 Err(StoreError::TooLarge { size, limit }) => {
-                    Counters::add(&self.counters.too_large);
+                    Counters::add(&self.common.counters.too_large);
                     return Err(CommitError::TooLarge { size, limit });
                 }
                 // A hung node already cost this request one operation timeout: answer
@@ -620,11 +554,11 @@ impl<C: Codec> Inner<C> {
                 }
                 Err(error) if error.is_node_failure() && !relocated => {
                     // The primary died under us: move to where its backup lives.
-                    let Some(target) = self.successor(&node) else {
+                    let Some(target) = self.common.successor(&node) else {
                         return Err(self.unavailable_commit(&error));
                     };
                     relocated = true;
-                    Counters::add(&self.counters.relocated);
+                    Counters::add(&self.common.counters.relocated);
                     let moved = state.session.id().with_node(&target);
                     if let Some(id) = &new_id {
                         new_id = Some(id.with_node(&target));
@@ -637,13 +571,13 @@ impl<C: Codec> Inner<C> {
             }
         }
         Err(CommitError::RetriesExhausted {
-            attempts: self.config.max_merge_retries + 1,
+            attempts: self.common.config.max_merge_retries + 1,
         })
     }
 
     /// After a write whose condition failed: waits if it was a race lost, then reloads
     /// the session into `state`; a session gone or ended meanwhile ends the commit.
-    async fn ns_reload_into(
+    async fn reload_into(
         &self,
         state: &mut TransitState<C>,
         node: &NodeId,
@@ -656,7 +590,7 @@ impl<C: Codec> Inner<C> {
             tokio::time::sleep(merge_backoff(*lost_races)).await;
         }
         let id = state.session.id().clone();
-        match self.ns_reload(&id, node, key).await {
+        match self.reload(&id, node, key).await {
             Ok(Some(loaded)) => {
                 *state = TransitState::from(loaded);
                 Ok(())
@@ -667,7 +601,7 @@ impl<C: Codec> Inner<C> {
     }
 
     fn unavailable_commit(&self, error: &StoreError) -> CommitError {
-        Counters::add(&self.counters.unavailable);
+        Counters::add(&self.common.counters.unavailable);
         tracing::warn!(%error, "non-sticky commit failed: no node could take the write");
         CommitError::Unavailable {
             reason: error.to_string(),
@@ -675,31 +609,37 @@ impl<C: Codec> Inner<C> {
     }
 
     /// Stores a new session on its node (another live node if that one fails).
-    pub(super) async fn ns_commit_new(
+    pub(super) async fn commit_new(
         self: &Arc<Self>,
         request: RequestSession<C>,
     ) -> Result<CommitOutcome, CommitError> {
-        let mut session = match self.prepare_new(request)? {
+        let mut session = match self.common.prepare_new(
+            request.session,
+            request.had_cookie,
+            request.invalidated,
+        )? {
             NewSession::Store(session) => session,
             NewSession::Discard(outcome) => return Ok(outcome),
         };
         let ttl = copy_ttl(session.max_inactive());
         let mut last_error = None;
         for _ in 0..3 {
-            let node = self.node_of(session.id());
+            let node = self.common.node_of(session.id());
             let id = session.id().clone();
             // Sealed per attempt: a layer may bind the bytes to the id.
             let bytes = self
+                .common
                 .seal(&session)
                 .map_err(|reason| CommitError::Encoding { reason })?;
             match self
+                .common
                 .store
-                .add(&node, &self.store_key(&id), &bytes, ttl)
+                .add(&node, &self.common.store_key(&id), &bytes, ttl)
                 .await
             {
                 Ok(AddOutcome::Stored) => {
-                    Counters::add(&self.counters.sessions_created);
-                    let backup = self.ns_write_backup(id.clone(), bytes, ttl).await;
+                    Counters::add(&self.common.counters.sessions_created);
+                    let backup = self.write_backup(id.clone(), bytes, ttl).await;
                     return Ok(CommitOutcome {
                         cookie: CookieUpdate::Set {
                             max_inactive: session.max_inactive(),
@@ -711,7 +651,7 @@ impl<C: Codec> Inner<C> {
                 // A 131-bit collision, or a node that failed: new id, live node.
                 Ok(AddOutcome::Exists) => {}
                 Err(StoreError::TooLarge { size, limit }) => {
-                    Counters::add(&self.counters.too_large);
+                    Counters::add(&self.common.counters.too_large);
                     return Err(CommitError::TooLarge { size, limit });
                 }
                 Err(error @ StoreError::Timeout { .. }) => {
@@ -720,13 +660,13 @@ impl<C: Codec> Inner<C> {
                 }
                 Err(error) => last_error = Some(error),
             }
-            let Some(node) = self.live_node() else {
+            let Some(node) = self.common.live_node() else {
                 break;
             };
             session.set_id(SessionId::generate(&node, None));
         }
         let error = last_error.unwrap_or(StoreError::NodeDown {
-            node: self.node_of(session.id()),
+            node: self.common.node_of(session.id()),
         });
         Err(self.unavailable_commit(&error))
     }
@@ -734,12 +674,12 @@ impl<C: Codec> Inner<C> {
     /// Ends a non-sticky session: a tombstone over its primary copy and deletion markers
     /// beside its backup copies, waited for (in a task of their own, so that a client
     /// hanging up does not stop them half way; retried while their node fails).
-    async fn ns_invalidate(self: &Arc<Self>, id: &SessionId) -> CommitOutcome {
-        Counters::add(&self.counters.invalidated);
-        self.ended.insert(local_key(id), EndReason::Ended);
-        let ttl = copy_ttl(self.config.max_inactive);
-        let ends = self.ns_ends(id, EndReason::Ended, ttl);
-        self.end_ids(ends, None).await;
+    async fn invalidate(self: &Arc<Self>, id: &SessionId) -> CommitOutcome {
+        Counters::add(&self.common.counters.invalidated);
+        self.common.ended.insert(local_key(id), EndReason::Ended);
+        let ttl = copy_ttl(self.common.config.max_inactive);
+        let ends = self.ends_of(id, EndReason::Ended, ttl);
+        self.common.end_ids(ends, None::<fn()>).await;
         cleared()
     }
 
@@ -748,18 +688,21 @@ impl<C: Codec> Inner<C> {
     /// node), a deletion marker and the copy's delete. The tombstones live long enough
     /// for copies of the longest interval a session may have (`copy_ttl` of the
     /// session or of the default).
-    fn ns_ends(&self, id: &SessionId, reason: EndReason, copy_ttl: Ttl) -> Vec<End> {
-        let ttl = ends::tombstone_ttl(longest(copy_ttl, self::copy_ttl(self.config.max_inactive)));
-        let primary = self.node_of(id);
+    fn ends_of(&self, id: &SessionId, reason: EndReason, copy_ttl: Ttl) -> Vec<End> {
+        let ttl = ends::tombstone_ttl(longest(
+            copy_ttl,
+            self::copy_ttl(self.common.config.max_inactive),
+        ));
+        let primary = self.common.node_of(id);
         let mut ends = vec![End {
             node: primary.clone(),
-            key: self.store_key(id),
+            key: self.common.store_key(id),
             action: EndAction::Tombstone(reason),
             ttl,
             condition: Precondition::None,
         }];
-        let mut backup_nodes: Vec<NodeId> = self.successor(&primary).into_iter().collect();
-        if let Some(usual) = self.natural_successor(&primary)
+        let mut backup_nodes: Vec<NodeId> = self.common.successor(&primary).into_iter().collect();
+        if let Some(usual) = self.common.natural_successor(&primary)
             && !backup_nodes.contains(usual)
         {
             backup_nodes.push(usual.clone());
@@ -787,12 +730,12 @@ impl<C: Codec> Inner<C> {
     /// old node gets a tombstone once that node answers (a session moving back may
     /// replace it), and the backup copy under the old id, on the new primary's node,
     /// is deleted.
-    fn ns_moved_away(&self, old: &SessionId, new_node: &NodeId, copy_ttl: Ttl) {
+    fn moved_away(&self, old: &SessionId, new_node: &NodeId, copy_ttl: Ttl) {
         let ttl = ends::tombstone_ttl(copy_ttl);
-        self.remember_ends([
+        self.common.remember_ends([
             End {
-                node: self.node_of(old),
-                key: self.store_key(old),
+                node: self.common.node_of(old),
+                key: self.common.store_key(old),
                 action: EndAction::Tombstone(EndReason::Moved),
                 ttl,
                 condition: Precondition::None,
@@ -805,159 +748,6 @@ impl<C: Codec> Inner<C> {
                 condition: Precondition::None,
             },
         ]);
-    }
-
-    /// Writes the backup copy on the primary's successor: in the background, or
-    /// before returning with a synchronous backup mode (or during shutdown).
-    async fn ns_write_backup(
-        self: &Arc<Self>,
-        id: SessionId,
-        bytes: Vec<u8>,
-        ttl: Ttl,
-    ) -> BackupStatus {
-        let primary = self.node_ref(&id);
-        let Some(node) = self.successor(primary) else {
-            // With a single node there is no backup copy to write, ever: nothing to
-            // repair. Otherwise the other nodes are down, and the copy waits for one.
-            if self.natural_successor(primary).is_some() {
-                tracing::debug!(session = %id.redacted(), "no node for the backup copy; repaired when one answers");
-                self.remember_repair(&id, ttl, Stale::WhereReadsLook);
-            }
-            return BackupStatus::Failed("no node is available for the backup copy".into());
-        };
-        if self.natural_successor(primary) != Some(&node) {
-            // The usual backup node is down: the copy goes to the next one, and the
-            // usual one keeps an older copy that a read would find once it answers
-            // again (and the primary does not). Repaired then.
-            self.remember_repair(&id, ttl, Stale::OnUsualNode);
-        }
-        let sync_timeout = match self.config.backup {
-            _ if self.closing.load(std::sync::atomic::Ordering::Acquire) => {
-                Some(Duration::from_secs(1))
-            }
-            BackupMode::Sync { timeout } => Some(timeout),
-            BackupMode::Async => None,
-        };
-        if let Some(timeout) = sync_timeout {
-            let status = match tokio::time::timeout(
-                timeout,
-                self.write_backup_copy(&node, &id, &bytes, ttl),
-            )
-            .await
-            {
-                Ok(Ok(())) => return BackupStatus::Written,
-                Ok(Err(error)) => BackupStatus::Failed(error.to_string()),
-                Err(_) => BackupStatus::Failed(format!("no answer within {timeout:?}")),
-            };
-            self.remember_repair(&id, ttl, Stale::WhereReadsLook);
-            return status;
-        }
-        let inner = Arc::clone(self);
-        self.backups.begin();
-        tokio::spawn(async move {
-            if inner
-                .write_backup_copy(&node, &id, &bytes, ttl)
-                .await
-                .is_err()
-            {
-                inner.remember_repair(&id, ttl, Stale::WhereReadsLook);
-            }
-            inner.backups.end();
-        });
-        BackupStatus::Queued
-    }
-
-    async fn write_backup_copy(
-        &self,
-        node: &NodeId,
-        id: &SessionId,
-        bytes: &[u8],
-        ttl: Ttl,
-    ) -> Result<(), StoreError> {
-        if self.aborted.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(StoreError::NodeDown { node: node.clone() });
-        }
-        let started = Instant::now();
-        let result = self.store.set(node, &self.backup_key(id), bytes, ttl).await;
-        self.counters
-            .histograms
-            .backup_write(started.elapsed(), bytes.len());
-        match &result {
-            Ok(()) => Counters::add(&self.counters.backups_written),
-            Err(error) => {
-                Counters::add(&self.counters.backups_failed);
-                tracing::debug!(session = %id.redacted(), %error, "backup copy not written");
-            }
-        }
-        result
-    }
-
-    /// An unchanged request: slides the backup copy's expiry to the primary's (which
-    /// the request's read slid, `read_at`), so that both expire together. A missing
-    /// backup copy (its node restarted, or was down when the session last changed)
-    /// is repaired from the primary, never rewritten from this request's snapshot,
-    /// which may be older than the primary (or of a session ended since).
-    fn ns_refresh_backup(
-        self: &Arc<Self>,
-        id: &SessionId,
-        interval: Option<Duration>,
-        read_at: Instant,
-    ) {
-        let Some(node) = self.successor(&self.node_of(id)) else {
-            return;
-        };
-        let ttl = match copy_ttl(interval) {
-            Ttl::Never => Ttl::Never,
-            Ttl::After(ttl) => Ttl::After(
-                ttl.saturating_sub(read_at.elapsed())
-                    .max(Duration::from_secs(1)),
-            ),
-        };
-        let inner = Arc::clone(self);
-        let id = id.clone();
-        self.backups.begin();
-        tokio::spawn(async move {
-            let key = inner.backup_key(&id);
-            match inner.store.touch(&node, &key, ttl).await {
-                Ok(true) => Counters::add(&inner.counters.touches),
-                Ok(false) => {
-                    Counters::add(&inner.counters.touch_failures);
-                    inner.remember_repair(&id, ttl, Stale::WhereReadsLook);
-                }
-                Err(_) => Counters::add(&inner.counters.touch_failures),
-            }
-            inner.backups.end();
-        });
-    }
-}
-
-/// A primary write of a commit whose backup copy is not written or handed to its
-/// background task yet. If the commit is dropped in between (a client that hung up, a
-/// timeout layer), the primary may hold a state its backup copy never gets: that copy
-/// is repaired from the primary then, as after a backup write that failed, so that a
-/// primary lost later does not take back a state that requests have read.
-struct Unbacked<'a, C: Codec> {
-    inner: &'a Inner<C>,
-    id: SessionId,
-    ttl: Ttl,
-    /// The write did not land, or its backup copy is taken care of.
-    backed: bool,
-}
-
-impl<C: Codec> Drop for Unbacked<'_, C> {
-    fn drop(&mut self) {
-        if !self.backed {
-            self.inner
-                .remember_repair(&self.id, self.ttl, Stale::WhereReadsLook);
-        }
-    }
-}
-
-/// The longer of two TTLs.
-fn longest(a: Ttl, b: Ttl) -> Ttl {
-    match (a, b) {
-        (Ttl::After(a), Ttl::After(b)) => Ttl::After(a.max(b)),
-        _ => Ttl::Never,
     }
 }
 
@@ -977,8 +767,23 @@ fn kept() -> CommitOutcome {
     }
 }
 
-mod lock;
-mod read;
-pub(super) mod repair;
-#[cfg(test)]
-mod tests;
+/// Starts the task that, every retry interval, copies failed backup copies again from
+/// their primaries, retries session ends and publishes the metrics. It holds the
+/// engine only weakly and ends when the manager is dropped.
+fn spawn_sweep<C: Codec>(engine: &Arc<Engine<C>>, runtime: &tokio::runtime::Handle) {
+    let weak = Arc::downgrade(engine);
+    let period = engine.common.config.retry_interval;
+    runtime.spawn(async move {
+        let mut sweep = tokio::time::interval(period);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            sweep.tick().await;
+            let Some(engine) = weak.upgrade() else { return };
+            engine.repair_copies();
+            engine.common.retry_ends();
+            engine
+                .common
+                .export_metrics(0, engine.common.in_flight.count());
+        }
+    });
+}

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -12,25 +12,28 @@ use tokio::sync::{Semaphore, mpsc};
 use tandem_core::Codec;
 use tandem_core::SessionId;
 
-use super::entry::{LocalEntry, LocalKey, local_key};
-use super::{Inner, ShutdownReport};
+use super::Engine;
+use super::entry::LocalEntry;
+use crate::common::background::InFlight;
+use crate::common::local_key::{LocalKey, local_key};
+use crate::outcome::ShutdownReport;
 
 /// The most queued backups one writer sends in one batch.
 const BATCH_LIMIT: usize = 64;
 
 /// A session the local tier expired, reported by its eviction listener.
-pub(super) struct Expired<C> {
-    pub(super) key: LocalKey,
-    pub(super) entry: Arc<LocalEntry<C>>,
+pub(crate) struct Expired<C> {
+    pub(crate) key: LocalKey,
+    pub(crate) entry: Arc<LocalEntry<C>>,
 }
 
 /// The receiving ends, owned by the dispatcher task.
-pub(super) struct Receivers<C> {
+pub(crate) struct Receivers<C> {
     backups: mpsc::Receiver<Arc<LocalEntry<C>>>,
 }
 
 /// The request path's side of the background work.
-pub(super) struct Backups<C> {
+pub(crate) struct Backups<C> {
     /// Entries waiting for a writer. Bounded: a full queue makes commits wait.
     queue: mpsc::Sender<Arc<LocalEntry<C>>>,
     /// Entries whose newest state is not known to be in the remote tier: queued,
@@ -42,22 +45,22 @@ pub(super) struct Backups<C> {
     /// The weight of the dirty entries, as each weighed when it became dirty: what
     /// `max_unsaved_bytes` bounds.
     dirty_bytes: AtomicU64,
-    /// Jobs queued or running.
-    in_flight: AtomicUsize,
+    /// Jobs queued or running (shared with the manager's other background work).
+    in_flight: Arc<InFlight>,
 }
 
 /// The dirty entries, with the weight each was counted with.
 type DirtyMap<C> = HashMap<LocalKey, (Arc<LocalEntry<C>>, u64), foldhash::fast::RandomState>;
 
 impl<C: Codec> Backups<C> {
-    pub(super) fn new(capacity: usize) -> (Backups<C>, Receivers<C>) {
+    pub(crate) fn new(capacity: usize, in_flight: Arc<InFlight>) -> (Backups<C>, Receivers<C>) {
         let (queue, backups) = mpsc::channel(capacity);
         (
             Backups {
                 queue,
                 dirty: Mutex::new(DirtyMap::default()),
                 dirty_bytes: AtomicU64::new(0),
-                in_flight: AtomicUsize::new(0),
+                in_flight,
             },
             Receivers { backups },
         )
@@ -71,7 +74,7 @@ impl<C: Codec> Backups<C> {
     /// the entry queued and counts the job, in one step with no wait in between. A
     /// commit dropped while it waits for room (a client hanging up, a timeout layer)
     /// leaves nothing marked; its entry stays dirty and the sweep queues it.
-    pub(super) async fn enqueue(&self, entry: &Arc<LocalEntry<C>>) -> bool {
+    pub(crate) async fn enqueue(&self, entry: &Arc<LocalEntry<C>>) -> bool {
         if entry.queued.load(Ordering::Acquire) {
             return false;
         }
@@ -84,7 +87,7 @@ impl<C: Codec> Backups<C> {
             // given back by the drop.
             return false;
         }
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.in_flight.begin(1);
         place.send(Arc::clone(entry));
         true
     }
@@ -94,29 +97,18 @@ impl<C: Codec> Backups<C> {
         if entry.queued.swap(true, Ordering::AcqRel) {
             return true;
         }
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.in_flight.begin(1);
         if self.queue.try_send(Arc::clone(entry)).is_err() {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.in_flight.end(1);
             entry.queued.store(false, Ordering::Release);
             return false;
         }
         true
     }
 
-    /// Counts background work started outside the queue (non-sticky backup copies),
-    /// so that shutdown waits for it.
-    pub(super) fn begin(&self) {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// Ends what [`begin`](Self::begin) started.
-    pub(super) fn end(&self) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-
     /// Records that `entry` holds state the remote tier may not have. Cheap when it is
     /// already recorded: a flag on the entry, no lock, no key.
-    pub(super) fn mark_dirty(&self, entry: &Arc<LocalEntry<C>>) {
+    pub(crate) fn mark_dirty(&self, entry: &Arc<LocalEntry<C>>) {
         if entry.in_dirty.load(Ordering::Acquire) {
             return;
         }
@@ -137,13 +129,13 @@ impl<C: Codec> Backups<C> {
     }
 
     /// The weight of the sessions waiting for their backup, in bytes.
-    pub(super) fn dirty_bytes(&self) -> u64 {
+    pub(crate) fn dirty_bytes(&self) -> u64 {
         self.dirty_bytes.load(Ordering::Acquire)
     }
 
     /// The entry's newest state is backed up: no longer dirty. Checked again under the
     /// lock, because a commit may have changed the session since the write started.
-    pub(super) fn clean(&self, key: &LocalKey, entry: &Arc<LocalEntry<C>>) {
+    pub(crate) fn clean(&self, key: &LocalKey, entry: &Arc<LocalEntry<C>>) {
         let mut dirty = self.dirty.lock();
         let state = entry.state.lock();
         if state.backed_up == state.revision {
@@ -152,7 +144,7 @@ impl<C: Codec> Backups<C> {
     }
 
     /// The entry will never be written: drop it from the dirty set.
-    pub(super) fn forget(&self, key: &LocalKey, entry: &Arc<LocalEntry<C>>) {
+    pub(crate) fn forget(&self, key: &LocalKey, entry: &Arc<LocalEntry<C>>) {
         self.remove_held(&mut self.dirty.lock(), key, entry);
     }
 
@@ -168,14 +160,14 @@ impl<C: Codec> Backups<C> {
     }
 
     /// The entry's key changed (relocation, new id): it is dirty under the new key.
-    pub(super) fn rekey(&self, old: &LocalKey, new: LocalKey, entry: &Arc<LocalEntry<C>>) {
+    pub(crate) fn rekey(&self, old: &LocalKey, new: LocalKey, entry: &Arc<LocalEntry<C>>) {
         let mut dirty = self.dirty.lock();
         self.remove_held(&mut dirty, old, entry);
         self.insert(&mut dirty, new, entry);
     }
 
     /// A dirty entry under `key`, if any.
-    pub(super) fn unsaved(&self, key: &LocalKey) -> Option<Arc<LocalEntry<C>>> {
+    pub(crate) fn unsaved(&self, key: &LocalKey) -> Option<Arc<LocalEntry<C>>> {
         self.dirty
             .lock()
             .get(key)
@@ -184,13 +176,8 @@ impl<C: Codec> Backups<C> {
             .cloned()
     }
 
-    pub(super) fn dirty_count(&self) -> usize {
+    pub(crate) fn dirty_count(&self) -> usize {
         self.dirty.lock().len()
-    }
-
-    /// Background jobs queued or running.
-    pub(super) fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Acquire)
     }
 
     fn dirty_entries(&self) -> Vec<Arc<LocalEntry<C>>> {
@@ -206,19 +193,20 @@ impl<C: Codec> Backups<C> {
 /// at once), retries failed backups and session ends, sweeps the local tier for
 /// expired sessions, writes and reads the peer feed. It holds the manager only weakly
 /// and ends when the manager is dropped.
-pub(super) fn spawn_dispatcher<C: Codec>(
-    inner: &Arc<Inner<C>>,
+pub(crate) fn spawn_dispatcher<C: Codec>(
+    inner: &Arc<Engine<C>>,
     receivers: Receivers<C>,
     mut expired: mpsc::UnboundedReceiver<Expired<C>>,
     mut announcements: mpsc::Receiver<SessionId>,
     runtime: &tokio::runtime::Handle,
 ) {
     let weak = Arc::downgrade(inner);
-    let writers = Arc::new(Semaphore::new(inner.config.backup_concurrency));
-    let period = inner.config.retry_interval;
-    let linger = inner.config.backup_linger;
+    let writers = Arc::new(Semaphore::new(inner.common.config.backup_concurrency));
+    let period = inner.common.config.retry_interval;
+    let linger = inner.common.config.backup_linger;
     // Without a feed the timer still runs, rarely, and its ticks do nothing.
     let feed_period = inner
+        .common
         .config
         .peer_feed_interval
         .unwrap_or(Duration::from_secs(3600));
@@ -257,7 +245,7 @@ pub(super) fn spawn_dispatcher<C: Codec>(
                         // Failures are counted and logged inside; the entries stay dirty
                         // and the sweep retries them.
                         inner.run_backups(batch).await;
-                        inner.backups.in_flight.fetch_sub(count, Ordering::AcqRel);
+                        inner.common.in_flight.end(count);
                         drop(permit);
                     });
                 }
@@ -290,9 +278,8 @@ pub(super) fn spawn_dispatcher<C: Codec>(
                     let Some(inner) = weak.upgrade() else { return };
                     inner.local.run_pending_tasks();
                     retry(&inner);
-                    inner.repair_copies();
-                    inner.retry_ends();
-                    inner.export_metrics();
+                    inner.common.retry_ends();
+                    inner.common.export_metrics(inner.local.entry_count(), inner.pending_backups());
                 }
                 _ = feed.tick() => {
                     let Some(inner) = weak.upgrade() else { return };
@@ -304,80 +291,80 @@ pub(super) fn spawn_dispatcher<C: Codec>(
 }
 
 /// Re-queues dirty entries that are not queued and whose node is available again.
-fn retry<C: Codec>(inner: &Inner<C>) {
+fn retry<C: Codec>(inner: &Engine<C>) {
     for entry in inner.backups.dirty_entries() {
         if entry.is_retired() {
-            let key = super::entry::local_key(&entry.id());
+            let key = local_key(&entry.id());
             inner.backups.forget(&key, &entry);
             continue;
         }
-        let node = inner.node_of(&entry.id());
-        if inner.store.is_available(&node) && !inner.backups.try_enqueue(&entry) {
+        let node = inner.common.node_of(&entry.id());
+        if inner.common.store.is_available(&node) && !inner.backups.try_enqueue(&entry) {
             return; // queue full: the next sweep continues
         }
     }
 }
 
-/// Waits for queued work to finish, then writes what is still dirty, then the session
-/// ends and backup copy repairs still waiting, all within `deadline`.
-pub(super) async fn flush<C: Codec>(inner: &Arc<Inner<C>>, deadline: Duration) -> ShutdownReport {
-    let started = Instant::now();
-    let written_before = inner.counters.snapshot().backups_written;
-    // Queued work drains by itself, but gets at most half of the deadline: a job that
-    // hangs on a hung node must not use up the time the direct writes below need.
-    let queue_share = deadline / 2;
-    while inner.backups.in_flight.load(Ordering::Acquire) > 0 && started.elapsed() < queue_share {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    // Whatever is still dirty is written here, each entry once. An entry that a
-    // commit is writing synchronously meanwhile (commits are synchronous from the
-    // start of the shutdown) is up to date by the time its turn comes here, and counts
-    // as saved; what cannot be written (its node down, or the deadline passed) is
-    // reported as unsaved.
-    let leftovers = inner.backups.dirty_entries();
-    let remaining = deadline.saturating_sub(started.elapsed());
-    let mut writers = tokio::task::JoinSet::new();
-    for entry in leftovers {
-        let inner = Arc::clone(inner);
-        writers.spawn(async move {
-            matches!(
-                tokio::time::timeout(remaining, inner.run_backup(&entry)).await,
-                Ok(Ok(()))
-            )
-        });
-    }
-    let mut unsaved = 0;
-    let all_joined = tokio::time::timeout(remaining, async {
-        while let Some(saved) = writers.join_next().await {
-            if !matches!(saved, Ok(true)) {
-                unsaved += 1;
-            }
+impl<C: Codec> Engine<C> {
+    /// Waits for queued work to finish, then writes what is still dirty, then the session
+    /// ends still waiting, all within `deadline`.
+    pub(crate) async fn flush(self: &Arc<Self>, deadline: Duration) -> ShutdownReport {
+        let inner = self;
+        let started = Instant::now();
+        let written_before = inner.common.counters.snapshot().backups_written;
+        // Queued work drains by itself, but gets at most half of the deadline: a job that
+        // hangs on a hung node must not use up the time the direct writes below need.
+        let queue_share = deadline / 2;
+        while inner.common.in_flight.count() > 0 && started.elapsed() < queue_share {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-    })
-    .await;
-    if all_joined.is_err() {
-        unsaved += writers.len();
-    }
-    let ends_unwritten = inner
-        .flush_ends(deadline.saturating_sub(started.elapsed()))
+        // Whatever is still dirty is written here, each entry once. An entry that a
+        // commit is writing synchronously meanwhile (commits are synchronous from the
+        // start of the shutdown) is up to date by the time its turn comes here, and counts
+        // as saved; what cannot be written (its node down, or the deadline passed) is
+        // reported as unsaved.
+        let leftovers = inner.backups.dirty_entries();
+        let remaining = deadline.saturating_sub(started.elapsed());
+        let mut writers = tokio::task::JoinSet::new();
+        for entry in leftovers {
+            let inner = Arc::clone(inner);
+            writers.spawn(async move {
+                matches!(
+                    tokio::time::timeout(remaining, inner.run_backup(&entry)).await,
+                    Ok(Ok(()))
+                )
+            });
+        }
+        let mut unsaved = 0;
+        let all_joined = tokio::time::timeout(remaining, async {
+            while let Some(saved) = writers.join_next().await {
+                if !matches!(saved, Ok(true)) {
+                    unsaved += 1;
+                }
+            }
+        })
         .await;
-    let repairs_left = inner
-        .flush_repairs(deadline.saturating_sub(started.elapsed()))
-        .await;
-    let written = inner.counters.snapshot().backups_written - written_before;
-    if unsaved > 0 || ends_unwritten > 0 || repairs_left > 0 {
-        tracing::warn!(
+        if all_joined.is_err() {
+            unsaved += writers.len();
+        }
+        let ends_unwritten = inner
+            .common
+            .flush_ends(deadline.saturating_sub(started.elapsed()))
+            .await;
+        let written = inner.common.counters.snapshot().backups_written - written_before;
+        if unsaved > 0 || ends_unwritten > 0 {
+            tracing::warn!(
+                unsaved,
+                ends_unwritten,
+                "shutdown: some remote writes could not be done in time"
+            );
+        } else {
+            tracing::info!(written, "shutdown: every pending backup written");
+        }
+        ShutdownReport {
+            written: usize::try_from(written).unwrap_or(usize::MAX),
             unsaved,
             ends_unwritten,
-            repairs_left,
-            "shutdown: some remote writes could not be done in time"
-        );
-    } else {
-        tracing::info!(written, "shutdown: every pending backup written");
-    }
-    ShutdownReport {
-        written: usize::try_from(written).unwrap_or(usize::MAX),
-        unsaved,
-        ends_unwritten,
+        }
     }
 }

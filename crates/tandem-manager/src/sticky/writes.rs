@@ -26,11 +26,14 @@ use tandem_core::StoreKey;
 use tandem_core::{NodeId, SessionId};
 use tandem_core::{Precondition, StoreError, Ttl, WriteItem, WriteOutcome};
 
+use super::Engine;
 use super::backup::Expired;
-use super::ends::{self, End, EndAction, EndReason};
-use super::entry::{LocalEntry, RemoteCopy, local_key};
-use super::stats::Counters;
-use super::{Inner, digest, remote_ttl};
+use super::entry::{LocalEntry, RemoteCopy};
+use crate::common::digest;
+use crate::common::ends::{self, End, EndAction, EndReason};
+use crate::common::local_key::local_key;
+use crate::common::stats::Counters;
+use crate::common::ttl::remote_ttl;
 
 /// One backup, as read from an entry under its write-order lock.
 pub(super) struct BackupJob {
@@ -71,12 +74,12 @@ const NOT_OURS: &str = "another server wrote the session's copy since this serve
 /// Why a backup was not written when the copy holding the changes was dropped first.
 const DROPPED: &str = "the session's copy here was dropped before its backup: another server took it over or ended it";
 
-impl<C: Codec> Inner<C> {
+impl<C: Codec> Engine<C> {
     /// Writes the entry's newest state to its node, or touches the remote copy if it
     /// is up to date and due. Returns a description of the failure, if any.
     #[tracing::instrument(name = "tandem.backup", level = "trace", skip_all)]
     pub(super) async fn run_backup(&self, entry: &Arc<LocalEntry<C>>) -> Result<(), String> {
-        if self.aborted.load(Ordering::Acquire) {
+        if self.common.aborted.load(Ordering::Acquire) {
             return Err("the manager was aborted".into());
         }
         let _order = self.write_order(entry).lock().await;
@@ -103,12 +106,12 @@ impl<C: Codec> Inner<C> {
         if !self.touch_due(entry) {
             return Ok(());
         }
-        match self.store.touch(&job.node, &job.key, job.ttl).await {
+        match self.common.store.touch(&job.node, &job.key, job.ttl).await {
             Ok(true) => {
                 entry
                     .remote_refreshed_ms
-                    .store(self.now_ms(), Ordering::Relaxed);
-                Counters::add(&self.counters.touches);
+                    .store(self.common.now_ms(), Ordering::Relaxed);
+                Counters::add(&self.common.counters.touches);
                 Ok(())
             }
             Ok(false) => {
@@ -116,7 +119,7 @@ impl<C: Codec> Inner<C> {
                 // written again as a new copy; if a tombstone (the session ended
                 // elsewhere) or another server's copy is there by then, that write is
                 // refused and this server drops its own.
-                Counters::add(&self.counters.touch_failures);
+                Counters::add(&self.common.counters.touch_failures);
                 {
                     let mut state = entry.state.lock();
                     state.backed_up = 0;
@@ -127,7 +130,7 @@ impl<C: Codec> Inner<C> {
                 self.write(entry, job).await
             }
             Err(error) => {
-                Counters::add(&self.counters.touch_failures);
+                Counters::add(&self.common.counters.touch_failures);
                 Err(error.to_string())
             }
         }
@@ -152,7 +155,7 @@ impl<C: Codec> Inner<C> {
         for entry in &batch {
             entry.queued.store(false, Ordering::Release);
         }
-        if batch.len() == 1 || self.aborted.load(Ordering::Acquire) {
+        if batch.len() == 1 || self.common.aborted.load(Ordering::Acquire) {
             for entry in &batch {
                 let _ = self.run_backup(entry).await;
             }
@@ -212,7 +215,12 @@ impl<C: Codec> Inner<C> {
                 })
                 .collect();
             let started = Instant::now();
-            let mut results = self.store.write_many(&node, &items).await.into_iter();
+            let mut results = self
+                .common
+                .store
+                .write_many(&node, &items)
+                .await
+                .into_iter();
             let elapsed = started.elapsed();
             for (entry, job, precondition) in &jobs {
                 // A store that answered fewer items than it was given broke the
@@ -242,16 +250,16 @@ impl<C: Codec> Inner<C> {
         let state = entry.state.lock();
         let id = state.session.id().clone();
         let bytes = if state.revision > state.backed_up {
-            Some(self.seal(&state.session).inspect_err(|error| {
-                Counters::add(&self.counters.backups_failed);
+            Some(self.common.seal(&state.session).inspect_err(|error| {
+                Counters::add(&self.common.counters.backups_failed);
                 tracing::warn!(session = %id.redacted(), %error, "session could not be sealed for its backup");
             })?)
         } else {
             None
         };
         Ok(BackupJob {
-            node: self.node_of(&id),
-            key: self.store_key(&id),
+            node: self.common.node_of(&id),
+            key: self.common.store_key(&id),
             ttl: remote_ttl(state.session.max_inactive()),
             bytes,
             revision: state.revision,
@@ -284,6 +292,7 @@ impl<C: Codec> Inner<C> {
                 answered: false,
             };
             let result = self
+                .common
                 .store
                 .write(&job.node, &job.key, bytes, job.ttl, precondition)
                 .await;
@@ -291,7 +300,7 @@ impl<C: Codec> Inner<C> {
             match self.wrote(entry, &job, precondition, result, started.elapsed()) {
                 Written::Done(result) => return result,
                 Written::Again => precondition = Precondition::Absent,
-                Written::Taken => match self.store.get(&job.node, &job.key).await {
+                Written::Taken => match self.common.store.get(&job.node, &job.key).await {
                     Ok(Some(item))
                         if ends::tombstone_reason(&item.value) == Some(EndReason::Moved) =>
                     {
@@ -302,21 +311,21 @@ impl<C: Codec> Inner<C> {
                         return Err(NOT_OURS.into());
                     }
                     Err(error) => {
-                        Counters::add(&self.counters.backups_failed);
+                        Counters::add(&self.common.counters.backups_failed);
                         return Err(error.to_string());
                     }
                 },
-                Written::Raced => match self.store.get(&job.node, &job.key).await {
+                Written::Raced => match self.common.store.get(&job.node, &job.key).await {
                     Ok(Some(item)) if self.attempted_here(entry, &item.value) => {
                         precondition = Precondition::Cas(item.cas);
                     }
                     Ok(_) => {
-                        Counters::add(&self.counters.backups_failed);
+                        Counters::add(&self.common.counters.backups_failed);
                         self.lose_ownership(entry);
                         return Err(NOT_OURS.into());
                     }
                     Err(error) => {
-                        Counters::add(&self.counters.backups_failed);
+                        Counters::add(&self.common.counters.backups_failed);
                         return Err(error.to_string());
                     }
                 },
@@ -342,7 +351,7 @@ impl<C: Codec> Inner<C> {
                 Ok(None)
             }
             Err(error) => {
-                Counters::add(&self.counters.backups_failed);
+                Counters::add(&self.common.counters.backups_failed);
                 Err(error.to_string())
             }
         }
@@ -356,7 +365,7 @@ impl<C: Codec> Inner<C> {
         node: &NodeId,
         key: &StoreKey,
     ) -> Result<OwnCopy, StoreError> {
-        let Some(item) = self.store.get(node, key).await? else {
+        let Some(item) = self.common.store.get(node, key).await? else {
             return Ok(OwnCopy::Absent);
         };
         if ends::tombstone_reason(&item.value).is_some() {
@@ -389,7 +398,10 @@ impl<C: Codec> Inner<C> {
         elapsed: Duration,
     ) -> Written {
         let bytes = job.bytes.as_deref().unwrap_or_default();
-        self.counters.histograms.backup_write(elapsed, bytes.len());
+        self.common
+            .counters
+            .histograms
+            .backup_write(elapsed, bytes.len());
         if moved_on(entry, &job.id) {
             // The session got a new id (a login) or moved to another node while this
             // write was on its way: it went to the old key, which that change ends
@@ -401,7 +413,7 @@ impl<C: Codec> Inner<C> {
             Ok(WriteOutcome::Stored(token)) => {
                 entry
                     .remote_refreshed_ms
-                    .store(self.now_ms(), Ordering::Relaxed);
+                    .store(self.common.now_ms(), Ordering::Relaxed);
                 let written = digest(bytes);
                 entry.remote_digest.store(written, Ordering::Relaxed);
                 let clean = {
@@ -418,7 +430,7 @@ impl<C: Codec> Inner<C> {
                 if clean {
                     self.backups.clean(&local_key(&job.id), entry);
                 }
-                Counters::add(&self.counters.backups_written);
+                Counters::add(&self.common.counters.backups_written);
                 tracing::trace!(
                     session = %job.id.redacted(),
                     bytes = bytes.len(),
@@ -434,12 +446,12 @@ impl<C: Codec> Inner<C> {
             Ok(WriteOutcome::Exists) => Written::Taken,
             Ok(WriteOutcome::Conflict) if entry.state.lock().attempted != 0 => Written::Raced,
             Ok(WriteOutcome::Conflict) => {
-                Counters::add(&self.counters.backups_failed);
+                Counters::add(&self.common.counters.backups_failed);
                 self.lose_ownership(entry);
                 Written::Done(Err(NOT_OURS.into()))
             }
             Err(error) => {
-                Counters::add(&self.counters.backups_failed);
+                Counters::add(&self.common.counters.backups_failed);
                 if ends::ambiguous(&error) && precondition != Precondition::None {
                     // The write may have landed: what is there is checked next time.
                     let mut state = entry.state.lock();
@@ -462,7 +474,7 @@ impl<C: Codec> Inner<C> {
         if entry.is_retired() {
             return;
         }
-        Counters::add(&self.counters.ownership_lost);
+        Counters::add(&self.common.counters.ownership_lost);
         let id = entry.id();
         tracing::info!(session = %id.redacted(), "another server wrote this session's copy; the local copy is dropped");
         self.discard(&local_key(&id), entry);
@@ -475,7 +487,7 @@ impl<C: Codec> Inner<C> {
     pub(super) async fn expire(&self, expired: Expired<C>) {
         let Expired { key, entry } = expired;
         self.backups.forget(&key, &entry);
-        Counters::add(&self.counters.expired);
+        Counters::add(&self.common.counters.expired);
         if self
             .local
             .get(&key)
@@ -496,7 +508,7 @@ impl<C: Codec> Inner<C> {
             )
         };
         tracing::debug!(session = %id.redacted(), "session expired");
-        let (node, store_key) = (self.node_of(&id), self.store_key(&id));
+        let (node, store_key) = (self.common.node_of(&id), self.common.store_key(&id));
         let token = match remote {
             RemoteCopy::Absent => return,
             RemoteCopy::Cas(token) => token,
@@ -516,8 +528,8 @@ impl<C: Codec> Inner<C> {
             ttl: ends::tombstone_ttl(remote_ttl(interval)),
             condition: Precondition::Cas(token),
         };
-        if !self.write_end(&end).await {
-            self.remember_ends([end]);
+        if !self.common.write_end(&end).await {
+            self.common.remember_ends([end]);
         }
     }
 }

@@ -17,16 +17,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use tandem_core::NodeId;
+use tandem_core::StoreKey;
 use tandem_core::{
     AddOutcome, CasOutcome, Precondition, RemoteStore, StoreError, Ttl, WriteOutcome,
 };
-use tandem_core::{KeySpace, StoreKey};
-use tandem_core::{NodeId, SessionId};
 
-use super::super::stats::Counters;
-use super::super::{Inner, LoadError};
-use super::spawn_detached;
-use tandem_core::Codec;
+use crate::common::background::spawn_detached;
 
 /// A remote session lock held (or maybe held) by a request. Released at commit, or in
 /// the background when the request is dropped. While held, a task of its own renews it
@@ -82,7 +79,12 @@ impl Held {
 }
 
 impl RemoteLock {
-    fn new(store: &Arc<dyn RemoteStore>, node: NodeId, key: StoreKey, ttl: Duration) -> RemoteLock {
+    pub(crate) fn new(
+        store: &Arc<dyn RemoteStore>,
+        node: NodeId,
+        key: StoreKey,
+        ttl: Duration,
+    ) -> RemoteLock {
         RemoteLock {
             held: Arc::new(Held {
                 store: Arc::clone(store),
@@ -113,6 +115,23 @@ impl RemoteLock {
                 }
             }
         }));
+    }
+
+    /// One attempt to take the lock with `add`. Stored: the lock is this holder's and
+    /// its renewer runs. Exists: another holder has it. A node failure leaves it maybe
+    /// taken (the answer may be lost), so that a drop releases it.
+    pub(crate) async fn try_take(&mut self) -> Result<AddOutcome, StoreError> {
+        // A request dropped while the add is on its way may have taken the lock:
+        // its drop then releases it.
+        self.held.maybe_held.store(true, Ordering::Release);
+        let added = add_lock(&self.held).await;
+        match &added {
+            Ok(AddOutcome::Stored) => self.taken(),
+            Ok(AddOutcome::Exists) => self.held.maybe_held.store(false, Ordering::Release),
+            Err(error) if error.is_node_failure() => {}
+            Err(_) => self.held.maybe_held.store(false, Ordering::Release),
+        }
+        added
     }
 
     /// Releases the lock in the background, if it is still this holder's.
@@ -226,68 +245,6 @@ fn random_token() -> [u8; 16] {
         token[2 * index + 1] = HEX[usize::from(byte & 0xf)];
     }
     token
-}
-
-impl<C: Codec> Inner<C> {
-    /// Takes the session's `lock:` key on its primary node (or where the session moves
-    /// if the primary is down) with `add`, retrying with exponential backoff until the
-    /// lock timeout.
-    #[tracing::instrument(name = "tandem.lock", level = "debug", skip_all, fields(session = %id.redacted()))]
-    pub(super) async fn lock_remote(
-        &self,
-        id: &SessionId,
-    ) -> Result<Option<RemoteLock>, LoadError> {
-        let primary = self.node_of(id);
-        let node = if self.store.is_available(&primary) {
-            primary
-        } else {
-            match self.successor(&primary) {
-                Some(node) => node,
-                None => return Err(self.unavailable_load()),
-            }
-        };
-        let key = self.key(KeySpace::Lock, id);
-        let ttl = self.config.lock_ttl;
-        let mut lock = RemoteLock::new(&self.store, node, key, ttl);
-        let started = Instant::now();
-        let mut backoff = Duration::from_millis(2);
-        let mut waited = false;
-        loop {
-            // A request dropped while the add is on its way may have taken the lock:
-            // its drop then releases it.
-            lock.held.maybe_held.store(true, Ordering::Release);
-            let added = add_lock(&lock.held).await;
-            match added {
-                Ok(AddOutcome::Stored) => {
-                    if waited {
-                        self.counters.histograms.lock_wait(started.elapsed());
-                    }
-                    lock.taken();
-                    return Ok(Some(lock));
-                }
-                Ok(AddOutcome::Exists) => {
-                    lock.held.maybe_held.store(false, Ordering::Release);
-                    if !waited {
-                        waited = true;
-                        Counters::add(&self.counters.lock_waits);
-                    }
-                }
-                Err(error) if error.is_node_failure() => {
-                    tracing::debug!(%error, "session lock: node failed");
-                }
-                Err(error) => {
-                    lock.held.maybe_held.store(false, Ordering::Release);
-                    tracing::warn!(%error, "session lock refused");
-                }
-            }
-            let elapsed = started.elapsed();
-            if elapsed >= self.config.lock_timeout {
-                return self.lock_timed_out(elapsed).map(|()| None);
-            }
-            tokio::time::sleep(backoff.min(self.config.lock_timeout - elapsed)).await;
-            backoff = (backoff * 2).min(Duration::from_millis(100));
-        }
-    }
 }
 
 #[cfg(test)]

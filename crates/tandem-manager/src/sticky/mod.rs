@@ -13,31 +13,44 @@
 //! tombstone over its remote copy and an announcement in the peer feed, which makes
 //! every other server drop its own copy.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
-use tandem_core::Codec;
-use tandem_core::{NodeId, Route, SessionId};
-use tandem_core::{Precondition, StoreError};
+use moka::notification::RemovalCause;
+use tokio::sync::mpsc;
 
-use super::config::{Concurrency, LockTimeoutPolicy};
-use super::ends::{self, End, EndAction, EndReason};
-use super::entry::{EntryState, LocalEntry, LocalKey, RemoteCopy, local_key};
-use super::request::{Attached, RequestSession};
-use super::stats::Counters;
+use tandem_core::{Codec, NodeId, Precondition, Route, SessionId, StoreError};
+
+use crate::common::ends::{self, End, EndAction, EndReason};
+use crate::common::local_key::{LocalKey, local_key};
+use crate::common::merge::cookie_for;
+use crate::common::stats::Counters;
+use crate::common::ttl::remote_ttl;
+use crate::common::{Common, digest, same_session};
+use crate::config::{Concurrency, LockTimeoutPolicy};
+use crate::error::LoadError;
+use crate::outcome::{BackupStatus, CommitOutcome};
+use crate::request::{Attached, RequestSession};
+use backup::{Backups, Expired};
+use entry::{EntryState, LocalEntry, RemoteCopy, SessionExpiry};
+use feed::Feed;
+
+mod backup;
 mod commit;
-
-pub(super) use commit::same_session;
-
-use super::{Inner, LoadError, RemoteLoad, SharedLoad, digest, remote_ttl};
+pub(crate) mod entry;
+mod feed;
+#[cfg(test)]
+mod tests;
+mod writes;
 
 /// How often a request looks its session up again when the copy it found was retired
 /// while it waited for the session's lock (replaced by a newer copy, or ended).
-pub(super) const LOOKUPS_AFTER_RETIRE: u8 = 2;
+pub(crate) const LOOKUPS_AFTER_RETIRE: u8 = 2;
 
 /// What a remote read of a session found.
-pub(super) enum Found<C> {
+pub(crate) enum Found<C> {
     /// The session, now held locally.
     Entry(Arc<LocalEntry<C>>),
     /// No session under this id (or one that cannot be decoded).
@@ -49,7 +62,7 @@ pub(super) enum Found<C> {
 /// What a remote load shared by concurrent requests ended with, when it found no
 /// session.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Missing {
+pub(crate) enum Missing {
     /// No copy, or one that cannot be decoded.
     Absent,
     /// A tombstone.
@@ -58,20 +71,255 @@ pub(super) enum Missing {
     Unreachable,
 }
 
-impl<C: Codec> Inner<C> {
+/// One request's share of a remote load. Dropped when the request is done with it,
+/// finished or cancelled: the last share of an unfinished load, or any share of a
+/// finished one, removes the load from the map, so that loads whose requests all went
+/// away leave nothing behind (a client can drop its connection mid-load).
+struct SharedLoad<'a, C> {
+    loading: &'a parking_lot::Mutex<HashMap<LocalKey, Arc<RemoteLoad<C>>>>,
+    key: &'a LocalKey,
+    load: Option<Arc<RemoteLoad<C>>>,
+}
+
+impl<C> Drop for SharedLoad<'_, C> {
+    fn drop(&mut self) {
+        let mut loading = self.loading.lock();
+        let Some(load) = self.load.take() else {
+            return;
+        };
+        let current = loading
+            .get(self.key)
+            .is_some_and(|current| Arc::ptr_eq(current, &load));
+        let finished = load.initialized();
+        // Released under the map's lock, where shares are taken: the count read next
+        // cannot grow meanwhile.
+        drop(load);
+        let unshared = loading
+            .get(self.key)
+            .is_some_and(|current| Arc::strong_count(current) == 1);
+        if current && (finished || unshared) {
+            loading.remove(self.key);
+        }
+    }
+}
+
+/// The outcome of one remote load, shared by the requests waiting for it: the entry,
+/// or why there is none.
+type RemoteLoad<C> = tokio::sync::OnceCell<Result<Arc<LocalEntry<C>>, Missing>>;
+
+/// How many locks order remote writes. Sessions share them by address; with far more
+/// stripes than concurrent writers, two sessions rarely wait for each other.
+const WRITE_ORDER_STRIPES: usize = 1024;
+
+/// The sticky engine: what sticky mode owns besides what both modes share.
+pub(crate) struct Engine<C> {
+    pub(crate) common: Arc<Common>,
+    /// The local tier: the primary copy of each session this server holds.
+    pub(crate) local: moka::sync::Cache<LocalKey, Arc<LocalEntry<C>>, foldhash::fast::RandomState>,
+    /// Remote loads in progress, so that concurrent requests for a session this server
+    /// does not hold share one remote read.
+    pub(crate) loading: parking_lot::Mutex<HashMap<LocalKey, Arc<RemoteLoad<C>>>>,
+    /// Where recently relocated sessions went: old local key to new id. Concurrent
+    /// requests still carrying the old id follow the session instead of missing it.
+    moved: moka::sync::Cache<LocalKey, SessionId>,
+    /// The write-behind queue and the sessions not backed up yet.
+    pub(crate) backups: Backups<C>,
+    /// Orders the remote writes of each session (see `run_backup`).
+    write_order: Box<[tokio::sync::Mutex<()>]>,
+    /// The announcements to and from the other servers.
+    feed: Arc<Feed>,
+}
+
+impl<C: Codec> Engine<C> {
+    /// The engine over `common`, with its background tasks started on `runtime`.
+    pub(crate) fn start(common: Arc<Common>, runtime: &tokio::runtime::Handle) -> Arc<Engine<C>> {
+        let config = &common.config;
+        let (expired_tx, expired_rx) = mpsc::unbounded_channel();
+        let listener_counters = Arc::clone(&common.counters);
+        let listener_ended = common.ended.clone();
+        let local = moka::sync::Cache::builder()
+            .max_capacity(config.local_capacity_bytes)
+            .weigher(|_key: &LocalKey, entry: &Arc<LocalEntry<C>>| entry.weight())
+            // LRU, not TinyLFU: TinyLFU may refuse to admit a new or changed session
+            // when the cache is full, and a refused primary copy would be lost until
+            // its backup lands. LRU always admits and swaps out the coldest session.
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .expire_after(SessionExpiry)
+            .eviction_listener(move |key, entry: Arc<LocalEntry<C>>, cause| match cause {
+                RemovalCause::Expired => {
+                    // At once, not in the task that ends the remote copy: a request
+                    // arriving meanwhile must not reload the still-live remote copy
+                    // and bring the expired session back.
+                    entry.retire();
+                    listener_ended.insert((*key).clone(), EndReason::Ended);
+                    // The receiver is gone only when the manager is; nothing to do then.
+                    let _ = expired_tx.send(Expired {
+                        key: (*key).clone(),
+                        entry,
+                    });
+                }
+                RemovalCause::Size => Counters::add(&listener_counters.swapped_out),
+                RemovalCause::Explicit | RemovalCause::Replaced => {}
+            })
+            // Every request hashes its id once here. A fast hasher with a per-process
+            // random seed is enough even though requests probe the tier with the id
+            // text as sent: a seeded table cannot be flooded by lookups, and only ids
+            // this server generated or found in the remote tier are inserted.
+            .build_with_hasher(foldhash::fast::RandomState::default());
+        let moved = moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(config.moved_ttl)
+            .build();
+        let (backups, backup_rx) = Backups::new(config.backup_queue, Arc::clone(&common.in_flight));
+        let (feed, announcements) = Feed::new(
+            config.key_secret.as_ref(),
+            config.peer_feed_interval.is_some(),
+            Arc::clone(&common.counters),
+        );
+        let engine = Arc::new(Engine {
+            local,
+            loading: parking_lot::Mutex::new(HashMap::new()),
+            moved,
+            backups,
+            write_order: (0..WRITE_ORDER_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            feed: Arc::new(feed),
+            common,
+        });
+        backup::spawn_dispatcher(&engine, backup_rx, expired_rx, announcements, runtime);
+        engine
+    }
+
+    /// Loads the session for a request (see `SessionManager::load`).
+    pub(crate) async fn load(
+        self: &Arc<Self>,
+        incoming: Option<&str>,
+    ) -> Result<RequestSession<C>, LoadError> {
+        // The common request: a session this server holds, under exactly the id the
+        // client sent. Found by the text as sent, before any parsing: a text equal to
+        // a held id is valid by construction, and the held id stands in for a parsed
+        // copy (nothing validated, nothing allocated, one lookup).
+        if let Some((entry, id)) = incoming.and_then(|text| self.held_as_sent(text)) {
+            Counters::add(&self.common.counters.loaded_local);
+            return self.attach(entry, id, LOOKUPS_AFTER_RETIRE).await;
+        }
+        let Some(id) = incoming.and_then(|text| self.common.parse_incoming(text)) else {
+            return Ok(self.fresh(None, incoming.is_some()));
+        };
+        let our_route = self
+            .common
+            .config
+            .route
+            .as_ref()
+            .map(|route| route.as_str());
+        // A session this server holds under the id's key and our route, whose held
+        // id still differs from the one sent (its route not rewritten yet): attach
+        // rewrites it. No network.
+        if id.route() == our_route
+            && let Some(entry) = self.held(id.storage_id())
+        {
+            Counters::add(&self.common.counters.loaded_local);
+            return self.attach(entry, id, LOOKUPS_AFTER_RETIRE).await;
+        }
+        Box::pin(self.load_elsewhere(id, LOOKUPS_AFTER_RETIRE)).await
+    }
+
+    /// See `SessionManager::commit_now`.
+    #[expect(
+        clippy::result_large_err,
+        reason = "the request is handed back as it came, for `commit`; boxing it would add the allocation this avoids"
+    )]
+    pub(crate) fn commit_now(
+        &self,
+        request: RequestSession<C>,
+    ) -> Result<CommitOutcome, RequestSession<C>> {
+        let Attached::Local(entry) = &request.attached else {
+            return Err(request);
+        };
+        if request.session.is_modified()
+            || request.cycle_id
+            || request.invalidated
+            || entry.is_retired()
+            || self.touch_due(entry)
+            || self.common.aborted.load(Ordering::Acquire)
+        {
+            return Err(request);
+        }
+        Counters::add(&self.common.counters.commits);
+        Counters::add(&self.common.counters.backups_skipped_unchanged);
+        // What `commit_existing` does for an unchanged session: slide the local
+        // expiry, and keep or set the cookie.
+        let cookie = {
+            let mut state = entry.state.lock();
+            if let Some(incoming) = &request.incoming
+                && !same_session(incoming, state.session.id())
+            {
+                // Cycled since the request loaded it: `commit` answers that.
+                drop(state);
+                return Err(request);
+            }
+            state.session.touch(SystemTime::now());
+            cookie_for(
+                request.incoming.as_ref(),
+                state.session.id(),
+                state.session.max_inactive(),
+            )
+        };
+        // The request (and with it a `Concurrency::Lock` guard) ends here, after the
+        // session was touched, as in `commit`.
+        drop(request);
+        Ok(CommitOutcome {
+            cookie,
+            backup: BackupStatus::NotNeeded,
+        })
+    }
+
+    /// Sessions whose newest state is not known to be in the remote tier, plus remote
+    /// work queued or running.
+    pub(crate) fn pending_backups(&self) -> usize {
+        self.backups.dirty_count() + self.common.in_flight.count()
+    }
+
+    /// A session that does not exist yet, on a live node, with this server's route.
+    fn fresh(&self, unknown: Option<SessionId>, had_cookie: bool) -> RequestSession<C> {
+        let session = self
+            .common
+            .new_session(unknown.as_ref(), self.common.config.route.as_ref());
+        RequestSession::fresh(session, had_cookie)
+    }
+
+    /// Ends `ends` (see `Common::end_ids`), then announces `announce` in the peer feed.
+    async fn end_ids(&self, ends: Vec<End>, announce: Option<SessionId>) -> bool {
+        let feed = Arc::clone(&self.feed);
+        self.common
+            .end_ids(ends, announce.map(|id| move || feed.announce(&id)))
+            .await
+    }
+
+    /// Announces `id` in the peer feed (see `Feed::announce`).
+    fn announce(&self, id: &SessionId) {
+        self.feed.announce(id);
+    }
+
     /// A session this server holds under the id's key and route (its id may still
     /// differ from the one sent, by the route), or else
     /// [`load_elsewhere`](Self::load_elsewhere).
-    pub(super) async fn load_parsed(
+    pub(crate) async fn load_parsed(
         self: &Arc<Self>,
         id: SessionId,
         lookups: u8,
     ) -> Result<RequestSession<C>, LoadError> {
-        let our_route = self.config.route.as_ref().map(|route| route.as_str());
+        let our_route = self
+            .common
+            .config
+            .route
+            .as_ref()
+            .map(|route| route.as_str());
         if id.route() == our_route
             && let Some(entry) = self.held(id.storage_id())
         {
-            Counters::add(&self.counters.loaded_local);
+            Counters::add(&self.common.counters.loaded_local);
             return self.attach(entry, id, lookups).await;
         }
         Box::pin(self.load_elsewhere(id, lookups)).await
@@ -80,14 +328,14 @@ impl<C: Codec> Inner<C> {
     /// The entry the local tier holds under `key`, unless it was retired (ended, or
     /// replaced) and the cache has not let it go yet: a request must not find it and
     /// then give up on a session that lives elsewhere.
-    pub(super) fn held(&self, key: &str) -> Option<Arc<LocalEntry<C>>> {
+    pub(crate) fn held(&self, key: &str) -> Option<Arc<LocalEntry<C>>> {
         self.local.get(key).filter(|entry| !entry.is_retired())
     }
 
     /// A session this server does not hold under the id's own key and route: moved
     /// off a down node, held by another server (takeover), ended, or only in the
     /// remote tier.
-    pub(super) async fn load_elsewhere(
+    pub(crate) async fn load_elsewhere(
         self: &Arc<Self>,
         id: SessionId,
         lookups: u8,
@@ -96,7 +344,12 @@ impl<C: Codec> Inner<C> {
         // reports it; reported now, its id is known as ended before anything reads
         // its still-live remote copy (which outlives it by the keep-alive slack).
         self.local.run_pending_tasks();
-        let our_route = self.config.route.as_ref().map(|route| route.as_str());
+        let our_route = self
+            .common
+            .config
+            .route
+            .as_ref()
+            .map(|route| route.as_str());
         let key = local_key(&id);
         // Not held under the id itself: the session may have moved to another node
         // (a session held under the id wins over such a record, since a session can
@@ -113,7 +366,7 @@ impl<C: Codec> Inner<C> {
             }
             None => (id, key),
         };
-        if let Some(reason) = self.ended_reason(&key, &id) {
+        if let Some(reason) = self.common.ended_reason(&key, &id) {
             return Ok(self.ended_id(reason));
         }
         let found = if id.route() != our_route {
@@ -121,7 +374,7 @@ impl<C: Codec> Inner<C> {
         } else {
             match self.held(key.as_str()) {
                 Some(entry) => {
-                    Counters::add(&self.counters.loaded_local);
+                    Counters::add(&self.common.counters.loaded_local);
                     Found::Entry(entry)
                 }
                 None => self.load_remote(&id, &key).await?,
@@ -134,29 +387,16 @@ impl<C: Codec> Inner<C> {
         }
     }
 
-    /// Whether this server knows `id` to have ended: it ended it recently, or a
-    /// tombstone for it still waits for its node.
-    pub(super) fn ended_reason(&self, key: &LocalKey, id: &SessionId) -> Option<EndReason> {
-        if let Some(reason) = self.ended.get(key) {
-            return Some(reason);
-        }
-        if self.ends.pending() == 0 {
-            return None;
-        }
-        self.ends
-            .pending_tombstone(&self.node_of(id), &self.store_key(id))
-    }
-
     /// The new session a request gets for an id that ended. A cycled id does not
     /// clear the cookie: the browser may already hold the new id, set by the response
     /// of the login that cycled it.
-    pub(super) fn ended_id(&self, reason: EndReason) -> RequestSession<C> {
-        Counters::add(&self.counters.ended_ids_presented);
+    pub(crate) fn ended_id(&self, reason: EndReason) -> RequestSession<C> {
+        Counters::add(&self.common.counters.ended_ids_presented);
         self.fresh(None, reason != EndReason::Cycled)
     }
 
     /// The held session whose id is exactly `text` (route included), and that id.
-    pub(super) fn held_as_sent(&self, text: &str) -> Option<(Arc<LocalEntry<C>>, SessionId)> {
+    pub(crate) fn held_as_sent(&self, text: &str) -> Option<(Arc<LocalEntry<C>>, SessionId)> {
         if text.len() > tandem_core::MAX_SESSION_ID_LEN {
             return None;
         }
@@ -168,7 +408,12 @@ impl<C: Codec> Inner<C> {
             let id = state.session.id();
             (id.as_str() == text).then(|| id.clone())?
         };
-        let our_route = self.config.route.as_ref().map(|route| route.as_str());
+        let our_route = self
+            .common
+            .config
+            .route
+            .as_ref()
+            .map(|route| route.as_str());
         (id.route() == our_route).then_some((entry, id))
     }
 
@@ -181,16 +426,16 @@ impl<C: Codec> Inner<C> {
             // Swapped out for space while its backup was still pending: the pending
             // entry is newer than anything remote.
             self.local.insert(key.clone(), Arc::clone(&entry));
-            Counters::add(&self.counters.loaded_local);
+            Counters::add(&self.common.counters.loaded_local);
             return Ok(Found::Entry(entry));
         }
-        if self.negative.contains_key(key) {
-            Counters::add(&self.counters.negative_cache_hits);
+        if self.common.negative.contains_key(key) {
+            Counters::add(&self.common.counters.negative_cache_hits);
             return Ok(Found::Unknown);
         }
-        let node = self.node_of(id);
-        if !self.store.is_available(&node) {
-            Counters::add(&self.counters.remote_load_failures);
+        let node = self.common.node_of(id);
+        if !self.common.store.is_available(&node) {
+            Counters::add(&self.common.counters.remote_load_failures);
             return Err(LoadError::Unavailable);
         }
         let shared = SharedLoad {
@@ -226,13 +471,13 @@ impl<C: Codec> Inner<C> {
         match loaded {
             Ok(entry) => Ok(Found::Entry(entry)),
             Err(Missing::Absent) => {
-                if !self.config.negative_cache_ttl.is_zero() {
-                    self.negative.insert(key.clone(), ());
+                if !self.common.config.negative_cache_ttl.is_zero() {
+                    self.common.negative.insert(key.clone(), ());
                 }
                 Ok(Found::Unknown)
             }
             Err(Missing::Ended(reason)) => {
-                self.ended.insert(key.clone(), reason);
+                self.common.ended.insert(key.clone(), reason);
                 Ok(Found::Ended(reason))
             }
             Err(Missing::Unreachable) => Err(LoadError::Unavailable),
@@ -244,12 +489,19 @@ impl<C: Codec> Inner<C> {
     #[tracing::instrument(name = "tandem.remote_load", level = "debug", skip_all, fields(session = %id.redacted(), node = %node))]
     async fn read_remote(&self, node: &NodeId, id: &SessionId) -> Result<Found<C>, StoreError> {
         let started = Instant::now();
-        let result = self.store.get(node, &self.store_key(id)).await;
-        self.counters.histograms.remote_load(started.elapsed());
+        let result = self
+            .common
+            .store
+            .get(node, &self.common.store_key(id))
+            .await;
+        self.common
+            .counters
+            .histograms
+            .remote_load(started.elapsed());
         let item = match result {
             Ok(item) => item,
             Err(error) => {
-                Counters::add(&self.counters.remote_load_failures);
+                Counters::add(&self.common.counters.remote_load_failures);
                 tracing::debug!(session = %id.redacted(), %error, "remote load failed");
                 return Err(error);
             }
@@ -260,9 +512,9 @@ impl<C: Codec> Inner<C> {
         if let Some(reason) = ends::tombstone_reason(&item.value) {
             return Ok(Found::Ended(reason));
         }
-        match self.decode(id, &item.value) {
+        match self.common.decode(id, &item.value) {
             Ok(session) => {
-                Counters::add(&self.counters.loaded_remote);
+                Counters::add(&self.common.counters.loaded_remote);
                 tracing::debug!(
                     session = %id.redacted(),
                     bytes = item.value.len(),
@@ -272,7 +524,7 @@ impl<C: Codec> Inner<C> {
                 let entry = LocalEntry::new(
                     session,
                     RemoteCopy::Cas(item.cas),
-                    self.config.concurrency == Concurrency::Lock,
+                    self.common.config.concurrency == Concurrency::Lock,
                 );
                 entry
                     .remote_digest
@@ -280,7 +532,7 @@ impl<C: Codec> Inner<C> {
                 Ok(Found::Entry(Arc::new(entry)))
             }
             Err(error) => {
-                Counters::add(&self.counters.undecodable);
+                Counters::add(&self.common.counters.undecodable);
                 tracing::warn!(
                     session = %id.redacted(),
                     %error,
@@ -303,11 +555,11 @@ impl<C: Codec> Inner<C> {
         id: &SessionId,
         key: &LocalKey,
     ) -> Result<Found<C>, LoadError> {
-        if self.negative.contains_key(key) {
-            Counters::add(&self.counters.negative_cache_hits);
+        if self.common.negative.contains_key(key) {
+            Counters::add(&self.common.counters.negative_cache_hits);
             return Ok(Found::Unknown);
         }
-        let node = self.node_of(id);
+        let node = self.common.node_of(id);
         let held = self.held(key.as_str());
         // A backup of the held copy still on its way could land between this read and
         // its use below: the read would then carry an older token than the one that
@@ -321,10 +573,17 @@ impl<C: Codec> Inner<C> {
             Some(held) => Some(self.write_order(held).lock().await),
             None => None,
         };
-        let remote = if self.store.is_available(&node) {
+        let remote = if self.common.store.is_available(&node) {
             let started = Instant::now();
-            let result = self.store.get(&node, &self.store_key(id)).await;
-            self.counters.histograms.remote_load(started.elapsed());
+            let result = self
+                .common
+                .store
+                .get(&node, &self.common.store_key(id))
+                .await;
+            self.common
+                .counters
+                .histograms
+                .remote_load(started.elapsed());
             result
         } else {
             Err(StoreError::NodeDown { node: node.clone() })
@@ -335,7 +594,7 @@ impl<C: Codec> Inner<C> {
                 // The local copy cannot be verified, and a stale one may be a session
                 // that was logged out elsewhere: not served. Nor is the session
                 // dropped for the client: it may well exist.
-                Counters::add(&self.counters.remote_load_failures);
+                Counters::add(&self.common.counters.remote_load_failures);
                 tracing::info!(session = %id.redacted(), %error, "takeover impossible: remote copy unreadable");
                 if let Some(held) = held {
                     self.discard(key, &held);
@@ -347,8 +606,8 @@ impl<C: Codec> Inner<C> {
             if let Some(held) = held {
                 self.discard(key, &held);
             }
-            if !self.config.negative_cache_ttl.is_zero() {
-                self.negative.insert(key.clone(), ());
+            if !self.common.config.negative_cache_ttl.is_zero() {
+                self.common.negative.insert(key.clone(), ());
             }
             return Ok(Found::Unknown);
         };
@@ -356,24 +615,24 @@ impl<C: Codec> Inner<C> {
             if let Some(held) = held {
                 self.discard(key, &held);
             }
-            self.ended.insert(key.clone(), reason);
+            self.common.ended.insert(key.clone(), reason);
             return Ok(Found::Ended(reason));
         }
         let remote_digest = digest(&item.value);
         let entry = match held {
             Some(held) if held.remote_digest.load(Ordering::Relaxed) == remote_digest => {
                 held.state.lock().remote = RemoteCopy::Cas(item.cas);
-                Counters::add(&self.counters.loaded_local);
+                Counters::add(&self.common.counters.loaded_local);
                 held
             }
             held => {
                 if let Some(held) = held {
                     self.discard(key, &held);
                 }
-                let session = match self.decode(id, &item.value) {
+                let session = match self.common.decode(id, &item.value) {
                     Ok(session) => session,
                     Err(error) => {
-                        Counters::add(&self.counters.undecodable);
+                        Counters::add(&self.common.counters.undecodable);
                         tracing::warn!(session = %id.redacted(), %error, "stored session cannot be decoded; starting a new session");
                         return Ok(Found::Unknown);
                     }
@@ -381,15 +640,15 @@ impl<C: Codec> Inner<C> {
                 let entry = Arc::new(LocalEntry::new(
                     session,
                     RemoteCopy::Cas(item.cas),
-                    self.config.concurrency == Concurrency::Lock,
+                    self.common.config.concurrency == Concurrency::Lock,
                 ));
                 entry.remote_digest.store(remote_digest, Ordering::Relaxed);
                 self.local.insert(key.clone(), Arc::clone(&entry));
-                Counters::add(&self.counters.loaded_remote);
+                Counters::add(&self.common.counters.loaded_remote);
                 entry
             }
         };
-        Counters::add(&self.counters.taken_over);
+        Counters::add(&self.common.counters.taken_over);
         tracing::info!(
             session = %id.redacted(),
             from = id.route().unwrap_or("-"),
@@ -406,7 +665,7 @@ impl<C: Codec> Inner<C> {
 
     /// Drops a local entry that must not be used or written again, and takes it out
     /// of the local tier unless another entry has taken its key since.
-    pub(super) fn discard(&self, key: &LocalKey, entry: &Arc<LocalEntry<C>>) {
+    pub(crate) fn discard(&self, key: &LocalKey, entry: &Arc<LocalEntry<C>>) {
         entry.retire();
         self.backups.forget(key, entry);
         self.local
@@ -420,7 +679,7 @@ impl<C: Codec> Inner<C> {
     /// Prepares a request on a held session: takes its lock, checks that the session
     /// is still the one the request's id names, rewrites its route, relocates it off a
     /// down node, and snapshots it.
-    pub(super) async fn attach(
+    pub(crate) async fn attach(
         self: &Arc<Self>,
         entry: Arc<LocalEntry<C>>,
         incoming: SessionId,
@@ -447,9 +706,12 @@ impl<C: Codec> Inner<C> {
                 drop(state);
                 return Ok(self.ended_id(EndReason::Cycled));
             }
-            let our_route = self.config.route.as_ref().map(|r| r.as_str());
+            let our_route = self.common.config.route.as_ref().map(|r| r.as_str());
             let off_route = state.session.id().route() != our_route;
-            let node_down = !self.store.is_available(self.node_ref(state.session.id()));
+            let node_down = !self
+                .common
+                .store
+                .is_available(self.common.node_ref(state.session.id()));
             // The common request needs neither change, and copies nothing here.
             let moved_from = if off_route || node_down {
                 self.rewrite_id(&mut state, off_route, node_down)
@@ -469,7 +731,7 @@ impl<C: Codec> Inner<C> {
             had_cookie: true,
             invalidated: false,
             cycle_id: false,
-            _lock: lock,
+            lock_guard: lock,
             remote_lock: None,
             pattern: None,
         })
@@ -486,12 +748,12 @@ impl<C: Codec> Inner<C> {
         let current = state.session.id().clone();
         let mut wanted = current.clone();
         if off_route {
-            wanted = wanted.with_route(self.config.route.as_ref());
+            wanted = wanted.with_route(self.common.config.route.as_ref());
         }
         if node_down {
-            match self.live_node() {
+            match self.common.live_node() {
                 Some(node) => wanted = wanted.with_node(&node),
-                None => Counters::add(&self.counters.degraded),
+                None => Counters::add(&self.common.counters.degraded),
             }
         }
         let moved_from = (wanted.storage_id() != current.storage_id()).then(|| current.clone());
@@ -511,7 +773,7 @@ impl<C: Codec> Inner<C> {
     /// that the old id does not load it as a live session later (after this
     /// server's record of the move is gone, or on another server).
     async fn relocate(&self, entry: &Arc<LocalEntry<C>>, old: &SessionId, new: &SessionId) {
-        Counters::add(&self.counters.relocated);
+        Counters::add(&self.common.counters.relocated);
         tracing::info!(from = %old.redacted(), to = %new.redacted(), "session relocated off a down node");
         let old_key = local_key(old);
         let new_key = local_key(new);
@@ -523,10 +785,12 @@ impl<C: Codec> Inner<C> {
         self.backups.rekey(&old_key, new_key, entry);
         // The new key may be one the session left earlier, whose old copy still
         // awaits the tombstone of that move.
-        self.ends.cancel(&self.node_of(new), &self.store_key(new));
-        self.remember_ends([End {
-            node: self.node_of(old),
-            key: self.store_key(old),
+        self.common
+            .ends
+            .cancel(&self.common.node_of(new), &self.common.store_key(new));
+        self.common.remember_ends([End {
+            node: self.common.node_of(old),
+            key: self.common.store_key(old),
             action: EndAction::Tombstone(EndReason::Moved),
             ttl: ends::tombstone_ttl(remote_ttl(entry.max_inactive())),
             condition: Precondition::None,
@@ -551,16 +815,16 @@ impl<C: Codec> Inner<C> {
         &self,
         lock: &Arc<tokio::sync::Mutex<()>>,
     ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, LoadError> {
-        Counters::add(&self.counters.lock_waits);
-        let timeout = self.config.lock_timeout;
+        Counters::add(&self.common.counters.lock_waits);
+        let timeout = self.common.config.lock_timeout;
         let started = Instant::now();
         let waited = tokio::time::timeout(timeout, Arc::clone(lock).lock_owned()).await;
-        self.counters.histograms.lock_wait(started.elapsed());
+        self.common.counters.histograms.lock_wait(started.elapsed());
         match waited {
             Ok(guard) => Ok(Some(guard)),
             Err(_) => {
-                Counters::add(&self.counters.lock_timeouts);
-                match self.config.lock_timeout_policy {
+                Counters::add(&self.common.counters.lock_timeouts);
+                match self.common.config.lock_timeout_policy {
                     LockTimeoutPolicy::Fail => Err(LoadError::LockTimeout { waited: timeout }),
                     LockTimeoutPolicy::ProceedUnlocked => {
                         tracing::warn!(

@@ -4,13 +4,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::*;
+use tandem_core::{
+    AttributeValue, Codec, MemoryStore, NodeId, RemoteStore, Route, SessionId, StoreError,
+    StoreKey, Ttl,
+};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::entry::{LocalEntry, RemoteCopy, slide_step};
+use crate::common::digest;
+use crate::common::ends;
+use crate::common::local_key::local_key;
 use crate::testing::TextCodec;
-use entry::{RemoteCopy, local_key};
-use tandem_core::AttributeValue;
-use tandem_core::MemoryStore;
-use tandem_core::Route;
-use tandem_core::StoreError;
+use crate::*;
 
 fn node(id: &str) -> NodeId {
     NodeId::new(id).unwrap()
@@ -356,7 +362,7 @@ async fn invalidate_removes_the_session_everywhere_and_clears_the_cookie() {
     settle(&manager).await;
     // The commit waited for the tombstone: the copy says the id ended.
     let stored = store
-        .get(&node("n1"), &manager.inner.store_key(&id))
+        .get(&node("n1"), &manager.engine.common().store_key(&id))
         .await
         .unwrap()
         .unwrap();
@@ -523,16 +529,19 @@ async fn a_late_expiry_report_never_deletes_the_live_session_under_the_same_key(
     let id = create(&manager, &[("user", "ann")]).await;
     settle(&manager).await;
     let key = local_key(&id);
-    let old = manager.inner.local.get(&key).unwrap();
+    let old = manager.sticky().local.get(&key).unwrap();
     // The key is filled again (a reload) before the cache reports the old value's
     // expiry.
     let session = old.state.lock().session.clone();
     let remote = old.state.lock().remote;
     let live = Arc::new(LocalEntry::new(session, remote, false));
-    manager.inner.local.insert(key.clone(), Arc::clone(&live));
     manager
-        .inner
-        .expire(backup::Expired {
+        .sticky()
+        .local
+        .insert(key.clone(), Arc::clone(&live));
+    manager
+        .sticky()
+        .expire(super::backup::Expired {
             key: key.clone(),
             entry: old,
         })
@@ -548,10 +557,10 @@ async fn a_late_expiry_report_never_deletes_the_live_session_under_the_same_key(
 
     // Without a live entry the same report ends the remote copy with a tombstone:
     // another server presenting the id finds it ended.
-    let expired = manager.inner.local.remove(&key).unwrap();
+    let expired = manager.sticky().local.remove(&key).unwrap();
     manager
-        .inner
-        .expire(backup::Expired {
+        .sticky()
+        .expire(super::backup::Expired {
             key,
             entry: expired,
         })
@@ -815,7 +824,7 @@ async fn a_remote_load_abandoned_by_every_request_leaves_nothing_behind() {
         "the loads should have hung"
     );
     assert_eq!(
-        a2.inner.loading.lock().len(),
+        a2.sticky().loading.lock().len(),
         0,
         "an abandoned load stayed in the map"
     );
@@ -827,7 +836,7 @@ async fn a_remote_load_abandoned_by_every_request_leaves_nothing_behind() {
         Some("ann")
     );
     a2.commit(session).await.unwrap();
-    assert_eq!(a2.inner.loading.lock().len(), 0);
+    assert_eq!(a2.sticky().loading.lock().len(), 0);
 }
 
 #[tokio::test]
@@ -876,9 +885,9 @@ async fn an_entry_marked_dirty_after_its_backup_landed_is_cleaned_by_the_next_jo
     let manager = new_manager(&store);
     let id = create(&manager, &[("user", "ann")]).await;
     settle(&manager).await;
-    let entry = manager.inner.local.get(&local_key(&id)).unwrap();
+    let entry = manager.sticky().local.get(&local_key(&id)).unwrap();
     // The race's outcome: backed up, yet marked dirty again.
-    manager.inner.backups.mark_dirty(&entry);
+    manager.sticky().backups.mark_dirty(&entry);
     assert_eq!(manager.unsaved_sessions(), 1);
     let written = manager.stats().backups_written;
     settle(&manager).await;
@@ -990,7 +999,7 @@ async fn the_local_expiry_slides_in_steps_and_never_expires_early() {
         .unwrap();
     let id = create(&manager, &[("user", "ann")]).await;
     let held =
-        |manager: &SessionManager<TextCodec>| manager.inner.local.contains_key(id.storage_id());
+        |manager: &SessionManager<TextCodec>| manager.sticky().local.contains_key(id.storage_id());
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(get(&manager, &id, "user").await.as_deref(), Some("ann"));
@@ -1022,7 +1031,7 @@ async fn a_shortened_interval_takes_effect_at_the_next_read() {
     manager.commit(session).await.unwrap();
     assert_eq!(get(&manager, &id, "user").await.as_deref(), Some("ann"));
     tokio::time::sleep(Duration::from_millis(300 + 50)).await;
-    assert!(!manager.inner.local.contains_key(id.storage_id()));
+    assert!(!manager.sticky().local.contains_key(id.storage_id()));
 }
 
 /// The takeover check compares digests of stored bytes: equal bytes must give equal
@@ -1117,7 +1126,7 @@ async fn learned_lock_patterns_are_bounded_in_bytes() {
             .unwrap();
         manager.commit(session).await.unwrap();
     }
-    let patterns = &manager.inner.read_only_streaks;
+    let patterns = &manager.nonsticky().read_only_streaks;
     patterns.run_pending_tasks();
     assert_eq!(patterns.entry_count(), 3);
     assert!(
@@ -1193,7 +1202,7 @@ async fn a_request_waiting_for_a_replaced_copy_gets_the_new_copy() {
     // What a takeover check does when the remote copy changed: a new entry under the
     // key, the old one retired.
     let key = local_key(&id);
-    let old = manager.inner.local.get(&key).unwrap();
+    let old = manager.sticky().local.get(&key).unwrap();
     let mut session = old.state.lock().session.clone();
     session
         .apply(
@@ -1203,8 +1212,8 @@ async fn a_request_waiting_for_a_replaced_copy_gets_the_new_copy() {
         .unwrap();
     session.mark_unchanged();
     let newer = Arc::new(LocalEntry::new(session, RemoteCopy::Absent, true));
-    manager.inner.local.insert(key.clone(), newer);
-    manager.inner.discard(&key, &old);
+    manager.sticky().local.insert(key.clone(), newer);
+    manager.sticky().discard(&key, &old);
     drop(first);
     let waited = waiting.await.unwrap().unwrap();
     assert!(!waited.is_new(), "the waiting request lost its session");
@@ -1235,7 +1244,7 @@ async fn shutdown_writes_the_ends_that_waited_for_their_node() {
     assert_eq!(report.ends_unwritten, 0);
     assert_eq!(manager.pending_ends(), 0);
     let stored = store
-        .get(&node("n1"), &manager.inner.store_key(&id))
+        .get(&node("n1"), &manager.engine.common().store_key(&id))
         .await
         .unwrap()
         .unwrap();
