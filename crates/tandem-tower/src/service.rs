@@ -13,7 +13,7 @@ use tower::Service;
 use crate::commit::{self, Committing};
 use crate::session::Session;
 use crate::shared::Shared;
-use crate::slot::RequestSlot;
+use crate::slot::{RequestSlot, Taken};
 
 /// The service [`SessionLayer`](crate::SessionLayer) wraps around an inner service: any
 /// tower service of `http` requests whose response body can be made from a `String`.
@@ -104,13 +104,13 @@ where
         let shared = Arc::clone(slot.shared());
         let mut finishing: Committing<B> = match slot.try_take() {
             // The handler never used the session: nothing to do.
-            Ok(None) => return Poll::Ready(Ok(response)),
-            Ok(Some(finished)) => match commit::finish(shared, finished, response) {
+            Taken::Unused => return Poll::Ready(Ok(response)),
+            Taken::Finished(finished) => match commit::finish(shared, finished, response) {
                 Ok(response) => return Poll::Ready(Ok(response)),
                 Err(committing) => committing,
             },
             // Something the handler spawned still holds the session: wait for it.
-            Err(()) => Box::pin(async move {
+            Taken::Held => Box::pin(async move {
                 match slot.take().await {
                     Some(finished) => match commit::finish(shared, finished, response) {
                         Ok(response) => response,

@@ -47,6 +47,42 @@ pub(crate) struct Finished<C> {
     pub(crate) interval_at_load: Option<Duration>,
 }
 
+/// What [`RequestSlot::try_take`] found.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned once per request and moved straight into the commit: boxing would only add an allocation"
+)]
+pub(crate) enum Taken<C> {
+    /// The handler never used the session (or could not load it): nothing to commit.
+    Unused,
+    /// The session to commit.
+    Finished(Finished<C>),
+    /// Something else still holds the session (a task the handler spawned, still
+    /// running): [`RequestSlot::take`] waits for it.
+    Held,
+}
+
+/// The session cookie a request carries, as the layer reads it.
+#[derive(Debug, Clone, Copy)]
+enum Incoming<'a> {
+    /// No cookie of ours.
+    Absent,
+    /// The session id of the first cookie of ours that is well formed and (with
+    /// signing) verifies.
+    Id(&'a str),
+    /// Cookies of ours, every one of them refused (malformed or bad signature).
+    Refused,
+}
+
+impl<'a> Incoming<'a> {
+    fn id(self) -> Option<&'a str> {
+        match self {
+            Incoming::Id(id) => Some(id),
+            Incoming::Absent | Incoming::Refused => None,
+        }
+    }
+}
+
 /// One request's session as the layer tracks it.
 pub(crate) struct RequestSlot<C> {
     shared: Arc<Shared<C>>,
@@ -85,11 +121,10 @@ impl<C: Codec> RequestSlot<C> {
         &self.shared
     }
 
-    /// The session id the client sent, if a cookie of ours is well formed and (with
-    /// signing) verifies; and whether a cookie of ours was refused.
-    fn incoming(&self) -> (Option<&str>, bool) {
+    /// The session cookie the client sent.
+    fn incoming(&self) -> Incoming<'_> {
         let name = self.shared.cookie.name.as_str();
-        let mut refused = false;
+        let mut incoming = Incoming::Absent;
         for value in cookie::values(self.cookies.iter(), name) {
             let id = if !cookie::plausible_value(value) {
                 None
@@ -100,21 +135,21 @@ impl<C: Codec> RequestSlot<C> {
                 }
             };
             match id {
-                Some(id) => return (Some(id), false),
-                None => refused = true,
+                Some(id) => return Incoming::Id(id),
+                None => incoming = Incoming::Refused,
             }
         }
-        if refused {
+        if matches!(incoming, Incoming::Refused) {
             tracing::debug!("session cookie refused (malformed or bad signature)");
         }
-        (None, refused)
+        incoming
     }
 
     /// The request's session, loaded on first use.
     pub(crate) async fn lock(&self) -> Result<SessionLock<'_, C>, SessionError> {
         let mut state = self.state.lock().await;
         if matches!(*state, State::Unloaded) {
-            let (incoming, cookie_rejected) = self.incoming();
+            let incoming = self.incoming();
             let request = self.request_line.as_ref().map(|(method, uri)| RequestInfo {
                 method: method.as_str(),
                 path: uri.path(),
@@ -122,13 +157,13 @@ impl<C: Codec> RequestSlot<C> {
             *state = match self
                 .shared
                 .manager
-                .load_for(incoming, request.as_ref())
+                .load_for(incoming.id(), request.as_ref())
                 .await
             {
                 Ok(session) => State::Loaded(Loaded {
                     interval_at_load: session.max_inactive(),
                     session,
-                    cookie_rejected,
+                    cookie_rejected: matches!(incoming, Incoming::Refused),
                 }),
                 Err(error) => {
                     tracing::debug!(%error, "session load failed");
@@ -160,11 +195,15 @@ impl<C: Codec> RequestSlot<C> {
         Self::end(&mut *self.state.lock().await)
     }
 
-    /// [`take`](Self::take) without waiting: `Err` while something else holds the
-    /// session (a task the handler spawned, still running).
-    pub(crate) fn try_take(&self) -> Result<Option<Finished<C>>, ()> {
-        let mut state = self.state.try_lock().ok_or(())?;
-        Ok(Self::end(&mut state))
+    /// [`take`](Self::take) without waiting.
+    pub(crate) fn try_take(&self) -> Taken<C> {
+        let Some(mut state) = self.state.try_lock() else {
+            return Taken::Held;
+        };
+        match Self::end(&mut state) {
+            Some(finished) => Taken::Finished(finished),
+            None => Taken::Unused,
+        }
     }
 
     fn end(state: &mut State<C>) -> Option<Finished<C>> {
