@@ -13,6 +13,14 @@ use tandem_core::MAX_SESSION_ID_LEN;
 
 use crate::signing::SIGNATURE_LEN;
 
+/// The session cookie's name unless [`SessionLayerBuilder::cookie_name`](crate::SessionLayerBuilder::cookie_name)
+/// changes it.
+///
+/// ```
+/// assert_eq!(tandem_tower::DEFAULT_COOKIE_NAME, "tandem_session");
+/// ```
+pub const DEFAULT_COOKIE_NAME: &str = "tandem_session";
+
 /// The longest cookie value the layer looks at: a session id of the maximum length,
 /// a dot and a signature. Anything longer is no session, without further work.
 ///
@@ -168,7 +176,7 @@ pub(crate) struct CookieSettings {
 impl Default for CookieSettings {
     fn default() -> Self {
         CookieSettings {
-            name: crate::DEFAULT_COOKIE_NAME.to_owned(),
+            name: DEFAULT_COOKIE_NAME.to_owned(),
             path: "/".to_owned(),
             domain: None,
             http_only: true,
@@ -525,6 +533,18 @@ mod tests {
             let text = char::from(byte).to_string();
             assert_eq!(plausible_value(&text), expected, "byte {byte}");
         }
+    }
+
+    #[test]
+    fn signed_values_are_plausible() {
+        let signer = crate::signing::CookieSigner::new(&[7; 32]).unwrap();
+        let id = "Ab3xYz0123456789abcdef-n1.a1";
+        assert!(plausible_value(&signer.sign("sid", id)));
+        // The longest id, signed, is exactly as long as the layer accepts.
+        let longest = "a".repeat(MAX_SESSION_ID_LEN);
+        let value = signer.sign("sid", &longest);
+        assert_eq!(value.len(), MAX_COOKIE_VALUE_LEN);
+        assert!(plausible_value(&value));
     }
 
     proptest::proptest! {

@@ -6,8 +6,8 @@ use http::StatusCode;
 use http::request::Parts;
 use tandem_core::Codec;
 
-use crate::error::text_response;
-use crate::{Session, SessionError};
+use crate::error::{SessionError, text_response};
+use crate::session::Session;
 
 /// The rejection of the [`Session`] extractor: the request has no session handle,
 /// because no [`SessionLayer`](crate::SessionLayer) with this codec wraps the route, or

@@ -111,26 +111,24 @@
 //! default) adds the extractor; without it the crate needs only `tower` and `http`.
 #![warn(missing_docs)]
 
+mod commit;
 mod cookie;
 mod error;
 #[cfg(feature = "axum")]
 mod extract;
 mod issued;
 mod layer;
+mod service;
 mod session;
+mod shared;
 mod signing;
+mod slot;
 
-pub use cookie::{CookieConfigError, MAX_COOKIE_VALUE_LEN, MaxAge, SameSite};
+pub use cookie::{CookieConfigError, DEFAULT_COOKIE_NAME, MAX_COOKIE_VALUE_LEN, MaxAge, SameSite};
 pub use error::{Failure, SessionError, SessionErrorKind, default_error_response};
 #[cfg(feature = "axum")]
 pub use extract::MissingSession;
-pub use layer::{ResponseFuture, SessionLayer, SessionLayerBuilder, SessionService};
+pub use layer::{SessionLayer, SessionLayerBuilder};
+pub use service::{ResponseFuture, SessionService};
 pub use session::{Session, SessionGuard};
 pub use signing::{CookieSigner, SigningKeyError};
-
-/// The session cookie's name unless [`SessionLayerBuilder::cookie_name`] changes it.
-///
-/// ```
-/// assert_eq!(tandem_tower::DEFAULT_COOKIE_NAME, "tandem_session");
-/// ```
-pub const DEFAULT_COOKIE_NAME: &str = "tandem_session";

@@ -3,173 +3,12 @@
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::time::Duration;
 
-use http::{Method, Request, Uri};
 use tandem_core::{Codec, Decodes, Encodes, SessionId};
-use tandem_manager::{LoadError, RequestInfo, RequestSession};
-// futures-util's lock rather than tokio's: uncontended, which a request's own slot
-// almost always is, a lock and unlock is one atomic operation each (tokio's release
-// also takes the waiters' lock), measured at 14 ns against 37 ns.
-use futures_util::lock::{MappedMutexGuard, Mutex, MutexGuard};
+use tandem_manager::RequestSession;
 
-use crate::cookie;
-use crate::error::{SessionError, SessionErrorKind};
-use crate::layer::Shared;
-
-/// Where a request's session is.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "one per request, in place inside the request's slot: boxing would only add an allocation"
-)]
-enum State<C> {
-    /// Not used yet: nothing was read or loaded.
-    Unloaded,
-    Loaded(Loaded<C>),
-    /// The load failed; later uses in the same request report the same error.
-    Failed(LoadError),
-    /// The response was produced; the session was handed to the commit.
-    Finished,
-}
-
-struct Loaded<C> {
-    session: RequestSession<C>,
-    cookie_rejected: bool,
-    interval_at_load: Option<Duration>,
-}
-
-/// What the layer commits after the response was produced.
-pub(crate) struct Finished<C> {
-    pub(crate) session: RequestSession<C>,
-    /// The client sent a session cookie the layer refused before loading.
-    pub(crate) cookie_rejected: bool,
-    pub(crate) interval_at_load: Option<Duration>,
-}
-
-/// One request's session as the layer tracks it.
-pub(crate) struct Slot<C> {
-    shared: Arc<Shared<C>>,
-    /// The request's `Cookie` headers, read only when the session is used.
-    cookies: cookie::CookieHeaders,
-    /// The request's method and URI, kept only when the manager's load looks at them
-    /// (`SessionManager::uses_request_info`).
-    request_line: Option<(Method, Uri)>,
-    state: Mutex<State<C>>,
-}
-
-impl<C: Codec> Slot<C> {
-    pub(crate) fn new<B>(shared: Arc<Shared<C>>, request: &Request<B>) -> Slot<C> {
-        Slot {
-            cookies: cookie::CookieHeaders::of(request.headers()),
-            request_line: shared
-                .manager
-                .uses_request_info()
-                .then(|| (request.method().clone(), request.uri().clone())),
-            state: Mutex::new(State::Unloaded),
-            shared,
-        }
-    }
-
-    /// What the layer's services share (manager, cookie settings).
-    pub(crate) fn shared(&self) -> &Arc<Shared<C>> {
-        &self.shared
-    }
-
-    /// The session id the client sent, if a cookie of ours is well formed and (with
-    /// signing) verifies; and whether a cookie of ours was refused.
-    fn incoming(&self) -> (Option<&str>, bool) {
-        let name = self.shared.cookie.name.as_str();
-        let mut refused = false;
-        for value in cookie::values(self.cookies.iter(), name) {
-            let id = if !cookie::plausible_value(value) {
-                None
-            } else {
-                match &self.shared.signer {
-                    Some(signer) => signer.verify(name, value),
-                    None => Some(value),
-                }
-            };
-            match id {
-                Some(id) => return (Some(id), false),
-                None => refused = true,
-            }
-        }
-        if refused {
-            tracing::debug!("session cookie refused (malformed or bad signature)");
-        }
-        (None, refused)
-    }
-
-    /// The request's session, loaded on first use.
-    async fn lock(
-        &self,
-    ) -> Result<MappedMutexGuard<'_, State<C>, RequestSession<C>>, SessionError> {
-        let mut state = self.state.lock().await;
-        if matches!(*state, State::Unloaded) {
-            let (incoming, cookie_rejected) = self.incoming();
-            let request = self.request_line.as_ref().map(|(method, uri)| RequestInfo {
-                method: method.as_str(),
-                path: uri.path(),
-            });
-            *state = match self
-                .shared
-                .manager
-                .load_for(incoming, request.as_ref())
-                .await
-            {
-                Ok(session) => State::Loaded(Loaded {
-                    interval_at_load: session.max_inactive(),
-                    session,
-                    cookie_rejected,
-                }),
-                Err(error) => {
-                    tracing::debug!(%error, "session load failed");
-                    State::Failed(error)
-                }
-            };
-        }
-        let kind = match &*state {
-            State::Loaded(_) => None,
-            State::Failed(error) => Some(SessionErrorKind::Load(error.clone())),
-            State::Unloaded | State::Finished => Some(SessionErrorKind::Ended),
-        };
-        if let Some(kind) = kind {
-            return Err(SessionError::new(
-                kind,
-                Some(Arc::clone(&self.shared.responder)),
-            ));
-        }
-        Ok(MutexGuard::map(state, |state| match state {
-            State::Loaded(loaded) => &mut loaded.session,
-            State::Unloaded | State::Failed(_) | State::Finished => {
-                unreachable!("the state was checked to be loaded above, under this same guard")
-            }
-        }))
-    }
-
-    /// Ends the request's use of the session: what to commit, if the handler used it.
-    pub(crate) async fn take(&self) -> Option<Finished<C>> {
-        Self::end(&mut *self.state.lock().await)
-    }
-
-    /// [`take`](Self::take) without waiting: `Err` while something else holds the
-    /// session (a task the handler spawned, still running).
-    pub(crate) fn try_take(&self) -> Result<Option<Finished<C>>, ()> {
-        let mut state = self.state.try_lock().ok_or(())?;
-        Ok(Self::end(&mut state))
-    }
-
-    fn end(state: &mut State<C>) -> Option<Finished<C>> {
-        match std::mem::replace(state, State::Finished) {
-            State::Loaded(loaded) => Some(Finished {
-                session: loaded.session,
-                cookie_rejected: loaded.cookie_rejected,
-                interval_at_load: loaded.interval_at_load,
-            }),
-            State::Unloaded | State::Failed(_) | State::Finished => None,
-        }
-    }
-}
+use crate::error::SessionError;
+use crate::slot::{RequestSlot, SessionLock};
 
 /// A request's session, as handlers see it: the layer puts one into each request's
 /// extensions, and with the `axum` feature it is an extractor.
@@ -199,7 +38,7 @@ impl<C: Codec> Slot<C> {
 /// }
 /// ```
 pub struct Session<C> {
-    slot: Arc<Slot<C>>,
+    slot: Arc<RequestSlot<C>>,
 }
 
 impl<C> Clone for Session<C> {
@@ -212,10 +51,7 @@ impl<C> Clone for Session<C> {
 
 impl<C> fmt::Debug for Session<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (method, path) = match &self.slot.request_line {
-            Some((method, uri)) => (Some(method.as_str()), Some(uri.path())),
-            None => (None, None),
-        };
+        let (method, path) = self.slot.request_line().unzip();
         f.debug_struct("Session")
             .field("method", &method)
             .field("path", &path)
@@ -224,7 +60,7 @@ impl<C> fmt::Debug for Session<C> {
 }
 
 impl<C: Codec> Session<C> {
-    pub(crate) fn new(slot: Arc<Slot<C>>) -> Session<C> {
+    pub(crate) fn new(slot: Arc<RequestSlot<C>>) -> Session<C> {
         Session { slot }
     }
 
@@ -301,7 +137,7 @@ impl<C: Codec> Session<C> {
 
 /// Access to a loaded [`RequestSession`], from [`Session::load`].
 pub struct SessionGuard<'a, C> {
-    guard: MappedMutexGuard<'a, State<C>, RequestSession<C>>,
+    guard: SessionLock<'a, C>,
 }
 
 impl<C> Deref for SessionGuard<'_, C> {

@@ -151,7 +151,6 @@ mod tests {
         let (id, signature) = value.rsplit_once('.').unwrap();
         assert_eq!(id, ID);
         assert_eq!(signature.len(), SIGNATURE_LEN);
-        assert!(crate::cookie::plausible_value(&value));
     }
 
     #[test]
