@@ -403,10 +403,7 @@ impl RemoteStore for MemoryStore {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::store::WriteItem;
 
     fn nodes() -> (NodeId, NodeId) {
         (NodeId::new("n1").unwrap(), NodeId::new("n2").unwrap())
@@ -417,89 +414,48 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn operations_follow_memcached_semantics() {
+    async fn every_attempted_operation_is_counted() {
         let (n1, n2) = nodes();
         let store = MemoryStore::new([n1.clone(), n2.clone()]);
-        let k = key("k");
-
-        assert_eq!(
-            store.add(&n1, &k, b"a", Ttl::Never).await.unwrap(),
-            AddOutcome::Stored
-        );
-        assert_eq!(
-            store.add(&n1, &k, b"b", Ttl::Never).await.unwrap(),
-            AddOutcome::Exists
-        );
+        let (k, ttl) = (key("k"), Ttl::Never);
+        store.set(&n1, &k, b"v", ttl).await.unwrap();
         let item = store.get(&n1, &k).await.unwrap().unwrap();
-        assert_eq!(item.value, b"a");
+        store.add(&n1, &k, b"v", ttl).await.unwrap();
+        store.cas(&n1, &k, b"w", ttl, item.cas).await.unwrap();
+        store
+            .write(&n1, &k, b"x", ttl, Precondition::None)
+            .await
+            .unwrap();
+        store.append(&n1, &k, b"y", ttl).await.unwrap();
+        store.get_with_ttl(&n1, &k).await.unwrap();
+        store.touch(&n1, &k, ttl).await.unwrap();
+        store.get_and_touch(&n1, &k, ttl).await.unwrap();
+        store.delete_if(&n1, &k, item.cas).await.unwrap();
+        store.delete(&n1, &k).await.unwrap();
+        assert_eq!(store.operations(), 11);
 
-        store.set(&n1, &k, b"c", Ttl::Never).await.unwrap();
-        assert_eq!(
-            store
-                .cas(&n1, &k, b"d", Ttl::Never, item.cas)
-                .await
-                .unwrap(),
-            CasOutcome::Conflict
-        );
-        let item = store.get(&n1, &k).await.unwrap().unwrap();
-        assert_eq!(
-            store
-                .cas(&n1, &k, b"d", Ttl::Never, item.cas)
-                .await
-                .unwrap(),
-            CasOutcome::Stored
-        );
-        assert_eq!(store.get(&n1, &k).await.unwrap().unwrap().value, b"d");
-        assert_eq!(
-            store
-                .cas(&n2, &k, b"e", Ttl::Never, item.cas)
-                .await
-                .unwrap(),
-            CasOutcome::NotFound
-        );
-
-        assert!(
-            store
-                .touch(&n1, &k, Ttl::After(Duration::from_secs(5)))
-                .await
-                .unwrap()
-        );
-        assert!(!store.touch(&n2, &k, Ttl::Never).await.unwrap());
-        assert!(store.delete(&n1, &k).await.unwrap());
-        assert!(!store.delete(&n1, &k).await.unwrap());
-        assert_eq!(store.get(&n1, &k).await.unwrap(), None);
-        assert_eq!(store.operations(), 14);
+        // Refused ones too (not values over the limit: those are never sent).
+        store.set_node_up(&n2, false);
+        assert!(store.get(&n2, &k).await.is_err());
+        assert!(store.get(&NodeId::new("n9").unwrap(), &k).await.is_err());
+        assert_eq!(store.operations(), 13);
     }
 
     #[tokio::test]
-    async fn items_expire_and_touch_extends_them() {
+    async fn item_count_counts_live_items_only() {
         let (n1, _) = nodes();
         let store = MemoryStore::new([n1.clone()]);
-        let one_second = Ttl::After(Duration::from_secs(1));
         store
-            .set(&n1, &key("short"), b"x", one_second)
-            .await
-            .unwrap();
-        store
-            .set(&n1, &key("touched"), b"x", one_second)
+            .set(&n1, &key("short"), b"x", Ttl::After(Duration::from_secs(1)))
             .await
             .unwrap();
         store
             .set(&n1, &key("forever"), b"x", Ttl::Never)
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        assert!(
-            store
-                .touch(&n1, &key("touched"), Ttl::After(Duration::from_secs(2)))
-                .await
-                .unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        assert_eq!(store.get(&n1, &key("short")).await.unwrap(), None);
-        assert!(store.get(&n1, &key("touched")).await.unwrap().is_some());
-        assert!(store.get(&n1, &key("forever")).await.unwrap().is_some());
         assert_eq!(store.item_count(&n1), 2);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(store.item_count(&n1), 1);
     }
 
     #[tokio::test]
@@ -520,15 +476,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unknown_nodes_and_oversized_values_are_refused() {
+    async fn the_item_limit_is_configurable_and_unknown_nodes_cannot_be_switched() {
         let (n1, n2) = nodes();
         let store = MemoryStore::new([n1.clone()]).with_max_item_size(4);
-        assert!(matches!(
-            store.get(&n2, &key("k")).await,
-            Err(StoreError::UnknownNode { .. })
-        ));
-        assert!(!store.set_node_up(&n2, false));
-        assert!(!store.is_available(&n2));
+        assert_eq!(store.max_item_size(), 4);
         store
             .set(&n1, &key("k"), b"1234", Ttl::Never)
             .await
@@ -537,11 +488,9 @@ mod tests {
             store.set(&n1, &key("k"), b"12345", Ttl::Never).await,
             Err(StoreError::TooLarge { size: 5, limit: 4 })
         );
-        // The previous value is intact.
-        assert_eq!(
-            store.get(&n1, &key("k")).await.unwrap().unwrap().value,
-            b"1234"
-        );
+        assert!(!store.set_node_up(&n2, false));
+        assert!(!store.clear_node(&n2));
+        assert_eq!(store.item_count(&n2), 0);
         assert_eq!(store.nodes(), vec![n1]);
     }
 
@@ -549,310 +498,6 @@ mod tests {
     async fn stored(store: &MemoryStore, node: &NodeId, k: &StoreKey) -> Option<(Vec<u8>, u64)> {
         let item = store.get(node, k).await.unwrap()?;
         Some((item.value, item.cas.0))
-    }
-
-    /// The token of a `Stored(Some(_))` outcome; panics on anything else.
-    fn token_of(outcome: WriteOutcome) -> CasToken {
-        match outcome {
-            WriteOutcome::Stored(Some(token)) => token,
-            other => panic!("expected Stored with a token, got {other:?}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn write_applies_each_precondition_and_returns_the_new_token() {
-        let (n1, _) = nodes();
-        let store = MemoryStore::new([n1.clone()]);
-        let (k, ttl) = (key("k"), Ttl::Never);
-
-        let absent = store
-            .write(&n1, &k, b"first", ttl, Precondition::Absent)
-            .await
-            .unwrap();
-        let first = token_of(absent);
-        assert_eq!(
-            stored(&store, &n1, &k).await,
-            Some((b"first".to_vec(), first.0))
-        );
-        assert_eq!(
-            store
-                .write(&n1, &k, b"second", ttl, Precondition::Absent)
-                .await
-                .unwrap(),
-            WriteOutcome::Exists
-        );
-        assert_eq!(
-            stored(&store, &n1, &k).await,
-            Some((b"first".to_vec(), first.0))
-        );
-
-        let overwritten = token_of(
-            store
-                .write(&n1, &k, b"plain", ttl, Precondition::None)
-                .await
-                .unwrap(),
-        );
-        assert_ne!(overwritten, first);
-        assert_eq!(
-            stored(&store, &n1, &k).await,
-            Some((b"plain".to_vec(), overwritten.0))
-        );
-
-        assert_eq!(
-            store
-                .write(&n1, &k, b"stale", ttl, Precondition::Cas(first))
-                .await
-                .unwrap(),
-            WriteOutcome::Conflict
-        );
-        let current = store.get(&n1, &k).await.unwrap().unwrap().cas;
-        let swapped = token_of(
-            store
-                .write(&n1, &k, b"swapped", ttl, Precondition::Cas(current))
-                .await
-                .unwrap(),
-        );
-        assert_eq!(
-            stored(&store, &n1, &k).await,
-            Some((b"swapped".to_vec(), swapped.0))
-        );
-
-        assert!(store.delete(&n1, &k).await.unwrap());
-        assert_eq!(
-            store
-                .write(&n1, &k, b"gone", ttl, Precondition::Cas(swapped))
-                .await
-                .unwrap(),
-            WriteOutcome::NotFound
-        );
-        assert_eq!(store.get(&n1, &k).await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn tokens_returned_by_writes_chain_without_reads() {
-        let (n1, _) = nodes();
-        let store = MemoryStore::new([n1.clone()]);
-        let (k, ttl) = (key("chain"), Ttl::After(Duration::from_secs(60)));
-
-        let operations = store.operations();
-        let t1 = token_of(
-            store
-                .write(&n1, &k, b"v1", ttl, Precondition::None)
-                .await
-                .unwrap(),
-        );
-        let t2 = token_of(
-            store
-                .write(&n1, &k, b"v2", ttl, Precondition::Cas(t1))
-                .await
-                .unwrap(),
-        );
-        let t3 = token_of(
-            store
-                .write(&n1, &k, b"v3", ttl, Precondition::Cas(t2))
-                .await
-                .unwrap(),
-        );
-        assert_eq!(store.operations(), operations + 3);
-        assert!(t1 != t2 && t2 != t3 && t1 != t3);
-        assert_eq!(stored(&store, &n1, &k).await, Some((b"v3".to_vec(), t3.0)));
-        assert_eq!(
-            store
-                .write(&n1, &k, b"late", ttl, Precondition::Cas(t2))
-                .await
-                .unwrap(),
-            WriteOutcome::Conflict
-        );
-    }
-
-    #[tokio::test]
-    async fn oversized_writes_are_refused_and_leave_the_old_value() {
-        let (n1, _) = nodes();
-        let store = MemoryStore::new([n1.clone()]).with_max_item_size(4);
-        let k = key("k");
-        let token = token_of(
-            store
-                .write(&n1, &k, b"1234", Ttl::Never, Precondition::None)
-                .await
-                .unwrap(),
-        );
-        for precondition in [
-            Precondition::None,
-            Precondition::Absent,
-            Precondition::Cas(token),
-        ] {
-            assert_eq!(
-                store
-                    .write(&n1, &k, b"12345", Ttl::Never, precondition)
-                    .await,
-                Err(StoreError::TooLarge { size: 5, limit: 4 }),
-                "{precondition:?}"
-            );
-        }
-        assert_eq!(
-            stored(&store, &n1, &k).await,
-            Some((b"1234".to_vec(), token.0))
-        );
-    }
-
-    #[tokio::test]
-    async fn write_many_answers_every_item_in_order() {
-        let (n1, n2) = nodes();
-        let store = MemoryStore::new([n1.clone(), n2.clone()]).with_max_item_size(8);
-        let ttl = Ttl::Never;
-        let (existing, fresh, plain, stale, missing, big) = (
-            key("existing"),
-            key("fresh"),
-            key("plain"),
-            key("stale"),
-            key("missing"),
-            key("big"),
-        );
-        store.set(&n1, &existing, b"kept", ttl).await.unwrap();
-        store.set(&n1, &stale, b"old", ttl).await.unwrap();
-        let old_token = store.get(&n1, &stale).await.unwrap().unwrap().cas;
-        store.set(&n1, &stale, b"newer", ttl).await.unwrap();
-        store.set(&n1, &big, b"small", ttl).await.unwrap();
-
-        let item = |key, value, precondition| WriteItem {
-            key,
-            value,
-            ttl,
-            precondition,
-        };
-        let items = [
-            item(&existing, b"lost", Precondition::Absent),
-            item(&fresh, b"new", Precondition::Absent),
-            item(&plain, b"plain", Precondition::None),
-            item(&stale, b"lost", Precondition::Cas(old_token)),
-            item(&missing, b"lost", Precondition::Cas(old_token)),
-            item(&big, b"123456789", Precondition::None),
-        ];
-        let results = store.write_many(&n1, &items).await;
-        assert_eq!(results.len(), items.len());
-        assert_eq!(results[0], Ok(WriteOutcome::Exists));
-        let fresh_token = token_of(results[1].clone().unwrap());
-        let plain_token = token_of(results[2].clone().unwrap());
-        assert_eq!(results[3], Ok(WriteOutcome::Conflict));
-        assert_eq!(results[4], Ok(WriteOutcome::NotFound));
-        assert_eq!(results[5], Err(StoreError::TooLarge { size: 9, limit: 8 }));
-
-        assert_eq!(
-            stored(&store, &n1, &fresh).await,
-            Some((b"new".to_vec(), fresh_token.0))
-        );
-        assert_eq!(
-            stored(&store, &n1, &plain).await,
-            Some((b"plain".to_vec(), plain_token.0))
-        );
-        assert_eq!(
-            store.get(&n1, &existing).await.unwrap().unwrap().value,
-            b"kept"
-        );
-        assert_eq!(
-            store.get(&n1, &stale).await.unwrap().unwrap().value,
-            b"newer"
-        );
-        assert_eq!(store.get(&n1, &missing).await.unwrap(), None);
-        assert_eq!(store.get(&n1, &big).await.unwrap().unwrap().value, b"small");
-
-        store.set_node_up(&n2, false);
-        let results = store.write_many(&n2, &items[..3]).await;
-        assert_eq!(results.len(), 3);
-        assert!(
-            results
-                .iter()
-                .all(|result| *result == Err(StoreError::NodeDown { node: n2.clone() }))
-        );
-    }
-
-    #[tokio::test]
-    async fn delete_if_removes_only_an_item_with_the_given_token() {
-        let (n1, _) = nodes();
-        let store = MemoryStore::new([n1.clone()]);
-        let k = key("lock");
-        let mine = token_of(
-            store
-                .write(&n1, &k, b"mine", Ttl::Never, Precondition::Absent)
-                .await
-                .unwrap(),
-        );
-        store.set(&n1, &k, b"theirs", Ttl::Never).await.unwrap();
-        assert_eq!(
-            store.delete_if(&n1, &k, mine).await.unwrap(),
-            CasOutcome::Conflict
-        );
-        assert_eq!(store.get(&n1, &k).await.unwrap().unwrap().value, b"theirs");
-
-        let theirs = store.get(&n1, &k).await.unwrap().unwrap().cas;
-        assert_eq!(
-            store.delete_if(&n1, &k, theirs).await.unwrap(),
-            CasOutcome::Stored
-        );
-        assert_eq!(store.get(&n1, &k).await.unwrap(), None);
-        assert_eq!(
-            store.delete_if(&n1, &k, theirs).await.unwrap(),
-            CasOutcome::NotFound
-        );
-    }
-
-    #[tokio::test]
-    async fn append_creates_with_the_ttl_then_appends_keeping_it() {
-        let (n1, _) = nodes();
-        let store = MemoryStore::new([n1.clone()]);
-        let (feed, forever) = (key("feed"), key("forever"));
-
-        store
-            .append(&n1, &feed, b"a", Ttl::After(Duration::from_secs(60)))
-            .await
-            .unwrap();
-        let (item, ttl) = store.get_with_ttl(&n1, &feed).await.unwrap().unwrap();
-        assert_eq!(item.value, b"a");
-        assert!(
-            matches!(ttl, Ttl::After(left) if left > Duration::from_secs(59) && left <= Duration::from_secs(60)),
-            "{ttl:?}"
-        );
-
-        store
-            .append(&n1, &feed, b"b", Ttl::After(Duration::from_secs(600)))
-            .await
-            .unwrap();
-        let (appended, ttl) = store.get_with_ttl(&n1, &feed).await.unwrap().unwrap();
-        assert_eq!(appended.value, b"ab");
-        assert_ne!(appended.cas, item.cas, "an append changes the token");
-        assert!(
-            matches!(ttl, Ttl::After(left) if left <= Duration::from_secs(60)),
-            "the append changed the TTL: {ttl:?}"
-        );
-
-        store.set(&n1, &forever, b"x", Ttl::Never).await.unwrap();
-        store
-            .append(&n1, &forever, b"y", Ttl::After(Duration::from_secs(60)))
-            .await
-            .unwrap();
-        let (item, ttl) = store.get_with_ttl(&n1, &forever).await.unwrap().unwrap();
-        assert_eq!((item.value.as_slice(), ttl), (&b"xy"[..], Ttl::Never));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_appends_all_land() {
-        let (n1, _) = nodes();
-        let store = Arc::new(MemoryStore::new([n1.clone()]));
-        let records: Vec<Vec<u8>> = (0..20).map(|i| format!("rec{i:05}").into_bytes()).collect();
-        let mut appends = tokio::task::JoinSet::new();
-        for record in records.clone() {
-            let (store, n1) = (Arc::clone(&store), n1.clone());
-            appends
-                .spawn(async move { store.append(&n1, &key("feed"), &record, Ttl::Never).await });
-        }
-        while let Some(joined) = appends.join_next().await {
-            joined.unwrap().unwrap();
-        }
-        let value = store.get(&n1, &key("feed")).await.unwrap().unwrap().value;
-        assert_eq!(value.len(), 160);
-        let mut landed: Vec<Vec<u8>> = value.chunks(8).map(<[u8]>::to_vec).collect();
-        landed.sort();
-        assert_eq!(landed, records);
     }
 
     #[tokio::test]
@@ -879,44 +524,5 @@ mod tests {
             store.get(&n1, &k).await.unwrap().unwrap().value,
             b"12345678"
         );
-    }
-
-    #[tokio::test]
-    async fn get_with_ttl_reports_the_remaining_lifetime() {
-        let (n1, _) = nodes();
-        let store = MemoryStore::new([n1.clone()]);
-        let (forever, timed) = (key("forever"), key("timed"));
-        store.set(&n1, &forever, b"f", Ttl::Never).await.unwrap();
-        store
-            .set(&n1, &timed, b"t", Ttl::After(Duration::from_secs(60)))
-            .await
-            .unwrap();
-
-        let (item, ttl) = store.get_with_ttl(&n1, &forever).await.unwrap().unwrap();
-        assert_eq!((item.value.as_slice(), ttl), (&b"f"[..], Ttl::Never));
-        let (item, ttl) = store.get_with_ttl(&n1, &timed).await.unwrap().unwrap();
-        assert_eq!(item, store.get(&n1, &timed).await.unwrap().unwrap());
-        let remaining = |ttl| match ttl {
-            Ttl::After(left) => left,
-            Ttl::Never => panic!("a timed item reported no expiry"),
-        };
-        let left = remaining(ttl);
-        assert!(
-            left > Duration::from_secs(59) && left <= Duration::from_secs(60),
-            "{left:?}"
-        );
-        assert_eq!(store.get_with_ttl(&n1, &key("absent")).await.unwrap(), None);
-
-        assert!(
-            store
-                .touch(&n1, &timed, Ttl::After(Duration::from_secs(600)))
-                .await
-                .unwrap()
-        );
-        let (_, ttl) = store.get_with_ttl(&n1, &timed).await.unwrap().unwrap();
-        assert!(remaining(ttl) > Duration::from_secs(599), "{ttl:?}");
-        assert!(store.touch(&n1, &timed, Ttl::Never).await.unwrap());
-        let (_, ttl) = store.get_with_ttl(&n1, &timed).await.unwrap().unwrap();
-        assert_eq!(ttl, Ttl::Never);
     }
 }

@@ -50,7 +50,9 @@ impl Ttl {
         match self {
             Ttl::Never => None,
             Ttl::After(duration) => {
-                let seconds = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
+                let seconds = duration
+                    .as_secs()
+                    .saturating_add(u64::from(duration.subsec_nanos() > 0));
                 Some(u32::try_from(seconds.max(1)).unwrap_or(u32::MAX))
             }
         }
@@ -450,6 +452,8 @@ mod tests {
             Ttl::After(Duration::from_secs(u64::MAX)).whole_seconds(),
             Some(u32::MAX)
         );
+        // Rounding the fraction up must not overflow (and wrap to one second).
+        assert_eq!(Ttl::After(Duration::MAX).whole_seconds(), Some(u32::MAX));
     }
 
     #[test]

@@ -8,13 +8,20 @@ use tandem_core::Ttl;
 /// is read as an absolute Unix time.
 pub const MAX_RELATIVE_TTL_SECS: u32 = 30 * 24 * 60 * 60;
 
+/// The latest absolute expiry memcached takes: `i32::MAX` (January 2038). It reads the
+/// expiry as a signed 32-bit number, and stores an item with a larger one as already
+/// expired.
+const MAX_ABSOLUTE_EXPIRY: u32 = i32::MAX as u32;
+
 /// The expiry to send to memcached for `ttl`, at wall-clock time `now`.
 ///
 /// [`Ttl::Never`] is `0` (never expires). A lifetime of up to
 /// [`MAX_RELATIVE_TTL_SECS`] is sent as relative seconds (rounded up, at least 1). A
 /// longer one is sent as the absolute Unix time `now + lifetime`, because memcached
 /// would read a relative number that large as a time in 1970 and expire the item at
-/// once.
+/// once. The absolute time is capped at `i32::MAX` (January 2038), the latest memcached
+/// reads: it takes a larger number for a time long past and expires the item at once,
+/// so a lifetime beyond that ends in 2038 instead.
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
@@ -26,6 +33,8 @@ pub const MAX_RELATIVE_TTL_SECS: u32 = 30 * 24 * 60 * 60;
 /// assert_eq!(wire_ttl(Ttl::After(Duration::from_millis(1500)), now), 2);
 /// let forty_days = Duration::from_secs(40 * 24 * 3600);
 /// assert_eq!(wire_ttl(Ttl::After(forty_days), now), 1_700_000_000 + 40 * 24 * 3600);
+/// let a_century = Duration::from_secs(100 * 365 * 24 * 3600);
+/// assert_eq!(wire_ttl(Ttl::After(a_century), now), i32::MAX as u32);
 /// ```
 pub fn wire_ttl(ttl: Ttl, now: SystemTime) -> u32 {
     let Some(seconds) = ttl.whole_seconds() else {
@@ -37,8 +46,9 @@ pub fn wire_ttl(ttl: Ttl, now: SystemTime) -> u32 {
     let now = now
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since_epoch| since_epoch.as_secs());
-    // Saturating: u32 Unix time ends in 2106, and a later expiry is as good as never.
-    u32::try_from(now.saturating_add(u64::from(seconds))).unwrap_or(u32::MAX)
+    u32::try_from(now.saturating_add(u64::from(seconds)))
+        .unwrap_or(u32::MAX)
+        .min(MAX_ABSOLUTE_EXPIRY)
 }
 
 #[cfg(test)]
@@ -89,11 +99,26 @@ mod tests {
     }
 
     #[test]
-    fn absolute_times_saturate_instead_of_wrapping() {
-        assert_eq!(wire_ttl(after(u64::MAX), at(NOW)), u32::MAX);
+    fn absolute_times_are_capped_at_the_latest_memcached_reads() {
+        let latest = u64::from(MAX_ABSOLUTE_EXPIRY);
+        assert_eq!(latest, 2_147_483_647);
+        assert_eq!(
+            wire_ttl(after(latest - NOW), at(NOW)),
+            MAX_ABSOLUTE_EXPIRY,
+            "exactly the latest"
+        );
+        assert_eq!(
+            wire_ttl(after(latest - NOW + 1), at(NOW)),
+            MAX_ABSOLUTE_EXPIRY
+        );
+        assert_eq!(wire_ttl(after(u64::MAX), at(NOW)), MAX_ABSOLUTE_EXPIRY);
+        assert_eq!(
+            wire_ttl(Ttl::After(Duration::MAX), at(NOW)),
+            MAX_ABSOLUTE_EXPIRY
+        );
         assert_eq!(
             wire_ttl(after(3_000_000), at(u64::from(u32::MAX))),
-            u32::MAX
+            MAX_ABSOLUTE_EXPIRY
         );
     }
 
