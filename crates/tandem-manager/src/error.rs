@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use tandem_core::{EnvelopeError, LayerError, StoreError};
+
 /// Why [`SessionManager::load`](crate::SessionManager::load) failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -54,17 +56,21 @@ pub enum CommitError {
         /// How long the commit waited.
         waited: Duration,
     },
-    /// Non-sticky mode: no node could take the write. A web layer answers 503.
-    #[error("no node can store the session: {reason}")]
+    /// No node could take the write (non-sticky mode), sticky mode's limit of unsaved
+    /// sessions is reached while the remote tier is unreachable, or the manager was
+    /// aborted. A web layer answers 503.
+    #[error("no node can store the session: {source}")]
     Unavailable {
-        /// The last store error.
-        reason: String,
+        /// Why.
+        #[source]
+        source: WriteFailure,
     },
     /// The session could not be sealed for storage (a layer failed).
-    #[error("the session could not be prepared for storage: {reason}")]
+    #[error("the session could not be prepared for storage: {source}")]
     Encoding {
         /// What the layer reported.
-        reason: String,
+        #[source]
+        source: LayerError,
     },
     /// Non-sticky mode: the session kept changing under this commit; it gave up after
     /// this many compare-and-swap attempts.
@@ -73,4 +79,54 @@ pub enum CommitError {
         /// How many writes were tried.
         attempts: u32,
     },
+}
+
+/// Why a remote write did not land: the source of [`CommitError::Unavailable`] and of
+/// [`BackupStatus::Failed`](crate::BackupStatus::Failed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteFailure {
+    /// The store failed the operation (the node is down, did not answer in time,
+    /// refused the value, ...).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The write did not finish within the commit's wait (synchronous backups).
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
+    /// No node is available to take it.
+    #[error("no node is available")]
+    NoNode,
+    /// Sticky mode: another server wrote the session's remote copy since this server
+    /// did; the copy is no longer this server's to write.
+    #[error("another server wrote the session's copy since this server did")]
+    NotOurs,
+    /// Sticky mode: this server's copy was dropped before its backup (another server
+    /// took the session over, or it ended).
+    #[error("the session's copy here was dropped before its backup")]
+    Dropped,
+    /// The remote copy kept changing while it was written.
+    #[error("the session's copy kept changing while it was written")]
+    KeptChanging,
+    /// The session could not be sealed for storage (a layer failed).
+    #[error("the session could not be sealed: {0}")]
+    Sealing(#[source] LayerError),
+    /// Sticky mode: the unsaved sessions waiting for an unreachable remote tier reached
+    /// the configured maximum (`ManagerBuilder::max_unsaved_bytes`).
+    #[error("too much session data waits for its backup ({bytes} bytes)")]
+    UnsavedLimit {
+        /// The bytes waiting.
+        bytes: u64,
+    },
+    /// The manager was aborted (`SessionManager::abort`).
+    #[error("the manager was aborted")]
+    Aborted,
+}
+
+/// Why stored bytes could not be opened into a session.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpenError {
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
 }

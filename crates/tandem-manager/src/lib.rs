@@ -60,7 +60,7 @@ pub use common::ttl::keepalive_slack;
 pub use config::{
     BackupMode, Concurrency, ConfigError, LockScope, LockTimeoutPolicy, ManagerBuilder, Mode,
 };
-pub use error::{CommitError, LoadError};
+pub use error::{CommitError, LoadError, WriteFailure};
 pub use nonsticky::AUTO_LOCK_LEARN_AFTER;
 pub use outcome::{BackupStatus, CommitOutcome, CookieUpdate, RequestInfo, ShutdownReport};
 pub use request::RequestSession;
@@ -274,7 +274,7 @@ impl<C: Codec> SessionManager<C> {
             if common.aborted.load(Ordering::Acquire) {
                 // A dead process answers nothing: no request it was serving succeeds.
                 return Err(CommitError::Unavailable {
-                    reason: "the manager was aborted".into(),
+                    source: WriteFailure::Aborted,
                 });
             }
             outcome

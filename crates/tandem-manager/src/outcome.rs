@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use tandem_core::SessionId;
 
+use crate::error::WriteFailure;
+
 /// What the client's session cookie must become after a commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CookieUpdate {
@@ -34,7 +36,7 @@ pub enum BackupStatus {
     /// The synchronous write failed or was too slow; it is retried in the background
     /// (sticky: the session stays queued for backup; non-sticky: the backup copy is
     /// repaired from the primary). Until then the change lives on one node only.
-    Failed(String),
+    Failed(WriteFailure),
 }
 
 /// The result of a successful [`SessionManager::commit`](crate::SessionManager::commit).

@@ -226,6 +226,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use tandem_core::{LayerError, NodeId, StoreError};
+    use tandem_manager::WriteFailure;
 
     #[test]
     fn default_statuses() {
@@ -251,14 +253,17 @@ mod tests {
             ),
             (
                 Failure::Commit(CommitError::Unavailable {
-                    reason: "down".into(),
+                    source: WriteFailure::NoNode,
                 }),
                 503,
             ),
             (Failure::Load(LoadError::Unavailable), 503),
             (
                 Failure::Commit(CommitError::Encoding {
-                    reason: "key missing".into(),
+                    source: LayerError::Seal {
+                        layer: "aes-256-gcm",
+                        reason: "key missing".into(),
+                    },
                 }),
                 500,
             ),
@@ -283,7 +288,10 @@ mod tests {
     #[test]
     fn bodies_leak_no_internals() {
         let failure = Failure::Commit(CommitError::Unavailable {
-            reason: "node n1 at 10.0.0.5:11211 timed out".into(),
+            source: WriteFailure::Store(StoreError::Unreachable {
+                node: NodeId::new("n1").unwrap(),
+                message: "10.0.0.5:11211 timed out".into(),
+            }),
         });
         let body = default_error_response(&failure).into_body();
         assert!(!body.contains("10.0.0.5"), "{body}");

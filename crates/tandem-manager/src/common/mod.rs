@@ -18,11 +18,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rand::RngExt;
 
-use tandem_core::envelope::{self, EnvelopeError};
-use tandem_core::{Codec, KeySpace, NodeId, RemoteStore, Route, Session, SessionId, StoreKey};
+use tandem_core::envelope;
+use tandem_core::{
+    Codec, KeySpace, LayerError, NodeId, RemoteStore, Route, Session, SessionId, StoreKey,
+};
 
 use crate::config::ManagerConfig;
-use crate::error::CommitError;
+use crate::error::{CommitError, OpenError};
 use background::InFlight;
 use ends::{EndReason, Ends};
 use local_key::LocalKey;
@@ -157,21 +159,16 @@ impl Common {
         &self,
         id: &SessionId,
         stored: &[u8],
-    ) -> Result<Session<C>, String> {
-        let opened = self
-            .config
-            .layer
-            .open(id, stored)
-            .map_err(|error| error.to_string())?;
-        envelope::decode::<C>(id.clone(), &opened).map_err(|error: EnvelopeError| error.to_string())
+    ) -> Result<Session<C>, OpenError> {
+        let opened = self.config.layer.open(id, stored)?;
+        Ok(envelope::decode::<C>(id.clone(), &opened)?)
     }
 
     /// The bytes to store for `session`: its envelope, sealed by the configured layers.
-    pub(crate) fn seal<C: Codec>(&self, session: &Session<C>) -> Result<Vec<u8>, String> {
+    pub(crate) fn seal<C: Codec>(&self, session: &Session<C>) -> Result<Vec<u8>, LayerError> {
         self.config
             .layer
             .seal(session.id(), envelope::encode(session))
-            .map_err(|error| error.to_string())
     }
 
     /// Refuses a request's changes if another request changed any of the same

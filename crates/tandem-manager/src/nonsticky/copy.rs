@@ -12,6 +12,7 @@ use super::repair::Stale;
 use crate::common::stats::Counters;
 use crate::common::ttl::copy_ttl;
 use crate::config::BackupMode;
+use crate::error::WriteFailure;
 use crate::outcome::BackupStatus;
 
 impl<C: Codec> Engine<C> {
@@ -31,7 +32,7 @@ impl<C: Codec> Engine<C> {
                 tracing::debug!(session = %id.redacted(), "no node for the backup copy; repaired when one answers");
                 self.remember_repair(&id, ttl, Stale::WhereReadsLook);
             }
-            return BackupStatus::Failed("no node is available for the backup copy".into());
+            return BackupStatus::Failed(WriteFailure::NoNode);
         };
         if self.common.natural_successor(primary) != Some(&node) {
             // The usual backup node is down: the copy goes to the next one, and the
@@ -58,8 +59,8 @@ impl<C: Codec> Engine<C> {
             .await
             {
                 Ok(Ok(())) => return BackupStatus::Written,
-                Ok(Err(error)) => BackupStatus::Failed(error.to_string()),
-                Err(_) => BackupStatus::Failed(format!("no answer within {timeout:?}")),
+                Ok(Err(error)) => BackupStatus::Failed(error.into()),
+                Err(_) => BackupStatus::Failed(WriteFailure::TimedOut(timeout)),
             };
             self.remember_repair(&id, ttl, Stale::WhereReadsLook);
             return status;

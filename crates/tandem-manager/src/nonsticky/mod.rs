@@ -437,7 +437,7 @@ impl<C: Codec> Engine<C> {
             let bytes = self
                 .common
                 .seal(&next)
-                .map_err(|reason| CommitError::Encoding { reason })?;
+                .map_err(|source| CommitError::Encoding { source })?;
             let ttl = copy_ttl(next.max_inactive());
             let key = self.common.store_key(&id);
             let precondition = if new_id.is_some() {
@@ -604,7 +604,7 @@ impl<C: Codec> Engine<C> {
         Counters::add(&self.common.counters.unavailable);
         tracing::warn!(%error, "non-sticky commit failed: no node could take the write");
         CommitError::Unavailable {
-            reason: error.to_string(),
+            source: error.clone().into(),
         }
     }
 
@@ -630,7 +630,7 @@ impl<C: Codec> Engine<C> {
             let bytes = self
                 .common
                 .seal(&session)
-                .map_err(|reason| CommitError::Encoding { reason })?;
+                .map_err(|source| CommitError::Encoding { source })?;
             match self
                 .common
                 .store

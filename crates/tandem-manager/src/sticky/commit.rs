@@ -21,7 +21,7 @@ use crate::common::same_session;
 use crate::common::stats::Counters;
 use crate::common::ttl::{keepalive_slack, remote_ttl};
 use crate::config::{BackupMode, Concurrency};
-use crate::error::CommitError;
+use crate::error::{CommitError, WriteFailure};
 use crate::outcome::{BackupStatus, CommitOutcome, CookieUpdate};
 use crate::request::RequestSession;
 
@@ -79,7 +79,9 @@ impl<C: Codec> Engine<C> {
             "too much session data waits for its backup; a change is refused"
         );
         Err(CommitError::Unavailable {
-            reason: format!("{limit} bytes of changed sessions wait for their backup"),
+            source: WriteFailure::UnsavedLimit {
+                bytes: self.backups.dirty_bytes(),
+            },
         })
     }
 
@@ -256,7 +258,7 @@ impl<C: Codec> Engine<C> {
                 .load_remote(&id, &key)
                 .await
                 .map_err(|_| CommitError::Unavailable {
-                    reason: "the session's node did not answer".into(),
+                    source: WriteFailure::NoNode,
                 })?,
         };
         match found {
@@ -404,7 +406,7 @@ impl<C: Codec> Engine<C> {
             Some(timeout) => match tokio::time::timeout(timeout, self.run_backup(entry)).await {
                 Ok(Ok(())) => BackupStatus::Written,
                 Ok(Err(error)) => BackupStatus::Failed(error),
-                Err(_) => BackupStatus::Failed(format!("no answer within {timeout:?}")),
+                Err(_) => BackupStatus::Failed(WriteFailure::TimedOut(timeout)),
             },
             None => {
                 if !self.backups.enqueue(entry).await {

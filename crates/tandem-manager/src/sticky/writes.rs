@@ -34,6 +34,7 @@ use crate::common::ends::{self, End, EndAction, EndReason};
 use crate::common::local_key::local_key;
 use crate::common::stats::Counters;
 use crate::common::ttl::remote_ttl;
+use crate::error::WriteFailure;
 
 /// One backup, as read from an entry under its write-order lock.
 pub(super) struct BackupJob {
@@ -54,7 +55,7 @@ type EntryWrite<C> = (Arc<LocalEntry<C>>, BackupJob, Precondition);
 /// What became of one write.
 enum Written {
     /// Done, well or not.
-    Done(Result<(), String>),
+    Done(Result<(), WriteFailure>),
     /// The copy vanished under a compare-and-swap (its node restarted empty, or
     /// evicted it): write it again as a new copy.
     Again,
@@ -69,18 +70,13 @@ enum Written {
     Raced,
 }
 
-/// Why a backup was refused when another server owns the copy.
-const NOT_OURS: &str = "another server wrote the session's copy since this server did";
-/// Why a backup was not written when the copy holding the changes was dropped first.
-const DROPPED: &str = "the session's copy here was dropped before its backup: another server took it over or ended it";
-
 impl<C: Codec> Engine<C> {
     /// Writes the entry's newest state to its node, or touches the remote copy if it
     /// is up to date and due. Returns a description of the failure, if any.
     #[tracing::instrument(name = "tandem.backup", level = "trace", skip_all)]
-    pub(super) async fn run_backup(&self, entry: &Arc<LocalEntry<C>>) -> Result<(), String> {
+    pub(super) async fn run_backup(&self, entry: &Arc<LocalEntry<C>>) -> Result<(), WriteFailure> {
         if self.common.aborted.load(Ordering::Acquire) {
-            return Err("the manager was aborted".into());
+            return Err(WriteFailure::Aborted);
         }
         let _order = self.write_order(entry).lock().await;
         if entry.is_retired() {
@@ -88,7 +84,7 @@ impl<C: Codec> Engine<C> {
             // with it: a synchronous commit that made them must not report them saved.
             let state = entry.state.lock();
             if state.revision > state.backed_up {
-                return Err(DROPPED.into());
+                return Err(WriteFailure::Dropped);
             }
             return Ok(());
         }
@@ -131,7 +127,7 @@ impl<C: Codec> Engine<C> {
             }
             Err(error) => {
                 Counters::add(&self.common.counters.touch_failures);
-                Err(error.to_string())
+                Err(error.into())
             }
         }
     }
@@ -246,14 +242,14 @@ impl<C: Codec> Engine<C> {
 
     /// What a backup of `entry` sends now: the sealed state if it is newer than the
     /// remote copy, where it goes, and what is known of the copy there.
-    pub(super) fn backup_job(&self, entry: &LocalEntry<C>) -> Result<BackupJob, String> {
+    pub(super) fn backup_job(&self, entry: &LocalEntry<C>) -> Result<BackupJob, WriteFailure> {
         let state = entry.state.lock();
         let id = state.session.id().clone();
         let bytes = if state.revision > state.backed_up {
             Some(self.common.seal(&state.session).inspect_err(|error| {
                 Counters::add(&self.common.counters.backups_failed);
                 tracing::warn!(session = %id.redacted(), %error, "session could not be sealed for its backup");
-            })?)
+            }).map_err(WriteFailure::Sealing)?)
         } else {
             None
         };
@@ -270,7 +266,7 @@ impl<C: Codec> Engine<C> {
 
     /// Writes a job's bytes under its condition, checking first what is there when
     /// the condition is unknown.
-    async fn write(&self, entry: &Arc<LocalEntry<C>>, job: BackupJob) -> Result<(), String> {
+    async fn write(&self, entry: &Arc<LocalEntry<C>>, job: BackupJob) -> Result<(), WriteFailure> {
         let Some(bytes) = &job.bytes else {
             return Ok(());
         };
@@ -278,7 +274,7 @@ impl<C: Codec> Engine<C> {
             Some(precondition) => precondition,
             None => match self.recheck_copy(entry, &job).await? {
                 Some(precondition) => precondition,
-                None => return Err(NOT_OURS.into()),
+                None => return Err(WriteFailure::NotOurs),
             },
         };
         // At most three times: as known, as a new copy if it had vanished, over the
@@ -308,11 +304,11 @@ impl<C: Codec> Engine<C> {
                     }
                     Ok(_) => {
                         self.lose_ownership(entry);
-                        return Err(NOT_OURS.into());
+                        return Err(WriteFailure::NotOurs);
                     }
                     Err(error) => {
                         Counters::add(&self.common.counters.backups_failed);
-                        return Err(error.to_string());
+                        return Err(error.into());
                     }
                 },
                 Written::Raced => match self.common.store.get(&job.node, &job.key).await {
@@ -322,16 +318,16 @@ impl<C: Codec> Engine<C> {
                     Ok(_) => {
                         Counters::add(&self.common.counters.backups_failed);
                         self.lose_ownership(entry);
-                        return Err(NOT_OURS.into());
+                        return Err(WriteFailure::NotOurs);
                     }
                     Err(error) => {
                         Counters::add(&self.common.counters.backups_failed);
-                        return Err(error.to_string());
+                        return Err(error.into());
                     }
                 },
             }
         }
-        Err("the session's copy kept changing while it was written".into())
+        Err(WriteFailure::KeptChanging)
     }
 
     /// A write's condition is unknown (the answer to the last write was lost): reads
@@ -342,7 +338,7 @@ impl<C: Codec> Engine<C> {
         &self,
         entry: &Arc<LocalEntry<C>>,
         job: &BackupJob,
-    ) -> Result<Option<Precondition>, String> {
+    ) -> Result<Option<Precondition>, WriteFailure> {
         match self.own_copy(entry, &job.node, &job.key).await {
             Ok(OwnCopy::Absent) => Ok(Some(Precondition::Absent)),
             Ok(OwnCopy::Ours(token)) => Ok(Some(Precondition::Cas(token))),
@@ -352,7 +348,7 @@ impl<C: Codec> Engine<C> {
             }
             Err(error) => {
                 Counters::add(&self.common.counters.backups_failed);
-                Err(error.to_string())
+                Err(error.into())
             }
         }
     }
@@ -448,7 +444,7 @@ impl<C: Codec> Engine<C> {
             Ok(WriteOutcome::Conflict) => {
                 Counters::add(&self.common.counters.backups_failed);
                 self.lose_ownership(entry);
-                Written::Done(Err(NOT_OURS.into()))
+                Written::Done(Err(WriteFailure::NotOurs))
             }
             Err(error) => {
                 Counters::add(&self.common.counters.backups_failed);
@@ -463,7 +459,7 @@ impl<C: Codec> Engine<C> {
                 } else {
                     tracing::warn!(session = %job.id.redacted(), %error, "backup failed; will retry");
                 }
-                Written::Done(Err(error.to_string()))
+                Written::Done(Err(error.into()))
             }
         }
     }
