@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end HTTP benchmark (issue 9): the same axum app (bench/http-app) without
+# End-to-end HTTP benchmark (issue 9): the same axum app (benches/http) without
 # sessions, with Tandem (sticky, non-sticky) and with tower-sessions (moka store,
 # a memcached store, CachingSessionStore of the two), driven by wrk.
 #
@@ -95,14 +95,14 @@ install_missing() {
 }
 install_missing
 
-echo "== building bench/http-app (release)" >&2
+echo "== building benches/http (release)" >&2
 cargo build --release --locked -p tandem-bench-http >&2
 BIN="${CARGO_TARGET_DIR:-target}/release"
 APP="$BIN/bench-http-app"
 MEM="$BIN/bench-http-mem"
 
 # free_port, wait_port
-source bench/http-app/ports.sh
+source benches/http/ports.sh
 
 PIDS=()
 cleanup() {
@@ -202,13 +202,13 @@ run_wrk() { # name sessions workload round
     local warmup=$WARMUP
     [ "$round" = 1 ] || warmup=1
     COOKIES="$cookies" WRITE_PCT="$workload" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${warmup}s" \
-        -s bench/http-app/wrk/sessions.lua "http://127.0.0.1:$port/" >/dev/null 2>&1
+        -s benches/http/wrk/sessions.lua "http://127.0.0.1:$port/" >/dev/null 2>&1
     sleep 0.5
     mc_stats >"$OUT/.before"
     local app0 mc0
     app0=$(cpu_ticks "$pid"); mc0=$(cpu_ticks "${MC_PIDS[@]}")
     COOKIES="$cookies" WRITE_PCT="$workload" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" \
-        --latency -s bench/http-app/wrk/sessions.lua "http://127.0.0.1:$port/" >"$log" 2>&1
+        --latency -s benches/http/wrk/sessions.lua "http://127.0.0.1:$port/" >"$log" 2>&1
     local app1 mc1
     app1=$(cpu_ticks "$pid"); mc1=$(cpu_ticks "${MC_PIDS[@]}")
     sleep 0.3
@@ -281,5 +281,5 @@ for variant in tandem-sticky tower-sessions-moka tower-sessions-caching tandem-n
     echo "  ${line#MEM }" >&2
 done
 
-python3 bench/http-app/report.py "$OUT" | tee "$OUT/tables.md"
+python3 benches/http/report.py "$OUT" | tee "$OUT/tables.md"
 echo "raw figures and logs: $OUT" >&2
