@@ -25,7 +25,8 @@
 #   --nodes N               memcached nodes (default 1). Tandem uses all of them (so
 #                           non-sticky keeps its backup copy only with 2 or more); the
 #                           tower-sessions memcached store uses the first
-#   --out DIR               where raw figures and logs go (default target/bench-http/<time>)
+#   --out DIR               where raw figures and logs go (default bench-http/<time> in
+#                           $CARGO_TARGET_DIR, or target/ without it)
 # Needs root or sudo to install wrk and memcached when they are missing.
 #
 # For each live-session count: every variant's app is started and its sessions created
@@ -60,7 +61,7 @@ while [ $# -gt 0 ]; do
         --memcached-idle) MEMCACHED_IDLE="$2"; shift 2 ;;
         --read-exchanges) READ_EXCHANGES="$2"; shift 2 ;;
         --nodes) NODES="$2"; shift 2 ;;
-        -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -75,7 +76,7 @@ case "$ROUNDS" in ''|*[!0-9]*|0) echo "--rounds must be a positive number" >&2; 
 CONNECTIONS=32
 THREADS=2
 WORKLOADS="0 20 100"
-OUT="${OUT:-target/bench-http/$(date +%Y%m%d-%H%M%S)}"
+OUT="${OUT:-${CARGO_TARGET_DIR:-target}/bench-http/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 
