@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# End-to-end HTTP benchmark (issue 9): the same axum app (benches/http) without
-# sessions, with Tandem (sticky, non-sticky) and with tower-sessions (moka store,
-# a memcached store, CachingSessionStore of the two), driven by wrk.
+# End-to-end HTTP benchmark, the cost per request of a session layer: the same axum
+# app (benches/http) without sessions, with Tandem (sticky, non-sticky) and with
+# tower-sessions (moka store, a memcached store, CachingSessionStore of the two),
+# driven by wrk. Checks the results against the performance targets.
 #
 #   scripts/bench-http.sh            full run: 1K and 100K live sessions, 3 rounds of
 #                                    5 s per variant and workload
@@ -61,7 +62,7 @@ while [ $# -gt 0 ]; do
         --memcached-idle) MEMCACHED_IDLE="$2"; shift 2 ;;
         --read-exchanges) READ_EXCHANGES="$2"; shift 2 ;;
         --nodes) NODES="$2"; shift 2 ;;
-        -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Compares several kept runs of scripts/bench-http.sh: the issue's ratios per run and
-their median, so that one noisy run does not decide a figure.
+"""Compares several kept runs of scripts/bench-http.sh: the headline ratios (Tandem
+against no sessions and against tower-sessions) per run and their median, so that
+one noisy run does not decide a figure.
 
     benches/http/compare.py target/bench-http/RUN1 target/bench-http/RUN2 ...
 
