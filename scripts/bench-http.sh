@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# End-to-end HTTP benchmark (issue 9): the same axum app (bench/http-app) without
-# sessions, with Tandem (sticky, non-sticky) and with tower-sessions (moka store,
-# a memcached store, CachingSessionStore of the two), driven by wrk.
+# End-to-end HTTP benchmark, the cost per request of a session layer: the same axum
+# app (benches/http) without sessions, with Tandem (sticky, non-sticky) and with
+# tower-sessions (moka store, a memcached store, CachingSessionStore of the two),
+# driven by wrk. Checks the results against the performance targets.
 #
 #   scripts/bench-http.sh            full run: 1K and 100K live sessions, 3 rounds of
 #                                    5 s per variant and workload
@@ -25,7 +26,8 @@
 #   --nodes N               memcached nodes (default 1). Tandem uses all of them (so
 #                           non-sticky keeps its backup copy only with 2 or more); the
 #                           tower-sessions memcached store uses the first
-#   --out DIR               where raw figures and logs go (default target/bench-http/<time>)
+#   --out DIR               where raw figures and logs go (default bench-http/<time> in
+#                           $CARGO_TARGET_DIR, or target/ without it)
 # Needs root or sudo to install wrk and memcached when they are missing.
 #
 # For each live-session count: every variant's app is started and its sessions created
@@ -60,7 +62,7 @@ while [ $# -gt 0 ]; do
         --memcached-idle) MEMCACHED_IDLE="$2"; shift 2 ;;
         --read-exchanges) READ_EXCHANGES="$2"; shift 2 ;;
         --nodes) NODES="$2"; shift 2 ;;
-        -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -75,7 +77,7 @@ case "$ROUNDS" in ''|*[!0-9]*|0) echo "--rounds must be a positive number" >&2; 
 CONNECTIONS=32
 THREADS=2
 WORKLOADS="0 20 100"
-OUT="${OUT:-target/bench-http/$(date +%Y%m%d-%H%M%S)}"
+OUT="${OUT:-${CARGO_TARGET_DIR:-target}/bench-http/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 
@@ -95,14 +97,14 @@ install_missing() {
 }
 install_missing
 
-echo "== building bench/http-app (release)" >&2
+echo "== building benches/http (release)" >&2
 cargo build --release --locked -p tandem-bench-http >&2
 BIN="${CARGO_TARGET_DIR:-target}/release"
 APP="$BIN/bench-http-app"
 MEM="$BIN/bench-http-mem"
 
 # free_port, wait_port
-source bench/http-app/ports.sh
+source benches/http/ports.sh
 
 PIDS=()
 cleanup() {
@@ -202,13 +204,13 @@ run_wrk() { # name sessions workload round
     local warmup=$WARMUP
     [ "$round" = 1 ] || warmup=1
     COOKIES="$cookies" WRITE_PCT="$workload" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${warmup}s" \
-        -s bench/http-app/wrk/sessions.lua "http://127.0.0.1:$port/" >/dev/null 2>&1
+        -s benches/http/wrk/sessions.lua "http://127.0.0.1:$port/" >/dev/null 2>&1
     sleep 0.5
     mc_stats >"$OUT/.before"
     local app0 mc0
     app0=$(cpu_ticks "$pid"); mc0=$(cpu_ticks "${MC_PIDS[@]}")
     COOKIES="$cookies" WRITE_PCT="$workload" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" \
-        --latency -s bench/http-app/wrk/sessions.lua "http://127.0.0.1:$port/" >"$log" 2>&1
+        --latency -s benches/http/wrk/sessions.lua "http://127.0.0.1:$port/" >"$log" 2>&1
     local app1 mc1
     app1=$(cpu_ticks "$pid"); mc1=$(cpu_ticks "${MC_PIDS[@]}")
     sleep 0.3
@@ -281,5 +283,5 @@ for variant in tandem-sticky tower-sessions-moka tower-sessions-caching tandem-n
     echo "  ${line#MEM }" >&2
 done
 
-python3 bench/http-app/report.py "$OUT" | tee "$OUT/tables.md"
+python3 benches/http/report.py "$OUT" | tee "$OUT/tables.md"
 echo "raw figures and logs: $OUT" >&2

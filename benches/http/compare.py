@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Compares several kept runs of scripts/bench-http.sh: the issue's ratios per run and
-their median, so that one noisy run does not decide a figure.
+"""Compares several kept runs of scripts/bench-http.sh: the headline ratios (Tandem
+against no sessions and against tower-sessions) per run and their median, so that
+one noisy run does not decide a figure.
 
-    bench/http-app/compare.py target/bench-http/RUN1 target/bench-http/RUN2 ...
+    benches/http/compare.py target/bench-http/RUN1 target/bench-http/RUN2 ...
 
 Every ratio is taken within one run (a variant against `none`, or against a
 tower-sessions variant, measured minutes apart on the same machine); only then are

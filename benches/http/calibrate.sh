@@ -5,7 +5,7 @@
 # rounds. Prints, per round, each variant's requests/s as a ratio to the plain
 # baseline of the same round, then the medians.
 #
-#   bench/http-app/calibrate.sh [--rounds 5] [--duration 4] [--extra "250 500 1000 2000"]
+#   benches/http/calibrate.sh [--rounds 5] [--duration 4] [--extra "250 500 1000 2000"]
 #
 # 1,000 sessions, read-only, wrk with 2 threads and 32 connections as in
 # scripts/bench-http.sh (which installs wrk and memcached; run it once first, or
@@ -41,7 +41,7 @@ cleanup() {
 trap cleanup EXIT
 
 # free_port, wait_port
-source bench/http-app/ports.sh
+source benches/http/ports.sh
 
 MC_PORT=$(free_port)
 memcached -l 127.0.0.1 -p "$MC_PORT" -U 0 -m 1024 -t 2 -u "$(id -un)" >/dev/null 2>&1 &
@@ -70,7 +70,7 @@ done
 rps() { # name seconds
     local port=${PORT[$1]}
     COOKIES="$WORK/cookies-$port.txt" WRITE_PCT=0 wrk -t2 -c32 -d"$2s" \
-        -s bench/http-app/wrk/sessions.lua "http://127.0.0.1:$port/" 2>&1 |
+        -s benches/http/wrk/sessions.lua "http://127.0.0.1:$port/" 2>&1 |
         sed -n 's/.* rps=\([0-9.]*\).*/\1/p'
 }
 

@@ -206,13 +206,13 @@ def main():
                          for w, _ in WORKLOADS]
                 print(f"| {tandem} | {tower} | " + " | ".join(cells) + " |")
 
-    # Targets of issue 9.
+    # The performance targets: Tandem against no sessions and against tower-sessions.
     mem = {}
     for row in read_tsv(out / "mem.tsv"):
         values = fields(row[1])
         mem[values.get("variant")] = values
     print()
-    print("## Targets (issue 9)")
+    print("## Targets")
     print()
     print("| target | measured | met |")
     print("|---|---|---|")

@@ -1,4 +1,4 @@
-# Shell helpers shared by scripts/bench-http.sh and bench/http-app/calibrate.sh
+# Shell helpers shared by scripts/bench-http.sh and benches/http/calibrate.sh
 # (sourced, not run).
 
 # A free TCP port on 127.0.0.1.
