@@ -92,25 +92,39 @@ type WriteSpeedy = Migrating<SpeedyCodec, (JsonCodec, MsgpackCodec)>;
 type WriteJson = Migrating<JsonCodec, (SpeedyCodec, MsgpackCodec)>;
 type WriteMsgpack = Migrating<MsgpackCodec, (SpeedyCodec, JsonCodec)>;
 
+/// The codec the shop stores attribute values with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CodecChoice {
+    /// speedy (the default).
     Speedy,
+    /// JSON.
     Json,
+    /// MessagePack.
     Msgpack,
 }
 
 /// The command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
+    /// The address to serve on.
     pub listen: String,
+    /// Sticky or non-sticky.
     pub mode: Mode,
+    /// The memcached node spec; none runs over the in-process store.
     pub memcached: Option<String>,
+    /// The node ids used only while every other node is down.
     pub failover_nodes: Option<String>,
+    /// This server's route (sticky load balancing).
     pub route: Option<String>,
+    /// The codec of attribute values.
     pub codec: CodecChoice,
+    /// How concurrent requests of one session are reconciled.
     pub concurrency: Concurrency,
+    /// The max inactive interval, in seconds.
     pub max_inactive: u64,
+    /// Whether backups are written before the commit returns.
     pub backup_sync: bool,
+    /// Whether the cookie is marked `Secure`.
     pub secure_cookie: bool,
 }
 
@@ -203,6 +217,7 @@ impl Options {
 pub enum Backend {
     /// The in-process store: the example runs without memcached.
     Memory(Arc<MemoryStore>),
+    /// memcached nodes.
     Memcached(Arc<MemcachedStore>),
 }
 
@@ -240,11 +255,17 @@ impl Backend {
 
 /// What the process needs of its manager beyond the routes.
 pub trait Sessions: Send + Sync {
+    /// The manager's counters.
     fn stats(&self) -> Stats;
+    /// Publishes the metrics now.
     fn export_metrics(&self);
+    /// The remote nodes and whether each is a failover node.
     fn nodes(&self) -> Vec<(NodeStatus, bool)>;
+    /// Sessions held in the local tier.
     fn local_sessions(&self) -> u64;
+    /// Background writes not finished yet.
     fn pending_backups(&self) -> usize;
+    /// Writes what is pending, within `deadline`.
     fn shutdown(
         &self,
         deadline: Duration,
@@ -318,8 +339,11 @@ impl Metrics {
 
 /// A shop ready to serve.
 pub struct Shop {
+    /// The routes, behind the session layer.
     pub router: Router,
+    /// The manager, for the admin routes and shutdown.
     pub sessions: Arc<dyn Sessions>,
+    /// The Prometheus exporter.
     pub metrics: Arc<Metrics>,
 }
 
