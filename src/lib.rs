@@ -9,6 +9,8 @@
 //!
 //! This facade re-exports the workspace's crates:
 //!
+//! - the manager of `tandem-manager` at the top level: [`SessionManager`], its builder,
+//!   outcomes and errors;
 //! - everything of `tandem-core` at the top level: [`Session`], [`SessionId`],
 //!   [`NodeSpec`], the [`Codec`] traits, the [`envelope`], the [`RemoteStore`] trait
 //!   and the in-process [`MemoryStore`];
