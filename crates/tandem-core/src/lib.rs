@@ -12,6 +12,8 @@
 //! - [`envelope`]: the versioned binary format a session is stored in.
 //! - [`RemoteStore`]: node-addressed async operations (get with CAS, set, add, cas,
 //!   delete, touch); [`MemoryStore`] implements it in process.
+//! - [`Clock`]: where time is read, so that tests can pause or mock it; [`SystemClock`]
+//!   is the real one.
 //! - [`NodeSpec`]: the one-line node configuration (`n1:host:port,n2:host:port`).
 //! - [`KeyPrefix`], [`StoreKey`]: storage keys that are always valid memcached keys;
 //!   [`KeySecret`] derives them from a secret so that they do not reveal ids.
@@ -20,6 +22,7 @@
 //! modes, the local tier, backups) is `tandem-manager`, built on these pieces; the
 //! remote stores (`tandem-memcached`) implement [`RemoteStore`].
 
+mod clock;
 mod codec;
 pub mod envelope;
 mod id;
@@ -31,6 +34,7 @@ mod session;
 mod store;
 mod time;
 
+pub use clock::{Clock, SystemClock};
 pub use codec::{Codec, CodecError, CodecId, Decodes, Encodes};
 pub use envelope::EnvelopeError;
 pub use id::{

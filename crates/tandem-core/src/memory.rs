@@ -1,12 +1,14 @@
 //! [`MemoryStore`]: an in-process [`RemoteStore`] with several named nodes.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
+use crate::clock::{Clock, SystemClock};
 use crate::id::NodeId;
 use crate::key::StoreKey;
 use crate::store::{
@@ -61,6 +63,8 @@ pub struct MemoryStore {
     max_item_size: usize,
     next_cas: AtomicU64,
     operations: AtomicU64,
+    /// What TTLs count against: the system clock unless a test gave another.
+    clock: Arc<dyn Clock>,
 }
 
 impl MemoryStore {
@@ -84,12 +88,21 @@ impl MemoryStore {
             max_item_size: DEFAULT_MAX_ITEM_SIZE,
             next_cas: AtomicU64::new(1),
             operations: AtomicU64::new(0),
+            clock: Arc::new(SystemClock),
         }
     }
 
     /// Sets the largest accepted value, in bytes.
     pub fn with_max_item_size(mut self, max_item_size: usize) -> MemoryStore {
         self.max_item_size = max_item_size;
+        self
+    }
+
+    /// Counts TTLs on `clock` rather than the system clock: a test that runs its
+    /// managers on a paused or mocked clock gives the store the same one, and items
+    /// expire as that clock moves.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> MemoryStore {
+        self.clock = clock;
         self
     }
 
@@ -121,7 +134,7 @@ impl MemoryStore {
 
     /// Number of live items on `node` (0 for an unknown node).
     pub fn item_count(&self, node: &NodeId) -> usize {
-        let now = Instant::now();
+        let now = self.clock.now();
         self.node(node)
             .map(|node| {
                 node.items
@@ -160,7 +173,7 @@ impl MemoryStore {
             return Err(StoreError::NodeDown { node: id.clone() });
         }
         let mut items = node.items.lock();
-        let now = Instant::now();
+        let now = self.clock.now();
         Ok(op(&mut items, now))
     }
 

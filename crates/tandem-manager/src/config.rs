@@ -4,9 +4,9 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tandem_core::Codec;
 use tandem_core::RemoteStore;
 use tandem_core::layers::{BlobLayer, NoLayer};
+use tandem_core::{Clock, Codec, SystemClock};
 use tandem_core::{KeyPrefix, KeySecret};
 use tandem_core::{NodeId, Route};
 
@@ -118,6 +118,7 @@ pub(crate) struct ManagerConfig {
     pub(crate) key_secret: Option<KeySecret>,
     pub(crate) peer_feed_interval: Option<Duration>,
     pub(crate) max_unsaved_bytes: Option<u64>,
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl ManagerConfig {
@@ -156,6 +157,7 @@ impl Default for ManagerConfig {
             key_secret: None,
             peer_feed_interval: Some(Duration::from_secs(1)),
             max_unsaved_bytes: None,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -408,6 +410,21 @@ impl<C: Codec> ManagerBuilder<C> {
     /// memory grow without bound. Sessions already waiting keep changing freely.
     pub fn max_unsaved_bytes(mut self, bytes: u64) -> Self {
         self.config.max_unsaved_bytes = Some(bytes);
+        self
+    }
+
+    /// The clock the manager reads time from (the system clock by default). Tests
+    /// give [`TokioClock`](crate::TokioClock) to run expiry, keep-alive, lock renewal
+    /// and backoff on tokio's paused time; give the same clock to every manager of
+    /// the test, and to a [`MemoryStore`](tandem_core::MemoryStore) with
+    /// [`with_clock`](tandem_core::MemoryStore::with_clock).
+    ///
+    /// The local tier's own housekeeping, and the few seconds for which the manager
+    /// remembers ids it ended or found unknown, count on the system clock (the cache
+    /// library's clock cannot be replaced); a held session is still expired by this
+    /// clock when a request finds it.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.config.clock = clock;
         self
     }
 

@@ -40,6 +40,7 @@
 //! in `common/` (store and node ring, configuration, stored bytes, merge checks, TTLs,
 //! ended ids, counters), which knows neither.
 
+mod clock;
 mod common;
 mod config;
 mod engine;
@@ -51,10 +52,11 @@ mod sticky;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tandem_core::{Codec, NodeStatus, RemoteStore, layers::LayerStats};
 
+pub use clock::TokioClock;
 pub use common::stats::{HistogramSnapshot, Stats};
 pub use common::ttl::keepalive_slack;
 pub use config::{
@@ -240,7 +242,7 @@ impl<C: Codec> SessionManager<C> {
             Counters::add(&common.counters.commits);
             let modified = request.session.is_modified() || request.cycle_id;
             // Only changed commits are timed: an unchanged one reads no clock for it.
-            let started = modified.then(Instant::now);
+            let started = modified.then(|| common.now());
             // Held to the end of the commit, so that the next request of the session
             // sees this one's result.
             let _lock = request.lock_guard.take();
@@ -269,7 +271,10 @@ impl<C: Codec> SessionManager<C> {
                 (_, Attached::Local(_) | Attached::Transit(_)) => Err(CommitError::SessionEnded),
             };
             if let Some(started) = started {
-                common.counters.histograms.changed_commit(started.elapsed());
+                common
+                    .counters
+                    .histograms
+                    .changed_commit(common.since(started));
             }
             if common.aborted.load(Ordering::Acquire) {
                 // A dead process answers nothing: no request it was serving succeeds.
@@ -302,6 +307,12 @@ impl<C: Codec> SessionManager<C> {
     /// exactly what this loses); use [`shutdown`](Self::shutdown) to stop a manager.
     pub fn abort(&self) {
         self.engine.common().aborted.store(true, Ordering::Release);
+    }
+
+    /// The clock the manager reads time from (see [`ManagerBuilder::clock`]): what a
+    /// web layer reads too, so that its cookie renewals follow the same time.
+    pub fn clock(&self) -> &Arc<dyn tandem_core::Clock> {
+        &self.engine.common().clock
     }
 
     /// The mode the manager runs in.

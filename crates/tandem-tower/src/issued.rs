@@ -16,8 +16,11 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::Arc;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use tandem_core::Clock;
 
 /// The shortest time a record is remembered: at least the longest renewal window (an
 /// eighth of the max inactive interval, at most 5 minutes).
@@ -35,6 +38,8 @@ const GENERATION_CAPACITY: usize = 100_000;
 /// too few.
 pub(crate) struct IssuedCookies {
     hasher: foldhash::fast::RandomState,
+    /// The manager's clock, which the stored times are read from.
+    clock: Arc<dyn Clock>,
     /// The reference point of the stored times (milliseconds since it).
     epoch: Instant,
     generations: Mutex<Generations>,
@@ -48,10 +53,11 @@ struct Generations {
 }
 
 impl IssuedCookies {
-    pub(crate) fn new() -> IssuedCookies {
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> IssuedCookies {
         IssuedCookies {
             hasher: foldhash::fast::RandomState::default(),
-            epoch: Instant::now(),
+            epoch: clock.now(),
+            clock,
             generations: Mutex::new(Generations {
                 current: HashMap::default(),
                 previous: HashMap::default(),
@@ -93,7 +99,7 @@ impl IssuedCookies {
     }
 
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(self.clock.since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
@@ -130,7 +136,7 @@ mod tests {
 
     #[test]
     fn a_cookie_is_remembered_for_at_least_one_period() {
-        let issued = IssuedCookies::new();
+        let issued = IssuedCookies::new(Arc::new(tandem_core::SystemClock));
         issued.issued_at("a", 1_000);
         assert_eq!(issued.age_at("a", 1_500), Some(Duration::from_millis(500)));
         assert_eq!(issued.age_at("b", 1_500), None);
@@ -150,7 +156,7 @@ mod tests {
 
     #[test]
     fn reissuing_restarts_the_age() {
-        let issued = IssuedCookies::new();
+        let issued = IssuedCookies::new(Arc::new(tandem_core::SystemClock));
         issued.issued_at("a", 0);
         issued.issued_at("a", RETENTION_MS + 10);
         assert_eq!(
@@ -166,7 +172,7 @@ mod tests {
 
     #[test]
     fn a_long_quiet_time_forgets_everything() {
-        let issued = IssuedCookies::new();
+        let issued = IssuedCookies::new(Arc::new(tandem_core::SystemClock));
         issued.issued_at("a", 10);
         // No call for more than two periods: nothing is older than two periods.
         assert_eq!(issued.age_at("a", 3 * RETENTION_MS), None);
@@ -174,7 +180,7 @@ mod tests {
 
     #[test]
     fn a_full_generation_rotates_early_and_memory_stays_bounded() {
-        let issued = IssuedCookies::new();
+        let issued = IssuedCookies::new(Arc::new(tandem_core::SystemClock));
         for i in 0..(2 * GENERATION_CAPACITY + 10) {
             issued.issued_at(&format!("cookie-{i}"), 5);
         }

@@ -33,12 +33,12 @@ impl<C: Codec> Shared<C> {
         responder: Responder,
     ) -> Shared<C> {
         Shared {
+            issued: IssuedCookies::new(std::sync::Arc::clone(manager.clock())),
             manager,
             cookie,
             ignore,
             signer,
             responder,
-            issued: IssuedCookies::new(),
         }
     }
 
@@ -82,12 +82,15 @@ impl<C: Codec> Shared<C> {
                 time.duration_since(UNIX_EPOCH)
                     .map_or(0, |since| since.as_secs() / window.as_secs().max(1))
             };
-            return period(SystemTime::now()) != period(previous_access);
+            return period(self.manager.clock().wall()) != period(previous_access);
         }
         match self.issued.age(id) {
             Some(age) => age >= window,
             // Issued by another server, or forgotten: it is no older than the session.
-            None => SystemTime::now()
+            None => self
+                .manager
+                .clock()
+                .wall()
                 .duration_since(created)
                 .is_ok_and(|age| age >= window),
         }

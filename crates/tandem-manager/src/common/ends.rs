@@ -222,7 +222,7 @@ impl Common {
     fn remember_end(&self, end: End) {
         let give_up = match end.ttl {
             Ttl::Never => None,
-            Ttl::After(ttl) => Instant::now().checked_add(ttl),
+            Ttl::After(ttl) => self.now().checked_add(ttl),
         };
         let mut pending = self.ends.pending.lock();
         let slot = (end.node.clone(), end.key.clone());
@@ -326,7 +326,7 @@ impl Common {
     /// Takes up to `limit` ends whose node is available, and drops those whose copy
     /// has expired by now.
     fn due_ends(&self, limit: usize) -> Vec<End> {
-        let now = Instant::now();
+        let now = self.now();
         let mut pending = self.ends.pending.lock();
         pending.retain(|_, pending| pending.give_up.is_none_or(|at| now < at));
         pending
@@ -339,9 +339,9 @@ impl Common {
     /// At shutdown: writes every remembered end whose node answers, within `deadline`.
     /// Returns how many are left unwritten.
     pub(crate) async fn flush_ends(&self, deadline: Duration) -> usize {
-        let started = Instant::now();
+        let started = self.now();
         for end in self.due_ends(usize::MAX) {
-            let remaining = deadline.saturating_sub(started.elapsed());
+            let remaining = deadline.saturating_sub(self.since(started));
             let written = !remaining.is_zero()
                 && matches!(
                     tokio::time::timeout(remaining, self.write_end(&end)).await,

@@ -1,7 +1,7 @@
 //! What a commit decides before it writes, in either mode: whether a new session is
 //! stored at all, and what the client's cookie becomes.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tandem_core::{Codec, Session, SessionId};
 
@@ -38,7 +38,7 @@ impl Common {
             }));
         }
         self.check_size(&session)?;
-        session.touch(SystemTime::now());
+        session.touch(self.wall());
         session.mark_unchanged();
         Ok(NewSession::Store(session))
     }

@@ -20,10 +20,10 @@ use rand::RngExt;
 
 use tandem_core::envelope;
 use tandem_core::{
-    Codec, KeySpace, LayerError, NodeId, RemoteStore, Route, Session, SessionId, StoreKey,
+    Clock, Codec, KeySpace, LayerError, NodeId, RemoteStore, Route, Session, SessionId, StoreKey,
 };
 
-use crate::config::ManagerConfig;
+use crate::config::{BackupMode, ManagerConfig};
 use crate::error::{CommitError, OpenError};
 use background::InFlight;
 use ends::{EndReason, Ends};
@@ -49,7 +49,10 @@ pub(crate) struct Common {
     /// are answered as ended without a remote read, also before their tombstones land.
     pub(crate) ended: moka::sync::Cache<LocalKey, EndReason>,
     pub(crate) counters: Arc<Counters>,
-    clock: Instant,
+    /// Where every time of the manager is read (`ManagerBuilder::clock`).
+    pub(crate) clock: Arc<dyn Clock>,
+    /// The instant `now_ms` counts from.
+    origin: Instant,
     /// Set by `shutdown`: commits back up synchronously from then on.
     pub(crate) closing: AtomicBool,
     /// Set by `abort`: background work stops writing, as if the process had died.
@@ -81,7 +84,8 @@ impl Common {
                 .time_to_live(ENDED_MEMORY)
                 .build(),
             counters: Arc::new(Counters::default()),
-            clock: Instant::now(),
+            clock: Arc::clone(&config.clock),
+            origin: config.clock.now(),
             closing: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
             ends: Ends::default(),
@@ -90,8 +94,42 @@ impl Common {
         }
     }
 
+    /// Milliseconds since the manager started, by its clock: what entries record
+    /// times in without a lock.
     pub(crate) fn now_ms(&self) -> u64 {
-        u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(self.clock.since(self.origin).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// How long a commit waits for its backup write, if it waits at all: the
+    /// configured timeout in `BackupMode::Sync`, and during shutdown (when nothing is
+    /// left to write it later) a retry interval, but at least a second, in either
+    /// mode; `None` when the write goes to the background.
+    pub(crate) fn sync_write_timeout(&self) -> Option<Duration> {
+        if self.closing.load(std::sync::atomic::Ordering::Acquire) {
+            return Some(self.config.retry_interval.max(Duration::from_secs(1)));
+        }
+        match self.config.backup {
+            BackupMode::Sync { timeout } => Some(timeout),
+            BackupMode::Async => None,
+        }
+    }
+
+    /// The current monotonic instant, by the manager's clock.
+    #[inline]
+    pub(crate) fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    /// How long ago `earlier` was, by the manager's clock.
+    #[inline]
+    pub(crate) fn since(&self, earlier: Instant) -> Duration {
+        self.clock.since(earlier)
+    }
+
+    /// The current wall-clock time, by the manager's clock.
+    #[inline]
+    pub(crate) fn wall(&self) -> SystemTime {
+        self.clock.wall()
     }
 
     /// The key of `id` in `space`: from the id itself, or derived from the storage key
@@ -283,7 +321,7 @@ impl Common {
             self.regular[rand::rng().random_range(0..self.regular.len())].clone()
         });
         let id = SessionId::generate(&node, route);
-        Session::new(id, SystemTime::now(), self.config.max_inactive)
+        Session::new(id, self.wall(), self.config.max_inactive)
     }
 
     /// Whether this server knows `id` to have ended: it ended it recently, or a

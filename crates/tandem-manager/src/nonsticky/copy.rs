@@ -11,7 +11,6 @@ use super::Engine;
 use super::repair::Stale;
 use crate::common::stats::Counters;
 use crate::common::ttl::copy_ttl;
-use crate::config::BackupMode;
 use crate::error::WriteFailure;
 use crate::outcome::BackupStatus;
 
@@ -40,17 +39,7 @@ impl<C: Codec> Engine<C> {
             // again (and the primary does not). Repaired then.
             self.remember_repair(&id, ttl, Stale::OnUsualNode);
         }
-        let sync_timeout = match self.common.config.backup {
-            _ if self
-                .common
-                .closing
-                .load(std::sync::atomic::Ordering::Acquire) =>
-            {
-                Some(Duration::from_secs(1))
-            }
-            BackupMode::Sync { timeout } => Some(timeout),
-            BackupMode::Async => None,
-        };
+        let sync_timeout = self.common.sync_write_timeout();
         if let Some(timeout) = sync_timeout {
             let status = match tokio::time::timeout(
                 timeout,
@@ -94,7 +83,7 @@ impl<C: Codec> Engine<C> {
         {
             return Err(StoreError::NodeDown { node: node.clone() });
         }
-        let started = Instant::now();
+        let started = self.common.now();
         let result = self
             .common
             .store
@@ -103,7 +92,7 @@ impl<C: Codec> Engine<C> {
         self.common
             .counters
             .histograms
-            .backup_write(started.elapsed(), bytes.len());
+            .backup_write(self.common.since(started), bytes.len());
         match &result {
             Ok(()) => Counters::add(&self.common.counters.backups_written),
             Err(error) => {
@@ -131,7 +120,7 @@ impl<C: Codec> Engine<C> {
         let ttl = match copy_ttl(interval) {
             Ttl::Never => Ttl::Never,
             Ttl::After(ttl) => Ttl::After(
-                ttl.saturating_sub(read_at.elapsed())
+                ttl.saturating_sub(self.common.since(read_at))
                     .max(Duration::from_secs(1)),
             ),
         };

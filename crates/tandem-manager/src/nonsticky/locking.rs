@@ -3,7 +3,7 @@
 //! [`LockScope::Auto`] and [`LockScope::Paths`], which requests need it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tandem_core::{AddOutcome, Codec, KeySpace, SessionId};
 
@@ -52,9 +52,12 @@ impl<C: Codec> Engine<C> {
         }
         Counters::add(&self.common.counters.lock_waits);
         let timeout = self.common.config.lock_timeout;
-        let started = Instant::now();
+        let started = self.common.now();
         let waited = tokio::time::timeout(timeout, Arc::clone(&transit.lock).lock_owned()).await;
-        self.common.counters.histograms.lock_wait(started.elapsed());
+        self.common
+            .counters
+            .histograms
+            .lock_wait(self.common.since(started));
         match waited {
             Ok(guard) => Ok(Some(guard)),
             Err(_) => self.lock_timed_out(timeout).map(|()| None),
@@ -95,15 +98,18 @@ impl<C: Codec> Engine<C> {
         };
         let key = self.common.key(KeySpace::Lock, id);
         let ttl = self.common.config.lock_ttl;
-        let mut lock = RemoteLock::new(&self.common.store, node, key, ttl);
-        let started = Instant::now();
+        let mut lock = RemoteLock::new(&self.common.store, node, key, ttl, &self.common.clock);
+        let started = self.common.now();
         let mut backoff = Duration::from_millis(2);
         let mut waited = false;
         loop {
             match lock.try_take().await {
                 Ok(AddOutcome::Stored) => {
                     if waited {
-                        self.common.counters.histograms.lock_wait(started.elapsed());
+                        self.common
+                            .counters
+                            .histograms
+                            .lock_wait(self.common.since(started));
                     }
                     return Ok(Some(lock));
                 }
@@ -120,7 +126,7 @@ impl<C: Codec> Engine<C> {
                     tracing::warn!(%error, "session lock refused");
                 }
             }
-            let elapsed = started.elapsed();
+            let elapsed = self.common.since(started);
             if elapsed >= self.common.config.lock_timeout {
                 return self.lock_timed_out(elapsed).map(|()| None);
             }

@@ -26,7 +26,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use moka::notification::RemovalCause;
 
@@ -140,18 +140,18 @@ impl<C: Codec> Engine<C> {
     /// copy repairs still waiting, all within `deadline`. Nothing else is pending: a
     /// commit returns after the primary copy is written.
     pub(crate) async fn flush(&self, deadline: Duration) -> ShutdownReport {
-        let started = Instant::now();
         let common = &self.common;
+        let started = common.now();
         let written_before = common.counters.snapshot().backups_written;
         // Background copies get at most half of the deadline, as sticky mode's queue.
-        while common.in_flight.count() > 0 && started.elapsed() < deadline / 2 {
+        while common.in_flight.count() > 0 && common.since(started) < deadline / 2 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let ends_unwritten = common
-            .flush_ends(deadline.saturating_sub(started.elapsed()))
+            .flush_ends(deadline.saturating_sub(common.since(started)))
             .await;
         let repairs_left = self
-            .flush_repairs(deadline.saturating_sub(started.elapsed()))
+            .flush_repairs(deadline.saturating_sub(common.since(started)))
             .await;
         let written = common.counters.snapshot().backups_written - written_before;
         if ends_unwritten > 0 || repairs_left > 0 {
@@ -231,7 +231,7 @@ impl<C: Codec> Engine<C> {
             local_lock = self.lock_transit(&transit).await?;
             remote_lock = self.lock_remote(&id).await?;
         }
-        let read_at = Instant::now();
+        let read_at = self.common.now();
         let loaded = match self.read(&id).await? {
             Read::Found(loaded) => loaded,
             Read::Unknown => {
@@ -430,7 +430,7 @@ impl<C: Codec> Engine<C> {
             if let Some(id) = &new_id {
                 next.set_id(id.clone());
             }
-            next.touch(SystemTime::now());
+            next.touch(self.common.wall());
             next.mark_unchanged();
             let id = next.id().clone();
             let node = self.common.node_of(&id);

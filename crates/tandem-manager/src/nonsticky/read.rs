@@ -17,7 +17,7 @@
 //! The same rules hold when the primary's node is down and the session moves to the
 //! backup copy's node.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tandem_core::Codec;
 use tandem_core::Session;
@@ -94,7 +94,7 @@ impl<C: Codec> Engine<C> {
                 None => None,
             }
         };
-        let started = Instant::now();
+        let started = self.common.now();
         let (primary_result, prefetched) = if !self.common.store.is_available(&primary) {
             (None, None)
         } else if backup_node.is_none() {
@@ -126,7 +126,7 @@ impl<C: Codec> Engine<C> {
         self.common
             .counters
             .histograms
-            .remote_load(started.elapsed());
+            .remote_load(self.common.since(started));
         let primary_down = match primary_result {
             Some(Ok(Some(item))) => return self.session_in_primary(&primary, id, item).await,
             Some(Ok(None)) => false,

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use tandem_core::Clock;
 use tandem_core::NodeId;
 use tandem_core::StoreKey;
 use tandem_core::{
@@ -41,6 +42,8 @@ struct Held {
     /// What this holder stored in the lock.
     token: [u8; 16],
     ttl: Duration,
+    /// The manager's clock, which renewals are timed by.
+    clock: Arc<dyn Clock>,
     /// When the lock was taken or last renewed.
     renewed: parking_lot::Mutex<Instant>,
     /// Whether the lock may be this holder's: set before each attempt to take it (its
@@ -70,7 +73,7 @@ impl Held {
             .await?;
         let ours = matches!(renewed, WriteOutcome::Stored(_));
         if ours {
-            *self.renewed.lock() = Instant::now();
+            *self.renewed.lock() = self.clock.now();
         } else {
             self.maybe_held.store(false, Ordering::Release);
         }
@@ -84,6 +87,7 @@ impl RemoteLock {
         node: NodeId,
         key: StoreKey,
         ttl: Duration,
+        clock: &Arc<dyn Clock>,
     ) -> RemoteLock {
         RemoteLock {
             held: Arc::new(Held {
@@ -92,7 +96,8 @@ impl RemoteLock {
                 key,
                 token: random_token(),
                 ttl,
-                renewed: parking_lot::Mutex::new(Instant::now()),
+                renewed: parking_lot::Mutex::new(clock.now()),
+                clock: Arc::clone(clock),
                 maybe_held: AtomicBool::new(false),
             }),
             renewer: None,
@@ -101,7 +106,7 @@ impl RemoteLock {
 
     /// The lock was taken: its renewer starts.
     fn taken(&mut self) {
-        *self.held.renewed.lock() = Instant::now();
+        *self.held.renewed.lock() = self.held.clock.now();
         let held = Arc::clone(&self.held);
         self.renewer = Some(tokio::spawn(async move {
             let period = held.ttl / 3;
@@ -162,7 +167,7 @@ impl RemoteLock {
         if !self.held.maybe_held.load(Ordering::Acquire) {
             return Ok(false);
         }
-        if self.held.renewed.lock().elapsed() < self.held.ttl / 2 {
+        if self.held.clock.since(*self.held.renewed.lock()) < self.held.ttl / 2 {
             return Ok(true);
         }
         self.held.renew().await

@@ -75,7 +75,7 @@ impl Repairs {
     ///
     /// Returns `false` if the repair could not be remembered (too many wait already).
     #[must_use = "a repair not remembered is abandoned, and counted as such"]
-    fn remember(&self, id: &SessionId, ttl: Ttl, stale: Stale) -> bool {
+    fn remember(&self, id: &SessionId, ttl: Ttl, stale: Stale, now: Instant) -> bool {
         let mut pending = self.pending.lock();
         if let Some(waiting) = pending.get_mut(id.storage_id()) {
             waiting.ttl = ttl;
@@ -96,7 +96,7 @@ impl Repairs {
                 id: id.clone(),
                 ttl,
                 stale,
-                since: Instant::now(),
+                since: now,
             },
         );
         true
@@ -149,7 +149,10 @@ impl<C: Codec> Engine<C> {
     /// Remembers that the backup copy of `id` is older than its primary, where `stale`
     /// says (see [`Repairs::remember`]); counts it as abandoned if it cannot be.
     pub(crate) fn remember_repair(&self, id: &SessionId, ttl: Ttl, stale: Stale) {
-        if !self.copy_repairs.remember(id, ttl, stale) {
+        if !self
+            .copy_repairs
+            .remember(id, ttl, stale, self.common.now())
+        {
             Counters::add(&self.common.counters.backup_copy_repairs_abandoned);
         }
     }
@@ -192,7 +195,7 @@ impl<C: Codec> Engine<C> {
     /// no backup copy is left older than its primary when this process is gone.
     /// Returns how many repairs are left.
     pub(crate) async fn flush_repairs(&self, deadline: Duration) -> usize {
-        let started = Instant::now();
+        let started = self.common.now();
         let due = {
             let mut pending = self.copy_repairs.pending.lock();
             pending
@@ -201,7 +204,7 @@ impl<C: Codec> Engine<C> {
                 .collect::<Vec<_>>()
         };
         for repair in due {
-            let remaining = deadline.saturating_sub(started.elapsed());
+            let remaining = deadline.saturating_sub(self.common.since(started));
             if remaining.is_zero() {
                 self.put_back_repair(repair);
                 continue;
@@ -238,7 +241,7 @@ impl<C: Codec> Engine<C> {
     fn due_repairs(&self) -> Vec<PendingRepair> {
         let mut pending = self.copy_repairs.pending.lock();
         pending.retain(|_, repair| {
-            let keep = repair.since.elapsed() <= GIVE_UP_AFTER;
+            let keep = self.common.since(repair.since) <= GIVE_UP_AFTER;
             if !keep {
                 Counters::add(&self.common.counters.backup_copy_repairs_abandoned);
                 tracing::warn!(session = %repair.id.redacted(), "backup copy not repaired in time; given up");

@@ -477,14 +477,17 @@ async fn a_single_node_remembers_no_repairs() {
 }
 
 /// A repair finds a copy at least as new as the primary (the session changed again
-/// after the failure) and writes nothing.
-#[tokio::test]
+/// after the failure) and writes nothing. On paused time: the sweeps come exactly
+/// when the test says, never before the writes below, however busy the machine.
+#[tokio::test(start_paused = true)]
 async fn a_repair_leaves_a_newer_copy_alone() {
     let store = store(&["n1", "n2"]);
-    // The first sweep runs at build, the next one 300 ms later: long after the
-    // writes below.
+    let sweep = Duration::from_secs(10);
+    // The first sweep runs at build, the next one a sweep period later: after the
+    // writes below, which take no time on paused time.
     let a1 = builder(&store)
-        .retry_interval(Duration::from_millis(300))
+        .retry_interval(sweep)
+        .clock(Arc::new(crate::TokioClock::new()))
         .build()
         .unwrap();
     let id = create(&a1, "a", "1").await;
@@ -494,12 +497,24 @@ async fn a_repair_leaves_a_newer_copy_alone() {
     write(&a1, &id, "a", "2").await;
     settle(&a1).await;
     store.set_node_up(&backup, true);
+    assert_eq!(
+        a1.nonsticky().copy_repairs.pending(),
+        1,
+        "the failed copy waits"
+    );
     // Written before the sweep gets to the repair.
     write(&a1, &id, "a", "3").await;
     settle(&a1).await;
     let written = a1.stats().backups_written;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(sweep * 2).await;
+    settle(&a1).await;
+    assert_eq!(
+        a1.nonsticky().copy_repairs.pending(),
+        0,
+        "the sweep took it"
+    );
     assert_eq!(a1.stats().backup_copies_repaired, 0);
+    assert_eq!(a1.stats().backup_copy_repairs_abandoned, 0);
     assert_eq!(a1.stats().backups_written, written);
     store.set_node_up(&node(id.node()), false);
     assert_eq!(read(&manager(&store), &id, "a").await.as_deref(), Some("3"));
@@ -694,4 +709,39 @@ async fn a_repair_never_copies_a_tombstone() {
             .unwrap()
             .is_new()
     );
+}
+
+/// On paused time: a session read just before its interval runs out stays (the read
+/// extends its copies), and one left alone for its interval plus the keep-alive slack
+/// is gone from both copies: neither its primary nor its backup brings it back.
+#[tokio::test(start_paused = true)]
+async fn a_session_expires_with_its_remote_copies_on_paused_time() {
+    let clock: Arc<dyn tandem_core::Clock> = Arc::new(crate::TokioClock::new());
+    let store = Arc::new(MemoryStore::new([node("n1"), node("n2")]).with_clock(Arc::clone(&clock)));
+    let interval = Duration::from_secs(30 * 60);
+    let margin = Duration::from_secs(2);
+    let a1 = builder(&store)
+        .max_inactive(Some(interval))
+        .clock(clock)
+        .build()
+        .unwrap();
+    let id = create(&a1, "a", "1").await;
+    settle(&a1).await;
+    assert_eq!(
+        store.item_count(&node("n1")) + store.item_count(&node("n2")),
+        2
+    );
+    tokio::time::advance(interval - margin).await;
+    assert_eq!(read(&a1, &id, "a").await.as_deref(), Some("1"));
+    settle(&a1).await;
+    tokio::time::advance(interval - margin).await;
+    assert_eq!(read(&a1, &id, "a").await.as_deref(), Some("1"));
+    settle(&a1).await;
+
+    tokio::time::advance(interval + crate::keepalive_slack(interval) + margin).await;
+    assert_eq!(
+        store.item_count(&node("n1")) + store.item_count(&node("n2")),
+        0
+    );
+    assert_eq!(read(&a1, &id, "a").await, None, "expired");
 }

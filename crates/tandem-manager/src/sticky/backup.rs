@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::{Semaphore, mpsc};
@@ -310,12 +310,12 @@ impl<C: Codec> Engine<C> {
     /// ends still waiting, all within `deadline`.
     pub(crate) async fn flush(self: &Arc<Self>, deadline: Duration) -> ShutdownReport {
         let inner = self;
-        let started = Instant::now();
+        let started = inner.common.now();
         let written_before = inner.common.counters.snapshot().backups_written;
         // Queued work drains by itself, but gets at most half of the deadline: a job that
         // hangs on a hung node must not use up the time the direct writes below need.
         let queue_share = deadline / 2;
-        while inner.common.in_flight.count() > 0 && started.elapsed() < queue_share {
+        while inner.common.in_flight.count() > 0 && inner.common.since(started) < queue_share {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         // Whatever is still dirty is written here, each entry once. An entry that a
@@ -324,7 +324,7 @@ impl<C: Codec> Engine<C> {
         // as saved; what cannot be written (its node down, or the deadline passed) is
         // reported as unsaved.
         let leftovers = inner.backups.dirty_entries();
-        let remaining = deadline.saturating_sub(started.elapsed());
+        let remaining = deadline.saturating_sub(inner.common.since(started));
         let mut writers = tokio::task::JoinSet::new();
         for entry in leftovers {
             let inner = Arc::clone(inner);
@@ -349,7 +349,7 @@ impl<C: Codec> Engine<C> {
         }
         let ends_unwritten = inner
             .common
-            .flush_ends(deadline.saturating_sub(started.elapsed()))
+            .flush_ends(deadline.saturating_sub(inner.common.since(started)))
             .await;
         let written = inner.common.counters.snapshot().backups_written - written_before;
         if unsaved > 0 || ends_unwritten > 0 {

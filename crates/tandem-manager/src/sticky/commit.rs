@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
 
 use tandem_core::AttributeValue;
 use tandem_core::Codec;
@@ -20,7 +19,7 @@ use crate::common::merge::{NewSession, cookie_for};
 use crate::common::same_session;
 use crate::common::stats::Counters;
 use crate::common::ttl::{keepalive_slack, remote_ttl};
-use crate::config::{BackupMode, Concurrency};
+use crate::config::Concurrency;
 use crate::error::{CommitError, WriteFailure};
 use crate::outcome::{BackupStatus, CommitOutcome, CookieUpdate};
 use crate::request::RequestSession;
@@ -103,6 +102,7 @@ impl<C: Codec> Engine<C> {
             session,
             RemoteCopy::Absent,
             self.common.config.concurrency == Concurrency::Lock,
+            self.common.now_ms(),
         ));
         self.local.insert(local_key(&id), Arc::clone(&entry));
         Counters::add(&self.common.counters.sessions_created);
@@ -349,13 +349,13 @@ impl<C: Codec> Engine<C> {
                 // Nothing is stored under the new id yet.
                 state.remote = RemoteCopy::Absent;
             }
-            next.touch(SystemTime::now());
+            next.touch(self.common.wall());
             next.mark_unchanged();
             state.session = next;
             state.revision += 1;
             reweigh = entry.refresh_metadata(&state.session);
         } else {
-            state.session.touch(SystemTime::now());
+            state.session.touch(self.common.wall());
         }
         Ok(Applied {
             id: state.session.id().clone(),
@@ -392,16 +392,7 @@ impl<C: Codec> Engine<C> {
     /// entry.
     pub(crate) async fn schedule_write(&self, entry: &Arc<LocalEntry<C>>) -> BackupStatus {
         self.backups.mark_dirty(entry);
-        let sync_timeout = match self.common.config.backup {
-            _ if self.common.closing.load(Ordering::Acquire) => Some(
-                self.common
-                    .config
-                    .retry_interval
-                    .max(Duration::from_secs(1)),
-            ),
-            BackupMode::Sync { timeout } => Some(timeout),
-            BackupMode::Async => None,
-        };
+        let sync_timeout = self.common.sync_write_timeout();
         match sync_timeout {
             Some(timeout) => match tokio::time::timeout(timeout, self.run_backup(entry)).await {
                 Ok(Ok(())) => BackupStatus::Written,

@@ -38,6 +38,13 @@ pub(crate) struct LocalEntry<C> {
     /// The max inactive interval in milliseconds (0: never expires), readable by the
     /// local tier's expiry policy without taking the state lock.
     max_inactive_ms: AtomicU64,
+    /// When a request last found this session, or it entered the local tier, in
+    /// milliseconds of the manager's clock: the entry expires by that clock its max
+    /// inactive interval later (see [`expired_at`](Self::expired_at)).
+    accessed_ms: AtomicU64,
+    /// Set once the entry's expiry was handled (by the cache's listener or by a
+    /// request that found it expired), so that it is handled once.
+    expired: AtomicBool,
     /// The weight the local tier accounts for this entry, in bytes.
     weight: AtomicU32,
     /// When the remote copy's expiry was last set (write or touch), in milliseconds of
@@ -88,13 +95,21 @@ impl<C: Codec> LocalEntry<C> {
     /// yet (a new session), or exactly this state under a token (a session just loaded
     /// from it). When the remote copy expires is unknown either way, so the first
     /// unchanged commit touches it.
-    pub(crate) fn new(session: Session<C>, remote: RemoteCopy, with_lock: bool) -> LocalEntry<C> {
+    /// `now_ms` is the manager's clock (`Common::now_ms`).
+    pub(crate) fn new(
+        session: Session<C>,
+        remote: RemoteCopy,
+        with_lock: bool,
+        now_ms: u64,
+    ) -> LocalEntry<C> {
         let backed_up = remote != RemoteCopy::Absent;
         let entry = LocalEntry {
             queued: AtomicBool::new(false),
             in_dirty: AtomicBool::new(false),
             retired: AtomicBool::new(false),
             max_inactive_ms: AtomicU64::new(0),
+            accessed_ms: AtomicU64::new(now_ms),
+            expired: AtomicBool::new(false),
             weight: AtomicU32::new(0),
             remote_refreshed_ms: AtomicU64::new(0),
             remote_digest: AtomicU64::new(0),
@@ -139,6 +154,32 @@ impl<C: Codec> LocalEntry<C> {
             0 => None,
             ms => Some(Duration::from_millis(ms)),
         }
+    }
+
+    /// Whether the session has been inactive for its whole interval at `now_ms`;
+    /// if not, records a request finding it then, which slides its expiry.
+    ///
+    /// The local tier expires sessions by its own clock, which cannot be replaced;
+    /// this check applies the manager's clock (the real one in production, where it
+    /// agrees with the tier, give or take the tier's slide step), so that a session
+    /// expires on paused time in tests just as it does in production.
+    pub(crate) fn expired_at(&self, now_ms: u64) -> bool {
+        let interval = self.max_inactive_ms.load(Ordering::Relaxed);
+        let accessed = self.accessed_ms.load(Ordering::Relaxed);
+        if interval != 0 && now_ms.saturating_sub(accessed) >= interval {
+            return true;
+        }
+        // Written only when it moved, so that the reads of a busy session do not all
+        // write the same cache line.
+        if now_ms > accessed {
+            self.accessed_ms.store(now_ms, Ordering::Relaxed);
+        }
+        false
+    }
+
+    /// Marks the entry's expiry as handled; `false` if it already was.
+    pub(crate) fn claim_expiry(&self) -> bool {
+        !self.expired.swap(true, Ordering::AcqRel)
     }
 
     pub(crate) fn weight(&self) -> u32 {

@@ -222,7 +222,7 @@ impl<C: Codec> Engine<C> {
             self.feed.encode(id, &mut bytes);
         }
         let count = u64::try_from(ids.len()).unwrap_or(u64::MAX);
-        let key = self.feed_key(bucket(SystemTime::now()));
+        let key = self.feed_key(bucket(self.common.wall()));
         let nodes: Vec<NodeId> = self
             .common
             .ring()
@@ -282,7 +282,7 @@ impl<C: Codec> Engine<C> {
         else {
             return;
         };
-        let now = SystemTime::now();
+        let now = self.common.wall();
         let first = bucket(now.checked_sub(CLOCK_SKEW).unwrap_or(now));
         let last = bucket(now + CLOCK_SKEW);
         {

@@ -16,7 +16,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime};
 
 use moka::notification::RemovalCause;
 use tokio::sync::mpsc;
@@ -72,6 +71,8 @@ pub(crate) struct Engine<C> {
     write_order: Box<[tokio::sync::Mutex<()>]>,
     /// The announcements to and from the other servers.
     feed: Arc<Feed>,
+    /// Where sessions that expired go to have their remote copies ended.
+    expired: mpsc::UnboundedSender<Expired<C>>,
 }
 
 impl<C: Codec> Engine<C> {
@@ -79,6 +80,7 @@ impl<C: Codec> Engine<C> {
     pub(crate) fn start(common: Arc<Common>, runtime: &tokio::runtime::Handle) -> Arc<Engine<C>> {
         let config = &common.config;
         let (expired_tx, expired_rx) = mpsc::unbounded_channel();
+        let listener_expired = expired_tx.clone();
         let listener_counters = Arc::clone(&common.counters);
         let listener_ended = common.ended.clone();
         let local = moka::sync::Cache::builder()
@@ -90,20 +92,20 @@ impl<C: Codec> Engine<C> {
             .eviction_policy(moka::policy::EvictionPolicy::lru())
             .expire_after(SessionExpiry)
             .eviction_listener(move |key, entry: Arc<LocalEntry<C>>, cause| match cause {
-                RemovalCause::Expired => {
+                RemovalCause::Expired if entry.claim_expiry() => {
                     // At once, not in the task that ends the remote copy: a request
                     // arriving meanwhile must not reload the still-live remote copy
                     // and bring the expired session back.
                     entry.retire();
                     listener_ended.insert((*key).clone(), EndReason::Ended);
                     // The receiver is gone only when the manager is; nothing to do then.
-                    let _ = expired_tx.send(Expired {
+                    let _ = listener_expired.send(Expired {
                         key: (*key).clone(),
                         entry,
                     });
                 }
                 RemovalCause::Size => Counters::add(&listener_counters.swapped_out),
-                RemovalCause::Explicit | RemovalCause::Replaced => {}
+                RemovalCause::Expired | RemovalCause::Explicit | RemovalCause::Replaced => {}
             })
             // Every request hashes its id once here. A fast hasher with a per-process
             // random seed is enough even though requests probe the tier with the id
@@ -129,6 +131,7 @@ impl<C: Codec> Engine<C> {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             feed: Arc::new(feed),
+            expired: expired_tx,
             common,
         });
         backup::spawn_dispatcher(&engine, backup_rx, expired_rx, announcements, runtime);
@@ -203,7 +206,7 @@ impl<C: Codec> Engine<C> {
                 drop(state);
                 return Err(request);
             }
-            state.session.touch(SystemTime::now());
+            state.session.touch(self.common.wall());
             cookie_for(
                 request.incoming.as_ref(),
                 state.session.id(),
@@ -272,8 +275,16 @@ impl<C: Codec> Engine<C> {
     /// The entry the local tier holds under `key`, unless it was retired (ended, or
     /// replaced) and the cache has not let it go yet: a request must not find it and
     /// then give up on a session that lives elsewhere.
+    ///
+    /// A session inactive for its whole interval by the manager's clock is expired
+    /// here, if the tier has not expired it yet (see `LocalEntry::expired_at`).
     pub(crate) fn held(&self, key: &str) -> Option<Arc<LocalEntry<C>>> {
-        self.local.get(key).filter(|entry| !entry.is_retired())
+        let entry = self.local.get(key).filter(|entry| !entry.is_retired())?;
+        if entry.expired_at(self.common.now_ms()) {
+            self.expire_held(&entry);
+            return None;
+        }
+        Some(entry)
     }
 
     /// A session this server does not hold under the id's own key and route: moved
@@ -359,6 +370,24 @@ impl<C: Codec> Engine<C> {
             .as_ref()
             .map(|route| route.as_str());
         (id.route() == our_route).then_some((entry, id))
+    }
+
+    /// A held session found expired by the manager's clock before the local tier
+    /// noticed: handled as the tier's listener handles one it expires (retired and
+    /// its id ended at once, its remote copy ended in the background), and taken
+    /// out of the tier.
+    fn expire_held(&self, entry: &Arc<LocalEntry<C>>) {
+        if !entry.claim_expiry() {
+            return;
+        }
+        let key = local_key(&entry.id());
+        self.common.ended.insert(key.clone(), EndReason::Ended);
+        self.discard(&key, entry);
+        // The receiver is gone only when the manager is; nothing to do then.
+        let _ = self.expired.send(Expired {
+            key,
+            entry: Arc::clone(entry),
+        });
     }
 
     /// Drops a local entry that must not be used or written again, and takes it out
@@ -515,9 +544,12 @@ impl<C: Codec> Engine<C> {
     ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, LoadError> {
         Counters::add(&self.common.counters.lock_waits);
         let timeout = self.common.config.lock_timeout;
-        let started = Instant::now();
+        let started = self.common.now();
         let waited = tokio::time::timeout(timeout, Arc::clone(lock).lock_owned()).await;
-        self.common.counters.histograms.lock_wait(started.elapsed());
+        self.common
+            .counters
+            .histograms
+            .lock_wait(self.common.since(started));
         match waited {
             Ok(guard) => Ok(Some(guard)),
             Err(_) => {

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use tandem_core::{Codec, NodeId, SessionId, StoreError};
 
@@ -153,7 +152,7 @@ impl<C: Codec> Engine<C> {
     /// the local tier). A copy that cannot be decoded is no session (counted, logged).
     #[tracing::instrument(name = "tandem.remote_load", level = "debug", skip_all, fields(session = %id.redacted(), node = %node))]
     async fn read_remote(&self, node: &NodeId, id: &SessionId) -> Result<Found<C>, StoreError> {
-        let started = Instant::now();
+        let started = self.common.now();
         let result = self
             .common
             .store
@@ -162,7 +161,7 @@ impl<C: Codec> Engine<C> {
         self.common
             .counters
             .histograms
-            .remote_load(started.elapsed());
+            .remote_load(self.common.since(started));
         let item = match result {
             Ok(item) => item,
             Err(error) => {
@@ -183,13 +182,14 @@ impl<C: Codec> Engine<C> {
                 tracing::debug!(
                     session = %id.redacted(),
                     bytes = item.value.len(),
-                    elapsed = ?started.elapsed(),
+                    elapsed = ?self.common.since(started),
                     "session loaded from the remote tier"
                 );
                 let entry = LocalEntry::new(
                     session,
                     RemoteCopy::Cas(item.cas),
                     self.common.config.concurrency == Concurrency::Lock,
+                    self.common.now_ms(),
                 );
                 entry
                     .remote_digest
@@ -239,7 +239,7 @@ impl<C: Codec> Engine<C> {
             None => None,
         };
         let remote = if self.common.store.is_available(&node) {
-            let started = Instant::now();
+            let started = self.common.now();
             let result = self
                 .common
                 .store
@@ -248,7 +248,7 @@ impl<C: Codec> Engine<C> {
             self.common
                 .counters
                 .histograms
-                .remote_load(started.elapsed());
+                .remote_load(self.common.since(started));
             result
         } else {
             Err(StoreError::NodeDown { node: node.clone() })
@@ -306,6 +306,7 @@ impl<C: Codec> Engine<C> {
                     session,
                     RemoteCopy::Cas(item.cas),
                     self.common.config.concurrency == Concurrency::Lock,
+                    self.common.now_ms(),
                 ));
                 entry.remote_digest.store(remote_digest, Ordering::Relaxed);
                 self.local.insert(key.clone(), Arc::clone(&entry));

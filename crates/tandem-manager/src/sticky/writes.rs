@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tandem_core::Codec;
 use tandem_core::StoreKey;
@@ -210,14 +210,14 @@ impl<C: Codec> Engine<C> {
                     precondition: *precondition,
                 })
                 .collect();
-            let started = Instant::now();
+            let started = self.common.now();
             let mut results = self
                 .common
                 .store
                 .write_many(&node, &items)
                 .await
                 .into_iter();
-            let elapsed = started.elapsed();
+            let elapsed = self.common.since(started);
             for (entry, job, precondition) in &jobs {
                 // A store that answered fewer items than it was given broke the
                 // trait's contract: the unanswered ones failed (counted, retried).
@@ -280,7 +280,7 @@ impl<C: Codec> Engine<C> {
         // At most three times: as known, as a new copy if it had vanished, over the
         // tombstone of its own move if it moves back.
         for _ in 0..3 {
-            let started = Instant::now();
+            let started = self.common.now();
             let unanswered = Unanswered {
                 entry,
                 id: &job.id,
@@ -293,7 +293,13 @@ impl<C: Codec> Engine<C> {
                 .write(&job.node, &job.key, bytes, job.ttl, precondition)
                 .await;
             unanswered.answered();
-            match self.wrote(entry, &job, precondition, result, started.elapsed()) {
+            match self.wrote(
+                entry,
+                &job,
+                precondition,
+                result,
+                self.common.since(started),
+            ) {
                 Written::Done(result) => return result,
                 Written::Again => precondition = Precondition::Absent,
                 Written::Taken => match self.common.store.get(&job.node, &job.key).await {

@@ -2,6 +2,7 @@
 //! answers), and the tests that need one.
 
 use super::*;
+use std::time::Instant;
 
 /// The memory store, misbehaving on demand: reads never answer while `hang` is set,
 /// conditional writes never answer while `hang_writes` is, and writes get no answer
@@ -322,74 +323,77 @@ async fn commit_now_does_unchanged_local_commits_and_hands_back_the_rest() {
     );
 }
 
-/// An unchanged commit that is due to extend the remote copy's expiry goes through
-/// `commit`, which queues the touch.
-#[tokio::test]
-async fn commit_now_hands_back_a_commit_that_is_due_to_touch() {
-    let store = store(&["n1"]);
-    // An interval of 2 s: a slack of 1 s, a touch due after half of it.
-    let manager = builder(&store)
-        .max_inactive(Some(Duration::from_secs(2)))
-        .build()
-        .unwrap();
-    let id = create(&manager, &[("user", "ann")]).await;
-    settle(&manager).await;
-    let session = manager.load(Some(id.as_str())).await.unwrap();
-    assert!(manager.commit_now(session).is_ok(), "not due yet");
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let session = manager.load(Some(id.as_str())).await.unwrap();
-    let session = manager.commit_now(session).unwrap_err();
-    manager.commit(session).await.unwrap();
-    settle(&manager).await;
-    assert_eq!(manager.stats().touches, 1);
-}
+/// The local tier's expiry slides in steps (see `SessionExpiry`): a read leaves an
+/// expiry of between the interval and the interval plus one step where it is, and
+/// sets any other (less than the interval left, or more than a slide gives after the
+/// interval was shortened) to the interval plus one step.
+#[test]
+fn the_local_expiry_slides_in_steps() {
+    use moka::Expiry;
 
-/// The local expiry slides in steps (see `SessionExpiry`): a session read more often
-/// than its interval stays, and one left alone expires between its interval and its
-/// interval plus one step, never before.
-#[tokio::test]
-async fn the_local_expiry_slides_in_steps_and_never_expires_early() {
-    let store = store(&["n1"]);
-    let interval = Duration::from_millis(800);
-    let manager = builder(&store)
-        .max_inactive(Some(interval))
-        .build()
-        .unwrap();
-    let id = create(&manager, &[("user", "ann")]).await;
-    let held =
-        |manager: &SessionManager<TextCodec>| manager.sticky().local.contains_key(id.storage_id());
-    for _ in 0..6 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(get(&manager, &id, "user").await.as_deref(), Some("ann"));
-    }
-    assert_eq!(manager.stats().loaded_remote, 0, "every read was local");
-    let last_read = std::time::Instant::now();
-    tokio::time::sleep(interval - Duration::from_millis(100)).await;
-    assert!(held(&manager), "expired before its interval");
-    tokio::time::sleep(Duration::from_millis(150) + slide_step(interval)).await;
-    assert!(
-        !held(&manager),
-        "still held {:?} after the last read",
-        last_read.elapsed()
+    use super::super::entry::SessionExpiry;
+
+    let interval = Duration::from_secs(1600);
+    let step = slide_step(interval);
+    assert_eq!(step, Duration::from_secs(30), "a sixteenth, at most 30 s");
+    let id = SessionId::generate(&node("n1"), None);
+    let session = tandem_core::Session::<TextCodec>::new(
+        id.clone(),
+        std::time::SystemTime::now(),
+        Some(interval),
+    );
+    let entry = Arc::new(LocalEntry::new(session, RemoteCopy::Absent, false, 0));
+    let key = local_key(&id);
+    let now = Instant::now();
+    let read = |remaining: Duration| {
+        SessionExpiry.expire_after_read(&key, &entry, now, Some(remaining), now)
+    };
+    let slid = Some(interval + step);
+    assert_eq!(SessionExpiry.expire_after_create(&key, &entry, now), slid);
+    assert_eq!(
+        read(interval),
+        Some(interval),
+        "kept: the whole interval left"
+    );
+    assert_eq!(read(interval + step), slid, "kept: a full slide left");
+    assert_eq!(read(interval - Duration::from_millis(1)), slid, "slid");
+    assert_eq!(read(Duration::ZERO), slid, "slid");
+    assert_eq!(
+        read(interval + step + Duration::from_millis(1)),
+        slid,
+        "shortened"
+    );
+    assert_eq!(
+        SessionExpiry.expire_after_update(&key, &entry, now, Some(Duration::ZERO)),
+        slid
     );
 }
 
-/// A shorter interval set by a request takes effect at the next read, not one old
-/// interval later.
+/// A session nobody asks for again leaves the local tier by itself once the tier's
+/// own clock passes its interval, and its expiry is handled (counted, its remote copy
+/// ended). On real time: the tier's clock cannot be paused; the bound is generous.
 #[tokio::test]
-async fn a_shortened_interval_takes_effect_at_the_next_read() {
+async fn a_session_left_alone_expires_in_the_tier_without_a_request() {
     let store = store(&["n1"]);
     let manager = builder(&store)
-        .max_inactive(Some(Duration::from_secs(60)))
+        .max_inactive(Some(Duration::from_millis(300)))
         .build()
         .unwrap();
     let id = create(&manager, &[("user", "ann")]).await;
-    let mut session = manager.load(Some(id.as_str())).await.unwrap();
-    session.set_max_inactive(Some(Duration::from_millis(300)));
-    manager.commit(session).await.unwrap();
-    assert_eq!(get(&manager, &id, "user").await.as_deref(), Some("ann"));
-    tokio::time::sleep(Duration::from_millis(300 + 50)).await;
+    settle(&manager).await;
+    let mut expired = false;
+    for _ in 0..500 {
+        manager.run_pending_tasks().await;
+        if manager.stats().expired == 1 {
+            expired = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(expired, "not expired within 10 s: {:?}", manager.stats());
     assert!(!manager.sticky().local.contains_key(id.storage_id()));
+    settle(&manager).await;
+    assert!(manager.load(Some(id.as_str())).await.unwrap().is_new());
 }
 
 /// The takeover check compares digests of stored bytes: equal bytes must give equal
@@ -569,7 +573,12 @@ async fn a_request_waiting_for_a_replaced_copy_gets_the_new_copy() {
         )
         .unwrap();
     session.mark_unchanged();
-    let newer = Arc::new(LocalEntry::new(session, RemoteCopy::Absent, true));
+    let newer = Arc::new(LocalEntry::new(
+        session,
+        RemoteCopy::Absent,
+        true,
+        manager.sticky().common.now_ms(),
+    ));
     manager.sticky().local.insert(key.clone(), newer);
     manager.sticky().discard(&key, &old);
     drop(first);

@@ -534,7 +534,12 @@ async fn a_late_expiry_report_never_deletes_the_live_session_under_the_same_key(
     // expiry.
     let session = old.state.lock().session.clone();
     let remote = old.state.lock().remote;
-    let live = Arc::new(LocalEntry::new(session, remote, false));
+    let live = Arc::new(LocalEntry::new(
+        session,
+        remote,
+        false,
+        manager.sticky().common.now_ms(),
+    ));
     manager
         .sticky()
         .local
@@ -646,3 +651,4 @@ async fn only_per_pattern_lock_scopes_use_the_request_info() {
 }
 
 mod misbehaving;
+mod paused;

@@ -1,0 +1,135 @@
+//! Expiry and keep-alive on tokio's paused time ([`TokioClock`]): half an hour passes
+//! in no time, and exactly as long as the test says, so the bounds below are exact
+//! instead of margins on a shared machine's clock.
+
+use std::time::Duration;
+
+use super::*;
+
+/// A store and a manager builder on one paused clock.
+fn paused(nodes: &[&str]) -> (Arc<MemoryStore>, ManagerBuilder<TextCodec>) {
+    let clock: Arc<dyn tandem_core::Clock> = Arc::new(TokioClock::new());
+    let store =
+        Arc::new(MemoryStore::new(nodes.iter().map(|id| node(id))).with_clock(Arc::clone(&clock)));
+    let builder = builder(&store).clock(clock);
+    (store, builder)
+}
+
+const INTERVAL: Duration = Duration::from_secs(30 * 60);
+/// How far from a deadline the tests step. Paused time is exact, but `settle` polls
+/// with sleeps, which move it by a few milliseconds.
+const MARGIN: Duration = Duration::from_secs(1);
+
+/// A session read just before its interval runs out stays, and its interval counts
+/// again from that read; left alone for its whole interval, it is expired when a
+/// request finds it, not a second before, and its remote copy is ended.
+#[tokio::test(start_paused = true)]
+async fn a_session_expires_its_interval_after_its_last_request() {
+    let (store, builder) = paused(&["n1"]);
+    let manager = builder.max_inactive(Some(INTERVAL)).build().unwrap();
+    let id = create(&manager, &[("user", "ann")]).await;
+    settle(&manager).await;
+
+    tokio::time::advance(INTERVAL - MARGIN).await;
+    assert_eq!(get(&manager, &id, "user").await.as_deref(), Some("ann"));
+    tokio::time::advance(INTERVAL - MARGIN).await;
+    assert_eq!(get(&manager, &id, "user").await.as_deref(), Some("ann"));
+    assert_eq!(manager.stats().expired, 0);
+
+    tokio::time::advance(INTERVAL).await;
+    let session = manager.load(Some(id.as_str())).await.unwrap();
+    assert!(session.is_new(), "expired after its interval");
+    assert_ne!(session.id(), &id);
+    drop(session);
+    settle(&manager).await;
+    assert_eq!(manager.stats().expired, 1);
+    // The remote copy was replaced by a tombstone: another server does not load it.
+    let other = builder_on(&store)
+        .max_inactive(Some(INTERVAL))
+        .build()
+        .unwrap();
+    assert!(other.load(Some(id.as_str())).await.unwrap().is_new());
+    // Every request after that gets a new session, and the expiry is handled once.
+    assert!(manager.load(Some(id.as_str())).await.unwrap().is_new());
+    settle(&manager).await;
+    assert_eq!(manager.stats().expired, 1);
+}
+
+/// A manager on the same store and clock as `paused` gave, standing in for another
+/// app server.
+fn builder_on(store: &Arc<MemoryStore>) -> ManagerBuilder<TextCodec> {
+    builder(store)
+        .route(Route::new("other").unwrap())
+        .clock(Arc::new(TokioClock::new()))
+}
+
+/// A shorter interval set by a request takes effect from the next read, not one old
+/// interval later.
+#[tokio::test(start_paused = true)]
+async fn a_shortened_interval_takes_effect_at_the_next_read() {
+    let (_store, builder) = paused(&["n1"]);
+    let manager = builder.max_inactive(Some(INTERVAL)).build().unwrap();
+    let id = create(&manager, &[("user", "ann")]).await;
+    let mut session = manager.load(Some(id.as_str())).await.unwrap();
+    let short = Duration::from_secs(60);
+    session.set_max_inactive(Some(short));
+    manager.commit(session).await.unwrap();
+    assert_eq!(get(&manager, &id, "user").await.as_deref(), Some("ann"));
+    tokio::time::advance(short - MARGIN).await;
+    assert_eq!(get(&manager, &id, "user").await.as_deref(), Some("ann"));
+    tokio::time::advance(short).await;
+    assert!(manager.load(Some(id.as_str())).await.unwrap().is_new());
+}
+
+/// Unchanged reads extend the remote copy's expiry once per half of the keep-alive
+/// slack, not on every request: the first read after that much time touches it, the
+/// reads before do not.
+#[tokio::test(start_paused = true)]
+async fn unchanged_reads_touch_the_remote_copy_once_per_half_slack() {
+    let (_store, builder) = paused(&["n1"]);
+    let manager = builder.max_inactive(Some(INTERVAL)).build().unwrap();
+    let id = create(&manager, &[("user", "ann")]).await;
+    settle(&manager).await;
+    let half_slack = keepalive_slack(INTERVAL) / 2;
+
+    tokio::time::advance(half_slack - MARGIN).await;
+    let session = manager.load(Some(id.as_str())).await.unwrap();
+    assert!(manager.commit_now(session).is_ok(), "not due yet");
+    settle(&manager).await;
+    assert_eq!(manager.stats().touches, 0);
+
+    tokio::time::advance(2 * MARGIN).await;
+    let session = manager.load(Some(id.as_str())).await.unwrap();
+    let session = manager.commit_now(session).unwrap_err();
+    manager.commit(session).await.unwrap();
+    settle(&manager).await;
+    assert_eq!(manager.stats().touches, 1);
+    // Refreshed by that touch: the next read is not due again.
+    assert_eq!(get(&manager, &id, "user").await.as_deref(), Some("ann"));
+    settle(&manager).await;
+    assert_eq!(manager.stats().touches, 1);
+}
+
+/// A backup that fails is retried every retry interval, no sooner, until it lands.
+#[tokio::test(start_paused = true)]
+async fn a_failed_backup_is_retried_after_the_retry_interval() {
+    let (store, builder) = paused(&["n1"]);
+    let retry = Duration::from_secs(10);
+    let manager = builder.retry_interval(retry).build().unwrap();
+    let n1 = node("n1");
+    store.set_node_up(&n1, false);
+    create(&manager, &[("user", "ann")]).await;
+    tokio::time::sleep(retry / 2).await;
+    let failed = manager.stats().backups_failed;
+    assert!(failed >= 1, "{:?}", manager.stats());
+    assert_eq!(manager.pending_backups(), 1);
+
+    store.set_node_up(&n1, true);
+    // Not before the retry interval has passed since the failure.
+    tokio::time::sleep(retry / 4).await;
+    assert_eq!(manager.stats().backups_written, 0);
+    tokio::time::sleep(retry).await;
+    assert_eq!(manager.stats().backups_written, 1);
+    assert_eq!(manager.pending_backups(), 0);
+    assert_eq!(store.item_count(&n1), 1);
+}
