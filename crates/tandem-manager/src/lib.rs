@@ -39,6 +39,15 @@
 //! the transit copies, the remote locks, the backup-copy repairs); what both share is
 //! in `common/` (store and node ring, configuration, stored bytes, merge checks, TTLs,
 //! ended ids, counters), which knows neither.
+//!
+//! Time: every time the manager reads comes from one [`Clock`](tandem_core::Clock)
+//! ([`ManagerBuilder::clock`]); tests run it on tokio's paused time with
+//! [`TokioClock`].
+//!
+//! What it is not: a web layer (cookies, signing and HTTP are `tandem-tower`'s), a
+//! remote store (it drives any [`RemoteStore`](tandem_core::RemoteStore):
+//! `tandem-memcached`, or the in-process `MemoryStore`), or a codec (values are
+//! encoded by the codec type it is generic over).
 
 mod clock;
 mod common;
