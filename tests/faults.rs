@@ -28,7 +28,7 @@
 
 #[path = "common/mod.rs"]
 mod common;
-#[path = "faults/ending.rs"]
+#[path = "faults/ending/mod.rs"]
 mod ending;
 
 use std::fmt;
