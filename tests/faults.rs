@@ -11,7 +11,8 @@
 //!   as an asynchronous one; the column "losses not reported at risk" counts the
 //!   losses that reached past a change whose copy was not reported failed, and must
 //!   stay 0 there;
-//! - no request is slower than the operation timeout plus 100 ms.
+//! - no request waits much longer than the design lets it: one operation timeout,
+//!   plus room for a busy machine ([`slowest_allowed`]).
 //!
 //! Each client owns one session and runs requests one after another, so the value of
 //! its counter attribute must equal the number of acknowledged increments: anything
@@ -28,7 +29,7 @@
 
 #[path = "common/mod.rs"]
 mod common;
-#[path = "faults/ending.rs"]
+#[path = "faults/ending/mod.rs"]
 mod ending;
 
 use std::fmt;
@@ -115,6 +116,21 @@ const FAULTS: [Fault; 6] = [
     Fault::KillAppServer,
     Fault::RollingRestart,
 ];
+
+/// The slowest a request of the matrix may be where the design lets it wait for
+/// `timeouts` operation timeouts in a row: those, and three more as room for the
+/// machine. The matrix runs two dozen clients on a shared two-core machine that may be
+/// busy with other builds, where a request of a few milliseconds can wait hundreds for
+/// a core, so a tighter bound fails runs that found nothing wrong.
+///
+/// What it still fails: a request that waits out a hung node (the whole fault phase,
+/// over a second) instead of timing out, retries through several timeouts, or waits
+/// for a lock to time out (seconds). Whether a request costs one timeout or two is
+/// for the tests of single requests to tell (`tests/nonsticky/failover.rs`, the store's
+/// `node_health`); the table shows the slowest request of every row.
+fn slowest_allowed(timeouts: u32) -> Duration {
+    (timeouts + 3) * TIMEOUT
+}
 
 /// Where the design allows acknowledged updates to be lost: the only surviving copy
 /// was written asynchronously.
@@ -526,7 +542,10 @@ async fn matrix(mode: Mode) {
     for row in &rows {
         println!("{row}");
     }
-    let bound = TIMEOUT + Duration::from_millis(100);
+    // A request meets at most one operation timeout: the node it waits for is then
+    // marked down, and a non-sticky request answers 503 rather than try a second
+    // node.
+    let bound = slowest_allowed(1);
     // The fault rows first, so that a failing row of ends leaves none of them
     // unchecked.
     for row in &rows {

@@ -10,12 +10,12 @@ use serde::{Deserialize, Serialize};
 use speedy::{Readable, Writable};
 use tandem::codec::{Compression, Encryption, EncryptionKey};
 use tandem::{
-    CodecId, CookieUpdate, JsonCodec, KeyPrefix, KeySpace, Migrating, MsgpackCodec, RemoteStore,
-    SessionId, SessionManager, SpeedyCodec, envelope,
+    CodecId, CookieUpdate, JsonCodec, KeySpace, Migrating, MsgpackCodec, RemoteStore, SessionId,
+    SessionManager, SpeedyCodec, envelope,
 };
 use tandem_testkit::MemcachedCluster;
 
-use common::{connect, node, settle};
+use common::{connect, key, node, settle};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Readable, Writable)]
 struct Profile {
@@ -31,11 +31,8 @@ fn profile() -> Profile {
 }
 
 async fn stored_bytes(store: &Arc<tandem::memcached::MemcachedStore>, id: &SessionId) -> Vec<u8> {
-    let key = KeyPrefix::new("tandem:")
-        .unwrap()
-        .key(KeySpace::Session, id);
     store
-        .get(&node(id.node()), &key)
+        .get(&node(id.node()), &key(KeySpace::Session, id))
         .await
         .unwrap()
         .unwrap()

@@ -1,18 +1,23 @@
-//! Helpers shared by the manager tests: real memcached processes, managers standing in
-//! for app servers, and polling. Each test crate uses a part of them.
+//! Helpers shared by the root package's integration tests: the memcached store they
+//! run against, managers standing in for app servers, sessions and their keys, and
+//! polling (re-exported from `tandem-testkit`, where the helpers that need nothing of
+//! Tandem live). Each test crate uses a part of them.
 #![allow(dead_code)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use speedy::{Readable, Writable};
 use tandem::memcached::{MemcachedConfig, MemcachedStore};
 use tandem::{
-    CommitError, CookieUpdate, ManagerBuilder, Mode, NodeId, NodeSpec, RemoteStore, Route,
-    SessionId, SessionManager, SpeedyCodec,
+    CommitError, CookieUpdate, KeyPrefix, KeySpace, ManagerBuilder, Mode, NodeId, NodeSpec,
+    RemoteStore, Route, SessionId, SessionManager, SpeedyCodec, StoreKey,
 };
 use tandem_testkit::MemcachedCluster;
+// Not every test crate polls both ways.
+#[allow(unused_imports)]
+pub use tandem_testkit::{wait_until, wait_until_async};
 
 /// The operation timeout of the tests: short, to keep the suite fast.
 pub const TIMEOUT: Duration = Duration::from_millis(200);
@@ -33,24 +38,48 @@ pub fn node(id: &str) -> NodeId {
     NodeId::new(id).unwrap()
 }
 
-pub async fn connect(cluster: &MemcachedCluster) -> Arc<MemcachedStore> {
-    let config = MemcachedConfig::default()
+/// The store settings of the tests: [`TIMEOUT`] and [`PROBE`].
+pub fn store_config() -> MemcachedConfig {
+    MemcachedConfig::default()
         .with_operation_timeout(TIMEOUT)
-        .with_probe_interval(PROBE);
+        .with_probe_interval(PROBE)
+}
+
+/// A store over every node of `cluster` with [`store_config`].
+pub async fn connect(cluster: &MemcachedCluster) -> Arc<MemcachedStore> {
+    connect_with(cluster, store_config()).await
+}
+
+/// A store over every node of `cluster` with `config` (usually [`store_config`] with
+/// a change).
+pub async fn connect_with(
+    cluster: &MemcachedCluster,
+    config: MemcachedConfig,
+) -> Arc<MemcachedStore> {
     let spec = NodeSpec::parse(&cluster.node_spec()).unwrap();
     Arc::new(MemcachedStore::connect(&spec, config).await.unwrap())
 }
 
 /// A sticky-mode manager builder for an app server named `route`.
 pub fn server(store: &Arc<MemcachedStore>, route: &str) -> ManagerBuilder<SpeedyCodec> {
-    Manager::builder(Arc::clone(store) as Arc<dyn RemoteStore>)
-        .route(Route::new(route).unwrap())
-        .retry_interval(RETRY)
+    sticky_over(Arc::clone(store) as Arc<dyn RemoteStore>, route)
 }
 
 /// A non-sticky manager builder.
 pub fn non_sticky(store: &Arc<MemcachedStore>) -> ManagerBuilder<SpeedyCodec> {
-    Manager::builder(Arc::clone(store) as Arc<dyn RemoteStore>)
+    non_sticky_over(Arc::clone(store) as Arc<dyn RemoteStore>)
+}
+
+/// [`server`] over any store (a wrapper that injects faults, for example).
+pub fn sticky_over(store: Arc<dyn RemoteStore>, route: &str) -> ManagerBuilder<SpeedyCodec> {
+    Manager::builder(store)
+        .route(Route::new(route).unwrap())
+        .retry_interval(RETRY)
+}
+
+/// [`non_sticky`] over any store.
+pub fn non_sticky_over(store: Arc<dyn RemoteStore>) -> ManagerBuilder<SpeedyCodec> {
+    Manager::builder(store)
         .mode(Mode::NonSticky)
         .retry_interval(RETRY)
 }
@@ -65,6 +94,22 @@ pub async fn create(manager: &Manager, n: u32) -> SessionId {
     let mut session = manager.load(None).await.unwrap();
     session.insert("n", &n).unwrap();
     new_id(manager.commit(session).await.unwrap().cookie)
+}
+
+/// Creates sessions until one has its primary copy on `node`.
+pub async fn create_on(manager: &Manager, node: &str, n: u32) -> SessionId {
+    for _ in 0..200 {
+        let id = create(manager, n).await;
+        if id.node() == node {
+            return id;
+        }
+    }
+    panic!("no session landed on {node}");
+}
+
+/// The storage key of `id` in `space`, as the manager builds it (default prefix).
+pub fn key(space: KeySpace, id: &SessionId) -> StoreKey {
+    KeyPrefix::new("tandem:").unwrap().key(space, id)
 }
 
 pub fn new_id(cookie: CookieUpdate) -> SessionId {
@@ -98,19 +143,6 @@ pub async fn settle<C: tandem::Codec>(manager: &SessionManager<C>) {
         "{} backups still pending",
         manager.pending_backups()
     );
-}
-
-/// Polls `condition` every 10 ms until it holds or `limit` passes; returns how long
-/// it took, or `None` if it never held.
-pub async fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> Option<Duration> {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if condition() {
-            return Some(started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    condition().then(|| started.elapsed())
 }
 
 /// Runs `requests` concurrent read-modify-write increments of `n`, spread over the

@@ -68,7 +68,7 @@ async fn l9_non_sticky_a_session_interval_bounds_its_remote_ttl_when_the_correct
     let x = new_id(a.commit(session).await.unwrap().cookie);
     settle(&a).await;
     let primary = key(KeySpace::Session, &x);
-    let before = remaining_ttl(&cluster, x.node(), &primary).await;
+    let before = cluster.node(x.node()).remaining_ttl(primary.as_str());
     assert!(
         matches!(before, Some(1..=6)),
         "precondition: the new session's TTL is {before:?}"
@@ -84,7 +84,7 @@ async fn l9_non_sticky_a_session_interval_bounds_its_remote_ttl_when_the_correct
     failing.fail_touches(false);
     let restored = wait_until(Duration::from_secs(3), || a.pending_ends() == 0).await;
     assert!(restored.is_some(), "the shorter expiry was never retried");
-    let after = remaining_ttl(&cluster, x.node(), &primary).await;
+    let after = cluster.node(x.node()).remaining_ttl(primary.as_str());
     assert!(
         matches!(after, Some(1..=7)),
         "after a read, the 5 s session's primary copy lives {after:?} s"

@@ -1,12 +1,10 @@
 //! Limits and settings that must hold at their edges: the size check of an encrypted
 //! session (L1), the cost of forged ids (L10), and configuration edge cases (L11).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tandem::codec::{Encryption, EncryptionKey};
-use tandem::memcached::{MemcachedConfig, MemcachedStore};
-use tandem::{CommitError, NodeSpec, Route, SessionId, envelope};
+use tandem::{CommitError, Route, SessionId, envelope};
 use tandem_testkit::MemcachedCluster;
 
 use crate::common::*;
@@ -21,12 +19,7 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn l1_an_encrypted_session_near_the_limit_is_refused_or_backed_up() {
     let cluster = MemcachedCluster::start(1);
-    let config = MemcachedConfig::default()
-        .with_operation_timeout(TIMEOUT)
-        .with_probe_interval(PROBE)
-        .with_item_size_max(8 * 1024);
-    let spec = NodeSpec::parse(&cluster.node_spec()).unwrap();
-    let store = Arc::new(MemcachedStore::connect(&spec, config).await.unwrap());
+    let store = connect_with(&cluster, store_config().with_item_size_max(8 * 1024)).await;
     let limit = store.config().max_value_size();
     let a = server(&store, "a1")
         .layer(Encryption::new(EncryptionKey::generate(1)))

@@ -2,16 +2,15 @@
 //! scenario goes wrong at once, a fault-injecting store wrapper, and direct looks at
 //! what memcached holds.
 
-use std::io::{BufRead, BufReader, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tandem::memcached::MemcachedStore;
 use tandem::{
-    AddOutcome, CasOutcome, CasToken, CommitError, CommitOutcome, CookieUpdate, Item, KeyPrefix,
-    KeySpace, ManagerBuilder, Mode, NodeId, NodeStatus, Precondition, RemoteStore, Route,
-    SessionId, SetItem, SpeedyCodec, StoreError, StoreKey, Ttl, WriteItem, WriteOutcome,
+    AddOutcome, CasOutcome, CasToken, CommitError, CommitOutcome, CookieUpdate, Item, KeySpace,
+    NodeId, NodeStatus, Precondition, RemoteStore, SessionId, SetItem, StoreError, StoreKey, Ttl,
+    WriteItem, WriteOutcome,
 };
 use tandem_testkit::MemcachedCluster;
 
@@ -76,28 +75,12 @@ pub async fn logout(manager: &Manager, id: &SessionId) {
     assert_eq!(outcome.cookie, CookieUpdate::Clear);
 }
 
-/// Creates sessions until one has its primary copy on `node`.
-pub async fn create_on(manager: &Manager, node: &str, n: u32) -> SessionId {
-    for _ in 0..200 {
-        let id = create(manager, n).await;
-        if id.node() == node {
-            return id;
-        }
-    }
-    panic!("no session landed on {node}");
-}
-
 /// The node after `node` in ring order (configuration order, wrapping): where a
 /// non-sticky session keeps its backup copy.
 pub fn ring_successor(cluster: &MemcachedCluster, node: &str) -> String {
     let ids = cluster.ids();
     let at = ids.iter().position(|id| id == node).unwrap();
     ids[(at + 1) % ids.len()].clone()
-}
-
-/// The storage key of `id` in `space`, as the manager builds it (default prefix).
-pub fn key(space: KeySpace, id: &SessionId) -> StoreKey {
-    KeyPrefix::new("tandem:").unwrap().key(space, id)
 }
 
 /// The nodes that hold `id` under `space`, read with the store directly. A node that
@@ -137,58 +120,11 @@ pub async fn mark_down(store: &MemcachedStore, node_id: &str) {
 /// reconnected after a restart).
 pub async fn wait_up(store: &MemcachedStore, node_id: &str) {
     let probe = StoreKey::new("security-probe").unwrap();
-    for _ in 0..300 {
-        if store.is_available(&node(node_id)) && store.get(&node(node_id), &probe).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{node_id} did not come back");
-}
-
-/// The remaining TTL of `key` on `node` in seconds, read with the meta command `mg
-/// <key> t` (the store trait cannot read TTLs); `None` if the key is absent, `-1` if
-/// it never expires.
-pub async fn remaining_ttl(
-    cluster: &MemcachedCluster,
-    node_id: &str,
-    key: &StoreKey,
-) -> Option<i64> {
-    let address = cluster.node(node_id).addr();
-    let command = format!("mg {} t\r\n", key.as_str());
-    tokio::task::spawn_blocking(move || {
-        let mut stream = std::net::TcpStream::connect(address).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(1)))
-            .unwrap();
-        stream.write_all(command.as_bytes()).unwrap();
-        let mut line = String::new();
-        BufReader::new(stream).read_line(&mut line).unwrap();
-        let line = line.trim_end();
-        if line == "EN" {
-            return None;
-        }
-        let ttl = line
-            .strip_prefix("HD t")
-            .unwrap_or_else(|| panic!("unexpected answer to mg: {line:?}"));
-        Some(ttl.parse().unwrap())
+    let up = wait_until_async(Duration::from_secs(3), || async {
+        store.is_available(&node(node_id)) && store.get(&node(node_id), &probe).await.is_ok()
     })
-    .await
-    .unwrap()
-}
-
-/// A sticky manager builder for an app server named `route` over any store.
-pub fn sticky_over(store: Arc<dyn RemoteStore>, route: &str) -> ManagerBuilder<SpeedyCodec> {
-    Manager::builder(store)
-        .route(Route::new(route).unwrap())
-        .retry_interval(RETRY)
-}
-
-/// A non-sticky manager builder over any store.
-pub fn non_sticky_over(store: Arc<dyn RemoteStore>) -> ManagerBuilder<SpeedyCodec> {
-    Manager::builder(store)
-        .mode(Mode::NonSticky)
-        .retry_interval(RETRY)
+    .await;
+    assert!(up.is_some(), "{node_id} did not come back");
 }
 
 /// A memcached store that can delay or drop chosen operations, to pin down the order

@@ -2,6 +2,8 @@
 
 // The example itself, so that its routes are tested as they ship. Its `main` is unused
 // here.
+#[path = "../common/mod.rs"]
+mod common;
 #[allow(dead_code)]
 #[path = "../../examples/shop.rs"]
 mod shop;
@@ -13,37 +15,24 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use serde_json::{Value, json};
-use tandem::memcached::{MemcachedConfig, MemcachedStore};
-use tandem::{Mode, NodeSpec};
-use tandem_testkit::MemcachedCluster;
+use tandem::Mode;
+use tandem::memcached::MemcachedStore;
+use tandem_testkit::{MemcachedCluster, wait_until_quiet};
 use tower::ServiceExt;
 
+use common::{connect, operations};
 use shop::{Backend, CodecChoice, Options, Shop};
-
-async fn connect(cluster: &MemcachedCluster) -> Arc<MemcachedStore> {
-    let config = MemcachedConfig::default()
-        .with_operation_timeout(Duration::from_millis(200))
-        .with_probe_interval(Duration::from_millis(100));
-    let spec = NodeSpec::parse(&cluster.node_spec()).unwrap();
-    Arc::new(MemcachedStore::connect(&spec, config).await.unwrap())
-}
-
-fn operations(store: &MemcachedStore) -> u64 {
-    store.health().iter().map(|node| node.operations).sum()
-}
 
 /// Waits until the shop's background session work is done and memcached sees no more
 /// operations, then returns the operation count.
 async fn quiet(shop: &Shop, store: &MemcachedStore) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let count = operations(store);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if shop.sessions.pending_backups() == 0 && operations(store) == count {
-            return count;
-        }
-        assert!(Instant::now() < deadline, "memcached never went quiet");
-    }
+    wait_until_quiet(
+        Duration::from_secs(5),
+        || shop.sessions.pending_backups() == 0,
+        || operations(store),
+    )
+    .await
+    .expect("memcached never went quiet")
 }
 
 fn options(args: &[&str]) -> Options {

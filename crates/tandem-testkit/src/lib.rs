@@ -13,6 +13,11 @@
 //! It needs the `memcached` binary on `PATH` and a Unix system (signals; the pause
 //! check reads `/proc` on Linux).
 //!
+//! Beside the processes, the helpers that every test crate of the workspace needs and
+//! that need nothing of Tandem: polling for a condition instead of sleeping
+//! ([`wait_until`], [`wait_until_async`], [`wait_until_quiet`]), and the number of
+//! property-test cases ([`proptest_cases`]).
+//!
 //! ```no_run
 //! use tandem_testkit::MemcachedCluster;
 //!
@@ -34,6 +39,12 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{self, Signal};
 use nix::unistd::{Pid, User};
+
+mod wait;
+
+pub use wait::{
+    QUIET_INTERVAL, WAIT_POLL_INTERVAL, wait_until, wait_until_async, wait_until_quiet,
+};
 
 /// How many cases a property test runs: the `PROPTEST_CASES` environment variable if
 /// it is set (`scripts/fuzz.sh` sets a million), else `default` (what the test suite
@@ -233,6 +244,25 @@ impl MemcachedProcess {
     pub fn keys(&self) -> Vec<String> {
         read_keys(self.addr())
             .unwrap_or_else(|error| panic!("keys of memcached on {}: {error}", self.addr()))
+    }
+
+    /// The remaining time to live of `key` in seconds as the server reports it (`-1`:
+    /// it never expires), read over a fresh connection with the meta command
+    /// `mg <key> t`; `None` if the server does not hold `key`. Reading it leaves the
+    /// TTL as it is.
+    ///
+    /// # Panics
+    ///
+    /// If `key` cannot be a memcached key (empty, over 250 bytes, or with a space or
+    /// a control character), or the server does not answer within a second (for
+    /// example while paused).
+    pub fn remaining_ttl(&self, key: &str) -> Option<i64> {
+        read_ttl(self.addr(), key).unwrap_or_else(|error| {
+            panic!(
+                "remaining TTL of {key:?} on memcached {}: {error}",
+                self.addr()
+            )
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<Running>> {
@@ -449,15 +479,21 @@ fn wait_until_ready(running: &mut Running, port: u16) -> Result<(), String> {
     }
 }
 
-/// Reads `stats` over a fresh connection, each step bounded by [`IO_TIMEOUT`].
-/// The lines memcached answers `command` with, up to its closing `END`.
-fn answer_lines(addr: SocketAddr, command: &[u8]) -> io::Result<Vec<String>> {
+/// Opens a fresh connection to `addr` and sends `command`, each step bounded by
+/// [`IO_TIMEOUT`]; returns a reader for the answer, whose reads are bounded too.
+fn send_command(addr: SocketAddr, command: &[u8]) -> io::Result<BufReader<TcpStream>> {
     let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     stream.write_all(command)?;
+    Ok(BufReader::new(stream))
+}
+
+/// The lines memcached answers `command` with, up to its closing `END`, over a fresh
+/// connection.
+fn answer_lines(addr: SocketAddr, command: &[u8]) -> io::Result<Vec<String>> {
     let mut lines = Vec::new();
-    let mut reader = BufReader::new(stream);
+    let mut reader = send_command(addr, command)?;
     let mut line = String::new();
     loop {
         line.clear();
@@ -505,6 +541,34 @@ fn read_keys(addr: SocketAddr) -> io::Result<Vec<String>> {
         .filter_map(|rest| rest.split(' ').next())
         .map(percent_decoded)
         .collect())
+}
+
+/// The remaining TTL of `key` (see [`MemcachedProcess::remaining_ttl`]).
+fn read_ttl(addr: SocketAddr, key: &str) -> io::Result<Option<i64>> {
+    if key.is_empty() || key.len() > 250 || key.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a memcached key",
+        ));
+    }
+    let mut line = String::new();
+    send_command(addr, format!("mg {key} t\r\n").as_bytes())?.read_line(&mut line)?;
+    let answer = line.trim_end();
+    if answer == "EN" {
+        return Ok(None);
+    }
+    // `HD t<seconds>`: the flags asked for, and no value.
+    answer
+        .strip_prefix("HD t")
+        .and_then(|ttl| ttl.parse().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unexpected answer to mg: {answer:?}"),
+            )
+        })
 }
 
 /// `text` with its `%XX` escapes decoded (invalid ones left as they are).

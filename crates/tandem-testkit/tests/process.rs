@@ -68,6 +68,29 @@ fn keys_lists_what_the_server_holds() {
 }
 
 #[test]
+fn remaining_ttl_reads_what_the_server_keeps() {
+    let memcached = MemcachedProcess::start();
+    let mut stream = connect(&memcached);
+    let wait = Duration::from_secs(1);
+    for command in ["set forever 0 0 1\r\nx\r\n", "set minute 0 60 1\r\nx\r\n"] {
+        let reply = request(&mut stream, command.as_bytes(), wait).unwrap();
+        assert_eq!(reply, "STORED");
+    }
+    assert_eq!(memcached.remaining_ttl("forever"), Some(-1));
+    let minute = memcached.remaining_ttl("minute").unwrap();
+    assert!((55..=60).contains(&minute), "{minute} s");
+    // Reading it changed nothing.
+    assert_eq!(memcached.remaining_ttl("forever"), Some(-1));
+    assert_eq!(memcached.remaining_ttl("missing"), None);
+}
+
+#[test]
+#[should_panic(expected = "not a memcached key")]
+fn remaining_ttl_refuses_what_cannot_be_a_key() {
+    MemcachedProcess::start().remaining_ttl("two words");
+}
+
+#[test]
 fn pause_hangs_requests_until_resume() {
     let memcached = MemcachedProcess::start();
     let mut stream = connect(&memcached);

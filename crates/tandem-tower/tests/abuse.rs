@@ -2,6 +2,8 @@
 //! unknown but well-formed ids, oversized cookies. Every operation that reaches the
 //! store is recorded, so the tests can say exactly what an attacker made it do.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,11 +18,11 @@ use proptest::test_runner::TestRunner;
 use regex::Regex;
 use tandem_codec::SpeedyCodec;
 use tandem_core::{
-    AddOutcome, CasOutcome, CasToken, Item, NodeId, NodeSpec, NodeStatus, Precondition,
-    RemoteStore, StoreError, StoreKey, Ttl, WriteItem, WriteOutcome,
+    AddOutcome, CasOutcome, CasToken, Item, NodeId, NodeStatus, Precondition, RemoteStore,
+    StoreError, StoreKey, Ttl, WriteItem, WriteOutcome,
 };
 use tandem_manager::SessionManager;
-use tandem_memcached::{MemcachedConfig, MemcachedStore};
+use tandem_memcached::MemcachedStore;
 use tandem_testkit::MemcachedCluster;
 use tandem_tower::{Session, SessionError, SessionLayer};
 use tower::ServiceExt;
@@ -192,10 +194,8 @@ fn most_lookups(flood: Duration) -> u128 {
 }
 
 async fn app(cluster: &MemcachedCluster) -> (Router, Arc<Recording>) {
-    let config = MemcachedConfig::default().with_operation_timeout(Duration::from_millis(200));
-    let spec = NodeSpec::parse(&cluster.node_spec()).unwrap();
     let store = Arc::new(Recording {
-        inner: MemcachedStore::connect(&spec, config).await.unwrap(),
+        inner: common::store(cluster).await,
         keys: Mutex::new(Vec::new()),
     });
     let manager =

@@ -1,5 +1,7 @@
 //! The layer over HTTP, in process (axum), against real memcached processes.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -9,47 +11,34 @@ use axum::routing::{get, post};
 use http::{Request, StatusCode, header};
 use regex::Regex;
 use tandem_codec::SpeedyCodec;
-use tandem_core::{NodeSpec, RemoteStore, Route};
+use tandem_core::{RemoteStore, Route};
 use tandem_manager::{CommitError, Concurrency, LockScope, Mode, SessionManager};
-use tandem_memcached::{MemcachedConfig, MemcachedStore};
-use tandem_testkit::MemcachedCluster;
+use tandem_memcached::MemcachedStore;
+use tandem_testkit::{MemcachedCluster, wait_until_quiet};
 use tandem_tower::{
     CookieSigner, Failure, MaxAge, SameSite, Session, SessionError, SessionLayer,
     SessionLayerBuilder, default_error_response,
 };
 use tower::ServiceExt;
 
+use common::{connect, operations};
+
 type Manager = SessionManager<SpeedyCodec>;
 
 const KEY: [u8; 32] = [0x5a; 32];
-
-async fn connect(cluster: &MemcachedCluster) -> Arc<MemcachedStore> {
-    let config = MemcachedConfig::default()
-        .with_operation_timeout(Duration::from_millis(200))
-        .with_probe_interval(Duration::from_millis(100));
-    let spec = NodeSpec::parse(&cluster.node_spec()).unwrap();
-    Arc::new(MemcachedStore::connect(&spec, config).await.unwrap())
-}
-
-/// memcached operations sent so far, over every node.
-fn operations(store: &MemcachedStore) -> u64 {
-    store.health().iter().map(|node| node.operations).sum()
-}
 
 /// Waits until the manager's background work is done and memcached sees no more
 /// operations, then returns the operation count.
 async fn quiet(manager: &Manager, store: &MemcachedStore) -> u64 {
     // Far beyond what a loaded machine needs: only a store that never goes quiet
     // reaches it.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let count = operations(store);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if manager.pending_backups() == 0 && operations(store) == count {
-            return count;
-        }
-        assert!(Instant::now() < deadline, "memcached never went quiet");
-    }
+    wait_until_quiet(
+        Duration::from_secs(60),
+        || manager.pending_backups() == 0,
+        || operations(store),
+    )
+    .await
+    .expect("memcached never went quiet")
 }
 
 fn manager(store: &Arc<MemcachedStore>, mode: Mode) -> Manager {

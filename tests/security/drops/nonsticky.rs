@@ -1,6 +1,6 @@
 //! Non-sticky mode: loads, commits and ends dropped at every point.
 
-use super::sticky::{Ending, SYNC, wait_until_async};
+use super::sticky::{Ending, SYNC};
 use super::*;
 
 /// How a non-sticky sweep's managers are configured.
@@ -65,24 +65,26 @@ pub(super) async fn copies_agree(
 ) {
     let primary_node = id.node().to_owned();
     let backup_node = ring_successor(cluster, &primary_node);
-    let started = Instant::now();
-    loop {
-        let primary = stored(store, &primary_node, KeySpace::Session, id).await;
-        let backup = stored(store, &backup_node, KeySpace::Backup, id).await;
-        if primary.is_some() && primary == backup {
-            return;
-        }
-        if started.elapsed() >= DRAIN_BOUND {
-            sweep.check(k, false, || {
-                format!(
-                    "the backup copy ({} bytes) differs from the primary ({} bytes) after {DRAIN_BOUND:?}",
-                    backup.map_or(0, |bytes| bytes.len()),
-                    primary.map_or(0, |bytes| bytes.len()),
-                )
-            });
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let copies = || async {
+        (
+            stored(store, &primary_node, KeySpace::Session, id).await,
+            stored(store, &backup_node, KeySpace::Backup, id).await,
+        )
+    };
+    let agree = wait_until_async(DRAIN_BOUND, || async {
+        let (primary, backup) = copies().await;
+        primary.is_some() && primary == backup
+    })
+    .await;
+    if agree.is_none() {
+        let (primary, backup) = copies().await;
+        sweep.check(k, false, || {
+            format!(
+                "the backup copy ({} bytes) differs from the primary ({} bytes) after {DRAIN_BOUND:?}",
+                backup.map_or(0, |bytes| bytes.len()),
+                primary.map_or(0, |bytes| bytes.len()),
+            )
+        });
     }
 }
 

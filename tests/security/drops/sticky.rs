@@ -398,24 +398,6 @@ pub(super) async fn sticky_end(
     sweep.finish(failures);
 }
 
-/// Polls an async `condition` every 20 ms until it holds or `limit` passes.
-pub(super) async fn wait_until_async<F, Fut>(limit: Duration, mut condition: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let started = Instant::now();
-    loop {
-        if condition().await {
-            return Some(started.elapsed());
-        }
-        if started.elapsed() >= limit {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Scenario 1, loads: a takeover load dropped at every point (Merge with asynchronous
 /// and synchronous backups, Lock), and, under Lock, a load dropped while it waits for
 /// the session's lock.

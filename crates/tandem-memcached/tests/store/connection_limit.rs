@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use tandem_core::{Precondition, RemoteStore, StoreError, Ttl, WriteOutcome};
 use tandem_memcached::{MemcachedConfig, MemcachedStore};
-use tandem_testkit::MemcachedProcess;
+use tandem_testkit::{MemcachedProcess, wait_until};
 
-use crate::common::{MARGIN, TIMEOUT, config, key, node, single, wait_until};
+use crate::common::{MARGIN, TIMEOUT, config, key, node, single};
 
 /// The connection limit of the tests.
 const MAX_CONNECTIONS: usize = 2;
