@@ -28,7 +28,10 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use serde::{Deserialize, Serialize};
 use speedy::{LittleEndian, Readable, Writable};
 use tandem::layers::{BlobLayer, NoLayer};
-use tandem::{Codec, Decodes, Encodes, NodeId, Session, SessionId, envelope};
+use tandem::{
+    Codec, NodeId, Session, SessionId, envelope,
+    model::{Decodes, Encodes},
+};
 use tandem_codec::{
     Compression, Encryption, EncryptionKey, JsonCodec, MsgpackCodec, PostcardCodec, SpeedyCodec,
 };

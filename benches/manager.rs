@@ -40,8 +40,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use speedy::{Readable, Writable};
 use tandem::memcached::{MemcachedConfig, MemcachedStore};
 use tandem::{
-    BackupMode, CookieUpdate, KeyPrefix, KeySpace, Mode, NodeSpec, RemoteStore, SessionId,
-    SessionManager, SpeedyCodec, Ttl, envelope,
+    BackupMode, CookieUpdate, KeyPrefix, Mode, NodeSpec, RemoteStore, SessionId, SessionManager,
+    SpeedyCodec, envelope,
+    model::{KeySpace, Ttl},
 };
 use tandem_testkit::MemcachedProcess;
 

@@ -16,7 +16,8 @@ use std::time::{Duration, SystemTime};
 use speedy::{Readable, Writable};
 use tandem::layers::BlobLayer;
 use tandem::{
-    Codec, CodecError, CodecId, Decodes, Encodes, NodeId, Session, SessionId, SpeedyCodec, envelope,
+    Codec, NodeId, Session, SessionId, SpeedyCodec, envelope,
+    model::{CodecError, CodecId, Decodes, Encodes},
 };
 use tandem_codec::{Compression, Encryption, EncryptionKey, Migrating};
 

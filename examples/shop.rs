@@ -61,8 +61,10 @@ use serde_json::{Value, json};
 use tandem::memcached::{MemcachedConfig, MemcachedStore};
 use tandem::tower::{Session, SessionError, SessionLayer};
 use tandem::{
-    BackupMode, Codec, Concurrency, Decodes, Encodes, MAX_ATTRIBUTE_NAME_LEN, MemoryStore, Mode,
-    NodeId, NodeSpec, NodeStatus, RemoteStore, Route, SessionManager, ShutdownReport, Stats,
+    BackupMode, Codec, Concurrency, MemoryStore, Mode, NodeId, NodeSpec, RemoteStore, Route,
+    SessionManager,
+    manager::{ShutdownReport, Stats},
+    model::{Decodes, Encodes, MAX_ATTRIBUTE_NAME_LEN, NodeStatus},
 };
 use tandem_codec::{JsonCodec, Migrating, MsgpackCodec, SpeedyCodec};
 
@@ -440,8 +442,8 @@ impl From<SessionError> for ShopError {
     }
 }
 
-impl From<tandem::AttributeError> for ShopError {
-    fn from(error: tandem::AttributeError) -> ShopError {
+impl From<tandem::model::AttributeError> for ShopError {
+    fn from(error: tandem::model::AttributeError) -> ShopError {
         ShopError::Session(error.into())
     }
 }

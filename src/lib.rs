@@ -7,15 +7,29 @@
 //! pairs are the source of truth. Attribute values are encoded by a pluggable codec,
 //! chosen by type: [`SpeedyCodec`] by default, [`JsonCodec`] beside it.
 //!
-//! This facade re-exports the workspace's crates:
+//! This facade re-exports the workspace's crates, each as a namespace, and the names
+//! most applications use at the top level:
 //!
-//! - the manager of `tandem-manager` at the top level: [`SessionManager`], its builder,
-//!   outcomes and errors;
-//! - everything of `tandem-core` at the top level: [`Session`], [`SessionId`],
-//!   [`NodeSpec`], the [`Codec`] traits, the [`envelope`], the [`RemoteStore`] trait
-//!   and the in-process [`MemoryStore`];
-//! - the codecs of `tandem-codec`;
-//! - with the default `memcached` feature, the memcached store as [`memcached`].
+//! | namespace | crate | what it holds |
+//! |---|---|---|
+//! | [`manager`] | `tandem-manager` | the session manager: builder, modes, outcomes, errors, stats, clocks |
+//! | [`model`] | `tandem-core` | sessions, ids, node specs, storage keys, the codec trait, the [`RemoteStore`] trait and [`MemoryStore`], the clock |
+//! | [`envelope`], [`layers`] | `tandem-core` | the stored format, and the layers over stored bytes |
+//! | [`codec`] | `tandem-codec` | the codecs, rolling migration, compression and encryption |
+//! | [`memcached`] | `tandem-memcached` | the memcached store (feature `memcached`, default) |
+//! | [`tower`] | `tandem-tower` | the tower layer and axum extractor (feature `tower`, default) |
+//!
+//! At the top level: [`SessionManager`] and what a request uses with it
+//! ([`ManagerBuilder`], [`Mode`], [`Concurrency`], [`BackupMode`], [`RequestInfo`],
+//! [`RequestSession`], [`CommitOutcome`], [`CookieUpdate`], [`BackupStatus`],
+//! [`CommitError`], [`LoadError`]), the model's everyday types ([`Session`],
+//! [`SessionId`], [`NodeId`], [`Route`], [`NodeSpec`], [`KeyPrefix`], [`KeySecret`],
+//! [`Codec`], [`RemoteStore`], [`MemoryStore`]), and the default codec with its JSON
+//! alternative. Everything else is in its namespace: `tandem::manager::Stats`,
+//! `tandem::model::Ttl`, `tandem::codec::Encryption`.
+//!
+//! What it is not: code of its own. Each crate can be used alone (a store crate needs
+//! only `tandem-core`); the facade saves naming them.
 //!
 //! ```
 //! use std::time::{Duration, SystemTime};
@@ -31,15 +45,37 @@
 //! assert_eq!(loaded.get::<u32>("visits").unwrap(), Some(1));
 //! ```
 
-pub use tandem_codec::{JsonCodec, Migrating, MsgpackCodec, PostcardCodec, SpeedyCodec};
-
-/// Codecs, rolling codec migration and stored-bytes layers (compression, encryption).
-pub use tandem_codec as codec;
-pub use tandem_core::*;
-pub use tandem_manager::*;
+pub use tandem_codec::{JsonCodec, SpeedyCodec};
+pub use tandem_core::{
+    Codec, KeyPrefix, KeySecret, MemoryStore, NodeId, NodeSpec, RemoteStore, Route, Session,
+    SessionId,
+};
+pub use tandem_manager::{
+    BackupMode, BackupStatus, CommitError, CommitOutcome, Concurrency, CookieUpdate, LoadError,
+    ManagerBuilder, Mode, RequestInfo, RequestSession, SessionManager,
+};
 
 /// The codec sessions use unless another is chosen.
 pub type DefaultCodec = SpeedyCodec;
+
+/// The session manager (`tandem-manager`): its builder and settings, request outcomes,
+/// errors, statistics, and the clock for tests on paused time.
+pub use tandem_manager as manager;
+
+/// The model (`tandem-core`): sessions and their attributes, ids and routes, node
+/// specs, storage keys, the codec trait, the remote-store trait and the in-process
+/// store, the clock.
+pub use tandem_core as model;
+
+/// The versioned binary format a session is stored in.
+pub use tandem_core::envelope;
+
+/// Layers over a session's stored bytes (the trait; compression and encryption are in
+/// [`codec`]).
+pub use tandem_core::layers;
+
+/// Codecs, rolling codec migration and stored-bytes layers (compression, encryption).
+pub use tandem_codec as codec;
 
 /// The memcached remote store (feature `memcached`, on by default).
 #[cfg(feature = "memcached")]

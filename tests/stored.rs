@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 use speedy::{Readable, Writable};
 use tandem::codec::{Compression, Encryption, EncryptionKey};
 use tandem::{
-    CodecId, CookieUpdate, JsonCodec, KeySpace, Migrating, MsgpackCodec, RemoteStore, SessionId,
-    SessionManager, SpeedyCodec, envelope,
+    CookieUpdate, JsonCodec, RemoteStore, SessionId, SessionManager, SpeedyCodec,
+    codec::{Migrating, MsgpackCodec},
+    envelope,
+    model::{CodecId, KeySpace},
 };
 use tandem_testkit::MemcachedCluster;
 
@@ -47,7 +49,7 @@ async fn a_server_reads_sessions_written_by_each_of_its_reader_codecs_and_rewrit
 
     async fn write<C>(manager: &SessionManager<C>) -> SessionId
     where
-        C: tandem::Codec + tandem::Encodes<Profile>,
+        C: tandem::Codec + tandem::model::Encodes<Profile>,
     {
         let mut session = manager.load(None).await.unwrap();
         session.insert("profile", &profile()).unwrap();

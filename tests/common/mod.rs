@@ -11,8 +11,9 @@ use std::time::Duration;
 use speedy::{Readable, Writable};
 use tandem::memcached::{MemcachedConfig, MemcachedStore};
 use tandem::{
-    CommitError, CookieUpdate, KeyPrefix, KeySpace, ManagerBuilder, Mode, NodeId, NodeSpec,
-    RemoteStore, Route, SessionId, SessionManager, SpeedyCodec, StoreKey,
+    CommitError, CookieUpdate, KeyPrefix, ManagerBuilder, Mode, NodeId, NodeSpec, RemoteStore,
+    Route, SessionId, SessionManager, SpeedyCodec,
+    model::{KeySpace, StoreKey},
 };
 use tandem_testkit::MemcachedCluster;
 // Not every test crate polls both ways.

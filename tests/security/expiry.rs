@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use tandem::KeySpace;
+use tandem::model::KeySpace;
 use tandem_testkit::MemcachedCluster;
 
 use crate::common::*;

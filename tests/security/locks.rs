@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use tandem::{CommitError, Concurrency, LoadError, LockTimeoutPolicy};
+use tandem::{CommitError, Concurrency, LoadError, manager::LockTimeoutPolicy};
 use tandem_testkit::MemcachedCluster;
 
 use crate::common::*;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tandem::{CommitError, KeySpace};
+use tandem::{CommitError, model::KeySpace};
 use tandem_testkit::MemcachedCluster;
 
 use crate::common::*;

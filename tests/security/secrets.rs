@@ -191,7 +191,7 @@ async fn m3_a_storage_key_secret_keeps_ids_out_of_memcached() {
     let mut values = Vec::new();
     for key in &keys {
         for node_id in cluster.ids() {
-            let key = tandem::StoreKey::new(key).unwrap();
+            let key = tandem::model::StoreKey::new(key).unwrap();
             if let Ok(Some(item)) = store.get(&node(&node_id), &key).await {
                 values.push(item.value);
             }

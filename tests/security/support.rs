@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use tandem::memcached::MemcachedStore;
 use tandem::{
-    AddOutcome, CasOutcome, CasToken, CommitError, CommitOutcome, CookieUpdate, Item, KeySpace,
-    NodeId, NodeStatus, Precondition, RemoteStore, SessionId, SetItem, StoreError, StoreKey, Ttl,
-    WriteItem, WriteOutcome,
+    CommitError, CommitOutcome, CookieUpdate, NodeId, RemoteStore, SessionId,
+    model::{
+        AddOutcome, CasOutcome, CasToken, Item, KeySpace, NodeStatus, Precondition, SetItem,
+        StoreError, StoreKey, Ttl, WriteItem, WriteOutcome,
+    },
 };
 use tandem_testkit::MemcachedCluster;
 

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use tandem::{KeyPrefix, KeySpace, RemoteStore, SessionId};
+use tandem::{KeyPrefix, RemoteStore, SessionId, model::KeySpace};
 use tandem_testkit::MemcachedCluster;
 
 use crate::common::*;
 
-fn key(id: &SessionId) -> tandem::StoreKey {
+fn key(id: &SessionId) -> tandem::model::StoreKey {
     KeyPrefix::new("tandem:")
         .unwrap()
         .key(KeySpace::Session, id)

@@ -108,7 +108,7 @@ async fn failover_nodes_take_sessions_only_when_every_regular_node_is_down() {
     for regular in ["n1", "n2"] {
         cluster.node(regular).kill();
         // Any failed operation marks the node down.
-        let probe = tandem::StoreKey::new("probe").unwrap();
+        let probe = tandem::model::StoreKey::new("probe").unwrap();
         assert!(store.get(&node(regular), &probe).await.is_err());
     }
     let id = create(&a1, 99).await;

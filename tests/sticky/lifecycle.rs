@@ -164,7 +164,7 @@ async fn sync_backup_writes_before_returning_and_a_hung_node_costs_one_timeout()
     // request on another server would take the session over.)
     let key = tandem::KeyPrefix::new("tandem:")
         .unwrap()
-        .key(tandem::KeySpace::Session, &id);
+        .key(tandem::model::KeySpace::Session, &id);
     assert!(store.get(&node("n1"), &key).await.unwrap().is_some());
 
     let mut session = a1.load(Some(id.as_str())).await.unwrap();
@@ -218,7 +218,7 @@ async fn invalidation_and_cycle_id_end_the_old_remote_copy() {
     let key = |id: &tandem::SessionId| {
         tandem::KeyPrefix::new("tandem:")
             .unwrap()
-            .key(tandem::KeySpace::Session, id)
+            .key(tandem::model::KeySpace::Session, id)
     };
     // What memcached holds under an id: a session, a tombstone, or nothing.
     let stored = async |id: &tandem::SessionId| {

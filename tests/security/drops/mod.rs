@@ -28,8 +28,10 @@ use std::time::{Duration, Instant};
 
 use tandem::memcached::MemcachedStore;
 use tandem::{
-    BackupMode, Concurrency, CookieUpdate, KeySpace, LoadError, LockScope, LockTimeoutPolicy,
-    RemoteStore, RequestSession, SessionId, SpeedyCodec,
+    BackupMode, Concurrency, CookieUpdate, LoadError, RemoteStore, RequestSession, SessionId,
+    SpeedyCodec,
+    manager::{LockScope, LockTimeoutPolicy},
+    model::KeySpace,
 };
 use tandem_testkit::MemcachedCluster;
 

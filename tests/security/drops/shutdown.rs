@@ -13,7 +13,7 @@ pub(super) struct Burst {
     dropped: Vec<SessionId>,
     pending_at_shutdown: usize,
     took: Duration,
-    report: tandem::ShutdownReport,
+    report: tandem::manager::ShutdownReport,
 }
 
 /// Runs a burst of [`BURST`] concurrent commits on `manager` (whose writes `faulty`
