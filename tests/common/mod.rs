@@ -5,14 +5,12 @@
 #![allow(dead_code)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use speedy::{Readable, Writable};
 use tandem::memcached::{MemcachedConfig, MemcachedStore};
 use tandem::{
-    CommitError, CookieUpdate, KeyPrefix, ManagerBuilder, Mode, NodeId, NodeSpec, RemoteStore,
-    Route, SessionId, SessionManager, SpeedyCodec,
+    CookieUpdate, KeyPrefix, ManagerBuilder, Mode, NodeId, NodeSpec, RemoteStore, Route, SessionId,
+    SessionManager, SpeedyCodec,
     model::{KeySpace, StoreKey},
 };
 use tandem_testkit::MemcachedCluster;
@@ -28,12 +26,6 @@ pub const PROBE: Duration = Duration::from_millis(100);
 pub const RETRY: Duration = Duration::from_millis(50);
 
 pub type Manager = SessionManager<SpeedyCodec>;
-
-/// A shopping cart: the kind of attribute the tests store.
-#[derive(Debug, Clone, PartialEq, Readable, Writable)]
-pub struct Cart {
-    pub items: Vec<(String, u32)>,
-}
 
 pub fn node(id: &str) -> NodeId {
     NodeId::new(id).unwrap()
@@ -144,34 +136,4 @@ pub async fn settle<C: tandem::Codec>(manager: &SessionManager<C>) {
         "{} backups still pending",
         manager.pending_backups()
     );
-}
-
-/// Runs `requests` concurrent read-modify-write increments of `n`, spread over the
-/// `servers` in turn; returns how many commits succeeded. Every failure must be a
-/// conflict on `n`.
-pub async fn increment_concurrently(servers: &[Manager], id: &SessionId, requests: u32) -> u32 {
-    let succeeded = Arc::new(AtomicU32::new(0));
-    let mut tasks = Vec::new();
-    for i in 0..requests {
-        let server = servers[i as usize % servers.len()].clone();
-        let (id, succeeded) = (id.clone(), Arc::clone(&succeeded));
-        tasks.push(tokio::spawn(async move {
-            let mut session = server.load(Some(id.as_str())).await.unwrap();
-            let n: u32 = session.get("n").unwrap().unwrap();
-            // Let the other requests run between the read and the write.
-            tokio::task::yield_now().await;
-            session.insert("n", &(n + 1)).unwrap();
-            match server.commit(session).await {
-                Ok(_) => {
-                    succeeded.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(CommitError::Conflict { attributes }) => assert_eq!(attributes, ["n"]),
-                Err(other) => panic!("unexpected commit error {other:?}"),
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    succeeded.load(Ordering::Relaxed)
 }

@@ -69,8 +69,10 @@
 //!
 //! Then `cargo test -p <backend crate> --test conformance`. The suite runs in
 //! `tandem-store-conformance`'s own tests against
-//! [`MemoryStore`](tandem_core::MemoryStore), and in `tandem-memcached`'s
-//! (`tests/conformance.rs`) against real memcached processes.
+//! [`MemoryStore`](tandem_core::MemoryStore) (with [`MemoryFixture`]), and in
+//! `tandem-memcached`'s (`tests/conformance.rs`) against real memcached processes.
+//! The same fixture also runs the session manager's behaviour suite,
+//! `tandem-behaviour`: a new backend writes one fixture for both.
 //!
 //! # Timing
 //!
@@ -89,7 +91,10 @@ use std::time::Duration;
 use tandem_core::{NodeId, RemoteStore};
 
 pub mod cases;
+mod memory;
 mod support;
+
+pub use memory::MemoryFixture;
 
 /// How long one case may take, fixture start included, before it fails as hung.
 pub const CASE_LIMIT: Duration = Duration::from_secs(60);
@@ -105,8 +110,9 @@ pub const MARGIN: Duration = Duration::from_secs(2);
 /// Every case starts its own fixture, so fixtures must be independent of each other
 /// (own processes, own ports, own key space) for the cases to run in parallel.
 pub trait StoreFixture: Sized {
-    /// A fresh store over `nodes` nodes (1 or 2), none holding any item. The store's
-    /// [`nodes`](RemoteStore::nodes) are the nodes the cases use.
+    /// A fresh store over `nodes` nodes (1 to 3: this suite uses 1 or 2, the
+    /// manager's behaviour suite in `tandem-behaviour` up to 3), none holding any
+    /// item. The store's [`nodes`](RemoteStore::nodes) are the nodes the cases use.
     fn start(nodes: usize) -> impl Future<Output = Self>;
 
     /// The store under test.

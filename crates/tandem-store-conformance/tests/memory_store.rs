@@ -1,44 +1,5 @@
-//! The conformance suite against [`MemoryStore`], whose nodes are switched off and
-//! on with [`MemoryStore::set_node_up`].
+//! The conformance suite against [`MemoryStore`](tandem_core::MemoryStore), whose
+//! nodes are switched off and on with `MemoryStore::set_node_up`: the crate's
+//! [`MemoryFixture`](tandem_store_conformance::MemoryFixture).
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use tandem_core::{MemoryStore, NodeId, RemoteStore};
-use tandem_store_conformance::{FaultsUnsupported, StoreFixture};
-
-/// A fresh [`MemoryStore`] with nodes `n1`, `n2`, ... and memcached's default item
-/// size limit.
-struct MemoryFixture {
-    store: Arc<MemoryStore>,
-}
-
-impl StoreFixture for MemoryFixture {
-    async fn start(nodes: usize) -> MemoryFixture {
-        let ids = (1..=nodes).map(|number| NodeId::new(&format!("n{number}")).unwrap());
-        MemoryFixture {
-            store: Arc::new(MemoryStore::new(ids)),
-        }
-    }
-
-    fn store(&self) -> Arc<dyn RemoteStore> {
-        self.store.clone()
-    }
-
-    /// A switched-off node fails at once.
-    fn operation_timeout(&self) -> Duration {
-        Duration::ZERO
-    }
-
-    async fn make_unavailable(&self, node: &NodeId) -> Result<(), FaultsUnsupported> {
-        assert!(self.store.set_node_up(node, false), "no node {node}");
-        Ok(())
-    }
-
-    async fn make_available(&self, node: &NodeId) -> Result<(), FaultsUnsupported> {
-        assert!(self.store.set_node_up(node, true), "no node {node}");
-        Ok(())
-    }
-}
-
-tandem_store_conformance::store_conformance_tests!(MemoryFixture);
+tandem_store_conformance::store_conformance_tests!(tandem_store_conformance::MemoryFixture);

@@ -1,5 +1,6 @@
-//! Unit tests of non-sticky mode over the in-process store; the same behaviour runs
-//! against real memcached in the facade package's `tests/nonsticky`.
+//! Unit tests of non-sticky mode over the in-process store, white-box where they need
+//! to be. The behaviour over every store (the in-process one and real memcached) is
+//! `tandem-behaviour`'s suite.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

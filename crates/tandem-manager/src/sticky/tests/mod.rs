@@ -1,5 +1,6 @@
-//! Unit tests of the manager's logic over the in-process store. The same behaviour is
-//! tested against real memcached processes in the facade package's `tests/`.
+//! Unit tests of the manager's logic over the in-process store, white-box where they
+//! need to be. The behaviour over every store (the in-process one and real memcached)
+//! is `tandem-behaviour`'s suite.
 
 use std::sync::Arc;
 use std::time::Duration;
