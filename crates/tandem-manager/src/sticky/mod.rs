@@ -314,12 +314,15 @@ impl<C: Codec> Engine<C> {
         } else {
             self.moved.get(&key)
         };
-        let (id, key) = match moved {
+        // The id as sent stays the request's incoming id, so that the commit of a
+        // request that followed the session tells the client its new id.
+        let (sent, id, key) = match moved {
             Some(moved) => {
                 let route = id.route().and_then(|route| Route::new(route).ok());
-                (moved.with_route(route.as_ref()), local_key(&moved))
+                let key = local_key(&moved);
+                (Some(id), moved.with_route(route.as_ref()), key)
             }
-            None => (id, key),
+            None => (None, id, key),
         };
         if let Some(reason) = self.common.ended_reason(&key, &id) {
             return Ok(self.ended_id(reason));
@@ -336,7 +339,7 @@ impl<C: Codec> Engine<C> {
             }
         };
         match found {
-            Found::Entry(entry) => self.attach(entry, id, lookups).await,
+            Found::Entry(entry) => self.attach(entry, sent.unwrap_or(id), lookups).await,
             Found::Unknown => Ok(self.fresh(Some(id), true)),
             Found::Ended(reason) => Ok(self.ended_id(reason)),
         }

@@ -429,8 +429,21 @@ async fn a_session_on_a_down_node_moves_to_a_live_one() {
     assert_eq!(moved.random(), id.random());
     settle(&manager).await;
     assert_eq!(store.item_count(&node(live)), 1);
-    // A request still carrying the old id follows the session.
-    assert_eq!(get(&manager, &id, "user").await.as_deref(), Some("ann"));
+    // A request still carrying the old id (sent before the client got the new one,
+    // or by a client that missed it) follows the session, and is told the new id.
+    let session = manager.load(Some(id.as_str())).await.unwrap();
+    assert_eq!(
+        session.get::<String>("user").unwrap().as_deref(),
+        Some("ann")
+    );
+    assert_eq!(
+        manager.commit(session).await.unwrap().cookie,
+        CookieUpdate::Set {
+            id: moved.clone(),
+            max_inactive: Some(Duration::from_secs(30 * 60)),
+        },
+        "the client must learn the new id"
+    );
     assert_eq!(manager.stats().relocated, 1);
 }
 
