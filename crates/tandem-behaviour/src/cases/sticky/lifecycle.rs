@@ -8,9 +8,10 @@ use tandem_store_conformance::StoreFixture;
 
 use crate::support::*;
 
-/// A changed session is backed up once per change; a commit that writes a value equal
-/// to the stored one is not a change and rewrites nothing (the remote copy keeps its
-/// CAS token, which every write changes). Another server loads what was backed up.
+/// A changed session is backed up once per change (its commit queues the backup); a
+/// commit that writes a value equal to the stored one is not a change and needs no
+/// backup, so it rewrites nothing (the remote copy keeps its CAS token, which every
+/// write changes). Another server loads what was backed up.
 pub async fn a_changed_session_is_backed_up_and_an_unchanged_one_is_not_rewritten<
     F: StoreFixture,
 >() {
@@ -20,7 +21,12 @@ pub async fn a_changed_session_is_backed_up_and_an_unchanged_one_is_not_rewritte
     settle(&a1).await;
     let first = started.stored(&id).await.expect("the first backup");
 
-    write_n(&a1, &id, 1).await; // the same value: not a change
+    // The same value: not a change.
+    let mut session = a1.load(Some(id.as_str())).await.unwrap();
+    session.insert("n", &1u32).unwrap();
+    assert!(!session.is_modified(), "equal bytes made a change");
+    let outcome = a1.commit(session).await.unwrap();
+    assert_eq!(outcome.backup, BackupStatus::NotNeeded);
     settle(&a1).await;
     let unchanged = started.stored(&id).await.expect("the backup");
     assert_eq!(
@@ -29,7 +35,7 @@ pub async fn a_changed_session_is_backed_up_and_an_unchanged_one_is_not_rewritte
     );
     assert_eq!(a1.stats().backups_written, 1);
 
-    write_n(&a1, &id, 2).await;
+    assert_eq!(write_n(&a1, &id, 2).await.backup, BackupStatus::Queued);
     settle(&a1).await;
     assert_eq!(a1.stats().backups_written, 2);
     let changed = started.stored(&id).await.expect("the backup");
@@ -146,9 +152,10 @@ pub async fn graceful_shutdown_flushes_every_pending_backup<F: StoreFixture>() {
     assert_eq!(restarted.stats().loaded_remote, 100);
 }
 
-/// An id change and an invalidation each end the old id's remote copy with a
-/// tombstone, written before the commit returns: no server loads the old id again,
-/// while the new id loads everywhere.
+/// An id change gives a new random id, and it and an invalidation each end the old
+/// id's remote copy with a tombstone, written before the commit returns: no server
+/// (the one that changed it included) loads the old id again, while the new id loads
+/// everywhere.
 pub async fn invalidation_and_cycle_id_end_the_old_remote_copy<F: StoreFixture>() {
     let started = start::<F>(1).await;
     let a1 = sticky(&started.store, "a1").build().unwrap();
@@ -158,11 +165,18 @@ pub async fn invalidation_and_cycle_id_end_the_old_remote_copy<F: StoreFixture>(
     let mut session = a1.load(Some(id.as_str())).await.unwrap();
     session.cycle_id();
     let cycled = new_id(a1.commit(session).await.unwrap().cookie);
+    assert_ne!(
+        cycled.random(),
+        id.random(),
+        "the id's secret did not change"
+    );
     // The commit waited for the old copy's tombstone.
     let old = started.stored(&id).await.expect("a tombstone").value;
     assert!(old.starts_with(TOMBSTONE), "{old:?}");
     assert_eq!(a1.stats().tombstones_written, 1);
     settle(&a1).await;
+    assert_eq!(read_n(&a1, &id).await, None, "the old id still loads here");
+    assert_eq!(read_n(&a1, &cycled).await, Some(7));
     let a2 = sticky(&started.store, "a2").build().unwrap();
     assert_eq!(read_n(&a2, &id).await, None, "the old id still loads");
     assert_eq!(read_n(&a2, &cycled).await, Some(7));

@@ -1,5 +1,10 @@
-//! The manager over a store that misbehaves on request (unanswered writes, dropped
-//! answers), and the tests that need one.
+//! The manager over a store that misbehaves on request (unanswered reads and writes,
+//! dropped answers), and the tests that need one; with them, further white-box tests
+//! of sticky mode: the backup queue's dirty set, `commit_now`, the local tier's
+//! expiry steps and its expiry without a request, the takeover check's digests, the
+//! bound on unsaved sessions, learned lock patterns, a request waiting for a replaced
+//! copy, the ends written at shutdown. Store-agnostic behaviour lives in
+//! `tandem-behaviour` (see the parent module).
 
 use super::*;
 use std::time::Instant;

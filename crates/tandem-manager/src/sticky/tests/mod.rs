@@ -1,6 +1,21 @@
-//! Unit tests of the manager's logic over the in-process store, white-box where they
-//! need to be. The behaviour over every store (the in-process one and real memcached)
-//! is `tandem-behaviour`'s suite.
+//! Unit tests of sticky mode's logic over the in-process store, white-box where they
+//! need to be.
+//!
+//! The behaviour a session manager shows over any store (backups, shutdown, takeover,
+//! relocation, failover nodes, every node down, expiry, locks and merges) is
+//! `tandem-behaviour`'s suite, written once and run over the in-process store and real
+//! memcached; a test of such behaviour belongs there, not here. What stays here:
+//!
+//! - what needs the manager's internals: the local tier's entries, the dirty set, the
+//!   tombstone's recorded reason, the size of the request path's futures;
+//! - what needs the in-process store's own view or its faults: operation and item
+//!   counts, a node that fails every operation at once (`set_node_up`);
+//! - request edge cases and settings the suite does not exercise: untouched new
+//!   sessions, malformed and unknown ids, the size limit, last writer wins, lock
+//!   timeouts, lock scopes, a session moving away from a node and back;
+//! - in `misbehaving`, a store that hangs or drops answers on request, and the tests
+//!   that need one, with further white-box tests; in `paused`, expiry and retries on
+//!   paused time ([`TokioClock`]), which cannot drive a real server.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,23 +81,6 @@ async fn settle(manager: &SessionManager<TextCodec>) {
 }
 
 #[tokio::test]
-async fn a_local_hit_makes_no_store_operation() {
-    let store = store(&["n1"]);
-    let manager = new_manager(&store);
-    let id = create(&manager, &[("user", "ann")]).await;
-    settle(&manager).await;
-    let operations = store.operations();
-    for _ in 0..100 {
-        assert_eq!(get(&manager, &id, "user").await.as_deref(), Some("ann"));
-    }
-    assert_eq!(store.operations(), operations);
-    let stats = manager.stats();
-    assert_eq!(stats.loaded_local, 100);
-    assert_eq!(stats.backups_skipped_unchanged, 100);
-    assert_eq!(stats.backups_written, 1);
-}
-
-#[tokio::test]
 async fn an_untouched_new_session_is_never_created() {
     let store = store(&["n1"]);
     let manager = new_manager(&store);
@@ -137,34 +135,6 @@ async fn unknown_ids_are_remembered_by_the_negative_cache() {
 }
 
 #[tokio::test]
-async fn changes_are_backed_up_and_unchanged_sessions_are_not_rewritten() {
-    let store = store(&["n1"]);
-    let manager = new_manager(&store);
-    let id = create(&manager, &[("a", "1")]).await;
-    settle(&manager).await;
-    let mut session = manager.load(Some(id.as_str())).await.unwrap();
-    session.insert("a", "1").unwrap(); // same bytes: no change
-    assert!(!session.is_modified());
-    assert_eq!(
-        manager.commit(session).await.unwrap().backup,
-        BackupStatus::NotNeeded
-    );
-    let mut session = manager.load(Some(id.as_str())).await.unwrap();
-    session.insert("a", "2").unwrap();
-    assert_eq!(
-        manager.commit(session).await.unwrap().backup,
-        BackupStatus::Queued
-    );
-    settle(&manager).await;
-    assert_eq!(manager.stats().backups_written, 2);
-
-    // Another server (no shared local tier) sees the backup.
-    let other = new_manager(&store);
-    assert_eq!(get(&other, &id, "a").await.as_deref(), Some("2"));
-    assert_eq!(other.stats().loaded_remote, 1);
-}
-
-#[tokio::test]
 async fn sync_backup_is_written_before_the_commit_returns() {
     let store = store(&["n1"]);
     let manager = builder(&store)
@@ -194,68 +164,6 @@ async fn sync_backup_is_written_before_the_commit_returns() {
     assert_eq!(manager.stats().backups_failed, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn merge_keeps_changes_to_different_attributes() {
-    let store = store(&["n1"]);
-    let manager = new_manager(&store);
-    let id = create(&manager, &[("seed", "0")]).await;
-    let mut tasks = Vec::new();
-    for i in 0..50 {
-        let (manager, id) = (manager.clone(), id.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut session = manager.load(Some(id.as_str())).await.unwrap();
-            tokio::task::yield_now().await;
-            session.insert(&format!("attr{i}"), &i.to_string()).unwrap();
-            manager.commit(session).await.unwrap();
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    let session = manager.load(Some(id.as_str())).await.unwrap();
-    assert_eq!(session.names().count(), 51);
-    assert_eq!(manager.stats().conflicts, 0);
-}
-
-#[tokio::test]
-async fn merge_reports_a_change_of_the_same_attribute_as_a_conflict() {
-    let store = store(&["n1"]);
-    let manager = new_manager(&store);
-    let id = create(&manager, &[("count", "0"), ("other", "x")]).await;
-    let mut first = manager.load(Some(id.as_str())).await.unwrap();
-    let mut second = manager.load(Some(id.as_str())).await.unwrap();
-    let mut third = manager.load(Some(id.as_str())).await.unwrap();
-    first.insert("count", "1").unwrap();
-    second.insert("other", "y").unwrap();
-    // Both derived "1" from the "0" they read: the second increment would be lost.
-    third.insert("count", "1").unwrap();
-    manager.commit(first).await.unwrap();
-    manager.commit(second).await.unwrap();
-    assert!(matches!(
-        manager.commit(third).await,
-        Err(CommitError::Conflict { .. })
-    ));
-
-    let mut stale = manager.load(Some(id.as_str())).await.unwrap();
-    let mut fresh = manager.load(Some(id.as_str())).await.unwrap();
-    fresh.insert("count", "2").unwrap();
-    manager.commit(fresh).await.unwrap();
-    stale.insert("count", "5").unwrap();
-    stale.insert("unrelated", "z").unwrap();
-    let error = manager.commit(stale).await.unwrap_err();
-    assert_eq!(
-        error,
-        CommitError::Conflict {
-            attributes: vec!["count".into()]
-        }
-    );
-    // All or nothing: the unrelated attribute of the refused commit is not applied.
-    assert_eq!(get(&manager, &id, "count").await.as_deref(), Some("2"));
-    assert_eq!(get(&manager, &id, "unrelated").await, None);
-    assert_eq!(get(&manager, &id, "other").await.as_deref(), Some("y"));
-    assert_eq!(manager.stats().conflicts, 2);
-}
-
 #[tokio::test]
 async fn last_writer_wins_overwrites_without_conflict() {
     let store = store(&["n1"]);
@@ -271,32 +179,6 @@ async fn last_writer_wins_overwrites_without_conflict() {
     stale.insert("count", "5").unwrap();
     manager.commit(stale).await.unwrap();
     assert_eq!(get(&manager, &id, "count").await.as_deref(), Some("5"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lock_mode_serializes_read_modify_write() {
-    let store = store(&["n1"]);
-    let manager = builder(&store)
-        .concurrency(Concurrency::Lock)
-        .build()
-        .unwrap();
-    let id = create(&manager, &[("count", "0")]).await;
-    let mut tasks = Vec::new();
-    for _ in 0..32 {
-        let (manager, id) = (manager.clone(), id.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut session = manager.load(Some(id.as_str())).await.unwrap();
-            let count: u32 = session.get("count").unwrap().unwrap();
-            tokio::task::yield_now().await;
-            session.insert("count", &(count + 1).to_string()).unwrap();
-            manager.commit(session).await.unwrap();
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    assert_eq!(get(&manager, &id, "count").await.as_deref(), Some("32"));
-    assert!(manager.stats().lock_waits > 0);
 }
 
 #[tokio::test]
@@ -323,27 +205,6 @@ async fn a_lock_not_acquired_in_time_is_an_error_or_proceeds_as_configured() {
         drop(holder);
         assert_eq!(manager.stats().lock_timeouts, 1);
     }
-}
-
-#[tokio::test]
-async fn cycle_id_gives_a_new_id_and_the_old_one_loads_nowhere() {
-    let store = store(&["n1"]);
-    let manager = new_manager(&store);
-    let old = create(&manager, &[("user", "ann")]).await;
-    settle(&manager).await;
-    let mut session = manager.load(Some(old.as_str())).await.unwrap();
-    session.cycle_id();
-    let CookieUpdate::Set { id: new, .. } = manager.commit(session).await.unwrap().cookie else {
-        panic!("cycle_id must set a new cookie");
-    };
-    assert_ne!(new.random(), old.random());
-    settle(&manager).await;
-    assert_eq!(get(&manager, &new, "user").await.as_deref(), Some("ann"));
-    assert!(manager.load(Some(old.as_str())).await.unwrap().is_new());
-    // Not on another server either: the remote copy under the old id is gone.
-    let other = new_manager(&store);
-    assert!(other.load(Some(old.as_str())).await.unwrap().is_new());
-    assert_eq!(get(&other, &new, "user").await.as_deref(), Some("ann"));
 }
 
 #[tokio::test]
@@ -403,137 +264,6 @@ async fn a_session_over_the_size_limit_is_refused_and_the_old_state_stays() {
     let other = new_manager(&store);
     assert_eq!(get(&other, &id, "a").await.as_deref(), Some("small"));
     assert_eq!(manager.stats().too_large, 1);
-}
-
-#[tokio::test]
-async fn a_session_on_a_down_node_moves_to_a_live_one() {
-    let store = store(&["n1", "n2"]);
-    let manager = new_manager(&store);
-    let id = create(&manager, &[("user", "ann")]).await;
-    settle(&manager).await;
-    let (down, live) = if id.node() == "n1" {
-        ("n1", "n2")
-    } else {
-        ("n2", "n1")
-    };
-    store.set_node_up(&node(down), false);
-    let session = manager.load(Some(id.as_str())).await.unwrap();
-    assert_eq!(session.id().node(), live);
-    assert_eq!(
-        session.get::<String>("user").unwrap().as_deref(),
-        Some("ann")
-    );
-    let CookieUpdate::Set { id: moved, .. } = manager.commit(session).await.unwrap().cookie else {
-        panic!("the client must learn the new id");
-    };
-    assert_eq!(moved.random(), id.random());
-    settle(&manager).await;
-    assert_eq!(store.item_count(&node(live)), 1);
-    // A request still carrying the old id (sent before the client got the new one,
-    // or by a client that missed it) follows the session, and is told the new id.
-    let session = manager.load(Some(id.as_str())).await.unwrap();
-    assert_eq!(
-        session.get::<String>("user").unwrap().as_deref(),
-        Some("ann")
-    );
-    assert_eq!(
-        manager.commit(session).await.unwrap().cookie,
-        CookieUpdate::Set {
-            id: moved.clone(),
-            max_inactive: Some(Duration::from_secs(30 * 60)),
-        },
-        "the client must learn the new id"
-    );
-    assert_eq!(manager.stats().relocated, 1);
-}
-
-#[tokio::test]
-async fn failover_nodes_are_used_only_when_every_regular_node_is_down() {
-    let store = store(&["n1", "n2", "n3"]);
-    let manager = builder(&store)
-        .failover_nodes([node("n3")])
-        .build()
-        .unwrap();
-    for _ in 0..30 {
-        assert_ne!(create(&manager, &[("a", "1")]).await.node(), "n3");
-    }
-    store.set_node_up(&node("n1"), false);
-    store.set_node_up(&node("n2"), false);
-    assert_eq!(create(&manager, &[("a", "1")]).await.node(), "n3");
-}
-
-#[tokio::test]
-async fn with_every_node_down_sessions_are_served_locally_and_backed_up_later() {
-    let store = store(&["n1"]);
-    let manager = new_manager(&store);
-    store.set_node_up(&node("n1"), false);
-    let id = create(&manager, &[("user", "ann")]).await;
-    assert_eq!(get(&manager, &id, "user").await.as_deref(), Some("ann"));
-    assert!(manager.stats().degraded > 0);
-    assert_eq!(store.item_count(&node("n1")), 0);
-    store.set_node_up(&node("n1"), true);
-    settle(&manager).await;
-    assert_eq!(store.item_count(&node("n1")), 1);
-}
-
-#[tokio::test]
-async fn a_takeover_rewrites_the_route_and_distrusts_a_stale_local_copy() {
-    let store = store(&["n1"]);
-    let a1 = builder(&store)
-        .route(Route::new("a1").unwrap())
-        .build()
-        .unwrap();
-    let a2 = builder(&store)
-        .route(Route::new("a2").unwrap())
-        .build()
-        .unwrap();
-    let id = create(&a1, &[("cart", "1")]).await;
-    assert_eq!(id.route(), Some("a1"));
-    settle(&a1).await;
-
-    let mut session = a2.load(Some(id.as_str())).await.unwrap();
-    assert_eq!(session.id().route(), Some("a2"));
-    session.insert("cart", "2").unwrap();
-    let CookieUpdate::Set { id: on_a2, .. } = a2.commit(session).await.unwrap().cookie else {
-        panic!("a takeover must tell the client the new route");
-    };
-    settle(&a2).await;
-    assert_eq!(a2.stats().taken_over, 1);
-
-    // a1 still holds cart=1; an id routed to a2 makes it reload.
-    let session = a1.load(Some(on_a2.as_str())).await.unwrap();
-    assert_eq!(session.get::<String>("cart").unwrap().as_deref(), Some("2"));
-    assert_eq!(session.id().route(), Some("a1"));
-    a1.commit(session).await.unwrap();
-
-    // A second request with the old route right after the takeover keeps a2's copy:
-    // the remote copy is the one a2 read, so a2's local copy is current.
-    let mut on_a2_again = a2
-        .load(Some(
-            on_a2.with_route(Some(&Route::new("a1").unwrap())).as_str(),
-        ))
-        .await
-        .unwrap();
-    on_a2_again.insert("note", "kept").unwrap();
-    a2.commit(on_a2_again).await.unwrap();
-    assert_eq!(get(&a2, &on_a2, "note").await.as_deref(), Some("kept"));
-}
-
-#[tokio::test]
-async fn shutdown_flushes_pending_backups() {
-    let store = store(&["n1"]);
-    let manager = new_manager(&store);
-    let mut ids = Vec::new();
-    for i in 0..50 {
-        ids.push(create(&manager, &[("i", &i.to_string())]).await);
-    }
-    let report = manager.shutdown(Duration::from_secs(5)).await;
-    assert_eq!(report.unsaved, 0);
-    drop(manager);
-    let next = new_manager(&store);
-    for (i, id) in ids.iter().enumerate() {
-        assert_eq!(get(&next, id, "i").await, Some(i.to_string()));
-    }
 }
 
 #[tokio::test]

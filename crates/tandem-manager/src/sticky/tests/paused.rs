@@ -1,6 +1,8 @@
 //! Expiry and keep-alive on tokio's paused time ([`TokioClock`]): half an hour passes
 //! in no time, and exactly as long as the test says, so the bounds below are exact
-//! instead of margins on a shared machine's clock.
+//! instead of margins on a shared machine's clock. Paused time cannot drive a real
+//! server, so these stay on the in-process store; `tandem-behaviour` checks expiry
+//! and keep-alive over every store on real time, with margins.
 
 use std::time::Duration;
 
