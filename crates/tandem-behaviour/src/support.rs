@@ -249,8 +249,9 @@ pub(crate) async fn wait_until(
 }
 
 /// Runs `requests` concurrent read-modify-write increments of `n`, spread over the
-/// `servers` in turn; returns how many commits succeeded. Every failure must be a
-/// conflict on `n`.
+/// `servers` in turn, each also setting an attribute of its own (`seen.<i>`); returns
+/// how many commits succeeded. Every failure must be a conflict on `n` alone: the
+/// request's own attribute is no conflict.
 pub(crate) async fn increment_concurrently(
     servers: &[Manager],
     id: &SessionId,
@@ -267,6 +268,7 @@ pub(crate) async fn increment_concurrently(
             // Let the other requests run between the read and the write.
             tokio::task::yield_now().await;
             session.insert("n", &(n + 1)).unwrap();
+            session.insert(&format!("seen.{i}"), &i).unwrap();
             match server.commit(session).await {
                 Ok(_) => {
                     succeeded.fetch_add(1, Ordering::Relaxed);

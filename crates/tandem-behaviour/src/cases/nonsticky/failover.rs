@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use tandem_manager::{CookieUpdate, LoadError};
+use tandem_manager::{CommitError, CookieUpdate, LoadError};
 use tandem_store_conformance::StoreFixture;
 
 use crate::recorder::Recorder;
@@ -59,12 +59,15 @@ pub async fn losing_the_primary_mid_run_loses_no_session<F: StoreFixture>() {
     assert!(sessions.iter().all(|(id, _)| id.node() != lost.as_str()));
 }
 
-/// A session whose primary node is unavailable is served from its backup copy, at
-/// the cost of at most one operation timeout, and moves to the backup's node; later
-/// requests of it wait for no timeout at all.
+/// A session whose primary node is unavailable is served from its backup copy (on the
+/// next node), at the cost of at most one operation timeout, and moves to the backup's
+/// node: only the id's node part changes, the move is counted, the client is told.
+/// Later requests of it wait for no timeout at all, and the move wrote a fresh backup
+/// copy on the node after that, which serves the session when its new primary becomes
+/// unavailable too.
 pub async fn an_unavailable_primary_costs_one_timeout_then_the_backup_serves<F: StoreFixture>() {
     let case = "an_unavailable_primary_costs_one_timeout_then_the_backup_serves";
-    let started = start::<F>(2).await;
+    let started = start::<F>(3).await;
     let (primary, other) = (started.node(0).clone(), started.node(1).clone());
     let recorder = Recorder::wrap(&started.store);
     let a1 = non_sticky(&recorder.store()).build().unwrap();
@@ -87,18 +90,31 @@ pub async fn an_unavailable_primary_costs_one_timeout_then_the_backup_serves<F: 
     assert_eq!(session.get::<u32>("n").unwrap(), Some(7));
     assert_eq!(session.id().node(), other.as_str());
     let moved = new_id(a2.commit(session).await.unwrap().cookie);
+    assert_eq!(moved, id.with_node(&other), "only the node part changes");
+    assert_eq!(a2.stats().relocated, 1);
 
     // Later requests do not wait for the unavailable node.
     let began = Instant::now();
     assert_eq!(read_n(&a1, &moved).await, Some(7));
     let waited = recorder.timeouts_within(began, Instant::now());
     assert!(waited.is_empty(), "a later request waited for {waited:?}");
+
+    // The new primary fails too: the fresh backup copy serves.
+    settle(&a2).await;
+    if !started.make_unavailable(&other, case).await {
+        return;
+    }
+    assert_eq!(read_n(&a1, &moved).await, Some(7));
+    assert_eq!(a2.stats().relocated, 1);
     started.make_available(&primary).await;
+    started.make_available(&other).await;
 }
 
 /// With every node unavailable a load fails with [`LoadError::Unavailable`], the
 /// error an application maps to 503, in bounded time (the bound allows seconds of
-/// slack beyond two operation timeouts: it proves no hang, not the exact cost).
+/// slack beyond two operation timeouts: it proves no hang, not the exact cost), and
+/// so does the commit of a new session, with [`CommitError::Unavailable`]; both are
+/// counted.
 pub async fn with_every_node_down_requests_fail_with_a_clear_error<F: StoreFixture>() {
     let case = "with_every_node_down_requests_fail_with_a_clear_error";
     let started = start::<F>(2).await;
@@ -118,6 +134,14 @@ pub async fn with_every_node_down_requests_fail_with_a_clear_error<F: StoreFixtu
         took < started.operation_timeout() * 2 + SLACK,
         "the load took {took:?}"
     );
+    let mut session = a1.load(None).await.unwrap();
+    session.insert("n", &2u32).unwrap();
+    let error = a1.commit(session).await.unwrap_err();
+    assert!(
+        matches!(error, CommitError::Unavailable { .. }),
+        "{error:?}"
+    );
+    assert_eq!(a1.stats().unavailable, 2);
 }
 
 /// With the primary and the backup node both hung, a load costs one operation
