@@ -163,8 +163,12 @@ impl Ends {
 
     /// Forgets an end waiting for `key` on `node`: a live session is written there
     /// (a session moving back to a node it left, whose old copy awaits a tombstone).
-    pub(crate) fn cancel(&self, node: &NodeId, key: &StoreKey) {
-        self.pending.lock().remove(&(node.clone(), key.clone()));
+    /// Returns whether one was waiting.
+    pub(crate) fn cancel(&self, node: &NodeId, key: &StoreKey) -> bool {
+        self.pending
+            .lock()
+            .remove(&(node.clone(), key.clone()))
+            .is_some()
     }
 }
 

@@ -88,6 +88,12 @@ pub(crate) struct EntryState<C> {
     /// Digest of the bytes of a write whose answer was lost (0: none), so that a copy
     /// found with exactly those bytes is recognised as this server's own.
     pub(crate) attempted: u64,
+    /// The session moved back to a key it had left while that key's node was down,
+    /// before the tombstone of the move away could be written there (the move back
+    /// cancelled it). The copy still under the key is then this server's own, from
+    /// before that move: the next write replaces it, as it replaces a tombstone of a
+    /// move, instead of taking it for another server's. Cleared by a landed write.
+    pub(crate) over_own_moved_copy: bool,
 }
 
 impl<C: Codec> LocalEntry<C> {
@@ -120,6 +126,7 @@ impl<C: Codec> LocalEntry<C> {
                 backed_up: u64::from(backed_up),
                 remote,
                 attempted: 0,
+                over_own_moved_copy: false,
             }),
         };
         entry.refresh_metadata(&entry.state.lock().session);

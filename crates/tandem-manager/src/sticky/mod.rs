@@ -514,10 +514,15 @@ impl<C: Codec> Engine<C> {
         self.local.invalidate(&old_key);
         self.backups.rekey(&old_key, new_key, entry);
         // The new key may be one the session left earlier, whose old copy still
-        // awaits the tombstone of that move.
-        self.common
+        // awaits the tombstone of that move: the tombstone must not land over the
+        // copy written now, and the old copy it was for is this server's to replace.
+        if self
+            .common
             .ends
-            .cancel(&self.common.node_of(new), &self.common.store_key(new));
+            .cancel(&self.common.node_of(new), &self.common.store_key(new))
+        {
+            entry.state.lock().over_own_moved_copy = true;
+        }
         self.common.remember_ends([End {
             node: self.common.node_of(old),
             key: self.common.store_key(old),

@@ -304,7 +304,8 @@ impl<C: Codec> Engine<C> {
                 Written::Again => precondition = Precondition::Absent,
                 Written::Taken => match self.common.store.get(&job.node, &job.key).await {
                     Ok(Some(item))
-                        if ends::tombstone_reason(&item.value) == Some(EndReason::Moved) =>
+                        if ends::tombstone_reason(&item.value) == Some(EndReason::Moved)
+                            || entry.state.lock().over_own_moved_copy =>
                     {
                         precondition = Precondition::Cas(item.cas);
                     }
@@ -421,6 +422,7 @@ impl<C: Codec> Engine<C> {
                 let clean = {
                     let mut state = entry.state.lock();
                     state.backed_up = state.backed_up.max(job.revision);
+                    state.over_own_moved_copy = false;
                     // A store that reports no token leaves the next write to check
                     // the copy against these bytes.
                     (state.remote, state.attempted) = match token {

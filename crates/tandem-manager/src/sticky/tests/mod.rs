@@ -329,6 +329,9 @@ async fn a_session_can_move_away_from_a_node_and_back() {
     let store = store(&["n1", "n2"]);
     let manager = new_manager(&store);
     let mut id = create(&manager, &[("a", "0")]).await;
+    // Its first copy is on its node: the move back meets it there, since that node
+    // was down when the move away had its tombstone to write.
+    settle(&manager).await;
     let (first, second) = if id.node() == "n1" {
         ("n1", "n2")
     } else {
@@ -348,8 +351,16 @@ async fn a_session_can_move_away_from_a_node_and_back() {
         };
     }
     assert_eq!(id.node(), first);
+    settle(&manager).await;
     assert_eq!(get(&manager, &id, "a").await.as_deref(), Some("2"));
     assert_eq!(manager.stats().relocated, 2);
+    assert_eq!(manager.stats().ownership_lost, 0);
+    // What another server loads is the newest state too.
+    let other = builder(&store)
+        .route(Route::new("other").unwrap())
+        .build()
+        .unwrap();
+    assert_eq!(get(&other, &id, "a").await.as_deref(), Some("2"));
 }
 
 /// The futures every request awaits keep their rare, large paths (remote reads,
