@@ -1,0 +1,401 @@
+//! [`RedisStore`]: the [`RemoteStore`](tandem_core::RemoteStore) over Redis and
+//! Valkey deployments. The trait's operations are in `store/operations.rs`.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use redis::RedisResult;
+use redis::aio::MultiplexedConnection;
+use tandem_core::{NodeId, StoreError};
+
+use crate::config::RedisConfig;
+use crate::deployment::{Deployment, Link, TlsMaterial};
+use crate::errors::{ConnectError, Failure, FirstContact, classify, first_contact, timed_out};
+use crate::health::{HealthState, NodeHealth};
+use crate::scripts::Scripts;
+use crate::spec::{RedisSpec, RedisUrl};
+
+mod operations;
+
+/// A [`RemoteStore`](tandem_core::RemoteStore) over Redis (6.2 or later) and Valkey
+/// (7.2 or later) servers, each a node of its own with one multiplexed connection
+/// and a health state.
+///
+/// Every operation goes to exactly the node it names and is bounded by one
+/// [operation timeout](RedisConfig::with_operation_timeout), connecting included.
+/// A node that fails an operation (no answer in time, a connection refused or
+/// broken, an unparseable answer, or an answer that says it cannot serve:
+/// `READONLY`, `MASTERDOWN`, `LOADING`, credentials no longer accepted) is marked
+/// down: operations on it then fail at once with [`StoreError::NodeDown`] without
+/// touching the network, while a background task probes it (`PING`, on a new
+/// connection) every [probe interval](RedisConfig::with_probe_interval) and marks it
+/// up as soon as it answers. A refusal of one operation by a working node (`OOM`
+/// under `maxmemory-policy noeviction`, `WRONGTYPE` for foreign data under a key,
+/// `NOPERM` from an ACL) is reported as [`StoreError::Server`] and leaves the node
+/// up. [`health`](Self::health) reports all of it per node.
+///
+/// Items are stored as the value followed by an 8-byte CAS token that every write
+/// renews, so reads, touches and plain writes are single commands (`GET`, `GETEX`,
+/// `PEXPIRE`, `SET ... PX`), `add` is `SET ... NX`, and only `cas`, conditional
+/// writes, `delete_if` and `append` run a short script. `set_many` and `write_many`
+/// send all their items in one pipeline. TTLs are sent in milliseconds
+/// ([`wire_ttl_millis`](crate::wire_ttl_millis)).
+///
+/// The background probes run on the Tokio runtime of the operation (or of
+/// [`connect`](Self::connect)) that found the node down, and end when the store is
+/// dropped.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use tandem_core::{NodeId, RemoteStore, StoreKey, Ttl};
+/// use tandem_redis::{RedisConfig, RedisSpec, RedisStore};
+///
+/// let spec = RedisSpec::parse("r1=redis://127.0.0.1:6379,r2=redis://127.0.0.1:6380")?;
+/// let store = RedisStore::connect(&spec, RedisConfig::default()).await?;
+/// let (r1, key) = (NodeId::new("r1")?, StoreKey::new("session:abc")?);
+///
+/// store.set(&r1, &key, b"bytes", Ttl::Never).await?;
+/// let item = store.get(&r1, &key).await?.expect("just written");
+/// assert_eq!(item.value, b"bytes");
+/// for node in store.health() {
+///     println!("{} at {}: up={}", node.id, node.address, node.up);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub struct RedisStore {
+    shared: Arc<Shared>,
+}
+
+/// What the store and its probe tasks share. The probes hold it weakly, so dropping
+/// the store ends them.
+struct Shared {
+    nodes: Vec<Node>,
+    config: RedisConfig,
+    scripts: Scripts,
+}
+
+struct Node {
+    id: NodeId,
+    url: RedisUrl,
+    deployment: Deployment,
+    health: HealthState,
+}
+
+impl RedisStore {
+    /// Creates a store for the nodes of `spec` and contacts each node once, all at
+    /// the same time, each within the operation timeout: a node that answers is
+    /// up; one that is down, refuses connections or does not answer in time starts
+    /// down and is probed in the background like a node that failed later. Settings
+    /// that can never work fail here, naming the node: wrong credentials, a TLS
+    /// handshake that fails (an untrusted certificate, say), a database the server
+    /// does not have, unreadable certificate files.
+    pub async fn connect(
+        spec: &RedisSpec,
+        config: RedisConfig,
+    ) -> Result<RedisStore, ConnectError> {
+        if let Some(reason) = config.problem() {
+            return Err(ConnectError::InvalidConfig { reason });
+        }
+        let uses_tls = spec.nodes().iter().any(|node| node.url().tls());
+        if !uses_tls && (config.ca_file().is_some() || config.client_cert().is_some()) {
+            return Err(ConnectError::InvalidConfig {
+                reason: "a CA file or client certificate is set, but no node uses TLS \
+                         (`rediss://` or `valkeys://`)",
+            });
+        }
+        let tls = tls_material(&config, uses_tls)?;
+        let mut nodes = Vec::with_capacity(spec.nodes().len());
+        for node in spec.nodes() {
+            let (id, url) = (node.id().clone(), node.url().clone());
+            if url.tls() && !cfg!(feature = "tls") {
+                return Err(ConnectError::TlsUnsupported {
+                    node: id,
+                    url: url.to_string(),
+                });
+            }
+            let deployment =
+                Deployment::standalone(&url, &tls).map_err(|error| ConnectError::TlsFile {
+                    what: "certificates",
+                    path: config
+                        .ca_file()
+                        .or(config.client_cert().map(|(cert, _)| cert))
+                        .map_or_else(String::new, |path| path.display().to_string()),
+                    message: error.to_string(),
+                })?;
+            nodes.push(Node {
+                id,
+                url,
+                deployment,
+                health: HealthState::new(),
+            });
+        }
+        let shared = Arc::new(Shared {
+            nodes,
+            config,
+            scripts: Scripts::new(),
+        });
+        let contacts = shared.nodes.iter().map(|node| shared.first_contact(node));
+        let outcomes = futures_util::future::join_all(contacts).await;
+        for (index, outcome) in outcomes.into_iter().enumerate() {
+            let node = &shared.nodes[index];
+            let (id, url) = (node.id.clone(), node.url.to_string());
+            match outcome {
+                Ok(()) => {}
+                Err(FirstContact::Down) => spawn_probe(&shared, index),
+                Err(FirstContact::Authentication(message)) => {
+                    return Err(ConnectError::Authentication {
+                        node: id,
+                        url,
+                        message,
+                    });
+                }
+                Err(FirstContact::Tls(message)) => {
+                    return Err(ConnectError::Tls {
+                        node: id,
+                        url,
+                        message,
+                    });
+                }
+                Err(FirstContact::Rejected(message)) => {
+                    return Err(ConnectError::Rejected {
+                        node: id,
+                        url,
+                        message,
+                    });
+                }
+            }
+        }
+        Ok(RedisStore { shared })
+    }
+
+    /// The health of every node, in configuration order.
+    pub fn health(&self) -> Vec<NodeHealth> {
+        self.shared.nodes.iter().map(Node::health).collect()
+    }
+
+    /// The health of one node; `None` if the store has no such node.
+    pub fn node_health(&self, node: &NodeId) -> Option<NodeHealth> {
+        self.shared.node(node).ok().map(|(_, node)| node.health())
+    }
+
+    /// Refuses a value that is over the item size limit, before anything is sent.
+    fn check_size(&self, size: usize) -> Result<(), StoreError> {
+        let limit = self.shared.config.max_value_size();
+        if size > limit {
+            return Err(StoreError::TooLarge { size, limit });
+        }
+        Ok(())
+    }
+
+    /// Runs `operation` on `node`'s connection within the operation timeout, and
+    /// keeps the node's health: refused at once if the node is down (or the value
+    /// over the limit), marked down (and probed) if it fails the operation.
+    async fn call<T, F, Fut>(
+        &self,
+        node: &NodeId,
+        value_size: Option<usize>,
+        operation: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let shared = &self.shared;
+        let (index, node) = shared.node(node)?;
+        if let Some(size) = value_size {
+            self.check_size(size)?;
+        }
+        if !node.health.is_up() {
+            node.health.count_refused();
+            return Err(StoreError::NodeDown {
+                node: node.id.clone(),
+            });
+        }
+        node.health.count_operation();
+        let timeout = shared.config.operation_timeout();
+        let started = Instant::now();
+        let mut used: Option<Link> = None;
+        let attempt = async {
+            let link = node.deployment.link().await?;
+            let connection = link.connection.clone();
+            used = Some(link);
+            operation(connection).await
+        };
+        let failure = match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(value)) => {
+                node.health.record_latency(started.elapsed());
+                return Ok(value);
+            }
+            Ok(Err(error)) => classify(&node.id, &error, timeout),
+            Err(_elapsed) => timed_out(&node.id, timeout),
+        };
+        self.shared.fail(index, used.as_ref(), failure)
+    }
+}
+
+impl Shared {
+    fn node(&self, id: &NodeId) -> Result<(usize, &Node), StoreError> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .find(|(_, node)| node.id == *id)
+            .ok_or_else(|| StoreError::UnknownNode {
+                node: id.to_string(),
+            })
+    }
+
+    /// Records a failed operation on node `index`; a node failure discards the
+    /// link it used and marks the node down (starting its probe).
+    fn fail<T>(
+        self: &Arc<Self>,
+        index: usize,
+        link: Option<&Link>,
+        failure: Failure,
+    ) -> Result<T, StoreError> {
+        let node = &self.nodes[index];
+        if failure.node_failed {
+            if let Some(link) = link {
+                node.deployment.discard(link);
+            }
+            if node.health.mark_down() {
+                tracing::warn!(node = %node.id, url = %node.url, error = %failure.detail, "Redis node marked down");
+                spawn_probe(self, index);
+            }
+        }
+        node.health.count_failure(failure.detail);
+        Err(failure.error)
+    }
+
+    /// Connects to `node` and pings it, within the operation timeout. On failure
+    /// the node is marked down (for any failure worth waiting for) and the failure
+    /// sorted.
+    async fn first_contact(&self, node: &Node) -> Result<(), FirstContact> {
+        let timeout = self.config.operation_timeout();
+        let outcome = tokio::time::timeout(timeout, ping(&node.deployment)).await;
+        let detail = match outcome {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(error)) => match first_contact(&error, node.url.tls()) {
+                FirstContact::Down => error.to_string(),
+                fatal => return Err(fatal),
+            },
+            Err(_elapsed) => timed_out(&node.id, timeout).detail,
+        };
+        node.health.mark_down();
+        node.health
+            .remember_error(format!("first connection failed: {detail}"));
+        tracing::warn!(node = %node.id, url = %node.url, error = %detail, "Redis node is down at startup; probing it");
+        Err(FirstContact::Down)
+    }
+
+    /// One probe of a down node: a `PING` (on a new connection if it has none)
+    /// within the operation timeout. Returns whether the node answered (and is
+    /// marked up).
+    async fn probe(&self, index: usize) -> bool {
+        let node = &self.nodes[index];
+        let timeout = self.config.operation_timeout();
+        let detail = match tokio::time::timeout(timeout, ping(&node.deployment)).await {
+            Ok(Ok(())) => {
+                if node.health.mark_up() {
+                    tracing::info!(node = %node.id, url = %node.url, "Redis node answers again; marked up");
+                }
+                return true;
+            }
+            Ok(Err(error)) => classify(&node.id, &error, timeout).detail,
+            Err(_elapsed) => timed_out(&node.id, timeout).detail,
+        };
+        node.health
+            .remember_error(format!("probe failed: {detail}"));
+        false
+    }
+}
+
+/// A `PING` on the deployment's connection; a failed connection is discarded, so
+/// that the next attempt dials afresh.
+async fn ping(deployment: &Deployment) -> RedisResult<()> {
+    let link = deployment.link().await?;
+    let mut connection = link.connection.clone();
+    let answer = redis::cmd("PING").query_async::<()>(&mut connection).await;
+    if answer.is_err() {
+        deployment.discard(&link);
+    }
+    answer
+}
+
+impl Node {
+    fn health(&self) -> NodeHealth {
+        self.health.snapshot(
+            &self.id,
+            &self.url.to_string(),
+            self.deployment.connections_opened(),
+        )
+    }
+}
+
+/// Probes node `index` every probe interval until it answers or the store is gone.
+/// Started once per down transition, so a node has at most one probe task.
+fn spawn_probe(shared: &Arc<Shared>, index: usize) {
+    let store: Weak<Shared> = Arc::downgrade(shared);
+    let interval = shared.config.probe_interval();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(interval).await;
+            let Some(shared) = store.upgrade() else {
+                return;
+            };
+            if shared.probe(index).await {
+                return;
+            }
+        }
+    });
+}
+
+/// Reads the CA and client certificate files, if TLS is used and they are set.
+fn tls_material(config: &RedisConfig, uses_tls: bool) -> Result<TlsMaterial, ConnectError> {
+    if !uses_tls {
+        return Ok(TlsMaterial::default());
+    }
+    #[cfg(feature = "tls")]
+    install_crypto_provider();
+    let read = |what: &'static str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|error| ConnectError::TlsFile {
+            what,
+            path: path.display().to_string(),
+            message: error.to_string(),
+        })
+    };
+    let root_cert = config
+        .ca_file()
+        .map(|path| read("CA file", path))
+        .transpose()?;
+    let client = match config.client_cert() {
+        Some((cert, key)) => Some((read("client certificate", cert)?, read("client key", key)?)),
+        None => None,
+    };
+    Ok(TlsMaterial { root_cert, client })
+}
+
+/// rustls needs a process-wide crypto provider; unless the application chose one,
+/// this crate's (ring) is installed. rustls 0.23.48 deprecates ring's provider for
+/// its lack of post-quantum key exchange; ring is kept because it builds without
+/// cmake or a long C build (aws-lc-rs needs both). An application that wants
+/// aws-lc-rs installs its provider before connecting, and it is used instead.
+#[cfg(feature = "tls")]
+#[allow(deprecated)]
+fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race with another installer is fine: a provider is installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("nodes", &self.health())
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}

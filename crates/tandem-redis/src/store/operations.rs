@@ -1,0 +1,485 @@
+//! The [`RemoteStore`] operations of [`RedisStore`], one Redis command (or script,
+//! or pipeline) each.
+
+use async_trait::async_trait;
+use redis::aio::MultiplexedConnection;
+use redis::{Cmd, RedisResult, Script, Value};
+use tandem_core::{
+    AddOutcome, CasOutcome, CasToken, Item, NodeId, NodeStatus, Precondition, RemoteStore, SetItem,
+    StoreError, StoreKey, Ttl, WriteItem, WriteOutcome,
+};
+
+use super::RedisStore;
+use crate::errors::is_node_failure;
+use crate::layout::{
+    TOKEN_LEN, cas_token, item, new_token, remaining_ttl, token_bytes, wire_ttl_millis, with_token,
+};
+
+/// `SET key stored [NX] [PX ms]`: a `SET` without `PX` also clears an old TTL.
+fn set_command(key: &StoreKey, stored: &[u8], ttl: Ttl, only_if_absent: bool) -> Cmd {
+    let mut command = redis::cmd("SET");
+    command.arg(key.as_str()).arg(stored);
+    if only_if_absent {
+        command.arg("NX");
+    }
+    if let Some(millis) = wire_ttl_millis(ttl) {
+        command.arg("PX").arg(millis);
+    }
+    command
+}
+
+/// The TTL argument of the scripts: milliseconds, or empty for none.
+fn script_ttl(ttl: Ttl) -> String {
+    wire_ttl_millis(ttl).map_or_else(String::new, |millis| millis.to_string())
+}
+
+/// `EVALSHA` of the `cas` script, for a pipeline.
+fn cas_command(
+    script: &Script,
+    key: &StoreKey,
+    expected: CasToken,
+    stored: &[u8],
+    ttl: Ttl,
+) -> Cmd {
+    let mut command = redis::cmd("EVALSHA");
+    command
+        .arg(script.get_hash())
+        .arg(1)
+        .arg(key.as_str())
+        .arg(&token_bytes(expected)[..])
+        .arg(stored)
+        .arg(script_ttl(ttl));
+    command
+}
+
+/// The scripts' answer to a token-checked operation: 1, -1, 0.
+fn cas_outcome(node: &NodeId, answer: i64) -> Result<CasOutcome, StoreError> {
+    match answer {
+        1 => Ok(CasOutcome::Stored),
+        -1 => Ok(CasOutcome::Conflict),
+        0 => Ok(CasOutcome::NotFound),
+        other => Err(unexpected(node, &format!("script answer {other}"))),
+    }
+}
+
+fn unexpected(node: &NodeId, what: &str) -> StoreError {
+    StoreError::Server {
+        node: node.clone(),
+        message: format!("unexpected {what}"),
+    }
+}
+
+/// What one command of a `write_many` pipeline answered, for its precondition.
+fn write_outcome(
+    node: &NodeId,
+    precondition: Precondition,
+    token: [u8; TOKEN_LEN],
+    answer: RedisResult<Value>,
+) -> Result<WriteOutcome, StoreError> {
+    let answer = answer.map_err(|error| StoreError::Server {
+        node: node.clone(),
+        message: error.to_string(),
+    })?;
+    let stored = WriteOutcome::Stored(Some(cas_token(token)));
+    match (precondition, answer) {
+        (Precondition::None | Precondition::Absent, Value::Okay) => Ok(stored),
+        (Precondition::Absent, Value::Nil) => Ok(WriteOutcome::Exists),
+        (Precondition::Cas(_), Value::Int(answer)) => Ok(match cas_outcome(node, answer)? {
+            CasOutcome::Stored => stored,
+            CasOutcome::Conflict => WriteOutcome::Conflict,
+            CasOutcome::NotFound => WriteOutcome::NotFound,
+        }),
+        (_, other) => Err(unexpected(node, &format!("answer to a write: {other:?}"))),
+    }
+}
+
+/// Sends `commands` in one pipeline; each command answers on its own. Commands
+/// that find the script cache empty (`NOSCRIPT`, after a server restart) are sent
+/// again once the script is loaded. An answer that says the node cannot serve
+/// fails the whole exchange.
+async fn pipeline(
+    mut connection: MultiplexedConnection,
+    script: &Script,
+    commands: Vec<Cmd>,
+) -> RedisResult<Vec<RedisResult<Value>>> {
+    let send = |commands: Vec<&Cmd>| {
+        let mut pipe = redis::pipe();
+        for command in commands {
+            pipe.add_command(command.clone());
+        }
+        pipe.ignore_errors();
+        pipe
+    };
+    let mut answers: Vec<RedisResult<Value>> = send(commands.iter().collect())
+        .query_async(&mut connection)
+        .await?;
+    let no_script: Vec<usize> = answers
+        .iter()
+        .enumerate()
+        .filter(|(_, answer)| matches!(answer, Err(error) if error.code() == Some("NOSCRIPT")))
+        .map(|(index, _)| index)
+        .collect();
+    if !no_script.is_empty() {
+        script.load_async(&mut connection).await?;
+        let again: Vec<RedisResult<Value>> =
+            send(no_script.iter().map(|&index| &commands[index]).collect())
+                .query_async(&mut connection)
+                .await?;
+        for (index, answer) in no_script.into_iter().zip(again) {
+            answers[index] = answer;
+        }
+    }
+    if let Some(Err(error)) = answers
+        .iter()
+        .find(|answer| matches!(answer, Err(error) if is_node_failure(error)))
+    {
+        return Err(error.clone());
+    }
+    Ok(answers)
+}
+
+#[async_trait]
+impl RemoteStore for RedisStore {
+    async fn get(&self, node: &NodeId, key: &StoreKey) -> Result<Option<Item>, StoreError> {
+        let stored: Option<Vec<u8>> = self
+            .call(node, None, |mut connection| async move {
+                redis::cmd("GET")
+                    .arg(key.as_str())
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await?;
+        stored.map(|stored| item(node, stored)).transpose()
+    }
+
+    async fn set(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        value: &[u8],
+        ttl: Ttl,
+    ) -> Result<(), StoreError> {
+        self.write(node, key, value, ttl, Precondition::None)
+            .await
+            .map(|_| ())
+    }
+
+    async fn set_many(&self, node: &NodeId, items: &[SetItem<'_>]) -> Vec<Result<(), StoreError>> {
+        let writes: Vec<WriteItem<'_>> = items
+            .iter()
+            .map(|item| WriteItem {
+                key: item.key,
+                value: item.value,
+                ttl: item.ttl,
+                precondition: Precondition::None,
+            })
+            .collect();
+        self.write_many(node, &writes)
+            .await
+            .into_iter()
+            .map(|result| result.map(|_| ()))
+            .collect()
+    }
+
+    async fn add(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        value: &[u8],
+        ttl: Ttl,
+    ) -> Result<AddOutcome, StoreError> {
+        Ok(
+            match self
+                .write(node, key, value, ttl, Precondition::Absent)
+                .await?
+            {
+                WriteOutcome::Exists => AddOutcome::Exists,
+                _ => AddOutcome::Stored,
+            },
+        )
+    }
+
+    async fn cas(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        value: &[u8],
+        ttl: Ttl,
+        cas: CasToken,
+    ) -> Result<CasOutcome, StoreError> {
+        Ok(
+            match self
+                .write(node, key, value, ttl, Precondition::Cas(cas))
+                .await?
+            {
+                WriteOutcome::Stored(_) => CasOutcome::Stored,
+                WriteOutcome::NotFound => CasOutcome::NotFound,
+                _ => CasOutcome::Conflict,
+            },
+        )
+    }
+
+    async fn write(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        value: &[u8],
+        ttl: Ttl,
+        precondition: Precondition,
+    ) -> Result<WriteOutcome, StoreError> {
+        let token = new_token();
+        let stored = with_token(value, token);
+        let answer: Value = self
+            .call(node, Some(value.len()), |mut connection| async move {
+                match precondition {
+                    Precondition::None | Precondition::Absent => {
+                        let only_if_absent = precondition == Precondition::Absent;
+                        set_command(key, &stored, ttl, only_if_absent)
+                            .query_async(&mut connection)
+                            .await
+                    }
+                    Precondition::Cas(expected) => {
+                        self.shared
+                            .scripts
+                            .cas
+                            .key(key.as_str())
+                            .arg(&token_bytes(expected)[..])
+                            .arg(&stored[..])
+                            .arg(script_ttl(ttl))
+                            .invoke_async(&mut connection)
+                            .await
+                    }
+                }
+            })
+            .await?;
+        write_outcome(node, precondition, token, Ok(answer))
+    }
+
+    async fn write_many(
+        &self,
+        node: &NodeId,
+        items: &[WriteItem<'_>],
+    ) -> Vec<Result<WriteOutcome, StoreError>> {
+        // Oversized items are refused alone; the rest go out in one pipeline.
+        let mut results: Vec<Option<Result<WriteOutcome, StoreError>>> = items
+            .iter()
+            .map(|item| self.check_size(item.value.len()).err().map(Err))
+            .collect();
+        let sendable: Vec<usize> = (0..items.len())
+            .filter(|&index| results[index].is_none())
+            .collect();
+        if sendable.is_empty() {
+            return results.into_iter().flatten().collect();
+        }
+        let tokens: Vec<[u8; TOKEN_LEN]> = sendable.iter().map(|_| new_token()).collect();
+        let script = &self.shared.scripts.cas;
+        let commands: Vec<Cmd> = sendable
+            .iter()
+            .zip(&tokens)
+            .map(|(&index, &token)| {
+                let item = &items[index];
+                let stored = with_token(item.value, token);
+                match item.precondition {
+                    Precondition::None => set_command(item.key, &stored, item.ttl, false),
+                    Precondition::Absent => set_command(item.key, &stored, item.ttl, true),
+                    Precondition::Cas(expected) => {
+                        cas_command(script, item.key, expected, &stored, item.ttl)
+                    }
+                }
+            })
+            .collect();
+        let outcome = self
+            .call(node, None, |connection| {
+                pipeline(connection, script, commands)
+            })
+            .await;
+        match outcome {
+            Ok(answers) => {
+                for ((&index, &token), answer) in sendable.iter().zip(&tokens).zip(answers) {
+                    let precondition = items[index].precondition;
+                    results[index] = Some(write_outcome(node, precondition, token, answer));
+                }
+            }
+            Err(error) => {
+                for &index in &sendable {
+                    results[index] = Some(Err(error.clone()));
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|| Err(unexpected(node, "pipeline without an answer")))
+            })
+            .collect()
+    }
+
+    async fn delete(&self, node: &NodeId, key: &StoreKey) -> Result<bool, StoreError> {
+        let removed: i64 = self
+            .call(node, None, |mut connection| async move {
+                redis::cmd("UNLINK")
+                    .arg(key.as_str())
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await?;
+        Ok(removed > 0)
+    }
+
+    async fn delete_if(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        cas: CasToken,
+    ) -> Result<CasOutcome, StoreError> {
+        let answer: i64 = self
+            .call(node, None, |mut connection| async move {
+                self.shared
+                    .scripts
+                    .delete_if
+                    .key(key.as_str())
+                    .arg(&token_bytes(cas)[..])
+                    .invoke_async(&mut connection)
+                    .await
+            })
+            .await?;
+        cas_outcome(node, answer)
+    }
+
+    async fn append(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        value: &[u8],
+        ttl: Ttl,
+    ) -> Result<(), StoreError> {
+        let limit = self.shared.config.max_value_size();
+        let answer: i64 = self
+            .call(node, Some(value.len()), |mut connection| async move {
+                self.shared
+                    .scripts
+                    .append
+                    .key(key.as_str())
+                    .arg(value)
+                    .arg(&new_token()[..])
+                    .arg(script_ttl(ttl))
+                    .arg(limit)
+                    .invoke_async(&mut connection)
+                    .await
+            })
+            .await?;
+        match usize::try_from(answer) {
+            Ok(0) => Ok(()),
+            Ok(size) => Err(StoreError::TooLarge { size, limit }),
+            Err(_) => Err(unexpected(node, &format!("append answer {answer}"))),
+        }
+    }
+
+    async fn get_with_ttl(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+    ) -> Result<Option<(Item, Ttl)>, StoreError> {
+        let (stored, pttl): (Option<Vec<u8>>, i64) = self
+            .call(node, None, |mut connection| async move {
+                redis::pipe()
+                    .atomic()
+                    .cmd("GET")
+                    .arg(key.as_str())
+                    .cmd("PTTL")
+                    .arg(key.as_str())
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await?;
+        let (Some(stored), Some(ttl)) = (stored, remaining_ttl(pttl)) else {
+            return Ok(None);
+        };
+        Ok(Some((item(node, stored)?, ttl)))
+    }
+
+    async fn touch(&self, node: &NodeId, key: &StoreKey, ttl: Ttl) -> Result<bool, StoreError> {
+        let existed: i64 = self
+            .call(node, None, |mut connection| async move {
+                match wire_ttl_millis(ttl) {
+                    Some(millis) => {
+                        redis::cmd("PEXPIRE")
+                            .arg(key.as_str())
+                            .arg(millis)
+                            .query_async(&mut connection)
+                            .await
+                    }
+                    // PERSIST answers 0 for a missing key and for one without a
+                    // TTL alike, so EXISTS tells them apart, in the same transaction.
+                    None => {
+                        let (existed, _): (i64, i64) = redis::pipe()
+                            .atomic()
+                            .cmd("EXISTS")
+                            .arg(key.as_str())
+                            .cmd("PERSIST")
+                            .arg(key.as_str())
+                            .query_async(&mut connection)
+                            .await?;
+                        Ok(existed)
+                    }
+                }
+            })
+            .await?;
+        Ok(existed > 0)
+    }
+
+    async fn get_and_touch(
+        &self,
+        node: &NodeId,
+        key: &StoreKey,
+        ttl: Ttl,
+    ) -> Result<Option<Item>, StoreError> {
+        let stored: Option<Vec<u8>> = self
+            .call(node, None, |mut connection| async move {
+                let mut command = redis::cmd("GETEX");
+                command.arg(key.as_str());
+                match wire_ttl_millis(ttl) {
+                    Some(millis) => command.arg("PX").arg(millis),
+                    None => command.arg("PERSIST"),
+                };
+                command.query_async(&mut connection).await
+            })
+            .await?;
+        stored.map(|stored| item(node, stored)).transpose()
+    }
+
+    fn nodes(&self) -> Vec<NodeId> {
+        self.shared
+            .nodes
+            .iter()
+            .map(|node| node.id.clone())
+            .collect()
+    }
+
+    fn is_available(&self, node: &NodeId) -> bool {
+        self.shared
+            .node(node)
+            .is_ok_and(|(_, node)| node.health.is_up())
+    }
+
+    fn max_item_size(&self) -> usize {
+        self.shared.config.max_value_size()
+    }
+
+    fn node_status(&self) -> Vec<NodeStatus> {
+        self.health()
+            .into_iter()
+            .map(|health| {
+                let mut status = NodeStatus::up_or_down(health.id, health.up);
+                status.address = Some(health.address);
+                status.down_since = health.down_since;
+                status.last_error = health.last_error;
+                status.operations = health.operations;
+                status.failures = health.failures;
+                status.down_transitions = health.marked_down;
+                status.mean_latency = health.mean_latency;
+                status
+            })
+            .collect()
+    }
+}
