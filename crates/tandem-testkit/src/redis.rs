@@ -219,6 +219,7 @@ impl RedisProcess {
             dir: TempDir::new("redis"),
         };
         let mut failures = Vec::new();
+        let mut last_log = String::new();
         for _ in 0..START_ATTEMPTS {
             let port = process::free_port();
             match process.launch(port) {
@@ -227,11 +228,14 @@ impl RedisProcess {
                     *process.lock() = Some(child);
                     return process;
                 }
-                Err(failure) => failures.push(format!("port {port}: {failure}")),
+                Err(failure) => {
+                    failures.push(format!("port {port}: {}", failure.reason));
+                    last_log = failure.log_tail;
+                }
             }
         }
         panic!(
-            "could not start redis-server in {START_ATTEMPTS} attempts:\n  {}",
+            "could not start redis-server in {START_ATTEMPTS} attempts:\n  {}\n{last_log}",
             failures.join("\n  ")
         );
     }
@@ -356,8 +360,8 @@ impl RedisProcess {
                 }
                 Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
                 Err(failure) => panic!(
-                    "could not restart redis-server on port {} within {RESTART_TIMEOUT:?}: {failure}",
-                    self.port
+                    "could not restart redis-server on port {} within {RESTART_TIMEOUT:?}: {}\n{}",
+                    self.port, failure.reason, failure.log_tail
                 ),
             }
         }
@@ -494,7 +498,7 @@ impl RedisProcess {
     }
 
     /// Spawns the server on `port` and waits until this very process answers there.
-    fn launch(&self, port: u16) -> Result<Child, String> {
+    fn launch(&self, port: u16) -> Result<Child, LaunchFailure> {
         let dir = self.dir.path();
         let config = config_text(dir, port, &self.options, self.tls.as_deref());
         let config_path = dir.join(CONFIG_FILE);
@@ -521,13 +525,12 @@ impl RedisProcess {
             .unwrap_or_else(|error| panic!("{}", spawn_failure_message(&error)));
         match self.wait_until_ready(&mut child, port) {
             Ok(()) => Ok(child),
-            Err(failure) => {
+            Err(reason) => {
                 process::terminate(&mut child);
-                Err(format!(
-                    "{failure}\n    the end of its log ({}):\n{}",
-                    log_path.display(),
-                    log_tail(&log_path, log_start)
-                ))
+                Err(LaunchFailure {
+                    reason,
+                    log_tail: format!("  the end of its log:\n{}", log_tail(&log_path, log_start)),
+                })
             }
         }
     }
@@ -592,6 +595,12 @@ impl RedisProcess {
             ))),
         }
     }
+}
+
+/// Why a launch failed, and what the server logged meanwhile.
+struct LaunchFailure {
+    reason: String,
+    log_tail: String,
 }
 
 /// Why a server is not ready: not yet (keep polling), or never (give up).
@@ -848,16 +857,16 @@ fn log_tail(path: &Path, start: u64) -> String {
         file.read_to_end(&mut text)
     });
     if let Err(error) = read {
-        return format!("      (unreadable: {error})");
+        return format!("    (unreadable: {error})");
     }
     let text = String::from_utf8_lossy(&text);
     let lines: Vec<&str> = text.lines().collect();
     if lines.is_empty() {
-        return "      (empty)".to_owned();
+        return "    (empty)".to_owned();
     }
     lines[lines.len().saturating_sub(LOG_TAIL_LINES)..]
         .iter()
-        .map(|line| format!("      {line}"))
+        .map(|line| format!("    {line}"))
         .collect::<Vec<_>>()
         .join("\n")
 }
