@@ -1,17 +1,34 @@
-//! Test-only: real `memcached` processes for integration tests, with fault injection.
+//! Test-only: real `memcached` and `redis-server` processes for integration tests,
+//! with fault injection.
 //!
 //! [`MemcachedProcess`] starts a private `memcached` on a free loopback port and can
 //! kill, pause (`SIGSTOP`), resume (`SIGCONT`) and restart it on the same port, so that
 //! tests exercise node failures against the real server instead of a mock.
 //! [`MemcachedCluster`] starts several and hands out the node spec
-//! (`n1:127.0.0.1:PORT,...`) that Tandem's stores are configured with. Every process is
-//! killed and reaped when its handle is dropped, also when the test panics.
+//! (`n1:127.0.0.1:PORT,...`) that Tandem's stores are configured with.
 //!
-//! What it is not: a way to run memcached in production, or a general process
-//! supervisor. Every call blocks the calling thread for at most a few seconds and
+//! [`RedisProcess`] does the same for a standalone `redis-server`, configured by
+//! [`RedisOptions`]: a password or an ACL user, TLS (with a test CA and client
+//! certificate made at test time, [`TlsFiles`], and a CA that signed nothing,
+//! [`untrusted_ca`]), and RDB snapshots taken by [`RedisProcess::save`] that a restart
+//! loads. [`RedisProcess::url`] is what a client connects with;
+//! [`RedisServers`] starts several independent servers and hands out their node spec
+//! (`r1=redis://127.0.0.1:PORT,...`). The kit talks to its Redis servers over a
+//! plain-text Unix socket of their own ([`RedisProcess::command`]), so it needs no TLS
+//! client and no Redis client crate.
+//!
+//! Every process is killed and reaped when its handle is dropped, also when the test
+//! panics (a Redis server's temporary directory goes with it), and a server that does
+//! not start makes a panic that says why (for Redis, with the end of its log).
+//!
+//! What it is not: a way to run memcached or Redis in production, or a general process
+//! supervisor; nor a Redis client (its RESP reader does one command per connection,
+//! for setting up and inspecting a test), nor (yet) Redis replication, Sentinel or
+//! Cluster. Every call blocks the calling thread for at most a few seconds and
 //! panics with a message on failure, which is what a test wants and nothing else does.
-//! It needs the `memcached` binary on `PATH` and a Unix system (signals; the pause
-//! check reads `/proc` on Linux).
+//! It needs the `memcached` and `redis-server` binaries on `PATH` (each only when a
+//! test starts one; `scripts/test.sh` installs both) and a Unix system (signals, Unix
+//! sockets; the pause check reads `/proc` on Linux).
 //!
 //! Beside the processes, the helpers that every test crate of the workspace needs and
 //! that need nothing of Tandem: polling for a condition instead of sleeping
@@ -27,6 +44,21 @@
 //! cluster.node("n2").resume();
 //! cluster.node("n1").restart(); // a fresh, empty memcached on the same port
 //! # let _ = spec;
+//! ```
+//!
+//! ```no_run
+//! use tandem_testkit::{RedisOptions, RedisServers};
+//!
+//! let options = RedisOptions::default().user("tandem", "secret").tls();
+//! let servers = RedisServers::start_with(2, options);
+//! // "r1=rediss://tandem:secret@127.0.0.1:PORT1,r2=rediss://tandem:secret@127.0.0.1:PORT2"
+//! let spec = servers.node_spec();
+//! let ca = &servers.tls_files().unwrap().ca_cert; // the root the client trusts
+//! servers.node("r2").pause(); // r2 now hangs every request
+//! servers.node("r2").resume();
+//! servers.node("r1").kill(); // the port refuses connections
+//! servers.node("r1").restart(); // a fresh, empty server on the same port
+//! # let _ = (spec, ca);
 //! ```
 
 use std::collections::HashMap;
