@@ -919,7 +919,7 @@ mod tests {
 
     #[test]
     fn the_configuration_follows_the_options() {
-        let dir = Path::new("/tmp/x");
+        let dir = Path::new("server-dir");
         let plain = config_text(dir, 7000, &RedisOptions::default(), None);
         assert!(plain.contains("\nport 7000\n"), "{plain}");
         assert!(plain.contains("\nsave \"\"\n"), "{plain}");
