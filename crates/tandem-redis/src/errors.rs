@@ -129,7 +129,7 @@ pub(crate) fn classify(node: &NodeId, error: &RedisError, timeout: Duration) -> 
         return timed_out(node, timeout);
     }
     let node_failed = is_node_failure(error);
-    let message = error.to_string();
+    let message = describe(error);
     if node_failed {
         Failure::new(
             StoreError::Unreachable {
@@ -146,6 +146,15 @@ pub(crate) fn classify(node: &NodeId, error: &RedisError, timeout: Duration) -> 
             },
             false,
         )
+    }
+}
+
+/// The error as one line: a server's error as it sent it (`WRONGTYPE Operation
+/// against ...`), anything else as the client describes it.
+pub(crate) fn describe(error: &RedisError) -> String {
+    match (error.code(), error.detail()) {
+        (Some(code), Some(detail)) if error.kind() != ErrorKind::Io => format!("{code} {detail}"),
+        _ => error.to_string(),
     }
 }
 
@@ -205,7 +214,7 @@ const TLS_MARKS: &[&str] = &[
 /// Sorts a failed first contact: only an unreachable, refusing or hung server is
 /// worth waiting for.
 pub(crate) fn first_contact(error: &RedisError, tls: bool) -> FirstContact {
-    let message = error.to_string();
+    let message = describe(error);
     let code = error.code().unwrap_or("");
     match error.kind() {
         ErrorKind::AuthenticationFailed => FirstContact::Authentication(message),

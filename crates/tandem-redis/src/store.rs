@@ -278,7 +278,7 @@ impl Shared {
         let detail = match outcome {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(error)) => match first_contact(&error, node.url.tls()) {
-                FirstContact::Down => error.to_string(),
+                FirstContact::Down => crate::errors::describe(&error),
                 fatal => return Err(fatal),
             },
             Err(_elapsed) => timed_out(&node.id, timeout).detail,

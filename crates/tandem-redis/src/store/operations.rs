@@ -78,7 +78,7 @@ fn write_outcome(
 ) -> Result<WriteOutcome, StoreError> {
     let answer = answer.map_err(|error| StoreError::Server {
         node: node.clone(),
-        message: error.to_string(),
+        message: crate::errors::describe(&error),
     })?;
     let stored = WriteOutcome::Stored(Some(cas_token(token)));
     match (precondition, answer) {
