@@ -1,17 +1,34 @@
-//! Test-only: real `memcached` processes for integration tests, with fault injection.
+//! Test-only: real `memcached` and `redis-server` processes for integration tests,
+//! with fault injection.
 //!
 //! [`MemcachedProcess`] starts a private `memcached` on a free loopback port and can
 //! kill, pause (`SIGSTOP`), resume (`SIGCONT`) and restart it on the same port, so that
 //! tests exercise node failures against the real server instead of a mock.
 //! [`MemcachedCluster`] starts several and hands out the node spec
-//! (`n1:127.0.0.1:PORT,...`) that Tandem's stores are configured with. Every process is
-//! killed and reaped when its handle is dropped, also when the test panics.
+//! (`n1:127.0.0.1:PORT,...`) that Tandem's stores are configured with.
 //!
-//! What it is not: a way to run memcached in production, or a general process
-//! supervisor. Every call blocks the calling thread for at most a few seconds and
+//! [`RedisProcess`] does the same for a standalone `redis-server`, configured by
+//! [`RedisOptions`]: a password or an ACL user, TLS (with a test CA and client
+//! certificate made at test time, [`TlsFiles`], and a CA that signed nothing,
+//! [`untrusted_ca`]), and RDB snapshots taken by [`RedisProcess::save`] that a restart
+//! loads. [`RedisProcess::url`] is what a client connects with;
+//! [`RedisServers`] starts several independent servers and hands out their node spec
+//! (`r1=redis://127.0.0.1:PORT,...`). The kit talks to its Redis servers over a
+//! plain-text Unix socket of their own ([`RedisProcess::command`]), so it needs no TLS
+//! client and no Redis client crate.
+//!
+//! Every process is killed and reaped when its handle is dropped, also when the test
+//! panics (a Redis server's temporary directory goes with it), and a server that does
+//! not start makes a panic that says why (for Redis, with the end of its log).
+//!
+//! What it is not: a way to run memcached or Redis in production, or a general process
+//! supervisor; nor a Redis client (its RESP reader does one command per connection,
+//! for setting up and inspecting a test), nor (yet) Redis replication, Sentinel or
+//! Cluster. Every call blocks the calling thread for at most a few seconds and
 //! panics with a message on failure, which is what a test wants and nothing else does.
-//! It needs the `memcached` binary on `PATH` and a Unix system (signals; the pause
-//! check reads `/proc` on Linux).
+//! It needs the `memcached` and `redis-server` binaries on `PATH` (each only when a
+//! test starts one; `scripts/test.sh` installs both) and a Unix system (signals, Unix
+//! sockets; the pause check reads `/proc` on Linux).
 //!
 //! Beside the processes, the helpers that every test crate of the workspace needs and
 //! that need nothing of Tandem: polling for a condition instead of sleeping
@@ -28,19 +45,38 @@
 //! cluster.node("n1").restart(); // a fresh, empty memcached on the same port
 //! # let _ = spec;
 //! ```
+//!
+//! ```no_run
+//! use tandem_testkit::{RedisOptions, RedisServers};
+//!
+//! let options = RedisOptions::default().user("tandem", "secret").tls();
+//! let servers = RedisServers::start_with(2, options);
+//! // "r1=rediss://tandem:secret@127.0.0.1:PORT1,r2=rediss://tandem:secret@127.0.0.1:PORT2"
+//! let spec = servers.node_spec();
+//! let ca = &servers.tls_files().unwrap().ca_cert; // the root the client trusts
+//! servers.node("r2").pause(); // r2 now hangs every request
+//! servers.node("r2").resume();
+//! servers.node("r1").kill(); // the port refuses connections
+//! servers.node("r1").restart(); // a fresh, empty server on the same port
+//! # let _ = (spec, ca);
+//! ```
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{self, Signal};
-use nix::unistd::{Pid, User};
+use nix::sys::signal::Signal;
+use nix::unistd::User;
 
+mod process;
+mod redis;
 mod wait;
+
+pub use redis::{RedisOptions, RedisProcess, RedisReply, RedisServers, TlsFiles, untrusted_ca};
 
 pub use wait::{
     QUIET_INTERVAL, WAIT_POLL_INTERVAL, wait_until, wait_until_async, wait_until_quiet,
@@ -72,12 +108,8 @@ const START_ATTEMPTS: usize = 5;
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long [`MemcachedProcess::restart`] keeps trying to bind the old port.
 const RESTART_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a signalled process may take to reach the stopped or running state.
-const SIGNAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bound for each network step of a readiness or stats check.
 const IO_TIMEOUT: Duration = Duration::from_secs(1);
-/// Pause between two polls of a condition.
-const POLL_INTERVAL: Duration = Duration::from_millis(5);
 
 /// A `memcached` process owned by a test, listening on `127.0.0.1` only.
 ///
@@ -118,7 +150,7 @@ impl MemcachedProcess {
     pub fn start() -> MemcachedProcess {
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
-            let port = free_port();
+            let port = process::free_port();
             match launch(port) {
                 Ok(running) => {
                     return MemcachedProcess {
@@ -182,7 +214,7 @@ impl MemcachedProcess {
     /// If the process is not running or does not stop.
     pub fn pause(&self) {
         let pid = self.signal_running(Signal::SIGSTOP, "pause");
-        wait_for_stopped(pid, true);
+        process::wait_for_stopped(BINARY, pid, true);
     }
 
     /// Continues a paused process (`SIGCONT`) and waits until it runs again.
@@ -192,7 +224,7 @@ impl MemcachedProcess {
     /// If the process is not running or does not continue.
     pub fn resume(&self) {
         let pid = self.signal_running(Signal::SIGCONT, "resume");
-        wait_for_stopped(pid, false);
+        process::wait_for_stopped(BINARY, pid, false);
     }
 
     /// Kills the process if it is running and starts a fresh, empty memcached on the
@@ -280,7 +312,7 @@ impl MemcachedProcess {
             );
         };
         let pid = running.child.id();
-        send_signal(pid, signal)
+        process::send_signal(pid, signal)
             .unwrap_or_else(|error| panic!("cannot {action} memcached (pid {pid}): {error}"));
         pid
     }
@@ -383,17 +415,6 @@ impl MemcachedCluster {
     }
 }
 
-/// A loopback port that was free a moment ago. Another process may take it before
-/// memcached binds it; [`MemcachedProcess::start`] detects that and retries.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap_or_else(|error| panic!("cannot bind a free loopback port: {error}"));
-    listener
-        .local_addr()
-        .unwrap_or_else(|error| panic!("cannot read the bound port: {error}"))
-        .port()
-}
-
 /// Spawns memcached on `port` and waits until this very process answers there.
 fn launch(port: u16) -> Result<Running, String> {
     let mut command = Command::new(BINARY);
@@ -474,7 +495,7 @@ fn wait_until_ready(running: &mut Running, port: u16) -> Result<(), String> {
                     "memcached (pid {pid}) did not answer within {READY_TIMEOUT:?}: {error}"
                 ));
             }
-            Err(_) => thread::sleep(POLL_INTERVAL),
+            Err(_) => thread::sleep(process::POLL_INTERVAL),
         }
     }
 }
@@ -599,7 +620,7 @@ fn percent_decoded(text: &str) -> String {
 /// pid the system may have reused.
 fn reap_if_exited(running: &mut Option<Running>) {
     if let Some(current) = running.as_mut()
-        && !matches!(current.child.try_wait(), Ok(None))
+        && process::has_exited(&mut current.child)
     {
         *running = None;
     }
@@ -607,55 +628,7 @@ fn reap_if_exited(running: &mut Option<Running>) {
 
 /// Continues (in case it is paused), kills and reaps the child.
 fn terminate(mut running: Running) {
-    if matches!(running.child.try_wait(), Ok(None)) {
-        let _ = send_signal(running.child.id(), Signal::SIGCONT);
-        let _ = running.child.kill();
-    }
-    let _ = running.child.wait();
-}
-
-fn send_signal(pid: u32, signal: Signal) -> nix::Result<()> {
-    let pid = i32::try_from(pid).map_err(|_| nix::Error::ESRCH)?;
-    signal::kill(Pid::from_raw(pid), signal)
-}
-
-/// Waits until every thread of `pid` is stopped (or none is). A signal is delivered
-/// asynchronously; without the wait a request sent right after `pause` could still be
-/// served by a thread that has not stopped yet.
-#[cfg(target_os = "linux")]
-fn wait_for_stopped(pid: u32, stopped: bool) {
-    let deadline = Instant::now() + SIGNAL_TIMEOUT;
-    loop {
-        match all_threads_stopped(pid) {
-            Ok(state) if state == stopped => return,
-            Ok(_) if Instant::now() < deadline => thread::sleep(POLL_INTERVAL),
-            Ok(_) => panic!(
-                "memcached (pid {pid}) did not {} within {SIGNAL_TIMEOUT:?}",
-                if stopped { "stop" } else { "continue" }
-            ),
-            Err(error) => panic!("cannot read the state of memcached (pid {pid}): {error}"),
-        }
-    }
-}
-
-/// Without `/proc` there is nothing to poll; the signal is sent and that is all.
-#[cfg(not(target_os = "linux"))]
-fn wait_for_stopped(_pid: u32, _stopped: bool) {}
-
-#[cfg(target_os = "linux")]
-fn all_threads_stopped(pid: u32) -> io::Result<bool> {
-    let mut all_stopped = true;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let stat = std::fs::read_to_string(task?.path().join("stat"))?;
-        // `pid (command) S ...`: the command may contain anything, so the state is the
-        // first field after the last `)`.
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable stat"))?;
-        all_stopped &= state == 'T';
-    }
-    Ok(all_stopped)
+    process::terminate(&mut running.child);
 }
 
 #[cfg(test)]
