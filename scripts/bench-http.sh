@@ -26,9 +26,13 @@
 #   --nodes N               memcached nodes (default 1). Tandem uses all of them (so
 #                           non-sticky keeps its backup copy only with 2 or more); the
 #                           tower-sessions memcached store uses the first
+#   --redis                 also start one redis-server and add the Redis variants:
+#                           tower-sessions with its published Redis store, and Tandem
+#                           sticky and non-sticky on the same server (the remote
+#                           tier's CPU column then counts memcached and Redis)
 #   --out DIR               where raw figures and logs go (default bench-http/<time> in
 #                           $CARGO_TARGET_DIR, or target/ without it)
-# Needs root or sudo to install wrk and memcached when they are missing.
+# Needs root or sudo to install wrk, memcached and redis-server when they are missing.
 #
 # For each live-session count: every variant's app is started and its sessions created
 # (POST /session), then in each round, for each workload (read-only, 20% writes, 100%
@@ -51,18 +55,21 @@ OUT=""
 MEMCACHED_IDLE=""
 READ_EXCHANGES=""
 NODES=1
+REDIS=0
+VARIANTS_GIVEN=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1; shift ;;
         --duration) DURATION="$2"; shift 2 ;;
         --rounds) ROUNDS="$2"; shift 2 ;;
         --sessions) SESSIONS="$2"; shift 2 ;;
-        --variants) VARIANTS="$2"; shift 2 ;;
+        --variants) VARIANTS="$2"; VARIANTS_GIVEN=1; shift 2 ;;
+        --redis) REDIS=1; shift ;;
         --out) OUT="$2"; shift 2 ;;
         --memcached-idle) MEMCACHED_IDLE="$2"; shift 2 ;;
         --read-exchanges) READ_EXCHANGES="$2"; shift 2 ;;
         --nodes) NODES="$2"; shift 2 ;;
-        -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -85,6 +92,9 @@ install_missing() {
     local missing=()
     command -v wrk >/dev/null 2>&1 || missing+=(wrk)
     command -v memcached >/dev/null 2>&1 || missing+=(memcached)
+    if [ "$REDIS" = 1 ]; then
+        command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+    fi
     [ ${#missing[@]} -eq 0 ] && return
     echo "installing ${missing[*]} with apt-get" >&2
     local sudo=""
@@ -129,6 +139,24 @@ for node in $(seq 1 "$NODES"); do
     wait_port "$port"
 done
 
+# One Redis server for every Redis variant, without persistence (as memcached keeps
+# nothing on disk either).
+REDIS_URL=""
+REMOTE_PIDS=("${MC_PIDS[@]}")
+REDIS_RACES=""
+if [ "$REDIS" = 1 ]; then
+    port=$(free_port)
+    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+        --daemonize no >"$OUT/redis.log" 2>&1 &
+    PIDS+=("$!")
+    REMOTE_PIDS+=("$!")
+    REDIS_URL="redis://127.0.0.1:$port"
+    wait_port "$port"
+    REDIS_VARIANTS="tower-sessions-redis"
+    [ "$VARIANTS_GIVEN" = 1 ] || VARIANTS="$VARIANTS $REDIS_VARIANTS"
+    REDIS_RACES="tower-sessions-redis:merge"
+fi
+
 # memcached's counters as `name value` lines, summed over the nodes.
 mc_stats() {
     for port in "${MC_PORTS[@]}"; do
@@ -160,6 +188,7 @@ start_app() { # name variant [concurrency]
     local idle=()
     [ -z "$MEMCACHED_IDLE" ] || idle=(--memcached-idle "$MEMCACHED_IDLE")
     [ -z "$READ_EXCHANGES" ] || idle+=(--read-exchanges "$READ_EXCHANGES")
+    [ -z "$REDIS_URL" ] || idle+=(--redis "$REDIS_URL")
     "$APP" serve --variant "$variant" --listen "127.0.0.1:$port" --memcached "$NODESPEC" \
         --concurrency "$concurrency" "${idle[@]}" >"$OUT/app-$name.log" 2>&1 &
     APP_PID[$name]=$!
@@ -188,6 +217,7 @@ echo -e "meta\tclk_tck\t$TICK_HZ" >"$OUT/meta.tsv"
     echo -e "meta\tcpus\t$(nproc)"
     echo -e "meta\tcpu_model\t$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
     echo -e "meta\tmemcached\t$(memcached -V)"
+    [ "$REDIS" = 0 ] || echo -e "meta\tredis\t$(redis-server --version)"
     echo -e "meta\twrk\t$(wrk -v 2>&1 | head -1)"
     echo -e "meta\trustc\t$(rustc -V)"
 } >>"$OUT/meta.tsv"
@@ -208,11 +238,11 @@ run_wrk() { # name sessions workload round
     sleep 0.5
     mc_stats >"$OUT/.before"
     local app0 mc0
-    app0=$(cpu_ticks "$pid"); mc0=$(cpu_ticks "${MC_PIDS[@]}")
+    app0=$(cpu_ticks "$pid"); mc0=$(cpu_ticks "${REMOTE_PIDS[@]}")
     COOKIES="$cookies" WRITE_PCT="$workload" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" \
         --latency -s benches/http/wrk/sessions.lua "http://127.0.0.1:$port/" >"$log" 2>&1
     local app1 mc1
-    app1=$(cpu_ticks "$pid"); mc1=$(cpu_ticks "${MC_PIDS[@]}")
+    app1=$(cpu_ticks "$pid"); mc1=$(cpu_ticks "${REMOTE_PIDS[@]}")
     sleep 0.3
     mc_stats >"$OUT/.after"
     local line
@@ -264,7 +294,7 @@ for sessions in $SESSIONS; do
 done
 
 echo "== lost updates: 32 clients x $RACE_REQUESTS increments of one counter" >&2
-RACES="tandem-sticky:merge tandem-sticky:lock tandem-nonsticky:merge tandem-nonsticky:lock tower-sessions-moka:merge tower-sessions-memcached:merge tower-sessions-caching:merge"
+RACES="tandem-sticky:merge tandem-sticky:lock tandem-nonsticky:merge tandem-nonsticky:lock tower-sessions-moka:merge tower-sessions-memcached:merge tower-sessions-caching:merge $REDIS_RACES"
 for race in $RACES; do
     variant=${race%%:*}
     concurrency=${race##*:}

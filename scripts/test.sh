@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command: installs what the tests need, then runs format, lint and every
-# test of the workspace (integration tests start their own memcached processes).
+# test of the workspace (integration tests start their own memcached and redis-server
+# processes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 WORKLOADS = [("0", "read-only"), ("20", "20% writes"), ("100", "100% writes")]
-TOWER = ["tower-sessions-moka", "tower-sessions-memcached", "tower-sessions-caching"]
-TANDEM = ["tandem-sticky", "tandem-nonsticky"]
+TOWER = ["tower-sessions-moka", "tower-sessions-memcached", "tower-sessions-caching",
+         "tower-sessions-redis"]
+TANDEM = ["tandem-sticky", "tandem-nonsticky", "tandem-sticky-redis", "tandem-nonsticky-redis"]
 
 
 def read_tsv(path):
@@ -241,6 +242,17 @@ def main():
         for w, label in WORKLOADS:
             target(f"non-sticky >= 1.2x tower-sessions memcached, {label} ({n})",
                    rps_ratio("tandem-nonsticky", "tower-sessions-memcached", w), 1.2)
+        # On Redis (`--redis`): against tower-sessions' Redis store, and against Tandem
+        # on memcached.
+        if "tower-sessions-redis" in variants or "tandem-nonsticky-redis" in variants:
+            for w, label in WORKLOADS[:2]:
+                target(f"non-sticky on Redis >= 1.3x tower-sessions Redis store, {label} ({n})",
+                       rps_ratio("tandem-nonsticky-redis", "tower-sessions-redis", w), 1.3)
+            for w, label in WORKLOADS:
+                target(f"non-sticky on Redis >= 0.85x non-sticky on memcached, {label} ({n})",
+                       rps_ratio("tandem-nonsticky-redis", "tandem-nonsticky", w), 0.85)
+            target(f"sticky read-only on Redis >= 0.95x sticky on memcached ({n})",
+                   rps_ratio("tandem-sticky-redis", "tandem-sticky", "0"), 0.95)
     sticky_mem = mem.get("tandem-sticky")
     if sticky_mem:
         overhead = float(sticky_mem["overhead"])

@@ -37,10 +37,11 @@ use crate::cart::{CART, COUNTER, Cart};
 use crate::memcached_store::MemcachedSessionStore;
 
 /// The session layer under test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Variant {
     /// No session layer: the baseline. `POST /session` only sets a cookie of the same
     /// shape, so that every variant's requests carry one.
+    #[default]
     None,
     /// Tandem, sticky mode (local primary copy, asynchronous backup to memcached).
     TandemSticky,
@@ -52,17 +53,21 @@ pub enum Variant {
     TowerSessionsMemcached,
     /// tower-sessions with `CachingSessionStore(moka store, memcached store)`.
     TowerSessionsCaching,
+    /// tower-sessions with its published Redis store (`tower-sessions-redis-store`,
+    /// over a fred connection pool): what its users run on Redis.
+    TowerSessionsRedis,
 }
 
 impl Variant {
     /// Every variant, in table order.
-    pub const ALL: [Variant; 6] = [
+    pub const ALL: [Variant; 7] = [
         Variant::None,
         Variant::TandemSticky,
         Variant::TandemNonSticky,
         Variant::TowerSessionsMoka,
         Variant::TowerSessionsMemcached,
         Variant::TowerSessionsCaching,
+        Variant::TowerSessionsRedis,
     ];
 
     /// The `--variant` name.
@@ -74,12 +79,18 @@ impl Variant {
             Variant::TowerSessionsMoka => "tower-sessions-moka",
             Variant::TowerSessionsMemcached => "tower-sessions-memcached",
             Variant::TowerSessionsCaching => "tower-sessions-caching",
+            Variant::TowerSessionsRedis => "tower-sessions-redis",
         }
     }
 
     /// Whether the variant needs memcached.
     pub fn uses_memcached(self) -> bool {
-        !matches!(self, Variant::None | Variant::TowerSessionsMoka)
+        !matches!(self, Variant::None | Variant::TowerSessionsMoka) && !self.uses_redis()
+    }
+
+    /// Whether the variant needs Redis.
+    pub fn uses_redis(self) -> bool {
+        matches!(self, Variant::TowerSessionsRedis)
     }
 }
 
@@ -104,7 +115,7 @@ impl FromStr for Variant {
 }
 
 /// How to build the app.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct AppOptions {
     /// The session layer.
     pub variant: Variant,
@@ -119,6 +130,8 @@ pub struct AppOptions {
     /// Tandem's read exchanges per memcached node (reads beyond them are pipelined
     /// together); `None`: Tandem's default.
     pub read_exchanges: Option<usize>,
+    /// The Redis server, as a URL (`redis://127.0.0.1:6379`).
+    pub redis: Option<String>,
 }
 
 /// A built app.
@@ -190,6 +203,16 @@ impl App {
                 ),
                 None,
             ),
+            Variant::TowerSessionsRedis => {
+                let url = options
+                    .redis
+                    .as_deref()
+                    .ok_or_else(|| format!("variant {} needs --redis", options.variant))?;
+                (
+                    tower_sessions_routes(tower_sessions_redis(url).await?),
+                    None,
+                )
+            }
             Variant::TowerSessionsCaching => (
                 tower_sessions_routes(CachingSessionStore::new(
                     MokaStore::new(None),
@@ -201,6 +224,30 @@ impl App {
         };
         Ok(App { router, manager })
     }
+}
+
+/// Connections in the tower-sessions Redis store's fred pool: the number its
+/// documentation's example uses.
+const FRED_POOL_SIZE: usize = 6;
+
+/// tower-sessions' Redis store over a connected fred pool, as its documentation sets
+/// it up.
+async fn tower_sessions_redis(
+    url: &str,
+) -> Result<
+    tower_sessions_redis_store::RedisStore<tower_sessions_redis_store::fred::prelude::Pool>,
+    String,
+> {
+    use tower_sessions_redis_store::fred::prelude::{ClientLike, Config, Pool};
+    let config = Config::from_url(url).map_err(|error| format!("--redis: {error}"))?;
+    let pool = Pool::new(config, None, None, None, FRED_POOL_SIZE)
+        .map_err(|error| format!("redis pool: {error}"))?;
+    // The connection task runs until the pool is dropped.
+    let _connection = pool.connect();
+    pool.wait_for_connect()
+        .await
+        .map_err(|error| format!("redis: {error}"))?;
+    Ok(tower_sessions_redis_store::RedisStore::new(pool))
 }
 
 fn tower_sessions_routes<S: tower_sessions::SessionStore + Clone>(store: S) -> Router {

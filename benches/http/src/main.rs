@@ -75,10 +75,8 @@ fn address(flag: &str, value: &str) -> Result<SocketAddr, String> {
 async fn serve(args: &[String]) -> Result<(), String> {
     let mut options = AppOptions {
         variant: Variant::None,
-        memcached: None,
         concurrency: Concurrency::Merge,
-        memcached_idle: None,
-        read_exchanges: None,
+        ..AppOptions::default()
     };
     let mut variant = None;
     let mut listen = "127.0.0.1:8080".to_owned();
@@ -87,6 +85,7 @@ async fn serve(args: &[String]) -> Result<(), String> {
             "--variant" => variant = Some(value.parse::<Variant>()?),
             "--listen" => listen = value.to_owned(),
             "--memcached" => options.memcached = Some(value.to_owned()),
+            "--redis" => options.redis = Some(value.to_owned()),
             "--memcached-idle" => options.memcached_idle = Some(number(flag, value)?),
             "--read-exchanges" => options.read_exchanges = Some(number(flag, value)?),
             "--baseline-extra-cpu-ns" => BASELINE_EXTRA_CPU_NS.store(

@@ -34,8 +34,8 @@ struct MemoryNode {
     items: Mutex<HashMap<StoreKey, Entry>>,
 }
 
-/// An in-process remote store: a map per named node, with memcached's semantics (TTL in
-/// whole seconds, CAS tokens, add, touch, an item size limit).
+/// An in-process remote store: a map per named node, with the trait's semantics (TTLs in
+/// milliseconds, CAS tokens, add, touch, an item size limit).
 ///
 /// It is the embedded default when no memcached is configured, and the store for unit
 /// tests of manager logic, where a node can be switched off with
@@ -65,6 +65,8 @@ pub struct MemoryStore {
     operations: AtomicU64,
     /// What TTLs count against: the system clock unless a test gave another.
     clock: Arc<dyn Clock>,
+    /// What [`RemoteStore::replicates`] answers for every node.
+    replicates: bool,
 }
 
 impl MemoryStore {
@@ -89,6 +91,7 @@ impl MemoryStore {
             next_cas: AtomicU64::new(1),
             operations: AtomicU64::new(0),
             clock: Arc::new(SystemClock),
+            replicates: false,
         }
     }
 
@@ -103,6 +106,14 @@ impl MemoryStore {
     /// expire as that clock moves.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> MemoryStore {
         self.clock = clock;
+        self
+    }
+
+    /// Reports every node as replicating itself ([`RemoteStore::replicates`]), as the
+    /// nodes of a replicated deployment do: for tests of what the manager does with
+    /// such nodes. The items are still kept once.
+    pub fn with_replication(mut self, replicates: bool) -> MemoryStore {
+        self.replicates = replicates;
         self
     }
 
@@ -197,8 +208,9 @@ impl MemoryStore {
 }
 
 fn expiry(ttl: Ttl, now: Instant) -> Option<Instant> {
-    ttl.whole_seconds()
-        .map(|seconds| now + Duration::from_secs(u64::from(seconds)))
+    // A lifetime past what an instant can hold never ends in practice.
+    ttl.millis()
+        .and_then(|millis| now.checked_add(Duration::from_millis(millis)))
 }
 
 /// The live entry under `key`, dropping it if it has expired.
@@ -411,6 +423,10 @@ impl RemoteStore for MemoryStore {
 
     fn max_item_size(&self) -> usize {
         self.max_item_size
+    }
+
+    fn replicates(&self, node: &NodeId) -> bool {
+        self.replicates && self.node(node).is_ok()
     }
 }
 

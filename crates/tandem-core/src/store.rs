@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use crate::id::NodeId;
 use crate::key::StoreKey;
 
-/// memcached's default item size limit (`-I 1m`).
+/// The largest value a store accepts unless configured otherwise: 1 MiB (memcached's
+/// default `-I 1m`). Each store reports its own limit through
+/// [`RemoteStore::max_item_size`].
 pub const DEFAULT_MAX_ITEM_SIZE: usize = 1024 * 1024;
 
 /// How long a stored item lives.
@@ -24,13 +26,16 @@ pub const DEFAULT_MAX_ITEM_SIZE: usize = 1024 * 1024;
 /// assert_eq!(Ttl::from_max_inactive(None), Ttl::Never);
 /// assert_eq!(Ttl::from_max_inactive(Some(Duration::ZERO)), Ttl::Never);
 /// assert_eq!(Ttl::After(Duration::from_millis(1500)).whole_seconds(), Some(2));
+/// assert_eq!(Ttl::After(Duration::from_micros(1500)).millis(), Some(2));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ttl {
     /// The item never expires (it may still be evicted for space).
     Never,
-    /// The item expires this long after the operation. Stores count whole seconds,
-    /// rounding up, with at least one second: a positive lifetime never turns into
+    /// The item expires this long after the operation, never sooner. Each store
+    /// rounds the lifetime up to its own resolution (memcached: whole seconds, plus
+    /// the second its expiry clock may be early; Redis and [`MemoryStore`]
+    /// (crate::MemoryStore): milliseconds), so a positive lifetime never turns into
     /// "expired at once" or "never".
     After(Duration),
 }
@@ -41,6 +46,19 @@ impl Ttl {
         match max_inactive {
             Some(interval) if !interval.is_zero() => Ttl::After(interval),
             _ => Ttl::Never,
+        }
+    }
+
+    /// The lifetime in whole milliseconds (rounded up, at least 1, saturating at
+    /// `u64::MAX`); `None` for [`Ttl::Never`].
+    pub fn millis(self) -> Option<u64> {
+        match self {
+            Ttl::Never => None,
+            Ttl::After(duration) => {
+                let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+                let partial = u64::from(duration.subsec_nanos() % 1_000_000 > 0);
+                Some(millis.saturating_add(partial).max(1))
+            }
         }
     }
 
@@ -431,11 +449,37 @@ pub trait RemoteStore: Send + Sync + 'static {
     fn max_item_size(&self) -> usize {
         DEFAULT_MAX_ITEM_SIZE
     }
+
+    /// Whether `node` keeps copies of its items by itself (a replicated deployment,
+    /// such as a Redis master with replicas that fail over), so that a copy on another
+    /// node adds nothing. `false` by default: a memcached node, or a lone server, loses
+    /// its items with it.
+    ///
+    /// The manager uses it where a second node is missing: a non-sticky session on a
+    /// single node that replicates itself needs no backup copy, and its commits say
+    /// so instead of reporting the copy as failed.
+    fn replicates(&self, node: &NodeId) -> bool {
+        let _ = node;
+        false
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ttl_rounds_up_to_whole_milliseconds() {
+        assert_eq!(Ttl::Never.millis(), None);
+        assert_eq!(Ttl::After(Duration::ZERO).millis(), Some(1));
+        assert_eq!(Ttl::After(Duration::from_nanos(1)).millis(), Some(1));
+        assert_eq!(Ttl::After(Duration::from_millis(1500)).millis(), Some(1500));
+        assert_eq!(
+            Ttl::After(Duration::from_micros(1_500_001)).millis(),
+            Some(1501)
+        );
+        assert_eq!(Ttl::After(Duration::MAX).millis(), Some(u64::MAX));
+    }
 
     #[test]
     fn ttl_rounds_up_to_whole_seconds() {

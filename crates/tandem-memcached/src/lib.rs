@@ -48,4 +48,4 @@ mod ttl;
 pub use config::{DEFAULT_MAX_CONNECTIONS, ITEM_OVERHEAD, MemcachedConfig};
 pub use health::NodeHealth;
 pub use store::{ConnectError, MemcachedStore};
-pub use ttl::{MAX_RELATIVE_TTL_SECS, wire_ttl};
+pub use ttl::{EXPIRY_CLOCK_SLACK, MAX_RELATIVE_TTL_SECS, wire_ttl};

@@ -19,7 +19,7 @@ use crate::config::MemcachedConfig;
 use crate::connections::ConnectionLimit;
 use crate::health::{HealthState, NodeHealth};
 use crate::pipeline::{self, PipelineHost, ReadPipeline};
-use crate::ttl::wire_ttl;
+use crate::ttl::expiry;
 
 mod answers;
 use answers::{
@@ -382,7 +382,7 @@ impl RemoteStore for MemcachedStore {
         value: &[u8],
         ttl: Ttl,
     ) -> Result<(), StoreError> {
-        let expiry = wire_ttl(ttl, SystemTime::now());
+        let expiry = expiry(ttl, SystemTime::now());
         let result = self
             .call(node, Some(value.len()), |target| {
                 target.exchange(|client| client.set(key.as_str(), value).ttl_raw(expiry).send())
@@ -419,7 +419,7 @@ impl RemoteStore for MemcachedStore {
         value: &[u8],
         ttl: Ttl,
     ) -> Result<AddOutcome, StoreError> {
-        let expiry = wire_ttl(ttl, SystemTime::now());
+        let expiry = expiry(ttl, SystemTime::now());
         let result = self
             .call(node, Some(value.len()), |target| {
                 target
@@ -441,7 +441,7 @@ impl RemoteStore for MemcachedStore {
         ttl: Ttl,
         cas: CasToken,
     ) -> Result<CasOutcome, StoreError> {
-        let expiry = wire_ttl(ttl, SystemTime::now());
+        let expiry = expiry(ttl, SystemTime::now());
         let result = self
             .call(node, Some(value.len()), |target| {
                 target.exchange(|client| {
@@ -646,7 +646,7 @@ impl RemoteStore for MemcachedStore {
     }
 
     async fn touch(&self, node: &NodeId, key: &StoreKey, ttl: Ttl) -> Result<bool, StoreError> {
-        let expiry = wire_ttl(ttl, SystemTime::now());
+        let expiry = expiry(ttl, SystemTime::now());
         let result = self
             .call(node, None, |target| {
                 target.read(Get::new(key.as_str()).without_value().touch_raw(expiry))
@@ -661,7 +661,7 @@ impl RemoteStore for MemcachedStore {
         key: &StoreKey,
         ttl: Ttl,
     ) -> Result<Option<Item>, StoreError> {
-        let expiry = wire_ttl(ttl, SystemTime::now());
+        let expiry = expiry(ttl, SystemTime::now());
         let result = self
             .call(node, None, |target| {
                 target.read(

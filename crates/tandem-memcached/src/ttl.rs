@@ -1,6 +1,6 @@
 //! memcached's expiry rule: relative seconds up to 30 days, absolute Unix time beyond.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tandem_core::Ttl;
 
@@ -12,6 +12,21 @@ pub const MAX_RELATIVE_TTL_SECS: u32 = 30 * 24 * 60 * 60;
 /// expiry as a signed 32-bit number, and stores an item with a larger one as already
 /// expired.
 const MAX_ABSOLUTE_EXPIRY: u32 = i32::MAX as u32;
+
+/// How much earlier than its TTL memcached may expire an item: it counts expiry on a
+/// clock that ticks once a second. Every lifetime the store sends is this much longer,
+/// so that no item ends before the lifetime the caller asked for.
+pub const EXPIRY_CLOCK_SLACK: Duration = Duration::from_secs(1);
+
+/// The expiry the store sends for `ttl` at `now`: the lifetime plus
+/// [`EXPIRY_CLOCK_SLACK`], in memcached's terms ([`wire_ttl`]).
+pub(crate) fn expiry(ttl: Ttl, now: SystemTime) -> u32 {
+    let padded = match ttl {
+        Ttl::Never => Ttl::Never,
+        Ttl::After(lifetime) => Ttl::After(lifetime.saturating_add(EXPIRY_CLOCK_SLACK)),
+    };
+    wire_ttl(padded, now)
+}
 
 /// The expiry to send to memcached for `ttl`, at wall-clock time `now`.
 ///
@@ -53,8 +68,6 @@ pub fn wire_ttl(ttl: Ttl, now: SystemTime) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     const NOW: u64 = 1_750_000_000;
@@ -65,6 +78,18 @@ mod tests {
 
     fn after(seconds: u64) -> Ttl {
         Ttl::After(Duration::from_secs(seconds))
+    }
+
+    #[test]
+    fn the_store_adds_a_second_for_memcacheds_clock() {
+        assert_eq!(expiry(Ttl::Never, at(NOW)), 0);
+        assert_eq!(expiry(Ttl::After(Duration::from_millis(1)), at(NOW)), 2);
+        assert_eq!(expiry(after(1800), at(NOW)), 1801);
+        // The slack counts toward the 30-day rule.
+        assert_eq!(
+            expiry(after(u64::from(MAX_RELATIVE_TTL_SECS)), at(NOW)),
+            u32::try_from(NOW).unwrap() + MAX_RELATIVE_TTL_SECS + 1
+        );
     }
 
     #[test]

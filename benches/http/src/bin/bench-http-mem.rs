@@ -66,7 +66,10 @@ fn rss_bytes() -> Option<u64> {
 fn payload(variant: Variant) -> Result<usize, String> {
     let cart = Cart::new();
     let value = match variant {
-        Variant::None | Variant::TandemNonSticky | Variant::TowerSessionsMemcached => return Ok(0),
+        Variant::None
+        | Variant::TandemNonSticky
+        | Variant::TowerSessionsMemcached
+        | Variant::TowerSessionsRedis => return Ok(0),
         Variant::TandemSticky => <SpeedyCodec as Encodes<Cart>>::encode(&cart)
             .map_err(|error| error.to_string())?
             .len(),
@@ -148,10 +151,8 @@ async fn settle(app: &App, cookie: &str) -> Result<(), String> {
 async fn run(args: &[String]) -> Result<(), String> {
     let mut options = AppOptions {
         variant: Variant::None,
-        memcached: None,
         concurrency: Concurrency::Merge,
-        memcached_idle: None,
-        read_exchanges: None,
+        ..AppOptions::default()
     };
     let mut variant = None;
     let mut sessions = 100_000usize;

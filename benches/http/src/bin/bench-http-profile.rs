@@ -60,10 +60,8 @@ async fn send(
 async fn run(args: &[String]) -> Result<(), String> {
     let mut options = AppOptions {
         variant: Variant::None,
-        memcached: None,
         concurrency: Concurrency::Merge,
-        memcached_idle: None,
-        read_exchanges: None,
+        ..AppOptions::default()
     };
     let (mut requests, mut write_every, mut sessions) = (20_000usize, 0usize, 1usize);
     let mut yield_every = 0usize;

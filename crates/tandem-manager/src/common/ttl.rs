@@ -18,22 +18,18 @@ pub fn keepalive_slack(max_inactive: Duration) -> Duration {
 /// The TTL of a remote copy of a session with this max inactive interval.
 pub(crate) fn remote_ttl(max_inactive: Option<Duration>) -> Ttl {
     match max_inactive {
-        // memcached counts expiry on a clock that ticks once a second, so an item may
-        // expire up to a second before its TTL: that second is added on top.
-        Some(interval) => Ttl::After(
-            interval
-                .saturating_add(keepalive_slack(interval))
-                .saturating_add(Duration::from_secs(1)),
-        ),
+        // A store whose expiry clock is coarse (memcached's ticks once a second) pads
+        // the lifetime itself: the manager asks for exactly what it needs.
+        Some(interval) => Ttl::After(interval.saturating_add(keepalive_slack(interval))),
         None => Ttl::Never,
     }
 }
 
-/// The TTL of both remote copies of a non-sticky session: its interval, plus a second
-/// for memcached's once-a-second expiry clock. Every load slides it (get-and-touch).
+/// The TTL of both remote copies of a non-sticky session: its interval. Every load
+/// slides it (get-and-touch).
 pub(crate) fn copy_ttl(max_inactive: Option<Duration>) -> Ttl {
     match max_inactive {
-        Some(interval) => Ttl::After(interval.saturating_add(Duration::from_secs(1))),
+        Some(interval) => Ttl::After(interval),
         None => Ttl::Never,
     }
 }

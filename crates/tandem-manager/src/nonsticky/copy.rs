@@ -26,7 +26,14 @@ impl<C: Codec> Engine<C> {
         let primary = self.common.node_ref(&id);
         let Some(node) = self.common.successor(primary) else {
             // With a single node there is no backup copy to write, ever: nothing to
-            // repair. Otherwise the other nodes are down, and the copy waits for one.
+            // repair, and nothing missing if the node keeps copies by itself (a
+            // replicated deployment). Otherwise the other nodes are down, and the copy
+            // waits for one.
+            if self.common.natural_successor(primary).is_none()
+                && self.common.store.replicates(primary)
+            {
+                return BackupStatus::NotNeeded;
+            }
             if self.common.natural_successor(primary).is_some() {
                 tracing::debug!(session = %id.redacted(), "no node for the backup copy; repaired when one answers");
                 self.remember_repair(&id, ttl, Stale::WhereReadsLook);

@@ -232,11 +232,10 @@ async fn add_lock(held: &Arc<Held>) -> Result<AddOutcome, StoreError> {
     })
 }
 
-/// The TTL a lock is written with: the lock TTL, plus a second for memcached's
-/// once-a-second expiry clock, which may otherwise end it up to a second early (before
-/// its first renewal, for the shortest TTLs).
+/// The TTL a lock is written with: the lock TTL (a store with a coarse expiry clock
+/// pads it, so that it does not end before its first renewal).
 fn lock_ttl(ttl: Duration) -> Ttl {
-    Ttl::After(ttl.saturating_add(Duration::from_secs(1)))
+    Ttl::After(ttl)
 }
 
 /// A token no other holder has: 16 random bytes as hex, so that the lock's value is

@@ -25,7 +25,7 @@ use crate::common::ends::{EndReason, tombstone_reason};
 use crate::testing::TextCodec;
 use crate::{
     BackupMode, BackupStatus, Concurrency, CookieUpdate, LoadError, LockScope, LockTimeoutPolicy,
-    ManagerBuilder, Mode, RequestInfo, SessionManager,
+    ManagerBuilder, Mode, RequestInfo, SessionManager, WriteFailure,
 };
 use tandem_core::MemoryStore;
 use tandem_core::Ttl;
@@ -642,4 +642,31 @@ async fn a_session_expires_with_its_remote_copies_on_paused_time() {
         0
     );
     assert_eq!(read(&a1, &id, "a").await, None, "expired");
+}
+
+/// A session on a single node has no second node for its backup copy. A node that
+/// keeps copies by itself (a replicated deployment) needs none, and the commit says
+/// so; a lone node that does not is reported as a failed backup, as before.
+#[tokio::test]
+async fn a_single_replicating_node_needs_no_backup_copy() {
+    for (replicates, expected_not_needed) in [(true, true), (false, false)] {
+        let store = Arc::new(MemoryStore::new([node("n1")]).with_replication(replicates));
+        let a1 = manager(&store);
+        let mut session = a1.load(None).await.unwrap();
+        session.insert("a", "1").unwrap();
+        let backup = a1.commit(session).await.unwrap().backup;
+        if expected_not_needed {
+            assert_eq!(backup, BackupStatus::NotNeeded);
+        } else {
+            assert!(
+                matches!(backup, BackupStatus::Failed(WriteFailure::NoNode)),
+                "{backup:?}"
+            );
+        }
+        assert_eq!(
+            a1.nonsticky().copy_repairs.pending(),
+            0,
+            "nothing to repair"
+        );
+    }
 }

@@ -8,7 +8,7 @@ use tandem_core::{CasToken, Item, NodeId, Precondition, StoreError, Ttl, WriteIt
 
 use super::Failure;
 use crate::config::MemcachedConfig;
-use crate::ttl::wire_ttl;
+use crate::ttl::{EXPIRY_CLOCK_SLACK, expiry};
 
 pub(super) fn timed_out(node: &NodeId, after: Duration) -> Failure {
     let error = StoreError::Timeout {
@@ -111,7 +111,7 @@ pub(super) fn hit_item(
 /// The `ms` command of a conditional write, asking for the new CAS token.
 pub(super) fn write_command(item: &WriteItem<'_>, now: SystemTime) -> Set {
     let set = Set::new(item.key.as_str(), item.value)
-        .ttl_raw(wire_ttl(item.ttl, now))
+        .ttl_raw(expiry(item.ttl, now))
         .return_cas();
     match item.precondition {
         Precondition::None => set,
@@ -135,11 +135,14 @@ pub(super) fn write_outcome(
     }
 }
 
-/// How long an item has left, from a get's `t` flag (`-1`: never expires).
+/// How long an item has left, from a get's `t` flag (`-1`: never expires), in the
+/// caller's terms: without the [`EXPIRY_CLOCK_SLACK`] the store added when it wrote it.
 pub(super) fn remaining_ttl(node: &NodeId, ttl: Option<i64>) -> Result<Ttl, StoreError> {
     match ttl {
         Some(seconds) if seconds < 0 => Ok(Ttl::Never),
-        Some(seconds) => Ok(Ttl::After(Duration::from_secs(seconds.unsigned_abs()))),
+        Some(seconds) => Ok(Ttl::After(
+            Duration::from_secs(seconds.unsigned_abs()).saturating_sub(EXPIRY_CLOCK_SLACK),
+        )),
         None => Err(server_error(node, "a hit without its remaining TTL".into())),
     }
 }
