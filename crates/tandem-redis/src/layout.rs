@@ -83,14 +83,7 @@ pub(crate) fn item(node: &NodeId, mut stored: Vec<u8>) -> Result<Item, StoreErro
 /// assert_eq!(wire_ttl_millis(Ttl::After(Duration::MAX)), Some(MAX_TTL_MILLIS));
 /// ```
 pub fn wire_ttl_millis(ttl: Ttl) -> Option<u64> {
-    match ttl {
-        Ttl::Never => None,
-        Ttl::After(duration) => {
-            let whole = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
-            let rounded = whole.saturating_add(u64::from(duration.subsec_nanos() % 1_000_000 > 0));
-            Some(rounded.clamp(1, MAX_TTL_MILLIS))
-        }
-    }
+    ttl.millis().map(|millis| millis.min(MAX_TTL_MILLIS))
 }
 
 /// The TTL an item has left, from `PTTL`: `-1` never expires; `-2` (missing) is
