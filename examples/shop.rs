@@ -3,6 +3,7 @@
 //! ```sh
 //! cargo run --release --example shop                      # in-process store, port 8080
 //! cargo run --release --example shop -- --memcached n1:127.0.0.1:11211,n2:127.0.0.1:11212 --route a1
+//! cargo run --release --example shop -- --redis r1=redis://127.0.0.1:6379 --mode non-sticky
 //! curl -si -X POST 'localhost:8080/cart/items?sku=apple&qty=2'
 //! ```
 //!
@@ -12,6 +13,9 @@
 //! --listen ADDR                  default 127.0.0.1:8080
 //! --mode sticky|non-sticky       default sticky
 //! --memcached NODESPEC           n1:host:port,n2:host:port (absent: in-process store)
+//! --redis SPEC                   Redis or Valkey instead: r1=redis://[user:pass@]host:port[/db],...
+//!                                or one URL (rediss:// for TLS; valkey:// and valkeys:// too)
+//! --tls-ca FILE                  the CA that verifies the remote tier's certificate (rediss://)
 //! --failover-nodes IDS           node ids used only while every other node is down
 //! --route NAME                   this server's route, for sticky load balancing
 //! --codec speedy|json|msgpack    how new values are written (default speedy); sessions
@@ -59,6 +63,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tandem::memcached::{MemcachedConfig, MemcachedStore};
+use tandem::redis::{RedisConfig, RedisSpec, RedisStore};
 use tandem::tower::{Session, SessionError, SessionLayer};
 use tandem::{
     BackupMode, Codec, Concurrency, MemoryStore, Mode, NodeId, NodeSpec, RemoteStore, Route,
@@ -68,8 +73,8 @@ use tandem::{
 };
 use tandem_codec::{JsonCodec, Migrating, MsgpackCodec, SpeedyCodec};
 
-const USAGE: &str = "usage: shop [--listen ADDR] [--mode sticky|non-sticky] [--memcached NODESPEC] \
-[--failover-nodes IDS] [--route NAME] [--codec speedy|json|msgpack] [--concurrency none|lock|merge] \
+const USAGE: &str = "usage: shop [--listen ADDR] [--mode sticky|non-sticky] [--memcached NODESPEC | --redis SPEC] \
+[--tls-ca FILE] [--failover-nodes IDS] [--route NAME] [--codec speedy|json|msgpack] [--concurrency none|lock|merge] \
 [--max-inactive SECS] [--backup async|sync] [--secure-cookie]";
 
 /// How long a shutdown may spend flushing backups.
@@ -114,6 +119,10 @@ pub struct Options {
     pub mode: Mode,
     /// The memcached node spec; none runs over the in-process store.
     pub memcached: Option<String>,
+    /// The Redis spec, instead of memcached.
+    pub redis: Option<String>,
+    /// The CA file that verifies the remote tier's certificate.
+    pub tls_ca: Option<String>,
     /// The node ids used only while every other node is down.
     pub failover_nodes: Option<String>,
     /// This server's route (sticky load balancing).
@@ -136,6 +145,8 @@ impl Default for Options {
             listen: "127.0.0.1:8080".into(),
             mode: Mode::Sticky,
             memcached: None,
+            redis: None,
+            tls_ca: None,
             failover_nodes: None,
             route: None,
             codec: CodecChoice::Speedy,
@@ -175,6 +186,12 @@ impl Options {
                     NodeSpec::parse(&value).map_err(|error| format!("--memcached: {error}"))?;
                     options.memcached = Some(value);
                 }
+                "--redis" => {
+                    // Checked here, reported without the password it may hold.
+                    RedisSpec::parse(&value).map_err(|error| format!("--redis: {error}"))?;
+                    options.redis = Some(value);
+                }
+                "--tls-ca" => options.tls_ca = Some(value),
                 "--failover-nodes" => options.failover_nodes = Some(value),
                 "--route" => {
                     Route::new(&value).map_err(|error| format!("--route: {error}"))?;
@@ -207,8 +224,17 @@ impl Options {
                 _ => return Err(format!("unknown option {flag}")),
             }
         }
-        if options.failover_nodes.is_some() && options.memcached.is_none() {
-            return Err("--failover-nodes needs --memcached".into());
+        if options.memcached.is_some() && options.redis.is_some() {
+            return Err("--memcached and --redis are mutually exclusive".into());
+        }
+        if options.failover_nodes.is_some()
+            && options.memcached.is_none()
+            && options.redis.is_none()
+        {
+            return Err("--failover-nodes needs --memcached or --redis".into());
+        }
+        if options.tls_ca.is_some() && options.redis.is_none() {
+            return Err("--tls-ca needs --redis".into());
         }
         Ok(Some(options))
     }
@@ -221,11 +247,26 @@ pub enum Backend {
     Memory(Arc<MemoryStore>),
     /// memcached nodes.
     Memcached(Arc<MemcachedStore>),
+    /// Redis or Valkey servers.
+    Redis(Arc<RedisStore>),
 }
 
 impl Backend {
     /// The store the options name.
     pub async fn connect(options: &Options) -> Result<Backend, String> {
+        if let Some(text) = &options.redis {
+            let spec = RedisSpec::parse(text).map_err(|error| format!("--redis: {error}"))?;
+            let mut config = RedisConfig::default();
+            if let Some(ca) = &options.tls_ca {
+                config = config.with_ca_file(ca);
+            }
+            // A wrong password or an untrusted certificate ends the process here, with
+            // the error's one line (naming the node, never the password).
+            let store = RedisStore::connect(&spec, config)
+                .await
+                .map_err(|error| format!("redis: {error}"))?;
+            return Ok(Backend::Redis(Arc::new(store)));
+        }
         let Some(text) = &options.memcached else {
             let spec = NodeSpec::parse("n1:in-process:1").map_err(|error| error.to_string())?;
             return Ok(Backend::Memory(Arc::new(MemoryStore::new(spec.ids()))));
@@ -241,6 +282,7 @@ impl Backend {
         match self {
             Backend::Memory(store) => Arc::clone(store) as Arc<dyn RemoteStore>,
             Backend::Memcached(store) => Arc::clone(store) as Arc<dyn RemoteStore>,
+            Backend::Redis(store) => Arc::clone(store) as Arc<dyn RemoteStore>,
         }
     }
 
@@ -249,6 +291,9 @@ impl Backend {
         match self {
             Backend::Memory(_) => "in-process".to_owned(),
             Backend::Memcached(store) => store
+                .node_health(id)
+                .map_or_else(String::new, |health| health.address),
+            Backend::Redis(store) => store
                 .node_health(id)
                 .map_or_else(String::new, |health| health.address),
         }
@@ -383,6 +428,15 @@ impl Shop {
                 .and_then(|spec| spec.with_failover(ids))
                 .map_err(|error| format!("--failover-nodes: {error}"))?;
             builder = builder.failover_nodes(spec.failover().to_vec());
+        }
+        if let (Some(ids), Some(_)) = (&options.failover_nodes, &options.redis) {
+            // The builder checks that each is a node of the store.
+            let ids = ids
+                .split(',')
+                .map(|id| NodeId::new(id.trim()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|error| format!("--failover-nodes: {error}"))?;
+            builder = builder.failover_nodes(ids);
         }
         let manager = builder.build().map_err(|error| error.to_string())?;
         let layer = SessionLayer::builder(manager.clone())
@@ -692,9 +746,14 @@ async fn shutdown_signal() {
 
 async fn run(options: Options) -> Result<(), String> {
     let backend = Backend::connect(&options).await?;
-    let store = match &options.memcached {
-        Some(spec) => format!("memcached {spec}"),
-        None => "in-process store".to_owned(),
+    let store = match (&options.memcached, &options.redis) {
+        (Some(spec), _) => format!("memcached {spec}"),
+        // The spec as the store prints it: passwords masked.
+        (_, Some(spec)) => format!(
+            "redis {}",
+            RedisSpec::parse(spec).map_err(|error| format!("--redis: {error}"))?
+        ),
+        (None, None) => "in-process store".to_owned(),
     };
     let shop = Shop::build(&options, backend)?;
     shop.metrics.install()?;

@@ -6,18 +6,33 @@
 # the cart after each failure.
 #
 #   scripts/demo.sh              (DEMO_PORT_BASE=18000 by default: ports 18080-18093)
+#   scripts/demo.sh --redis      the same with three Redis servers (r1, r2, r3) as the
+#                                remote tier instead of memcached
 #
-# Installs haproxy and memcached with apt-get when they are missing. Every process it
-# starts is stopped when it exits, also on Ctrl-C.
+# Installs haproxy and memcached (or redis-server) with apt-get when they are missing.
+# Every process it starts is stopped when it exits, also on Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+tier=memcached
+case "${1:-}" in
+    --redis) tier=redis ;;
+    "") ;;
+    *) echo "usage: scripts/demo.sh [--redis]" >&2; exit 2 ;;
+esac
 
 base=${DEMO_PORT_BASE:-18000}
 lb_port=$((base + 80))
 app_ports=($((base + 81)) $((base + 82)))
 routes=(a1 a2)
 mc_ports=($((base + 91)) $((base + 92)) $((base + 93)))
-nodes="n1:127.0.0.1:${mc_ports[0]},n2:127.0.0.1:${mc_ports[1]},n3:127.0.0.1:${mc_ports[2]}"
+if [ "$tier" = redis ]; then
+    ids=(r1 r2 r3)
+    nodes="r1=redis://127.0.0.1:${mc_ports[0]},r2=redis://127.0.0.1:${mc_ports[1]},r3=redis://127.0.0.1:${mc_ports[2]}"
+else
+    ids=(n1 n2 n3)
+    nodes="n1:127.0.0.1:${mc_ports[0]},n2:127.0.0.1:${mc_ports[1]},n3:127.0.0.1:${mc_ports[2]}"
+fi
 
 work=$(mktemp -d)
 declare -A pids=() # name -> pid of every process this script started
@@ -48,7 +63,11 @@ trap 'echo; echo "interrupted: stopping everything"; exit 130' INT TERM
 
 install_missing() {
     local missing=()
-    command -v memcached >/dev/null 2>&1 || missing+=(memcached)
+    if [ "$tier" = redis ]; then
+        command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+    else
+        command -v memcached >/dev/null 2>&1 || missing+=(memcached)
+    fi
     command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
     [ ${#missing[@]} -eq 0 ] && return 0
@@ -91,7 +110,7 @@ expect_cart() { # items json
 
 start_app() { # index
     local i=$1
-    "$shop" --listen "127.0.0.1:${app_ports[$i]}" --route "${routes[$i]}" --memcached "$nodes" \
+    "$shop" --listen "127.0.0.1:${app_ports[$i]}" --route "${routes[$i]}" --"$tier" "$nodes" \
         >"$work/${routes[$i]}.log" 2>&1 &
     pids[${routes[$i]}]=$!
     wait_for "http://127.0.0.1:${app_ports[$i]}/healthz"
@@ -103,10 +122,21 @@ say "building the shop example (release)"
 cargo build --release --example shop --quiet
 shop="${CARGO_TARGET_DIR:-target}/release/examples/shop"
 
-say "starting memcached n1, n2, n3 on ports ${mc_ports[*]}"
+say "starting $tier ${ids[*]} on ports ${mc_ports[*]}"
 for i in 0 1 2; do
-    memcached -l 127.0.0.1 -p "${mc_ports[$i]}" -U 0 -m 64 -u "$(id -un)" &
-    pids[n$((i + 1))]=$!
+    if [ "$tier" = redis ]; then
+        redis-server --port "${mc_ports[$i]}" --bind 127.0.0.1 --save "" --appendonly no \
+            --dir "$work" >"$work/${ids[$i]}.log" 2>&1 &
+    else
+        memcached -l 127.0.0.1 -p "${mc_ports[$i]}" -U 0 -m 64 -u "$(id -un)" &
+    fi
+    pids[${ids[$i]}]=$!
+done
+for i in 0 1 2; do
+    for _ in $(seq 50); do
+        (exec 3<>"/dev/tcp/127.0.0.1/${mc_ports[$i]}") 2>/dev/null && break
+        sleep 0.1
+    done
 done
 
 say "starting shop servers a1 (port ${app_ports[0]}) and a2 (port ${app_ports[1]}), sticky mode"
@@ -148,7 +178,7 @@ note "cart:    $cart"
 session=$(cookie)
 serving=$(field "$cart" served_by)
 note "cookie:  tandem_session=$session"
-note "served by app server $serving; its backup lives on memcached node $(node_of "$session")"
+note "served by app server $serving; its backup lives on $tier node $(node_of "$session")"
 cart=$(client GET /cart)
 note "again:   served by $(field "$cart" served_by) (stickiness by route)"
 
@@ -158,16 +188,16 @@ sleep 1 # haproxy's health check notices
 cart=$(client GET /cart)
 note "cart:    $cart"
 now=$(field "$cart" served_by)
-note "served by $now, which took the session over from memcached; new cookie route: $(cookie)"
+note "served by $now, which took the session over from $tier; new cookie route: $(cookie)"
 expect_cart '"apple":3,"pear":2,"plum":1' "$cart"
 
 session=$(cookie)
 node=$(node_of "$session")
-say "3. killing memcached node $node (it holds the session's backup)"
+say "3. killing $tier node $node (it holds the session's backup)"
 stop "$node"
 cart=$(client GET /cart)
 note "cart:    $cart"
-note "read from $now's local tier: no memcached call for a locally held session"
+note "read from $now's local tier: no $tier call for a locally held session"
 cart=$(client POST "/cart/items?sku=fig&qty=1")
 note "add fig: $cart"
 note "(the backup to $node fails, and $node is marked down)"
@@ -179,7 +209,7 @@ note "the session moved to live node $(node_of "$(cookie)") under a new id (coun
 expect_cart '"apple":3,"fig":1,"pear":2,"plum":1' "$cart"
 note "nodes:   $(curl -fsS "http://127.0.0.1:$lb_port/admin/nodes")"
 
-say "4. restarting $serving, then killing $now: the cart now comes from its new memcached node"
+say "4. restarting $serving, then killing $now: the cart now comes from its new $tier node"
 for i in 0 1; do
     if [ "${routes[$i]}" = "$serving" ]; then start_app "$i"; fi
 done
@@ -193,4 +223,4 @@ note "served by $(field "$cart" served_by); counters there:"
 curl -fsS "http://127.0.0.1:$lb_port/metrics" |
     grep -E '^tandem_(sessions_created|loaded_remote|taken_over|relocated)_total' | sed 's/^/     /'
 
-say "the cart survived an app server and a memcached node failing; stopping everything"
+say "the cart survived an app server and a $tier node failing; stopping everything"

@@ -17,6 +17,7 @@
 //! | [`envelope`], [`layers`] | `tandem-core` | the stored format, and the layers over stored bytes |
 //! | [`codec`] | `tandem-codec` | the codecs, rolling migration, compression and encryption |
 //! | [`memcached`] | `tandem-memcached` | the memcached store (feature `memcached`, default) |
+//! | [`redis`] | `tandem-redis` | the Redis and Valkey store (feature `redis`, default) |
 //! | [`tower`] | `tandem-tower` | the tower layer and axum extractor (feature `tower`, default) |
 //!
 //! At the top level: [`SessionManager`] and what a request uses with it
@@ -80,6 +81,10 @@ pub use tandem_codec as codec;
 /// The memcached remote store (feature `memcached`, on by default).
 #[cfg(feature = "memcached")]
 pub use tandem_memcached as memcached;
+
+/// The Redis and Valkey remote store (feature `redis`, on by default).
+#[cfg(feature = "redis")]
+pub use tandem_redis as redis;
 
 /// The web layer: a tower `Layer` and an axum extractor (feature `tower`, on by
 /// default).

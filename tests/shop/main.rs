@@ -4,6 +4,7 @@
 // here.
 #[path = "../common/mod.rs"]
 mod common;
+mod redis;
 #[allow(dead_code)]
 #[path = "../../examples/shop.rs"]
 mod shop;
