@@ -151,11 +151,23 @@ if [ "$REDIS" = 1 ]; then
     PIDS+=("$!")
     REMOTE_PIDS+=("$!")
     REDIS_URL="redis://127.0.0.1:$port"
+    REDIS_PORT=$port
     wait_port "$port"
-    REDIS_VARIANTS="tower-sessions-redis"
+    REDIS_VARIANTS="tandem-sticky-redis tandem-nonsticky-redis tower-sessions-redis"
     [ "$VARIANTS_GIVEN" = 1 ] || VARIANTS="$VARIANTS $REDIS_VARIANTS"
-    REDIS_RACES="tower-sessions-redis:merge"
+    REDIS_RACES="tandem-sticky-redis:lock tandem-nonsticky-redis:merge tandem-nonsticky-redis:lock tower-sessions-redis:merge"
 fi
+
+# Commands the Redis server has processed (0 without --redis). The query is itself one
+# command, which `redis_delta` takes off.
+redis_commands() {
+    if [ "$REDIS" = 1 ]; then
+        redis-cli -p "$REDIS_PORT" info stats | tr -d '\r' |
+            awk -F: '$1 == "total_commands_processed" { print $2 }'
+    else
+        echo 0
+    fi
+}
 
 # memcached's counters as `name value` lines, summed over the nodes.
 mc_stats() {
@@ -203,7 +215,7 @@ stop_app() {
 }
 
 RESULTS="$OUT/results.tsv"
-printf 'kind\tsessions\tvariant\tworkload\trps\tp50_us\tp99_us\tstatus_errors\tsocket_errors\trequests\tget\tset\ttouch\tdelete\tcas\tconnections\tapp_cpu_ticks\tmc_cpu_ticks\tround\n' >"$RESULTS"
+printf 'kind\tsessions\tvariant\tworkload\trps\tp50_us\tp99_us\tstatus_errors\tsocket_errors\trequests\tget\tset\ttouch\tdelete\tcas\tconnections\tapp_cpu_ticks\tmc_cpu_ticks\tround\tredis_cmds\n' >"$RESULTS"
 TICK_HZ=$(getconf CLK_TCK)
 echo -e "meta\tclk_tck\t$TICK_HZ" >"$OUT/meta.tsv"
 {
@@ -237,6 +249,8 @@ run_wrk() { # name sessions workload round
         -s benches/http/wrk/sessions.lua "http://127.0.0.1:$port/" >/dev/null 2>&1
     sleep 0.5
     mc_stats >"$OUT/.before"
+    local redis0
+    redis0=$(redis_commands)
     local app0 mc0
     app0=$(cpu_ticks "$pid"); mc0=$(cpu_ticks "${REMOTE_PIDS[@]}")
     COOKIES="$cookies" WRITE_PCT="$workload" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" \
@@ -245,17 +259,20 @@ run_wrk() { # name sessions workload round
     app1=$(cpu_ticks "$pid"); mc1=$(cpu_ticks "${REMOTE_PIDS[@]}")
     sleep 0.3
     mc_stats >"$OUT/.after"
+    local redis_cmds=0
+    [ "$REDIS" = 0 ] || redis_cmds=$(( $(redis_commands) - redis0 - 1 ))
     local line
     line=$(grep '^RESULT' "$log") || { echo "wrk failed for $name: $(cat "$log")" >&2; return 1; }
     field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" ${line#RESULT }"; }
     delta() { echo $(( $(stat_value "$OUT/.after" "$1") - $(stat_value "$OUT/.before" "$1") )); }
     local deletes=$(( $(delta delete_hits) + $(delta delete_misses) ))
     local cas=$(( $(delta cas_hits) + $(delta cas_badval) + $(delta cas_misses) ))
-    printf 'http\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+    printf 'http\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
         "$sessions" "$name" "$workload" "$(field rps)" "$(field p50_us)" "$(field p99_us)" \
         "$(field status_errors)" "$(field socket_errors)" "$(field requests)" \
         "$(delta cmd_get)" "$(delta cmd_set)" "$(delta cmd_touch)" "$deletes" "$cas" \
-        "$(delta total_connections)" "$((app1 - app0))" "$((mc1 - mc0))" "$round" >>"$RESULTS"
+        "$(delta total_connections)" "$((app1 - app0))" "$((mc1 - mc0))" "$round" \
+        "$redis_cmds" >>"$RESULTS"
     printf '  round %s %-26s %5s%% writes  %10s req/s  p50 %6s us  p99 %7s us  non-2xx %s\n' \
         "$round" "$name" "$workload" "$(field rps)" "$(field p50_us)" "$(field p99_us)" "$(field status_errors)" >&2
 }

@@ -253,6 +253,15 @@ def main():
                        rps_ratio("tandem-nonsticky-redis", "tandem-nonsticky", w), 0.85)
             target(f"sticky read-only on Redis >= 0.95x sticky on memcached ({n})",
                    rps_ratio("tandem-sticky-redis", "tandem-sticky", "0"), 0.95)
+            commands = per_request(sessions, "tandem-sticky-redis", "0", "redis_cmds")
+            if commands is not None:
+                print(f"| sticky read-only on Redis: 0 Redis commands/request ({n}) | {commands:.4f} | "
+                      f"{'yes' if commands < 0.001 else '**no**'} |")
+            for variant in ("tandem-nonsticky-redis", "tower-sessions-redis"):
+                for w, label in WORKLOADS:
+                    commands = per_request(sessions, variant, w, "redis_cmds")
+                    if commands is not None:
+                        print(f"| {variant}: Redis commands/request, {label} ({n}) | {commands:.2f} | - |")
     sticky_mem = mem.get("tandem-sticky")
     if sticky_mem:
         overhead = float(sticky_mem["overhead"])

@@ -26,9 +26,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 use tandem_codec::SpeedyCodec;
-use tandem_core::NodeSpec;
+use tandem_core::{NodeSpec, RemoteStore};
 use tandem_manager::{Concurrency, Mode, SessionManager};
 use tandem_memcached::{MemcachedConfig, MemcachedStore};
+use tandem_redis::{RedisConfig, RedisSpec, RedisStore};
 use tandem_tower::SessionLayer;
 use tower_sessions::{CachingSessionStore, SessionManagerLayer};
 use tower_sessions_moka_store::MokaStore;
@@ -56,11 +57,15 @@ pub enum Variant {
     /// tower-sessions with its published Redis store (`tower-sessions-redis-store`,
     /// over a fred connection pool): what its users run on Redis.
     TowerSessionsRedis,
+    /// Tandem, sticky mode, with Redis as the remote tier.
+    TandemStickyRedis,
+    /// Tandem, non-sticky mode, with Redis as the remote tier.
+    TandemNonStickyRedis,
 }
 
 impl Variant {
     /// Every variant, in table order.
-    pub const ALL: [Variant; 7] = [
+    pub const ALL: [Variant; 9] = [
         Variant::None,
         Variant::TandemSticky,
         Variant::TandemNonSticky,
@@ -68,6 +73,8 @@ impl Variant {
         Variant::TowerSessionsMemcached,
         Variant::TowerSessionsCaching,
         Variant::TowerSessionsRedis,
+        Variant::TandemStickyRedis,
+        Variant::TandemNonStickyRedis,
     ];
 
     /// The `--variant` name.
@@ -80,6 +87,8 @@ impl Variant {
             Variant::TowerSessionsMemcached => "tower-sessions-memcached",
             Variant::TowerSessionsCaching => "tower-sessions-caching",
             Variant::TowerSessionsRedis => "tower-sessions-redis",
+            Variant::TandemStickyRedis => "tandem-sticky-redis",
+            Variant::TandemNonStickyRedis => "tandem-nonsticky-redis",
         }
     }
 
@@ -90,7 +99,12 @@ impl Variant {
 
     /// Whether the variant needs Redis.
     pub fn uses_redis(self) -> bool {
-        matches!(self, Variant::TowerSessionsRedis)
+        matches!(
+            self,
+            Variant::TowerSessionsRedis
+                | Variant::TandemStickyRedis
+                | Variant::TandemNonStickyRedis
+        )
     }
 }
 
@@ -180,20 +194,23 @@ impl App {
                 } else {
                     Mode::NonSticky
                 };
-                let manager = SessionManager::<SpeedyCodec>::builder(Arc::new(store))
-                    .mode(mode)
-                    .concurrency(options.concurrency)
-                    .build()
-                    .map_err(|error| error.to_string())?;
-                let layer = SessionLayer::builder(manager.clone())
-                    .secure(false)
-                    .build()
-                    .map_err(|error| error.to_string())?;
-                let router = routes::<tandem_tower::Session<SpeedyCodec>, _>()
-                    .route("/admin/stats", get(tandem_stats))
-                    .layer(layer)
-                    .with_state(manager.clone());
-                (router, Some(manager))
+                tandem_app(Arc::new(store), mode, options.concurrency)?
+            }
+            Variant::TandemStickyRedis | Variant::TandemNonStickyRedis => {
+                let url = options
+                    .redis
+                    .as_deref()
+                    .ok_or_else(|| format!("variant {} needs --redis", options.variant))?;
+                let spec = RedisSpec::parse(url).map_err(|error| format!("--redis: {error}"))?;
+                let store = RedisStore::connect(&spec, RedisConfig::default())
+                    .await
+                    .map_err(|error| format!("redis: {error}"))?;
+                let mode = if options.variant == Variant::TandemStickyRedis {
+                    Mode::Sticky
+                } else {
+                    Mode::NonSticky
+                };
+                tandem_app(Arc::new(store), mode, options.concurrency)?
             }
             Variant::TowerSessionsMoka => (tower_sessions_routes(MokaStore::new(None)), None),
             Variant::TowerSessionsMemcached => (
@@ -224,6 +241,28 @@ impl App {
         };
         Ok(App { router, manager })
     }
+}
+
+/// The routes with Tandem's layer over `store`, and the manager.
+fn tandem_app(
+    store: Arc<dyn RemoteStore>,
+    mode: Mode,
+    concurrency: Concurrency,
+) -> Result<(Router, Option<SessionManager<SpeedyCodec>>), String> {
+    let manager = SessionManager::<SpeedyCodec>::builder(store)
+        .mode(mode)
+        .concurrency(concurrency)
+        .build()
+        .map_err(|error| error.to_string())?;
+    let layer = SessionLayer::builder(manager.clone())
+        .secure(false)
+        .build()
+        .map_err(|error| error.to_string())?;
+    let router = routes::<tandem_tower::Session<SpeedyCodec>, _>()
+        .route("/admin/stats", get(tandem_stats))
+        .layer(layer)
+        .with_state(manager.clone());
+    Ok((router, Some(manager)))
 }
 
 /// Connections in the tower-sessions Redis store's fred pool: the number its

@@ -69,10 +69,13 @@ fn payload(variant: Variant) -> Result<usize, String> {
         Variant::None
         | Variant::TandemNonSticky
         | Variant::TowerSessionsMemcached
-        | Variant::TowerSessionsRedis => return Ok(0),
-        Variant::TandemSticky => <SpeedyCodec as Encodes<Cart>>::encode(&cart)
-            .map_err(|error| error.to_string())?
-            .len(),
+        | Variant::TowerSessionsRedis
+        | Variant::TandemNonStickyRedis => return Ok(0),
+        Variant::TandemSticky | Variant::TandemStickyRedis => {
+            <SpeedyCodec as Encodes<Cart>>::encode(&cart)
+                .map_err(|error| error.to_string())?
+                .len()
+        }
         Variant::TowerSessionsMoka | Variant::TowerSessionsCaching => serde_json::to_vec(&cart)
             .map_err(|error| error.to_string())?
             .len(),
