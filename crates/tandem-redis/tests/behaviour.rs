@@ -1,7 +1,15 @@
 //! The session manager's behaviour suite (`tandem-behaviour`) against real
-//! redis-server processes, with the fixture the conformance suite uses
-//! (`fixture/mod.rs`): an unavailable node is a paused (hung) process.
+//! redis-server and valkey-server processes, with the fixture the conformance suite
+//! uses (`fixture/mod.rs`): an unavailable node is a paused (hung) process.
 
 mod fixture;
 
-tandem_behaviour::behaviour_tests!(fixture::RedisFixture);
+/// Redis (`redis-server`).
+mod redis {
+    tandem_behaviour::behaviour_tests!(crate::fixture::RedisFixture);
+}
+
+/// Valkey (`valkey-server`).
+mod valkey {
+    tandem_behaviour::behaviour_tests!(crate::fixture::ValkeyFixture);
+}

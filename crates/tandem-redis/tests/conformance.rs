@@ -1,9 +1,17 @@
 //! The `RemoteStore` conformance suite (`tandem-store-conformance`) against real
-//! redis-server processes, with the fixture of `fixture/mod.rs`.
+//! redis-server and valkey-server processes, with the fixture of `fixture/mod.rs`.
 //!
 //! Redis-specific behaviour (credentials, TLS, restarts, hung servers, redaction)
 //! is tested in `tests/redis/`.
 
 mod fixture;
 
-tandem_store_conformance::store_conformance_tests!(fixture::RedisFixture);
+/// Redis (`redis-server`).
+mod redis {
+    tandem_store_conformance::store_conformance_tests!(crate::fixture::RedisFixture);
+}
+
+/// Valkey (`valkey-server`).
+mod valkey {
+    tandem_store_conformance::store_conformance_tests!(crate::fixture::ValkeyFixture);
+}

@@ -11,7 +11,8 @@
 //! [`RedisOptions`]: a password or an ACL user, TLS (with a test CA and client
 //! certificate made at test time, [`TlsFiles`], and a CA that signed nothing,
 //! [`untrusted_ca`]), and RDB snapshots taken by [`RedisProcess::save`] that a restart
-//! loads. [`RedisProcess::url`] is what a client connects with;
+//! loads; [`RedisOptions::valkey`] runs `valkey-server` instead, with the same
+//! configuration. [`RedisProcess::url`] is what a client connects with;
 //! [`RedisServers`] starts several independent servers and hands out their node spec
 //! (`r1=redis://127.0.0.1:PORT,...`). The kit talks to its Redis servers over a
 //! plain-text Unix socket of their own ([`RedisProcess::command`]), so it needs no TLS
@@ -26,8 +27,8 @@
 //! for setting up and inspecting a test), nor (yet) Redis replication, Sentinel or
 //! Cluster. Every call blocks the calling thread for at most a few seconds and
 //! panics with a message on failure, which is what a test wants and nothing else does.
-//! It needs the `memcached` and `redis-server` binaries on `PATH` (each only when a
-//! test starts one; `scripts/test.sh` installs both) and a Unix system (signals, Unix
+//! It needs the `memcached`, `redis-server` and (for Valkey) `valkey-server` binaries
+//! on `PATH` (each only when a test starts one; `scripts/test.sh` installs them) and a Unix system (signals, Unix
 //! sockets; the pause check reads `/proc` on Linux).
 //!
 //! Beside the processes, the helpers that every test crate of the workspace needs and

@@ -32,8 +32,10 @@ use tls::TlsMaterial;
 
 /// The binary that is started, looked up on `PATH`.
 const BINARY: &str = "redis-server";
-/// The panic message when [`BINARY`] cannot be found.
-const NOT_INSTALLED: &str = "redis-server not found on PATH; install it (Debian/Ubuntu: apt-get install redis-server) or run scripts/test.sh, which installs it";
+/// The Valkey server binary ([`RedisOptions::valkey`]).
+const VALKEY_BINARY: &str = "valkey-server";
+/// The panic message when the server binary cannot be found.
+const NOT_INSTALLED: &str = "not found on PATH; install it (Debian/Ubuntu: apt-get install redis-server, or valkey-server from bookworm-backports) or run scripts/test.sh, which installs both";
 /// How many fresh ports [`RedisProcess::start`] tries: another test may take the port
 /// between the moment it is found free and the moment the server binds it.
 const START_ATTEMPTS: usize = 5;
@@ -71,6 +73,7 @@ pub struct RedisOptions {
     user: Option<(String, String)>,
     tls: Tls,
     persistence: bool,
+    valkey: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -138,6 +141,18 @@ impl RedisOptions {
     pub fn persistence(mut self) -> RedisOptions {
         self.persistence = true;
         self
+    }
+
+    /// Runs `valkey-server` instead of `redis-server`, with the same configuration
+    /// (Valkey reads Redis's configuration and speaks its protocol).
+    pub fn valkey(mut self) -> RedisOptions {
+        self.valkey = true;
+        self
+    }
+
+    /// The server binary these options start.
+    pub fn binary(&self) -> &'static str {
+        if self.valkey { VALKEY_BINARY } else { BINARY }
     }
 
     fn is_tls(&self) -> bool {
@@ -318,7 +333,7 @@ impl RedisProcess {
     /// If the process is not running or does not stop.
     pub fn pause(&self) {
         let pid = self.signal_running(Signal::SIGSTOP, "pause");
-        process::wait_for_stopped(BINARY, pid, true);
+        process::wait_for_stopped(self.options.binary(), pid, true);
     }
 
     /// Continues a paused process (`SIGCONT`) and waits until it runs again.
@@ -328,7 +343,7 @@ impl RedisProcess {
     /// If the process is not running or does not continue.
     pub fn resume(&self) {
         let pid = self.signal_running(Signal::SIGCONT, "resume");
-        process::wait_for_stopped(BINARY, pid, false);
+        process::wait_for_stopped(self.options.binary(), pid, false);
     }
 
     /// Kills the process if it is running and starts a new server on the same port
@@ -515,14 +530,15 @@ impl RedisProcess {
         let log_for_stderr = log
             .try_clone()
             .unwrap_or_else(|error| panic!("cannot share {}: {error}", log_path.display()));
-        let mut child = Command::new(BINARY)
+        let binary = self.options.binary();
+        let mut child = Command::new(binary)
             .arg(&config_path)
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_for_stderr)
             .spawn()
-            .unwrap_or_else(|error| panic!("{}", spawn_failure_message(&error)));
+            .unwrap_or_else(|error| panic!("{}", spawn_failure_message(binary, &error)));
         match self.wait_until_ready(&mut child, port) {
             Ok(()) => Ok(child),
             Err(reason) => {
@@ -871,11 +887,11 @@ fn log_tail(path: &Path, start: u64) -> String {
         .join("\n")
 }
 
-fn spawn_failure_message(error: &io::Error) -> String {
+fn spawn_failure_message(binary: &str, error: &io::Error) -> String {
     if error.kind() == io::ErrorKind::NotFound {
-        NOT_INSTALLED.to_owned()
+        format!("{binary} {NOT_INSTALLED}")
     } else {
-        format!("cannot start {BINARY}: {error}")
+        format!("cannot start {binary}: {error}")
     }
 }
 

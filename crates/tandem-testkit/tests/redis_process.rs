@@ -129,6 +129,26 @@ fn starts_a_private_server_that_answers() {
 }
 
 #[test]
+fn valkey_runs_in_place_of_redis() {
+    let options = RedisOptions::default().valkey().password("pw");
+    assert_eq!(options.binary(), "valkey-server");
+    assert_eq!(RedisOptions::default().binary(), "redis-server");
+    let valkey = RedisProcess::start_with(options);
+    assert_eq!(
+        valkey.command(&["SET", "k", "v"]),
+        RedisReply::Status("OK".into())
+    );
+    let info = valkey.command(&["INFO", "server"]);
+    let info = info.as_str().unwrap();
+    assert!(info.contains("valkey_version:"), "{info}");
+    assert!(info.contains(&format!("process_id:{}\r\n", valkey.pid().unwrap())));
+    valkey.pause();
+    valkey.resume();
+    valkey.restart();
+    assert_eq!(valkey.keys(), Vec::<String>::new(), "restarted empty");
+}
+
+#[test]
 fn command_returns_error_replies_and_remaining_ttl_reads_the_ttl() {
     let redis = RedisProcess::start();
     assert!(matches!(
