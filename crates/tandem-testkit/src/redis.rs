@@ -909,13 +909,18 @@ mod tests {
 
     #[test]
     fn a_missing_binary_says_how_to_install_it() {
-        let message = spawn_failure_message(&io::Error::from(io::ErrorKind::NotFound));
+        let message = spawn_failure_message(BINARY, &io::Error::from(io::ErrorKind::NotFound));
+        assert!(message.starts_with("redis-server not found"), "{message}");
         assert!(
             message.contains("apt-get install redis-server"),
             "{message}"
         );
         assert!(message.contains("scripts/test.sh"), "{message}");
-        let other = spawn_failure_message(&io::Error::from(io::ErrorKind::PermissionDenied));
+        let valkey =
+            spawn_failure_message(VALKEY_BINARY, &io::Error::from(io::ErrorKind::NotFound));
+        assert!(valkey.starts_with("valkey-server not found"), "{valkey}");
+        let other =
+            spawn_failure_message(BINARY, &io::Error::from(io::ErrorKind::PermissionDenied));
         assert!(other.starts_with("cannot start redis-server"), "{other}");
     }
 
