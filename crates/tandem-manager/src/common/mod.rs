@@ -357,3 +357,11 @@ pub(crate) fn digest(bytes: &[u8]) -> u64 {
 pub(crate) fn same_session(incoming: &SessionId, current: &SessionId) -> bool {
     incoming.shares_text_with(current) || incoming.random() == current.random()
 }
+
+/// `time` in Unix milliseconds (0 before the epoch), as envelopes store it.
+pub(crate) fn unix_millis(time: SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}

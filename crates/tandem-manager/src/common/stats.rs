@@ -158,6 +158,10 @@ counters! {
     /// copy since this server last did (it took the session over, or ended it). This
     /// server drops its copy; the next request reloads the current one.
     ownership_lost,
+    /// Sticky: remote copies found older than the state this server last wrote (a
+    /// store restored from a snapshot, such as Redis with persistence), and replaced
+    /// by this server's newer state instead of being taken for another server's.
+    stale_copies_replaced,
     /// Sticky: local copies dropped because another server announced in the peer feed
     /// that it took the session over, reloaded, cycled or ended it.
     stale_copies_dropped,

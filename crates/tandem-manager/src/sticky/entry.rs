@@ -14,6 +14,7 @@ use tandem_core::Session;
 use tandem_core::SessionId;
 
 use crate::common::local_key::LocalKey;
+use crate::common::unix_millis;
 
 /// Bytes a resident session costs beyond its attributes' names and values: the entry,
 /// the id and the cache's own bookkeeping, rounded up. Used by the local tier's
@@ -53,6 +54,10 @@ pub(crate) struct LocalEntry<C> {
     /// Digest of the bytes this server last wrote to or read from the remote tier for
     /// this session (0: none), to tell at a takeover whether another server wrote since.
     pub(crate) remote_digest: AtomicU64,
+    /// The last access time (Unix milliseconds) of the state this server last wrote to
+    /// or read from the remote tier (0: none): a copy found with an earlier one is
+    /// older than that state (see `Engine::older_than_ours`).
+    pub(crate) remote_accessed_ms: AtomicU64,
     /// Serializes the requests of this session under `Concurrency::Lock`.
     pub(crate) lock: Option<Arc<tokio::sync::Mutex<()>>>,
 }
@@ -119,6 +124,12 @@ impl<C: Codec> LocalEntry<C> {
             weight: AtomicU32::new(0),
             remote_refreshed_ms: AtomicU64::new(0),
             remote_digest: AtomicU64::new(0),
+            // A state read from the remote tier is what it holds; a new one is not
+            // there yet.
+            remote_accessed_ms: AtomicU64::new(match remote {
+                RemoteCopy::Absent => 0,
+                RemoteCopy::Cas(_) | RemoteCopy::Unknown => unix_millis(session.last_accessed()),
+            }),
             lock: with_lock.then(|| Arc::new(tokio::sync::Mutex::new(()))),
             state: Mutex::new(EntryState {
                 session,

@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tandem_core::Codec;
 use tandem_core::StoreKey;
@@ -29,11 +29,11 @@ use tandem_core::{Precondition, StoreError, Ttl, WriteItem, WriteOutcome};
 use super::Engine;
 use super::backup::Expired;
 use super::entry::{LocalEntry, RemoteCopy};
-use crate::common::digest;
 use crate::common::ends::{self, End, EndAction, EndReason};
 use crate::common::local_key::local_key;
 use crate::common::stats::Counters;
 use crate::common::ttl::remote_ttl;
+use crate::common::{digest, unix_millis};
 use crate::error::WriteFailure;
 
 /// One backup, as read from an entry under its write-order lock.
@@ -45,6 +45,9 @@ pub(super) struct BackupJob {
     /// The encoded state, if it is newer than what the remote tier holds.
     bytes: Option<Vec<u8>>,
     revision: u64,
+    /// The last access time the encoded state carries (see
+    /// `LocalEntry::remote_accessed`).
+    accessed: SystemTime,
     /// What this server knows of the remote copy: the condition of the write.
     remote: RemoteCopy,
 }
@@ -68,6 +71,11 @@ enum Written {
     /// (memcached need not handle two connections' requests in the order they were
     /// sent). The copy is ours if it holds exactly that write's bytes.
     Raced,
+    /// A compare-and-swap refused with no write of this server outstanding: another
+    /// server wrote the copy since (it took the session over), unless the copy is
+    /// older than what this server last wrote, which only a store that went back in
+    /// time (a Redis restarted from its snapshot) hands out.
+    Conflicted,
 }
 
 impl<C: Codec> Engine<C> {
@@ -259,6 +267,7 @@ impl<C: Codec> Engine<C> {
             ttl: remote_ttl(state.session.max_inactive()),
             bytes,
             revision: state.revision,
+            accessed: state.session.last_accessed(),
             remote: state.remote,
             id,
         })
@@ -310,6 +319,22 @@ impl<C: Codec> Engine<C> {
                         precondition = Precondition::Cas(item.cas);
                     }
                     Ok(_) => {
+                        self.lose_ownership(entry);
+                        return Err(WriteFailure::NotOurs);
+                    }
+                    Err(error) => {
+                        Counters::add(&self.common.counters.backups_failed);
+                        return Err(error.into());
+                    }
+                },
+                Written::Conflicted => match self.common.store.get(&job.node, &job.key).await {
+                    Ok(Some(item)) if self.older_than_ours(entry, &job.id, &item.value) => {
+                        Counters::add(&self.common.counters.stale_copies_replaced);
+                        tracing::warn!(session = %job.id.redacted(), "the remote copy is older than what this server wrote (a store restored from a snapshot?); replaced");
+                        precondition = Precondition::Cas(item.cas);
+                    }
+                    Ok(_) => {
+                        Counters::add(&self.common.counters.backups_failed);
                         self.lose_ownership(entry);
                         return Err(WriteFailure::NotOurs);
                     }
@@ -384,6 +409,23 @@ impl<C: Codec> Engine<C> {
         })
     }
 
+    /// Whether `stored` holds this session as it was before the state this server
+    /// last wrote or read: its last access is earlier. Every copy written after that
+    /// one was derived from it (writes are conditional on its token), and a session's
+    /// last access never goes back (`Session::touch`), whatever the writers' clocks; so
+    /// an earlier one can only come from a store that lost writes it had acknowledged
+    /// and kept older ones (a restart from a snapshot). A copy that cannot be read as
+    /// a session (a tombstone, foreign bytes) is not older: it is not replaced.
+    fn older_than_ours(&self, entry: &LocalEntry<C>, id: &SessionId, stored: &[u8]) -> bool {
+        let ours = entry.remote_accessed_ms.load(Ordering::Relaxed);
+        if ours == 0 || ends::tombstone_reason(stored).is_some() {
+            return false;
+        }
+        self.common
+            .decode::<C>(id, stored)
+            .is_ok_and(|found| unix_millis(found.last_accessed()) < ours)
+    }
+
     /// Whether `stored` is exactly what a write of this server whose answer was lost
     /// sent.
     fn attempted_here(&self, entry: &LocalEntry<C>, stored: &[u8]) -> bool {
@@ -419,6 +461,9 @@ impl<C: Codec> Engine<C> {
                     .store(self.common.now_ms(), Ordering::Relaxed);
                 let written = digest(bytes);
                 entry.remote_digest.store(written, Ordering::Relaxed);
+                entry
+                    .remote_accessed_ms
+                    .store(unix_millis(job.accessed), Ordering::Relaxed);
                 let clean = {
                     let mut state = entry.state.lock();
                     state.backed_up = state.backed_up.max(job.revision);
@@ -449,11 +494,7 @@ impl<C: Codec> Engine<C> {
             }
             Ok(WriteOutcome::Exists) => Written::Taken,
             Ok(WriteOutcome::Conflict) if entry.state.lock().attempted != 0 => Written::Raced,
-            Ok(WriteOutcome::Conflict) => {
-                Counters::add(&self.common.counters.backups_failed);
-                self.lose_ownership(entry);
-                Written::Done(Err(WriteFailure::NotOurs))
-            }
+            Ok(WriteOutcome::Conflict) => Written::Conflicted,
             Err(error) => {
                 Counters::add(&self.common.counters.backups_failed);
                 if ends::ambiguous(&error) && precondition != Precondition::None {

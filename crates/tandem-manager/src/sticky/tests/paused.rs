@@ -135,3 +135,62 @@ async fn a_failed_backup_is_retried_after_the_retry_interval() {
     assert_eq!(manager.pending_backups(), 0);
     assert_eq!(store.item_count(&n1), 1);
 }
+
+/// Sets attribute `name` in a request of its own.
+async fn set(manager: &SessionManager<TextCodec>, id: &SessionId, name: &str, value: &str) {
+    let mut session = manager.load(Some(id.as_str())).await.unwrap();
+    assert!(!session.is_new(), "{id} is gone");
+    session.insert(name, value).unwrap();
+    manager.commit(session).await.unwrap();
+}
+
+/// A store that went back in time (a Redis restarted from its snapshot) hands the
+/// owner an older copy of its session under a new token. The owner's next write is
+/// refused, finds a copy older than what it wrote, and replaces it, instead of
+/// taking it for another server's and dropping its own newer state. A copy another
+/// server derived from the owner's (a takeover) is never older, and still wins.
+#[tokio::test(start_paused = true)]
+async fn an_older_copy_from_a_restored_store_is_replaced_not_obeyed() {
+    let (store, builder) = paused(&["n1"]);
+    let manager = builder.max_inactive(Some(INTERVAL)).build().unwrap();
+    let n1 = node("n1");
+    let id = create(&manager, &[("n", "1")]).await;
+    settle(&manager).await;
+    let key = manager.sticky().common.store_key(&id);
+    let snapshot = store.get(&n1, &key).await.unwrap().unwrap().value;
+    for n in ["2", "3"] {
+        tokio::time::advance(MARGIN).await;
+        set(&manager, &id, "n", n).await;
+        settle(&manager).await;
+    }
+    // The store restarts from its snapshot: the first copy is back, with a new token.
+    store
+        .set(&n1, &key, &snapshot, Ttl::After(INTERVAL))
+        .await
+        .unwrap();
+    tokio::time::advance(MARGIN).await;
+    set(&manager, &id, "n", "4").await;
+    settle(&manager).await;
+    assert_eq!(manager.stats().stale_copies_replaced, 1);
+    assert_eq!(manager.stats().ownership_lost, 0);
+    assert_eq!(get(&manager, &id, "n").await.as_deref(), Some("4"));
+    let other = builder_on(&store)
+        .max_inactive(Some(INTERVAL))
+        .build()
+        .unwrap();
+    assert_eq!(get(&other, &id, "n").await.as_deref(), Some("4"));
+
+    // That server took the session over and wrote it (a later access, derived from
+    // the owner's copy): the owner's next write is refused for good.
+    tokio::time::advance(MARGIN).await;
+    set(&other, &id, "n", "5").await;
+    settle(&other).await;
+    tokio::time::advance(MARGIN).await;
+    let mut session = manager.load(Some(id.as_str())).await.unwrap();
+    session.insert("n", "6").unwrap();
+    let _ = manager.commit(session).await;
+    settle(&manager).await;
+    assert_eq!(manager.stats().ownership_lost, 1);
+    assert_eq!(manager.stats().stale_copies_replaced, 1);
+    assert_eq!(get(&other, &id, "n").await.as_deref(), Some("5"));
+}
