@@ -276,7 +276,14 @@ impl Shared {
         let timeout = self.config.operation_timeout();
         let outcome = tokio::time::timeout(timeout, ping(&node.deployment)).await;
         let detail = match outcome {
-            Ok(Ok(())) => return Ok(()),
+            Ok(Ok(())) => {
+                // A server too old for the commands the store sends is a setting
+                // that can never work: refused now, not at the first session read.
+                return match tokio::time::timeout(timeout, too_old(&node.deployment)).await {
+                    Ok(Some(message)) => Err(FirstContact::Rejected(message)),
+                    Ok(None) | Err(_) => Ok(()),
+                };
+            }
             Ok(Err(error)) => match first_contact(&error, node.url.tls()) {
                 FirstContact::Down => crate::errors::describe(&error),
                 fatal => return Err(fatal),
@@ -310,6 +317,40 @@ impl Shared {
             .remember_error(format!("probe failed: {detail}"));
         false
     }
+}
+
+/// The oldest Redis version the store works with: `GETEX` (non-sticky reads that
+/// slide the expiry) came with 6.2. Valkey reports a compatible `redis_version`.
+const OLDEST_VERSION: (u32, u32) = (6, 2);
+
+/// Why the server is too old for the store, if it is: from `INFO server`. A server
+/// that does not answer it (an ACL user without `INFO`) is not checked.
+async fn too_old(deployment: &Deployment) -> Option<String> {
+    let link = deployment.link().await.ok()?;
+    let mut connection = link.connection.clone();
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut connection)
+        .await
+        .ok()?;
+    let version = server_version(&info)?;
+    (version < OLDEST_VERSION).then(|| {
+        format!(
+            "Redis {}.{} or later is needed (GETEX); this server is {}.{}",
+            OLDEST_VERSION.0, OLDEST_VERSION.1, version.0, version.1
+        )
+    })
+}
+
+/// The major and minor version in an `INFO server` answer (`redis_version:7.0.15`).
+fn server_version(info: &str) -> Option<(u32, u32)> {
+    let version = info
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("redis_version:"))?;
+    let mut parts = version.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 /// A `PING` on the deployment's connection; a failed connection is discarded, so
@@ -397,5 +438,23 @@ impl fmt::Debug for RedisStore {
             .field("nodes", &self.health())
             .field("config", &self.shared.config)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_version_comes_from_info() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nredis_git_sha1:00000000\r\n";
+        assert_eq!(server_version(info), Some((7, 0)));
+        let valkey = "# Server\r\nredis_version:7.2.4\r\nvalkey_version:8.0.1\r\n";
+        assert_eq!(server_version(valkey), Some((7, 2)));
+        assert_eq!(server_version("redis_version:6.0.16\r\n"), Some((6, 0)));
+        assert!(server_version("redis_version:6.0.16\r\n").unwrap() < OLDEST_VERSION);
+        assert_eq!(OLDEST_VERSION, (6, 2), "GETEX came with Redis 6.2");
+        assert_eq!(server_version("no version here"), None);
+        assert_eq!(server_version("redis_version:x.y"), None);
     }
 }
