@@ -285,19 +285,6 @@ impl Backend {
             Backend::Redis(store) => Arc::clone(store) as Arc<dyn RemoteStore>,
         }
     }
-
-    /// Where node `id` is, for `/admin/nodes`.
-    fn address_of(&self, id: &NodeId) -> String {
-        match self {
-            Backend::Memory(_) => "in-process".to_owned(),
-            Backend::Memcached(store) => store
-                .node_health(id)
-                .map_or_else(String::new, |health| health.address),
-            Backend::Redis(store) => store
-                .node_health(id)
-                .map_or_else(String::new, |health| health.address),
-        }
-    }
 }
 
 /// What the process needs of its manager beyond the routes.
@@ -452,7 +439,6 @@ impl Shop {
                 .route
                 .clone()
                 .unwrap_or_else(|| options.listen.clone()),
-            backend,
             sessions: Arc::clone(&sessions),
         });
         let router = Router::new()
@@ -478,7 +464,6 @@ impl Shop {
 struct Context {
     metrics: Arc<Metrics>,
     served_by: String,
-    backend: Backend,
     sessions: Arc<dyn Sessions>,
 }
 
@@ -690,9 +675,8 @@ async fn nodes(State(context): Ctx) -> Json<Value> {
         .nodes()
         .into_iter()
         .map(|(node, failover)| {
-            let address = node
-                .address
-                .unwrap_or_else(|| context.backend.address_of(&node.id));
+            // The stores report where each node is; the in-process one has none.
+            let address = node.address.unwrap_or_else(|| "in-process".to_owned());
             json!({
                 "id": node.id.as_str(),
                 "address": address,
