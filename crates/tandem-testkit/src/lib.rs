@@ -77,7 +77,10 @@ mod process;
 mod redis;
 mod wait;
 
-pub use redis::{RedisOptions, RedisProcess, RedisReply, RedisServers, TlsFiles, untrusted_ca};
+pub use redis::{
+    RedisCluster, RedisOptions, RedisProcess, RedisReply, RedisSentinelGroup, RedisServers,
+    TlsFiles, key_slot, untrusted_ca,
+};
 
 pub use wait::{
     QUIET_INTERVAL, WAIT_POLL_INTERVAL, wait_until, wait_until_async, wait_until_quiet,
