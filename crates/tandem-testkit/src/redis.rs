@@ -852,6 +852,69 @@ fn role(server: &RedisProcess) -> Option<(String, Option<(u16, String)>)> {
     Some((role, master))
 }
 
+/// Waits until every replica `master` lists (`ROLE`) has processed the master's
+/// replication stream up to where it was at the call (the replica's own `ROLE`
+/// offset), so that a write made before the call can be read on them. `members` are
+/// the servers the replicas are looked up among, by port.
+///
+/// `WAIT` would not do: the kit sends each command on a fresh connection, which has
+/// written nothing for `WAIT` to wait for.
+///
+/// # Panics
+///
+/// If the master does not answer, or a replica does not catch up within `timeout`.
+fn wait_for_replicas_of(master: &RedisProcess, members: &[RedisProcess], timeout: Duration) {
+    let reply = master.request(&["ROLE"], IO_TIMEOUT);
+    let (offset, replicas) = match &reply {
+        Ok(RedisReply::Array(fields))
+            if fields.first().and_then(RedisReply::as_str) == Some("master") =>
+        {
+            let offset = match fields.get(1) {
+                Some(RedisReply::Integer(offset)) => *offset,
+                _ => panic!("ROLE of the master {}: {reply:?}", master.address()),
+            };
+            let replicas: Vec<u16> = match fields.get(2) {
+                Some(RedisReply::Array(replicas)) => replicas
+                    .iter()
+                    .filter_map(|replica| match replica {
+                        RedisReply::Array(addr) => addr.get(1)?.as_str()?.parse().ok(),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            (offset, replicas)
+        }
+        _ => panic!("ROLE of the master {}: {reply:?}", master.address()),
+    };
+    let behind = |port: &u16| {
+        let caught_up = members
+            .iter()
+            .find(|member| member.port() == *port)
+            .and_then(
+                |replica| match replica.request(&["ROLE"], IO_TIMEOUT).ok()? {
+                    RedisReply::Array(fields) => match fields.get(4)? {
+                        RedisReply::Integer(processed) => Some(*processed >= offset),
+                        _ => None,
+                    },
+                    _ => None,
+                },
+            );
+        caught_up != Some(true)
+    };
+    if poll(timeout, || (!replicas.iter().any(behind)).then_some(())).is_none() {
+        let behind: Vec<u16> = replicas
+            .iter()
+            .copied()
+            .filter(|port| behind(port))
+            .collect();
+        panic!(
+            "the replicas on ports {behind:?} of the master {} did not reach its replication offset {offset} within {timeout:?}",
+            master.address()
+        );
+    }
+}
+
 /// Sends the `AUTH` of `options`, if any, on `connection`.
 fn authenticated<S: io::Read + io::Write>(
     mut connection: Connection<S>,
@@ -1103,6 +1166,35 @@ mod tests {
         let both = config_text(dir, 7000, &both, None);
         assert!(!both.contains("user default off"), "{both}");
         assert!(both.contains("\nrequirepass \"other\"\n"), "{both}");
+    }
+
+    #[test]
+    fn members_of_replicated_deployments_are_configured_for_their_role() {
+        let replica = topology_text(&Topology::Replica { master_port: 7000 });
+        assert!(
+            replica.contains("\nreplicaof 127.0.0.1 7000\n"),
+            "{replica}"
+        );
+        let sentinel = topology_text(&Topology::Sentinel {
+            service: "tandem".to_owned(),
+            master_port: 7000,
+            quorum: 2,
+        });
+        assert!(
+            sentinel.starts_with("sentinel monitor tandem 127.0.0.1 7000 2\n"),
+            "{sentinel}"
+        );
+        assert!(
+            sentinel.contains("\nsentinel down-after-milliseconds tandem 1000\n"),
+            "{sentinel}"
+        );
+        let node = topology_text(&Topology::ClusterNode { bus_port: 17000 });
+        assert!(node.contains("\ncluster-enabled yes\n"), "{node}");
+        assert!(node.contains("\ncluster-port 17000\n"), "{node}");
+        assert!(
+            node.contains("\ncluster-config-file nodes.conf\n"),
+            "{node}"
+        );
     }
 
     #[test]

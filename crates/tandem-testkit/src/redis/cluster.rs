@@ -4,12 +4,16 @@ use std::ops::RangeInclusive;
 use std::process::Command;
 use std::time::Duration;
 
-use super::{IO_TIMEOUT, RedisOptions, RedisProcess, RedisReply, Topology, poll, role};
+use super::{
+    IO_TIMEOUT, RedisOptions, RedisProcess, RedisReply, Topology, poll, role, wait_for_replicas_of,
+};
 
 /// The number of hash slots of a Redis Cluster.
 const SLOTS: u16 = 16384;
 /// How long a new cluster may take to agree on its slots and sync its replicas.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the replicas may take to catch up with their master.
+const REPLICATION_TIMEOUT: Duration = Duration::from_secs(5);
 /// The client that creates the cluster, installed with `redis-server`.
 const CLI: &str = "redis-cli";
 
@@ -240,6 +244,24 @@ impl RedisCluster {
     /// As [`node_for_slot`](Self::node_for_slot).
     pub fn master_of_key(&self, key: &str) -> &RedisProcess {
         self.node_for_slot(key_slot(key.as_bytes()))
+    }
+
+    /// Waits until, for every running master, its replicas (as it lists them) have
+    /// processed all its writes so far, so that a write made before this call
+    /// survives the master's death.
+    ///
+    /// # Panics
+    ///
+    /// If a master does not answer, or a replica does not catch up within a few
+    /// seconds.
+    pub fn wait_for_replication(&self) {
+        for master in self
+            .nodes
+            .iter()
+            .filter(|node| role(node).is_some_and(|(role, _)| role == "master"))
+        {
+            wait_for_replicas_of(master, &self.nodes, REPLICATION_TIMEOUT);
+        }
     }
 
     /// Waits until every running node says `cluster_state:ok` (`CLUSTER INFO`). A

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use super::{IO_TIMEOUT, RedisOptions, RedisProcess, RedisReply, Topology, poll, role};
+use super::{
+    IO_TIMEOUT, RedisOptions, RedisProcess, RedisReply, Topology, poll, role, wait_for_replicas_of,
+};
 
 /// The service name the Sentinels monitor the master under.
 const SERVICE: &str = "tandem";
@@ -12,7 +14,7 @@ const SERVICE: &str = "tandem";
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long [`RedisSentinelGroup::failover`] waits for the new master.
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long `WAIT` waits for the replicas to acknowledge the master's writes.
+/// How long the replicas may take to catch up with the master.
 const REPLICATION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A replicated Redis deployment watched by Sentinel: one master, `replicas` replicas
@@ -174,34 +176,16 @@ impl RedisSentinelGroup {
             .collect()
     }
 
-    /// Waits until every replica that follows the master has acknowledged all the
-    /// master's writes so far (`WAIT`), so that a write made before this call can be
-    /// read on them.
+    /// Waits until every replica of the master (as the master lists them) has
+    /// processed all the master's writes so far, so that a write made before this
+    /// call can be read on them.
     ///
     /// # Panics
     ///
-    /// If the master does not answer, or a running replica that follows it does not
-    /// acknowledge within a few seconds.
+    /// If the master does not answer, or a replica does not catch up within a few
+    /// seconds.
     pub fn wait_for_replication(&self) {
-        let master = self.master();
-        let following = self
-            .servers
-            .iter()
-            .filter(|server| {
-                role(server)
-                    .is_some_and(|(_, of)| of.is_some_and(|(port, _)| port == master.port()))
-            })
-            .count();
-        let wanted = following.to_string();
-        let timeout = REPLICATION_TIMEOUT.as_millis().to_string();
-        let args = ["WAIT", wanted.as_str(), timeout.as_str()];
-        match master.request(&args, REPLICATION_TIMEOUT + IO_TIMEOUT) {
-            Ok(RedisReply::Integer(acknowledged)) if acknowledged >= following as i64 => {}
-            reply => panic!(
-                "WAIT on the master {}: {following} replicas follow it, and it answered {reply:?}",
-                master.address()
-            ),
-        }
+        wait_for_replicas_of(self.master(), &self.servers, REPLICATION_TIMEOUT);
     }
 
     /// Asks a Sentinel for a graceful failover (`SENTINEL FAILOVER tandem`: the
@@ -209,25 +193,56 @@ impl RedisSentinelGroup {
     /// replica) and waits until every Sentinel reports the new master and every
     /// running server follows it. Returns the new master.
     ///
+    /// The Sentinels would make the old master a replica of the new one at their
+    /// next look at it, up to ten seconds later; the kit sends it the same
+    /// `REPLICAOF` at once, so that a test does not wait for that.
+    ///
     /// # Panics
     ///
-    /// If no Sentinel accepts the request, or the failover does not complete within
-    /// a few seconds.
+    /// If no Sentinel accepts the request within a few seconds (the message shows
+    /// their refusals), or the failover does not complete within a few seconds.
     pub fn failover(&self) -> &RedisProcess {
         let old = self.master();
-        let accepted = self.sentinels.iter().any(|sentinel| {
-            sentinel.is_running()
-                && matches!(
-                    sentinel.request(&["SENTINEL", "FAILOVER", SERVICE], IO_TIMEOUT),
-                    Ok(RedisReply::Status(ok)) if ok == "OK"
-                )
+        // A Sentinel refuses while a failover is under way or no replica is fit
+        // to be promoted (one that has just come back, for example): ask again.
+        let mut refusals = Vec::new();
+        let accepted = poll(FAILOVER_TIMEOUT, || {
+            refusals.clear();
+            self.sentinels.iter().find_map(|sentinel| {
+                if !sentinel.is_running() {
+                    return None;
+                }
+                match sentinel.request(&["SENTINEL", "FAILOVER", SERVICE], IO_TIMEOUT) {
+                    Ok(RedisReply::Status(ok)) if ok == "OK" => Some(()),
+                    reply => {
+                        refusals.push(format!("{}: {reply:?}", sentinel.address()));
+                        None
+                    }
+                }
+            })
         });
         assert!(
-            accepted,
-            "no Sentinel of {:?} accepted SENTINEL FAILOVER {SERVICE}",
-            self.sentinel_addrs()
+            accepted.is_some(),
+            "no Sentinel accepted SENTINEL FAILOVER {SERVICE} within {FAILOVER_TIMEOUT:?}:\n  {}",
+            refusals.join("\n  ")
         );
         let new = self.wait_for_master_change(old, FAILOVER_TIMEOUT);
+        // A Sentinel turns the old master into a replica only when it next asks it
+        // for its INFO, which it does every ten seconds: the kit does that at once.
+        let master_port = new.port().to_string();
+        for server in &self.servers {
+            if server.port() != new.port() && role(server).is_some_and(|(role, _)| role == "master")
+            {
+                let args = ["REPLICAOF", "127.0.0.1", master_port.as_str()];
+                match server.request(&args, IO_TIMEOUT) {
+                    Ok(RedisReply::Status(ok)) if ok == "OK" => {}
+                    reply => panic!(
+                        "REPLICAOF 127.0.0.1 {master_port} on the old master {}: {reply:?}",
+                        server.address()
+                    ),
+                }
+            }
+        }
         self.wait_for_replicas_following(new.port(), FAILOVER_TIMEOUT);
         new
     }
