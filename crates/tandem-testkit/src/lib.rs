@@ -18,18 +18,33 @@
 //! plain-text Unix socket of their own ([`RedisProcess::command`]), so it needs no TLS
 //! client and no Redis client crate.
 //!
+//! Replicated deployments are made of such processes. [`RedisSentinelGroup`] starts
+//! a master, its replicas and Sentinels (`redis-server --sentinel`) that watch it
+//! under the service name `tandem` with short timers (a master silent for a second is
+//! down), hands out the Sentinel URL (`redis+sentinel://127.0.0.1:S1,.../tandem`),
+//! finds the current master by asking the Sentinels, waits for the replicas to catch
+//! up (replication offsets), asks for a graceful failover and waits for the one that
+//! follows a killed or paused master. [`RedisCluster`] starts cluster-enabled servers,
+//! makes a
+//! Redis Cluster of them with `redis-cli --cluster create`, hands out its URL
+//! (`redis+cluster://127.0.0.1:P1,...`), tells which master owns a slot or a key
+//! ([`key_slot`]: CRC16 with hash tags, as the servers compute it) and waits for
+//! `cluster_state:ok` and for a replica to take over a dead master's slots. A fault is
+//! injected through the member's [`RedisProcess`].
+//!
 //! Every process is killed and reaped when its handle is dropped, also when the test
 //! panics (a Redis server's temporary directory goes with it), and a server that does
 //! not start makes a panic that says why (for Redis, with the end of its log).
 //!
 //! What it is not: a way to run memcached or Redis in production, or a general process
 //! supervisor; nor a Redis client (its RESP reader does one command per connection,
-//! for setting up and inspecting a test), nor (yet) Redis replication, Sentinel or
-//! Cluster. Every call blocks the calling thread for at most a few seconds and
-//! panics with a message on failure, which is what a test wants and nothing else does.
-//! It needs the `memcached`, `redis-server` and (for Valkey) `valkey-server` binaries
-//! on `PATH` (each only when a test starts one; `scripts/test.sh` installs them) and a Unix system (signals, Unix
-//! sockets; the pause check reads `/proc` on Linux).
+//! for setting up and inspecting a test), nor (yet) a Sentinel group or cluster with
+//! passwords or TLS. Every call blocks the calling thread for at most a few seconds (a
+//! wait, for at most the limit it is given) and panics with a message on failure,
+//! which is what a test wants and nothing else does. It needs the `memcached`,
+//! `redis-server` and (for Valkey) `valkey-server` binaries on `PATH`, and `redis-cli`
+//! for a cluster (each only when a test starts one; `scripts/test.sh` installs them),
+//! and a Unix system (signals, Unix sockets; the pause check reads `/proc` on Linux).
 //!
 //! Beside the processes, the helpers that every test crate of the workspace needs and
 //! that need nothing of Tandem: polling for a condition instead of sleeping
@@ -45,6 +60,22 @@
 //! cluster.node("n2").resume();
 //! cluster.node("n1").restart(); // a fresh, empty memcached on the same port
 //! # let _ = spec;
+//! ```
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tandem_testkit::{RedisCluster, RedisSentinelGroup};
+//!
+//! let group = RedisSentinelGroup::start(2, 3); // a master, 2 replicas, 3 Sentinels
+//! let old = group.master();
+//! old.kill();
+//! let new = group.wait_for_master_change(old, Duration::from_secs(15));
+//!
+//! let cluster = RedisCluster::start(3, 1); // 3 masters, a replica of each
+//! let owner = cluster.master_of_key("{user:42}:cart");
+//! owner.kill();
+//! let heir = cluster.wait_for_failover(owner, Duration::from_secs(15));
+//! # let _ = (new, heir);
 //! ```
 //!
 //! ```no_run
@@ -77,7 +108,10 @@ mod process;
 mod redis;
 mod wait;
 
-pub use redis::{RedisOptions, RedisProcess, RedisReply, RedisServers, TlsFiles, untrusted_ca};
+pub use redis::{
+    RedisCluster, RedisOptions, RedisProcess, RedisReply, RedisSentinelGroup, RedisServers,
+    TlsFiles, key_slot, untrusted_ca,
+};
 
 pub use wait::{
     QUIET_INTERVAL, WAIT_POLL_INTERVAL, wait_until, wait_until_async, wait_until_quiet,

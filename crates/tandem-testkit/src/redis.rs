@@ -21,10 +21,14 @@ use nix::sys::signal::Signal;
 
 use crate::process::{self, TempDir};
 
+mod cluster;
 mod resp;
+mod sentinel;
 mod tls;
 
+pub use cluster::{RedisCluster, key_slot};
 pub use resp::RedisReply;
+pub use sentinel::RedisSentinelGroup;
 pub use tls::{TlsFiles, untrusted_ca};
 
 use resp::Connection;
@@ -54,6 +58,25 @@ const CONFIG_FILE: &str = "redis.conf";
 const LOG_FILE: &str = "redis.log";
 const SOCKET_FILE: &str = "redis.sock";
 const SNAPSHOT_FILE: &str = "dump.rdb";
+/// A cluster node's own record of the cluster, kept across restarts.
+const CLUSTER_CONFIG_FILE: &str = "nodes.conf";
+
+/// What a server is in a replicated deployment; written into its configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Topology {
+    /// A standalone server (or the first master of a Sentinel group).
+    Standalone,
+    /// A replica of the server on `master_port` (`replicaof`).
+    Replica { master_port: u16 },
+    /// A Sentinel monitoring the master on `master_port` as `service`.
+    Sentinel {
+        service: String,
+        master_port: u16,
+        quorum: usize,
+    },
+    /// A cluster-enabled server whose cluster bus listens on `bus_port`.
+    ClusterNode { bus_port: u16 },
+}
 
 /// How a [`RedisProcess`] is configured: authentication, TLS and persistence.
 ///
@@ -195,6 +218,7 @@ pub struct RedisProcess {
     options: RedisOptions,
     tls: Option<Arc<TlsMaterial>>,
     running: Mutex<Option<Child>>,
+    topology: Topology,
     /// Dropped after the process is killed (see `Drop`).
     dir: TempDir,
 }
@@ -226,17 +250,31 @@ impl RedisProcess {
     /// [`start_with`](Self::start_with), with TLS files made once for several
     /// servers.
     fn start_sharing(options: RedisOptions, tls: Option<Arc<TlsMaterial>>) -> RedisProcess {
+        RedisProcess::start_as(options, tls, Topology::Standalone)
+    }
+
+    /// [`start_sharing`](Self::start_sharing) for a member of a replicated
+    /// deployment. A cluster node gets a fresh bus port with every port it tries.
+    fn start_as(
+        options: RedisOptions,
+        tls: Option<Arc<TlsMaterial>>,
+        topology: Topology,
+    ) -> RedisProcess {
         let mut process = RedisProcess {
             port: 0,
             options,
             tls,
             running: Mutex::new(None),
+            topology,
             dir: TempDir::new("redis"),
         };
         let mut failures = Vec::new();
         let mut last_log = String::new();
         for _ in 0..START_ATTEMPTS {
             let port = process::free_port();
+            if let Topology::ClusterNode { bus_port } = &mut process.topology {
+                *bus_port = process::free_port();
+            }
             match process.launch(port) {
                 Ok(child) => {
                     process.port = port;
@@ -250,7 +288,8 @@ impl RedisProcess {
             }
         }
         panic!(
-            "could not start redis-server in {START_ATTEMPTS} attempts:\n  {}\n{last_log}",
+            "could not start {} in {START_ATTEMPTS} attempts:\n  {}\n{last_log}",
+            process.kind(),
             failures.join("\n  ")
         );
     }
@@ -475,6 +514,15 @@ impl RedisProcess {
             .unwrap_or_default()
     }
 
+    /// What the process is, for messages: `redis-server`, or `redis-server
+    /// --sentinel` for a Sentinel.
+    fn kind(&self) -> String {
+        match self.topology {
+            Topology::Sentinel { .. } => format!("{} --sentinel", self.options.binary()),
+            _ => self.options.binary().to_owned(),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Option<Child>> {
         // A panicking test thread must not keep the process from being cleaned up.
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
@@ -515,10 +563,18 @@ impl RedisProcess {
     /// Spawns the server on `port` and waits until this very process answers there.
     fn launch(&self, port: u16) -> Result<Child, LaunchFailure> {
         let dir = self.dir.path();
-        let config = config_text(dir, port, &self.options, self.tls.as_deref());
         let config_path = dir.join(CONFIG_FILE);
-        std::fs::write(&config_path, config)
-            .unwrap_or_else(|error| panic!("cannot write {}: {error}", config_path.display()));
+        // A Sentinel rewrites its configuration with what it learnt (its id, the
+        // current master, the other Sentinels): a restart on the same port keeps it.
+        let keep = matches!(self.topology, Topology::Sentinel { .. })
+            && port == self.port
+            && config_path.is_file();
+        if !keep {
+            let mut config = config_text(dir, port, &self.options, self.tls.as_deref());
+            config.push_str(&topology_text(&self.topology));
+            std::fs::write(&config_path, config)
+                .unwrap_or_else(|error| panic!("cannot write {}: {error}", config_path.display()));
+        }
         let _ = std::fs::remove_file(self.socket_path());
         let log_path = dir.join(LOG_FILE);
         let log = File::options()
@@ -531,8 +587,12 @@ impl RedisProcess {
             .try_clone()
             .unwrap_or_else(|error| panic!("cannot share {}: {error}", log_path.display()));
         let binary = self.options.binary();
-        let mut child = Command::new(binary)
-            .arg(&config_path)
+        let mut command = Command::new(binary);
+        command.arg(&config_path);
+        if matches!(self.topology, Topology::Sentinel { .. }) {
+            command.arg("--sentinel");
+        }
+        let mut child = command
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(log)
@@ -750,6 +810,111 @@ impl RedisServers {
     }
 }
 
+/// Polls `probe` every [`process::POLL_INTERVAL`] (at least) until it gives a value
+/// or `limit` has passed; the probe runs once more at the limit.
+fn poll<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(POLL_PAUSE);
+    }
+}
+
+/// The pause between two checks of a replicated deployment: each check asks
+/// several servers, and a failover takes seconds.
+const POLL_PAUSE: Duration = Duration::from_millis(50);
+
+/// The `ROLE` of a server: `master`, or `slave` with the port of its master and the
+/// state of its link (`connected` once it has loaded the master's data); `None` if
+/// it is not running or does not answer.
+fn role(server: &RedisProcess) -> Option<(String, Option<(u16, String)>)> {
+    if !server.is_running() {
+        return None;
+    }
+    let RedisReply::Array(fields) = server.request(&["ROLE"], IO_TIMEOUT).ok()? else {
+        return None;
+    };
+    let role = fields.first()?.as_str()?.to_owned();
+    let master = (role == "slave")
+        .then(|| {
+            let port = match fields.get(2)? {
+                RedisReply::Integer(port) => u16::try_from(*port).ok()?,
+                _ => return None,
+            };
+            Some((port, fields.get(3)?.as_str()?.to_owned()))
+        })
+        .flatten();
+    Some((role, master))
+}
+
+/// Waits until every replica `master` lists (`ROLE`) has processed the master's
+/// replication stream up to where it was at the call (the replica's own `ROLE`
+/// offset), so that a write made before the call can be read on them. `members` are
+/// the servers the replicas are looked up among, by port.
+///
+/// `WAIT` would not do: the kit sends each command on a fresh connection, which has
+/// written nothing for `WAIT` to wait for.
+///
+/// # Panics
+///
+/// If the master does not answer, or a replica does not catch up within `timeout`.
+fn wait_for_replicas_of(master: &RedisProcess, members: &[RedisProcess], timeout: Duration) {
+    let reply = master.request(&["ROLE"], IO_TIMEOUT);
+    let (offset, replicas) = match &reply {
+        Ok(RedisReply::Array(fields))
+            if fields.first().and_then(RedisReply::as_str) == Some("master") =>
+        {
+            let offset = match fields.get(1) {
+                Some(RedisReply::Integer(offset)) => *offset,
+                _ => panic!("ROLE of the master {}: {reply:?}", master.address()),
+            };
+            let replicas: Vec<u16> = match fields.get(2) {
+                Some(RedisReply::Array(replicas)) => replicas
+                    .iter()
+                    .filter_map(|replica| match replica {
+                        RedisReply::Array(addr) => addr.get(1)?.as_str()?.parse().ok(),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            (offset, replicas)
+        }
+        _ => panic!("ROLE of the master {}: {reply:?}", master.address()),
+    };
+    let behind = |port: &u16| {
+        let caught_up = members
+            .iter()
+            .find(|member| member.port() == *port)
+            .and_then(
+                |replica| match replica.request(&["ROLE"], IO_TIMEOUT).ok()? {
+                    RedisReply::Array(fields) => match fields.get(4)? {
+                        RedisReply::Integer(processed) => Some(*processed >= offset),
+                        _ => None,
+                    },
+                    _ => None,
+                },
+            );
+        caught_up != Some(true)
+    };
+    if poll(timeout, || (!replicas.iter().any(behind)).then_some(())).is_none() {
+        let behind: Vec<u16> = replicas
+            .iter()
+            .copied()
+            .filter(|port| behind(port))
+            .collect();
+        panic!(
+            "the replicas on ports {behind:?} of the master {} did not reach its replication offset {offset} within {timeout:?}",
+            master.address()
+        );
+    }
+}
+
 /// Sends the `AUTH` of `options`, if any, on `connection`.
 fn authenticated<S: io::Read + io::Write>(
     mut connection: Connection<S>,
@@ -832,6 +997,44 @@ fn config_text(dir: &Path, port: u16, options: &RedisOptions, tls: Option<&TlsMa
     }
     config
 }
+
+/// The configuration lines of a member of a replicated deployment, with short timers
+/// so that a test sees a failure handled within a few seconds.
+fn topology_text(topology: &Topology) -> String {
+    // A replica loads the master's data over the socket at once, without waiting
+    // for more replicas to join the transfer.
+    let sync = "repl-diskless-sync yes\nrepl-diskless-sync-delay 0\n";
+    match topology {
+        Topology::Standalone => sync.to_owned(),
+        Topology::Replica { master_port } => {
+            format!("{sync}replicaof 127.0.0.1 {master_port}\n")
+        }
+        Topology::Sentinel {
+            service,
+            master_port,
+            quorum,
+        } => format!(
+            "sentinel monitor {service} 127.0.0.1 {master_port} {quorum}\n\
+             sentinel down-after-milliseconds {service} {SENTINEL_DOWN_AFTER_MS}\n\
+             sentinel failover-timeout {service} {SENTINEL_FAILOVER_TIMEOUT_MS}\n\
+             sentinel parallel-syncs {service} 16\n"
+        ),
+        Topology::ClusterNode { bus_port } => format!(
+            "{sync}cluster-enabled yes\n\
+             cluster-config-file {CLUSTER_CONFIG_FILE}\n\
+             cluster-node-timeout {CLUSTER_NODE_TIMEOUT_MS}\n\
+             cluster-port {bus_port}\n\
+             cluster-replica-validity-factor 0\n"
+        ),
+    }
+}
+
+/// How long a master may not answer before a Sentinel thinks it down.
+const SENTINEL_DOWN_AFTER_MS: u64 = 1000;
+/// A Sentinel's bound on one failover, and its wait before trying another.
+const SENTINEL_FAILOVER_TIMEOUT_MS: u64 = 3000;
+/// How long a cluster node may not answer before the others think it failing.
+const CLUSTER_NODE_TIMEOUT_MS: u64 = 1000;
 
 /// `text` as a double-quoted configuration argument: `\`, `"` and every byte that is
 /// not printable ASCII escaped.
@@ -963,6 +1166,35 @@ mod tests {
         let both = config_text(dir, 7000, &both, None);
         assert!(!both.contains("user default off"), "{both}");
         assert!(both.contains("\nrequirepass \"other\"\n"), "{both}");
+    }
+
+    #[test]
+    fn members_of_replicated_deployments_are_configured_for_their_role() {
+        let replica = topology_text(&Topology::Replica { master_port: 7000 });
+        assert!(
+            replica.contains("\nreplicaof 127.0.0.1 7000\n"),
+            "{replica}"
+        );
+        let sentinel = topology_text(&Topology::Sentinel {
+            service: "tandem".to_owned(),
+            master_port: 7000,
+            quorum: 2,
+        });
+        assert!(
+            sentinel.starts_with("sentinel monitor tandem 127.0.0.1 7000 2\n"),
+            "{sentinel}"
+        );
+        assert!(
+            sentinel.contains("\nsentinel down-after-milliseconds tandem 1000\n"),
+            "{sentinel}"
+        );
+        let node = topology_text(&Topology::ClusterNode { bus_port: 17000 });
+        assert!(node.contains("\ncluster-enabled yes\n"), "{node}");
+        assert!(node.contains("\ncluster-port 17000\n"), "{node}");
+        assert!(
+            node.contains("\ncluster-config-file nodes.conf\n"),
+            "{node}"
+        );
     }
 
     #[test]

@@ -1,0 +1,429 @@
+//! A Redis Cluster: cluster-enabled servers that share the 16384 hash slots.
+
+use std::ops::RangeInclusive;
+use std::process::Command;
+use std::time::Duration;
+
+use super::{
+    IO_TIMEOUT, RedisOptions, RedisProcess, RedisReply, Topology, poll, role, wait_for_replicas_of,
+};
+
+/// The number of hash slots of a Redis Cluster.
+const SLOTS: u16 = 16384;
+/// How long a new cluster may take to agree on its slots and sync its replicas.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the replicas may take to catch up with their master.
+const REPLICATION_TIMEOUT: Duration = Duration::from_secs(5);
+/// The client that creates the cluster, installed with `redis-server`.
+const CLI: &str = "redis-cli";
+
+/// The hash slot of `key` in a Redis Cluster: the CRC16 (XMODEM) of the key modulo
+/// 16384, where only the hash tag counts if the key has one (the text between the
+/// first `{` and the first `}` after it, when it is not empty), so that keys with
+/// the same tag share a slot.
+///
+/// ```
+/// use tandem_testkit::key_slot;
+///
+/// assert_eq!(key_slot(b"123456789"), 0x31C3 % 16384);
+/// assert_eq!(key_slot(b"{user1}.name"), key_slot(b"user1"));
+/// assert_eq!(key_slot(b"{}x"), key_slot(b"{}x")); // an empty tag does not count
+/// ```
+pub fn key_slot(key: &[u8]) -> u16 {
+    let hashed = key
+        .iter()
+        .position(|&byte| byte == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            let close = rest.iter().position(|&byte| byte == b'}')?;
+            (close > 0).then(|| &rest[..close])
+        })
+        .unwrap_or(key);
+    crc16_xmodem(hashed) % SLOTS
+}
+
+/// CRC-16/XMODEM: polynomial 0x1021, initial value 0, no reflection.
+fn crc16_xmodem(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in bytes {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// A node as `CLUSTER NODES` describes it.
+#[derive(Debug)]
+struct NodeLine {
+    port: u16,
+    master: bool,
+    failed: bool,
+    slots: Vec<RangeInclusive<u16>>,
+}
+
+/// A Redis Cluster of cluster-enabled [`RedisProcess`]es (`cluster-enabled yes`,
+/// each with its cluster bus on a second free port), made with `redis-cli --cluster
+/// create`: `masters` masters sharing the 16384 hash slots and
+/// `replicas_per_master` replicas of each.
+///
+/// A node that does not answer for a second is failing (`cluster-node-timeout
+/// 1000`), and a replica takes over from a failed master however far behind it is
+/// (`cluster-replica-validity-factor 0`). A fault is injected through the node's
+/// process ([`RedisProcess::kill`], [`RedisProcess::pause`]); a restarted node keeps
+/// its cluster configuration (`nodes.conf` in its directory) and rejoins.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tandem_testkit::RedisCluster;
+///
+/// let cluster = RedisCluster::start(3, 1);
+/// let url = cluster.url(); // "redis+cluster://127.0.0.1:P1,127.0.0.1:P2,..."
+/// let master = cluster.master_of_key("user:{42}");
+/// master.kill();
+/// let heir = cluster.wait_for_failover(master, Duration::from_secs(15));
+/// assert_ne!(heir.port(), master.port());
+/// # let _ = url;
+/// ```
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisProcess>,
+}
+
+impl RedisCluster {
+    /// Starts and creates a plain-text cluster, and waits until every node says
+    /// `cluster_state:ok` and every replica is in sync with its master.
+    ///
+    /// # Panics
+    ///
+    /// As [`start_with`](Self::start_with).
+    pub fn start(masters: usize, replicas_per_master: usize) -> RedisCluster {
+        RedisCluster::start_with(masters, replicas_per_master, RedisOptions::default())
+    }
+
+    /// [`start`](Self::start) with every node configured by `options` (for example
+    /// [`valkey`](RedisOptions::valkey)).
+    ///
+    /// # Panics
+    ///
+    /// If `masters` is less than three (the least `redis-cli` makes a cluster of),
+    /// `options` ask for a password, an ACL user or TLS (not supported in a cluster
+    /// yet), a node cannot be started, `redis-cli --cluster create` fails, or the
+    /// cluster does not settle within a few seconds.
+    pub fn start_with(
+        masters: usize,
+        replicas_per_master: usize,
+        options: RedisOptions,
+    ) -> RedisCluster {
+        assert!(masters >= 3, "a Redis Cluster needs at least three masters");
+        assert!(
+            options.auth().is_none() && !options.is_tls(),
+            "RedisCluster does not support passwords, ACL users or TLS yet: {options:?}"
+        );
+        let count = masters * (1 + replicas_per_master);
+        let nodes: Vec<RedisProcess> = (0..count)
+            .map(|_| {
+                RedisProcess::start_as(options.clone(), None, Topology::ClusterNode { bus_port: 0 })
+            })
+            .collect();
+        let mut args = vec!["--cluster".to_owned(), "create".to_owned()];
+        args.extend(nodes.iter().map(RedisProcess::address));
+        args.extend([
+            "--cluster-replicas".to_owned(),
+            replicas_per_master.to_string(),
+            "--cluster-yes".to_owned(),
+        ]);
+        let output = Command::new(CLI)
+            .args(&args)
+            .output()
+            .unwrap_or_else(|error| {
+                panic!(
+                    "cannot run {CLI} ({error}); it comes with redis-server (Debian: redis-tools)"
+                )
+            });
+        assert!(
+            output.status.success(),
+            "{CLI} {} failed ({}):\n{}{}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let cluster = RedisCluster { nodes };
+        cluster.wait_for_state_ok(SETTLE_TIMEOUT);
+        let synced = poll(SETTLE_TIMEOUT, || {
+            cluster
+                .nodes
+                .iter()
+                .filter_map(role)
+                .filter_map(|(_, of)| of)
+                .filter(|(_, link)| link == "connected")
+                .count()
+                .eq(&(masters * replicas_per_master))
+                .then_some(())
+        });
+        synced.unwrap_or_else(|| {
+            panic!("the replicas of the cluster did not sync within {SETTLE_TIMEOUT:?}")
+        });
+        cluster
+    }
+
+    /// The URL a cluster-aware client connects with:
+    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,...`, every node in start order.
+    pub fn url(&self) -> String {
+        let addrs: Vec<String> = self.nodes.iter().map(RedisProcess::address).collect();
+        format!("redis+cluster://{}", addrs.join(","))
+    }
+
+    /// Every node, whatever its role now, in start order.
+    pub fn nodes(&self) -> &[RedisProcess] {
+        &self.nodes
+    }
+
+    /// The current masters that own slots, in start order, as the first node that
+    /// answers sees them (`CLUSTER NODES`): a master the cluster marked failed is
+    /// not one, even before a replica took its slots.
+    ///
+    /// # Panics
+    ///
+    /// If no node answers.
+    pub fn masters(&self) -> Vec<&RedisProcess> {
+        let view = self.view();
+        self.nodes
+            .iter()
+            .filter(|node| {
+                view.iter().any(|line| {
+                    line.port == node.port()
+                        && line.master
+                        && !line.failed
+                        && !line.slots.is_empty()
+                })
+            })
+            .collect()
+    }
+
+    /// The slot ranges `node` owns, as the first node that answers sees them
+    /// (`CLUSTER NODES`); empty for a replica.
+    ///
+    /// # Panics
+    ///
+    /// If no node answers.
+    pub fn slots_of(&self, node: &RedisProcess) -> Vec<RangeInclusive<u16>> {
+        self.view()
+            .into_iter()
+            .find(|line| line.port == node.port())
+            .map(|line| line.slots)
+            .unwrap_or_default()
+    }
+
+    /// The node that owns `slot`, as the first node that answers sees it.
+    ///
+    /// # Panics
+    ///
+    /// If `slot` is not below 16384, no node answers, or no node owns the slot.
+    pub fn node_for_slot(&self, slot: u16) -> &RedisProcess {
+        assert!(slot < SLOTS, "slot {slot} is not below {SLOTS}");
+        let view = self.view();
+        let port = view
+            .iter()
+            .find(|line| line.slots.iter().any(|range| range.contains(&slot)))
+            .map(|line| line.port)
+            .unwrap_or_else(|| panic!("no node of the cluster owns slot {slot}: {view:?}"));
+        self.node_on(port)
+    }
+
+    /// The master that owns the slot of `key` ([`key_slot`]).
+    ///
+    /// # Panics
+    ///
+    /// As [`node_for_slot`](Self::node_for_slot).
+    pub fn master_of_key(&self, key: &str) -> &RedisProcess {
+        self.node_for_slot(key_slot(key.as_bytes()))
+    }
+
+    /// Waits until, for every running master, its replicas (as it lists them) have
+    /// processed all its writes so far, so that a write made before this call
+    /// survives the master's death.
+    ///
+    /// # Panics
+    ///
+    /// If a master does not answer, or a replica does not catch up within a few
+    /// seconds.
+    pub fn wait_for_replication(&self) {
+        for master in self
+            .nodes
+            .iter()
+            .filter(|node| role(node).is_some_and(|(role, _)| role == "master"))
+        {
+            wait_for_replicas_of(master, &self.nodes, REPLICATION_TIMEOUT);
+        }
+    }
+
+    /// Waits until every running node says `cluster_state:ok` (`CLUSTER INFO`). A
+    /// paused node does not answer, so it keeps this waiting.
+    ///
+    /// # Panics
+    ///
+    /// If that does not happen within `timeout`.
+    pub fn wait_for_state_ok(&self, timeout: Duration) {
+        let ok = poll(timeout, || {
+            self.nodes
+                .iter()
+                .filter(|node| node.is_running())
+                .all(|node| {
+                    node.request(&["CLUSTER", "INFO"], IO_TIMEOUT)
+                        .ok()
+                        .and_then(|info| {
+                            info.as_str()
+                                .map(|info| info.contains("cluster_state:ok\r\n"))
+                        })
+                        .unwrap_or(false)
+                })
+                .then_some(())
+        });
+        ok.unwrap_or_else(|| {
+            panic!("the cluster did not reach cluster_state:ok on every running node within {timeout:?}")
+        });
+    }
+
+    /// Waits until another node owns the slots `old` owned (a replica of it took
+    /// over, after `old` was killed or paused), that node says it is a master, and
+    /// every running node says `cluster_state:ok`; returns the new owner.
+    ///
+    /// # Panics
+    ///
+    /// If `old` owns no slots (as the cluster sees it at the call), or that does not
+    /// happen within `timeout`.
+    pub fn wait_for_failover(&self, old: &RedisProcess, timeout: Duration) -> &RedisProcess {
+        let slots = self.slots_of(old);
+        let Some(first) = slots.first().map(|range| *range.start()) else {
+            panic!("{} owns no slots of the cluster", old.address());
+        };
+        let heir = poll(timeout, || {
+            let view = self.view_from_others(old)?;
+            let owner = view
+                .iter()
+                .find(|line| line.slots.iter().any(|range| range.contains(&first)))?;
+            let heir = self.node_on(owner.port);
+            (heir.port() != old.port() && role(heir).is_some_and(|(role, _)| role == "master"))
+                .then_some(heir)
+        });
+        let heir = heir.unwrap_or_else(|| {
+            panic!(
+                "no other node took the slots of {} within {timeout:?}",
+                old.address()
+            )
+        });
+        self.wait_for_state_ok(timeout);
+        heir
+    }
+
+    /// `CLUSTER NODES` of the first running node that answers.
+    fn view(&self) -> Vec<NodeLine> {
+        self.nodes
+            .iter()
+            .find_map(node_lines)
+            .unwrap_or_else(|| panic!("no node of the cluster answers CLUSTER NODES"))
+    }
+
+    /// `CLUSTER NODES` of the first running node but `old` that answers.
+    fn view_from_others(&self, old: &RedisProcess) -> Option<Vec<NodeLine>> {
+        self.nodes
+            .iter()
+            .filter(|node| node.port() != old.port())
+            .find_map(node_lines)
+    }
+
+    fn node_on(&self, port: u16) -> &RedisProcess {
+        self.nodes
+            .iter()
+            .find(|node| node.port() == port)
+            .unwrap_or_else(|| {
+                panic!("the cluster names a node on port {port} that it did not start")
+            })
+    }
+}
+
+/// `node`'s `CLUSTER NODES`, parsed; `None` if it is not running or does not answer.
+fn node_lines(node: &RedisProcess) -> Option<Vec<NodeLine>> {
+    if !node.is_running() {
+        return None;
+    }
+    let reply = node.request(&["CLUSTER", "NODES"], IO_TIMEOUT).ok()?;
+    let RedisReply::Bulk(_) = reply else {
+        return None;
+    };
+    Some(
+        reply
+            .as_str()?
+            .lines()
+            .filter_map(parse_node_line)
+            .collect(),
+    )
+}
+
+/// `<id> <ip:port@bus[,hostname]> <flags> <master> <ping> <pong> <epoch> <link>
+/// <slot or range>...`; importing and migrating slots (`[...]`) are left out.
+fn parse_node_line(line: &str) -> Option<NodeLine> {
+    let fields: Vec<&str> = line.split(' ').collect();
+    let addr = fields.get(1)?;
+    let port = addr.split('@').next()?.rsplit(':').next()?.parse().ok()?;
+    let flags: Vec<&str> = fields.get(2)?.split(',').collect();
+    let slots = fields
+        .get(8..)
+        .unwrap_or_default()
+        .iter()
+        .filter(|slot| !slot.starts_with('['))
+        .filter_map(|slot| match slot.split_once('-') {
+            Some((start, end)) => Some(start.parse().ok()?..=end.parse().ok()?),
+            None => slot.parse().ok().map(|slot| slot..=slot),
+        })
+        .collect();
+    Some(NodeLine {
+        port,
+        master: flags.contains(&"master"),
+        failed: flags.contains(&"fail"),
+        slots,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_crc_is_xmodem() {
+        // The check value of CRC-16/XMODEM.
+        assert_eq!(crc16_xmodem(b"123456789"), 0x31C3);
+        assert_eq!(crc16_xmodem(b""), 0);
+    }
+
+    #[test]
+    fn only_a_non_empty_hash_tag_is_hashed() {
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), crc16_xmodem(b"foo{}{bar}") % SLOTS);
+        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
+        assert_eq!(key_slot(b"foo{bar}{zap}"), key_slot(b"bar"));
+        assert_eq!(key_slot(b"no{close"), crc16_xmodem(b"no{close") % SLOTS);
+    }
+
+    #[test]
+    fn node_lines_parse() {
+        let master = parse_node_line(
+            "07c3 127.0.0.1:30004@31004,host master - 0 1426238317239 4 connected 0-100 200 [300->-abc]",
+        )
+        .unwrap();
+        assert_eq!(master.port, 30004);
+        assert!(master.master && !master.failed);
+        assert_eq!(master.slots, [0..=100, 200..=200]);
+        let failed =
+            parse_node_line("67ed 127.0.0.1:30002@31002 myself,master,fail - 0 0 2 disconnected")
+                .unwrap();
+        assert!(failed.master && failed.failed && failed.slots.is_empty());
+    }
+}
