@@ -22,15 +22,21 @@ use nix::sys::signal::Signal;
 use crate::process::{self, TempDir};
 
 mod cluster;
+mod config;
+mod replication;
 mod resp;
 mod sentinel;
+mod servers;
 mod tls;
 
 pub use cluster::{RedisCluster, key_slot};
 pub use resp::RedisReply;
 pub use sentinel::RedisSentinelGroup;
+pub use servers::RedisServers;
 pub use tls::{TlsFiles, untrusted_ca};
 
+use config::{Topology, config_text, percent_encoded, topology_text};
+use replication::{poll, role, wait_for_replicas_of};
 use resp::Connection;
 use tls::TlsMaterial;
 
@@ -60,23 +66,6 @@ const SOCKET_FILE: &str = "redis.sock";
 const SNAPSHOT_FILE: &str = "dump.rdb";
 /// A cluster node's own record of the cluster, kept across restarts.
 const CLUSTER_CONFIG_FILE: &str = "nodes.conf";
-
-/// What a server is in a replicated deployment; written into its configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Topology {
-    /// A standalone server (or the first master of a Sentinel group).
-    Standalone,
-    /// A replica of the server on `master_port` (`replicaof`).
-    Replica { master_port: u16 },
-    /// A Sentinel monitoring the master on `master_port` as `service`.
-    Sentinel {
-        service: String,
-        master_port: u16,
-        quorum: usize,
-    },
-    /// A cluster-enabled server whose cluster bus listens on `bus_port`.
-    ClusterNode { bus_port: u16 },
-}
 
 /// How a [`RedisProcess`] is configured: authentication, TLS and persistence.
 ///
@@ -710,211 +699,6 @@ impl std::fmt::Debug for RedisProcess {
     }
 }
 
-/// Several independent standalone [`RedisProcess`]es with the same options, named
-/// `r1`, `r2`, ... in start order. TLS servers share one set of [`TlsFiles`], so a
-/// client trusts all of them with one CA.
-///
-/// ```no_run
-/// use tandem_testkit::RedisServers;
-///
-/// let servers = RedisServers::start(2);
-/// let spec = servers.node_spec(); // "r1=redis://127.0.0.1:PORT1,r2=redis://127.0.0.1:PORT2"
-/// servers.node("r2").pause(); // r2 now hangs every request
-/// servers.node("r2").resume();
-/// # let _ = spec;
-/// ```
-#[derive(Debug)]
-pub struct RedisServers {
-    processes: Vec<RedisProcess>,
-}
-
-impl RedisServers {
-    /// Starts `count` plain-text servers, each on its own free port.
-    ///
-    /// # Panics
-    ///
-    /// As [`start_with`](Self::start_with).
-    pub fn start(count: usize) -> RedisServers {
-        RedisServers::start_with(count, RedisOptions::default())
-    }
-
-    /// Starts `count` servers configured by `options`, each on its own free port.
-    ///
-    /// # Panics
-    ///
-    /// If `count` is zero or a server cannot be started (see
-    /// [`RedisProcess::start_with`]).
-    pub fn start_with(count: usize, options: RedisOptions) -> RedisServers {
-        assert!(count > 0, "RedisServers needs at least one server");
-        let tls = options.is_tls().then(TlsMaterial::generate);
-        RedisServers {
-            processes: (0..count)
-                .map(|_| RedisProcess::start_sharing(options.clone(), tls.clone()))
-                .collect(),
-        }
-    }
-
-    /// The node spec: `r1=URL1,r2=URL2,...`, each URL as [`RedisProcess::url`] has it.
-    pub fn node_spec(&self) -> String {
-        self.processes
-            .iter()
-            .enumerate()
-            .map(|(index, process)| format!("r{}={}", index + 1, process.url()))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    /// The node ids, `r1` to `rN`.
-    pub fn ids(&self) -> Vec<String> {
-        (1..=self.processes.len())
-            .map(|number| format!("r{number}"))
-            .collect()
-    }
-
-    /// The process of node `id` (`"r1"` is the first).
-    ///
-    /// # Panics
-    ///
-    /// If there is no node `id`.
-    pub fn node(&self, id: &str) -> &RedisProcess {
-        id.strip_prefix('r')
-            .and_then(|number| number.parse::<usize>().ok())
-            .and_then(|number| number.checked_sub(1))
-            .and_then(|index| self.processes.get(index))
-            .unwrap_or_else(|| {
-                panic!(
-                    "the Redis servers have no node {id:?}; their nodes are {:?}",
-                    self.ids()
-                )
-            })
-    }
-
-    /// All processes, `r1` first.
-    pub fn processes(&self) -> &[RedisProcess] {
-        &self.processes
-    }
-
-    /// The TLS files all the servers share; `None` for plain-text servers.
-    pub fn tls_files(&self) -> Option<&TlsFiles> {
-        self.processes[0].tls_files()
-    }
-
-    /// The number of servers.
-    pub fn len(&self) -> usize {
-        self.processes.len()
-    }
-
-    /// Always `false`: there is at least one server.
-    pub fn is_empty(&self) -> bool {
-        self.processes.is_empty()
-    }
-}
-
-/// Polls `probe` every [`process::POLL_INTERVAL`] (at least) until it gives a value
-/// or `limit` has passed; the probe runs once more at the limit.
-fn poll<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = probe() {
-            return Some(value);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(POLL_PAUSE);
-    }
-}
-
-/// The pause between two checks of a replicated deployment: each check asks
-/// several servers, and a failover takes seconds.
-const POLL_PAUSE: Duration = Duration::from_millis(50);
-
-/// The `ROLE` of a server: `master`, or `slave` with the port of its master and the
-/// state of its link (`connected` once it has loaded the master's data); `None` if
-/// it is not running or does not answer.
-fn role(server: &RedisProcess) -> Option<(String, Option<(u16, String)>)> {
-    if !server.is_running() {
-        return None;
-    }
-    let RedisReply::Array(fields) = server.request(&["ROLE"], IO_TIMEOUT).ok()? else {
-        return None;
-    };
-    let role = fields.first()?.as_str()?.to_owned();
-    let master = (role == "slave")
-        .then(|| {
-            let port = match fields.get(2)? {
-                RedisReply::Integer(port) => u16::try_from(*port).ok()?,
-                _ => return None,
-            };
-            Some((port, fields.get(3)?.as_str()?.to_owned()))
-        })
-        .flatten();
-    Some((role, master))
-}
-
-/// Waits until every replica `master` lists (`ROLE`) has processed the master's
-/// replication stream up to where it was at the call (the replica's own `ROLE`
-/// offset), so that a write made before the call can be read on them. `members` are
-/// the servers the replicas are looked up among, by port.
-///
-/// `WAIT` would not do: the kit sends each command on a fresh connection, which has
-/// written nothing for `WAIT` to wait for.
-///
-/// # Panics
-///
-/// If the master does not answer, or a replica does not catch up within `timeout`.
-fn wait_for_replicas_of(master: &RedisProcess, members: &[RedisProcess], timeout: Duration) {
-    let reply = master.request(&["ROLE"], IO_TIMEOUT);
-    let (offset, replicas) = match &reply {
-        Ok(RedisReply::Array(fields))
-            if fields.first().and_then(RedisReply::as_str) == Some("master") =>
-        {
-            let offset = match fields.get(1) {
-                Some(RedisReply::Integer(offset)) => *offset,
-                _ => panic!("ROLE of the master {}: {reply:?}", master.address()),
-            };
-            let replicas: Vec<u16> = match fields.get(2) {
-                Some(RedisReply::Array(replicas)) => replicas
-                    .iter()
-                    .filter_map(|replica| match replica {
-                        RedisReply::Array(addr) => addr.get(1)?.as_str()?.parse().ok(),
-                        _ => None,
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            };
-            (offset, replicas)
-        }
-        _ => panic!("ROLE of the master {}: {reply:?}", master.address()),
-    };
-    let behind = |port: &u16| {
-        let caught_up = members
-            .iter()
-            .find(|member| member.port() == *port)
-            .and_then(
-                |replica| match replica.request(&["ROLE"], IO_TIMEOUT).ok()? {
-                    RedisReply::Array(fields) => match fields.get(4)? {
-                        RedisReply::Integer(processed) => Some(*processed >= offset),
-                        _ => None,
-                    },
-                    _ => None,
-                },
-            );
-        caught_up != Some(true)
-    };
-    if poll(timeout, || (!replicas.iter().any(behind)).then_some(())).is_none() {
-        let behind: Vec<u16> = replicas
-            .iter()
-            .copied()
-            .filter(|port| behind(port))
-            .collect();
-        panic!(
-            "the replicas on ports {behind:?} of the master {} did not reach its replication offset {offset} within {timeout:?}",
-            master.address()
-        );
-    }
-}
-
 /// Sends the `AUTH` of `options`, if any, on `connection`.
 fn authenticated<S: io::Read + io::Write>(
     mut connection: Connection<S>,
@@ -932,140 +716,6 @@ fn authenticated<S: io::Read + io::Write>(
         }
     }
     Ok(connection)
-}
-
-/// The configuration file of a server in `dir` listening on `port`.
-fn config_text(dir: &Path, port: u16, options: &RedisOptions, tls: Option<&TlsMaterial>) -> String {
-    let path = |name: &str| quoted(&dir.join(name).to_string_lossy());
-    let mut config = String::from("# Written by tandem-testkit for one test server.\n");
-    let mut line = |text: String| {
-        config.push_str(&text);
-        config.push('\n');
-    };
-    line("bind 127.0.0.1".to_owned());
-    match tls {
-        None => line(format!("port {port}")),
-        Some(_) => {
-            line("port 0".to_owned());
-            line(format!("tls-port {port}"));
-        }
-    }
-    line(format!("unixsocket {}", path(SOCKET_FILE)));
-    line("unixsocketperm 700".to_owned());
-    line("daemonize no".to_owned());
-    line("supervised no".to_owned());
-    // Everything the server prints goes to standard output, which is the log file.
-    line("logfile \"\"".to_owned());
-    line("always-show-logo no".to_owned());
-    line(format!("dir {}", quoted(&dir.to_string_lossy())));
-    line(format!("dbfilename {SNAPSHOT_FILE}"));
-    // Snapshots only when a test asks for one, even with persistence.
-    line("save \"\"".to_owned());
-    line("appendonly no".to_owned());
-    line("enable-debug-command local".to_owned());
-    if let Some(password) = &options.password {
-        line(format!("requirepass {}", quoted(password)));
-    }
-    if let Some((name, password)) = &options.user {
-        if options.password.is_none() {
-            line("user default off".to_owned());
-        }
-        line(format!(
-            "user {} on {} ~* &* +@all",
-            quoted(name),
-            quoted(&format!(">{password}"))
-        ));
-    }
-    if let Some(tls) = tls {
-        line(format!(
-            "tls-cert-file {}",
-            quoted(&tls.server_cert().to_string_lossy())
-        ));
-        line(format!(
-            "tls-key-file {}",
-            quoted(&tls.server_key().to_string_lossy())
-        ));
-        line(format!(
-            "tls-ca-cert-file {}",
-            quoted(&tls.files().ca_cert.to_string_lossy())
-        ));
-        let client_auth = options.tls == Tls::ClientAuth;
-        line(format!(
-            "tls-auth-clients {}",
-            if client_auth { "yes" } else { "no" }
-        ));
-    }
-    config
-}
-
-/// The configuration lines of a member of a replicated deployment, with short timers
-/// so that a test sees a failure handled within a few seconds.
-fn topology_text(topology: &Topology) -> String {
-    // A replica loads the master's data over the socket at once, without waiting
-    // for more replicas to join the transfer.
-    let sync = "repl-diskless-sync yes\nrepl-diskless-sync-delay 0\n";
-    match topology {
-        Topology::Standalone => sync.to_owned(),
-        Topology::Replica { master_port } => {
-            format!("{sync}replicaof 127.0.0.1 {master_port}\n")
-        }
-        Topology::Sentinel {
-            service,
-            master_port,
-            quorum,
-        } => format!(
-            "sentinel monitor {service} 127.0.0.1 {master_port} {quorum}\n\
-             sentinel down-after-milliseconds {service} {SENTINEL_DOWN_AFTER_MS}\n\
-             sentinel failover-timeout {service} {SENTINEL_FAILOVER_TIMEOUT_MS}\n\
-             sentinel parallel-syncs {service} 16\n"
-        ),
-        Topology::ClusterNode { bus_port } => format!(
-            "{sync}cluster-enabled yes\n\
-             cluster-config-file {CLUSTER_CONFIG_FILE}\n\
-             cluster-node-timeout {CLUSTER_NODE_TIMEOUT_MS}\n\
-             cluster-port {bus_port}\n\
-             cluster-replica-validity-factor 0\n"
-        ),
-    }
-}
-
-/// How long a master may not answer before a Sentinel thinks it down.
-const SENTINEL_DOWN_AFTER_MS: u64 = 1000;
-/// A Sentinel's bound on one failover, and its wait before trying another.
-const SENTINEL_FAILOVER_TIMEOUT_MS: u64 = 3000;
-/// How long a cluster node may not answer before the others think it failing.
-const CLUSTER_NODE_TIMEOUT_MS: u64 = 1000;
-
-/// `text` as a double-quoted configuration argument: `\`, `"` and every byte that is
-/// not printable ASCII escaped.
-fn quoted(text: &str) -> String {
-    let mut out = String::from("\"");
-    for &byte in text.as_bytes() {
-        match byte {
-            b'\\' => out.push_str("\\\\"),
-            b'"' => out.push_str("\\\""),
-            b' '..=b'~' => out.push(char::from(byte)),
-            _ => {
-                let _ = write!(out, "\\x{byte:02x}");
-            }
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// `text` percent-encoded for the user-information part of a URL: everything but
-/// the unreserved characters escaped.
-fn percent_encoded(text: &str) -> String {
-    let mut out = String::new();
-    for &byte in text.as_bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            let _ = write!(out, "%{byte:02X}");
-        }
-    }
-    out
 }
 
 /// The last lines of what the log at `path` gained from byte `start` on.
@@ -1125,76 +775,6 @@ mod tests {
         let other =
             spawn_failure_message(BINARY, &io::Error::from(io::ErrorKind::PermissionDenied));
         assert!(other.starts_with("cannot start redis-server"), "{other}");
-    }
-
-    #[test]
-    fn configuration_arguments_are_quoted() {
-        assert_eq!(quoted("plain"), "\"plain\"");
-        assert_eq!(quoted("a \"b\" \\c"), "\"a \\\"b\\\" \\\\c\"");
-        assert_eq!(quoted("new\nline é"), "\"new\\x0aline \\xc3\\xa9\"");
-    }
-
-    #[test]
-    fn url_credentials_are_percent_encoded() {
-        assert_eq!(percent_encoded("Plain-1._~"), "Plain-1._~");
-        assert_eq!(percent_encoded("p@ss:w/rd %"), "p%40ss%3Aw%2Frd%20%25");
-        assert_eq!(percent_encoded("é"), "%C3%A9");
-    }
-
-    #[test]
-    fn the_configuration_follows_the_options() {
-        let dir = Path::new("server-dir");
-        let plain = config_text(dir, 7000, &RedisOptions::default(), None);
-        assert!(plain.contains("\nport 7000\n"), "{plain}");
-        assert!(plain.contains("\nsave \"\"\n"), "{plain}");
-        assert!(
-            !plain.contains("requirepass") && !plain.contains("user "),
-            "{plain}"
-        );
-
-        let password = config_text(dir, 7000, &RedisOptions::new().password("pw"), None);
-        assert!(password.contains("\nrequirepass \"pw\"\n"), "{password}");
-
-        let user = config_text(dir, 7000, &RedisOptions::new().user("u", "pw"), None);
-        assert!(user.contains("\nuser default off\n"), "{user}");
-        assert!(
-            user.contains("\nuser \"u\" on \">pw\" ~* &* +@all\n"),
-            "{user}"
-        );
-
-        let both = RedisOptions::new().user("u", "pw").password("other");
-        let both = config_text(dir, 7000, &both, None);
-        assert!(!both.contains("user default off"), "{both}");
-        assert!(both.contains("\nrequirepass \"other\"\n"), "{both}");
-    }
-
-    #[test]
-    fn members_of_replicated_deployments_are_configured_for_their_role() {
-        let replica = topology_text(&Topology::Replica { master_port: 7000 });
-        assert!(
-            replica.contains("\nreplicaof 127.0.0.1 7000\n"),
-            "{replica}"
-        );
-        let sentinel = topology_text(&Topology::Sentinel {
-            service: "tandem".to_owned(),
-            master_port: 7000,
-            quorum: 2,
-        });
-        assert!(
-            sentinel.starts_with("sentinel monitor tandem 127.0.0.1 7000 2\n"),
-            "{sentinel}"
-        );
-        assert!(
-            sentinel.contains("\nsentinel down-after-milliseconds tandem 1000\n"),
-            "{sentinel}"
-        );
-        let node = topology_text(&Topology::ClusterNode { bus_port: 17000 });
-        assert!(node.contains("\ncluster-enabled yes\n"), "{node}");
-        assert!(node.contains("\ncluster-port 17000\n"), "{node}");
-        assert!(
-            node.contains("\ncluster-config-file nodes.conf\n"),
-            "{node}"
-        );
     }
 
     #[test]
