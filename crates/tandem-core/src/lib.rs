@@ -25,6 +25,7 @@
 mod clock;
 mod codec;
 pub mod envelope;
+mod health;
 mod id;
 mod key;
 pub mod layers;
@@ -37,6 +38,7 @@ mod time;
 pub use clock::{Clock, SystemClock};
 pub use codec::{Codec, CodecError, CodecId, Decodes, Encodes};
 pub use envelope::EnvelopeError;
+pub use health::{NodeHealthReport, NodeHealthState};
 pub use id::{
     IdError, MAX_NODE_ID_LEN, MAX_ROUTE_LEN, MAX_SESSION_ID_LEN, NodeId, RANDOM_LEN, RedactedId,
     Route, SessionId,

@@ -17,9 +17,10 @@ use tandem_core::{
 
 use crate::config::MemcachedConfig;
 use crate::connections::ConnectionLimit;
-use crate::health::{HealthState, NodeHealth};
+use crate::health::{NodeHealth, node_health};
 use crate::pipeline::{self, PipelineHost, ReadPipeline};
 use crate::ttl::expiry;
+use tandem_core::NodeHealthState;
 
 mod answers;
 use answers::{
@@ -129,7 +130,7 @@ struct Node {
     client: AsyncMetaClient,
     reads: ReadPipeline,
     connections: ConnectionLimit,
-    health: HealthState,
+    health: NodeHealthState,
 }
 
 /// The node an operation runs on: its client, connections and read pipeline.
@@ -208,7 +209,7 @@ impl MemcachedStore {
                 client,
                 reads: ReadPipeline::new(config.max_read_exchanges()),
                 connections: ConnectionLimit::new(config.max_connections()),
-                health: HealthState::new(),
+                health: NodeHealthState::new(),
             });
         }
         Ok(MemcachedStore {
@@ -337,7 +338,8 @@ impl Shared {
 
 impl Node {
     fn health(&self) -> NodeHealth {
-        self.health.snapshot(
+        node_health(
+            &self.health,
             &self.id,
             &self.address,
             self.reads.coalesced(),

@@ -13,9 +13,10 @@ use tandem_core::{NodeId, StoreError};
 use crate::config::RedisConfig;
 use crate::deployment::{Deployment, Link, TlsMaterial};
 use crate::errors::{ConnectError, Failure, FirstContact, classify, first_contact, timed_out};
-use crate::health::{HealthState, NodeHealth};
+use crate::health::{NodeHealth, node_health};
 use crate::scripts::Scripts;
 use crate::spec::{RedisSpec, RedisUrl};
+use tandem_core::NodeHealthState;
 
 mod operations;
 
@@ -81,7 +82,7 @@ struct Node {
     id: NodeId,
     url: RedisUrl,
     deployment: Deployment,
-    health: HealthState,
+    health: NodeHealthState,
 }
 
 impl RedisStore {
@@ -129,7 +130,7 @@ impl RedisStore {
                 id,
                 url,
                 deployment,
-                health: HealthState::new(),
+                health: NodeHealthState::new(),
             });
         }
         let shared = Arc::new(Shared {
@@ -367,7 +368,8 @@ async fn ping(deployment: &Deployment) -> RedisResult<()> {
 
 impl Node {
     fn health(&self) -> NodeHealth {
-        self.health.snapshot(
+        node_health(
+            &self.health,
             &self.id,
             &self.url.to_string(),
             self.deployment.connections_opened(),
