@@ -262,6 +262,20 @@ pub enum StoreError {
         /// The limit.
         limit: usize,
     },
+    /// The node applied the write, but fewer of its replicas than the store's
+    /// durable setting asks for acknowledged it in time: a failover before they
+    /// catch up may lose it. The node itself is fine.
+    #[error(
+        "node {node} applied the write, but only {acknowledged} of {wanted} replicas acknowledged it in time"
+    )]
+    Unreplicated {
+        /// The node.
+        node: NodeId,
+        /// Replicas that acknowledged the write.
+        acknowledged: u32,
+        /// Replicas the setting asks for.
+        wanted: u32,
+    },
 }
 
 impl StoreError {

@@ -33,6 +33,37 @@ pub struct RedisConfig {
     max_item_size: usize,
     ca_file: Option<PathBuf>,
     client_cert: Option<(PathBuf, PathBuf)>,
+    wait_replicas: Option<(u32, Duration)>,
+    unreplicated: Unreplicated,
+    wait_connections: usize,
+}
+
+/// The durable setting: every write waits until this many replicas acknowledged it
+/// (`WAIT`), or the timeout passes. See [`RedisConfig::with_wait_replicas`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitReplicas {
+    /// Replica acknowledgements each write waits for.
+    pub replicas: u32,
+    /// How long a write waits for them, on top of the operation timeout.
+    pub timeout: Duration,
+    /// What a write that was not acknowledged in time reports.
+    pub on_shortfall: Unreplicated,
+}
+
+/// What a write reports when fewer replicas than asked acknowledged it in time
+/// (the master has it; a failover before the replicas catch up may lose it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unreplicated {
+    /// The write fails with
+    /// [`StoreError::Unreplicated`](tandem_core::StoreError::Unreplicated): a
+    /// non-sticky commit answers 503 and a synchronous backup reports a failed
+    /// backup, so that nothing is acknowledged that a failover may lose. The
+    /// default.
+    #[default]
+    Fail,
+    /// The write succeeds as without the setting; only the store's counter of
+    /// unreplicated writes tells.
+    Proceed,
 }
 
 impl Default for RedisConfig {
@@ -45,6 +76,9 @@ impl Default for RedisConfig {
             max_item_size: DEFAULT_MAX_ITEM_SIZE,
             ca_file: None,
             client_cert: None,
+            wait_replicas: None,
+            unreplicated: Unreplicated::Fail,
+            wait_connections: 16,
         }
     }
 }
@@ -97,6 +131,57 @@ impl RedisConfig {
         self
     }
 
+    /// The durable setting: each write (`set`, `add`, `cas`, conditional writes,
+    /// batches, deletes, appends; not touches) waits, after the master applied
+    /// it, until `replicas` replicas acknowledged it (`WAIT`), for at most
+    /// `timeout` (beyond the operation timeout). A write acknowledged by fewer in
+    /// time is counted ([`NodeHealth::unreplicated_writes`](crate::NodeHealth)) and
+    /// reported as [`with_unreplicated`](Self::with_unreplicated) says. With
+    /// `replicas` 0 writes do not wait (the default).
+    ///
+    /// What it buys: a Sentinel group or Cluster promotes a replica when its master
+    /// dies, and replication is asynchronous, so a write the master acknowledged may
+    /// not have reached the replica that takes over. A write that `replicas`
+    /// replicas acknowledged survives the failover if one of them is promoted:
+    /// with `replicas` equal to the number of replicas of each master, always.
+    /// `WAIT` blocks the connection it is sent on, so these writes use connections
+    /// of their own ([`with_wait_connections`](Self::with_wait_connections)).
+    pub fn with_wait_replicas(mut self, replicas: u32, timeout: Duration) -> RedisConfig {
+        self.wait_replicas = (replicas > 0).then_some((replicas, timeout));
+        self
+    }
+
+    /// What a write reports when fewer replicas than
+    /// [`with_wait_replicas`](Self::with_wait_replicas) asks for acknowledged it in
+    /// time. Default: [`Unreplicated::Fail`].
+    pub fn with_unreplicated(mut self, outcome: Unreplicated) -> RedisConfig {
+        self.unreplicated = outcome;
+        self
+    }
+
+    /// Connections per node that writes waiting for replicas may use at the same
+    /// time (each blocks its connection while it waits); further writes wait for
+    /// one, within their timeout. Default 16; at least 1.
+    pub fn with_wait_connections(mut self, connections: usize) -> RedisConfig {
+        self.wait_connections = connections;
+        self
+    }
+
+    /// See [`with_wait_replicas`](Self::with_wait_replicas); `None` when writes do
+    /// not wait.
+    pub fn wait_replicas(&self) -> Option<WaitReplicas> {
+        self.wait_replicas.map(|(replicas, timeout)| WaitReplicas {
+            replicas,
+            timeout,
+            on_shortfall: self.unreplicated,
+        })
+    }
+
+    /// See [`with_wait_connections`](Self::with_wait_connections).
+    pub fn wait_connections(&self) -> usize {
+        self.wait_connections
+    }
+
     /// See [`with_operation_timeout`](Self::with_operation_timeout).
     pub fn operation_timeout(&self) -> Duration {
         self.operation_timeout
@@ -139,6 +224,13 @@ impl RedisConfig {
             Some("the item size limit must be more than the 8-byte CAS token")
         } else if self.max_item_size > MAX_ITEM_SIZE_LIMIT {
             Some("the item size limit must be at most 512 MiB, Redis's limit on a string")
+        } else if self
+            .wait_replicas
+            .is_some_and(|(_, timeout)| timeout.as_millis() == 0)
+        {
+            Some("the replica wait timeout must be at least 1 ms (`WAIT` with 0 waits forever)")
+        } else if self.wait_connections == 0 {
+            Some("writes that wait for replicas need at least one connection")
         } else {
             None
         }
@@ -157,6 +249,30 @@ mod tests {
         assert_eq!(config.ca_file(), None);
         assert_eq!(config.client_cert(), None);
         assert_eq!(config.problem(), None);
+        assert_eq!(config.wait_replicas(), None);
+    }
+
+    #[test]
+    fn the_durable_setting_keeps_its_outcome() {
+        let wait = RedisConfig::default()
+            .with_unreplicated(Unreplicated::Proceed)
+            .with_wait_replicas(2, Duration::from_millis(50))
+            .with_wait_replicas(1, Duration::from_millis(80));
+        assert_eq!(
+            wait.wait_replicas(),
+            Some(WaitReplicas {
+                replicas: 1,
+                timeout: Duration::from_millis(80),
+                on_shortfall: Unreplicated::Proceed,
+            })
+        );
+        let off = wait.with_wait_replicas(0, Duration::from_millis(80));
+        assert_eq!(off.wait_replicas(), None);
+        let default = RedisConfig::default().with_wait_replicas(2, Duration::from_millis(50));
+        assert_eq!(
+            default.wait_replicas().unwrap().on_shortfall,
+            Unreplicated::Fail
+        );
     }
 
     #[test]
@@ -182,6 +298,15 @@ mod tests {
         }
         let smallest = RedisConfig::default().with_max_item_size(9);
         assert_eq!((smallest.problem(), smallest.max_value_size()), (None, 1));
+        let zero_wait = RedisConfig::default().with_wait_replicas(1, Duration::from_micros(10));
+        assert!(zero_wait.problem().unwrap().contains("WAIT"));
+        assert!(
+            RedisConfig::default()
+                .with_wait_connections(0)
+                .problem()
+                .unwrap()
+                .contains("connection")
+        );
         let with_files = RedisConfig::default().with_client_cert("c.pem", "k.pem");
         assert_eq!(
             with_files.client_cert(),

@@ -37,6 +37,14 @@ pub struct NodeHealth {
     /// Connections opened to the node (the first one included): one more after
     /// each reconnect, for example after a restart of the server.
     pub connections_opened: u64,
+    /// The node's epoch: it changes when the node may have lost or rolled back
+    /// writes it acknowledged (another master after a failover, a restarted server).
+    pub epoch: u64,
+    /// Writes that waited for replica acknowledgements (the durable setting,
+    /// [`RedisConfig::with_wait_replicas`](crate::RedisConfig::with_wait_replicas)).
+    pub waited_writes: u64,
+    /// Of those, the ones that fewer replicas than asked acknowledged in time.
+    pub unreplicated_writes: u64,
 }
 
 /// This store's health of `id` at `address`: the shared state's report, and the
@@ -61,6 +69,9 @@ pub(crate) fn node_health(
         marked_up: report.marked_up,
         mean_latency: report.mean_latency,
         connections_opened,
+        epoch: 0,
+        waited_writes: 0,
+        unreplicated_writes: 0,
     }
 }
 

@@ -70,9 +70,11 @@ mod scripts;
 mod spec;
 mod store;
 
-pub use config::{MAX_ITEM_SIZE_LIMIT, RedisConfig};
+pub use config::{MAX_ITEM_SIZE_LIMIT, RedisConfig, Unreplicated, WaitReplicas};
 pub use errors::ConnectError;
 pub use health::NodeHealth;
 pub use layout::{MAX_TTL_MILLIS, TOKEN_LEN, wire_ttl_millis};
-pub use spec::{DEFAULT_PORT, RedisNode, RedisSpec, RedisSpecError, RedisUrl};
+pub use spec::{
+    DEFAULT_PORT, DEFAULT_SENTINEL_PORT, RedisNode, RedisSpec, RedisSpecError, RedisUrl, Topology,
+};
 pub use store::RedisStore;

@@ -1,4 +1,5 @@
-//! Redis node specs and URLs: `r1=redis://host:6379,r2=rediss://:secret@host:6380/2`.
+//! Redis node specs and URLs: `r1=redis://host:6379,r2=rediss://:secret@host:6380/2`,
+//! `r3=redis+sentinel://s1:26379,s2:26379/mymaster`, `r4=redis+cluster://seed1,seed2`.
 //!
 //! Passwords never leave this module in text: [`RedisUrl`]'s `Display` and `Debug`
 //! print `***` in their place, and every [`RedisSpecError`] names the bad entry in
@@ -11,6 +12,9 @@ use tandem_core::{IdError, NodeId};
 
 /// The port of a URL that names none: Redis's (and Valkey's) default.
 pub const DEFAULT_PORT: u16 = 6379;
+
+/// The port of a sentinel that names none: Redis Sentinel's default.
+pub const DEFAULT_SENTINEL_PORT: u16 = 26379;
 
 /// What a redacted password prints as.
 const REDACTED: &str = "***";
@@ -70,10 +74,20 @@ pub enum RedisSpecError {
     },
 }
 
-/// One Redis or Valkey server, parsed from a URL:
-/// `redis://[user[:password]@]host[:port][/db]`, `rediss://` for TLS, and `valkey://`
-/// and `valkeys://` as synonyms. Reserved characters in the user name and password
-/// (`@ : / , %` and the like) are percent-encoded (`%40` for `@`).
+/// One Redis or Valkey deployment, parsed from a URL:
+///
+/// - a standalone server: `redis://[user[:password]@]host[:port][/db]`;
+/// - a Sentinel group: `redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/SERVICE[/db]`,
+///   the hosts being sentinels (port 26379 unless named) that know the group's
+///   master under the name `SERVICE`;
+/// - a Cluster: `redis+cluster://[user[:password]@]host[:port][,host[:port]...]`,
+///   the hosts being seeds from which the cluster's other nodes are discovered.
+///
+/// `rediss` for TLS (`rediss+sentinel`, `rediss+cluster`), and `valkey`, `valkeys` as
+/// synonyms. The credentials are those of the data nodes (masters, replicas, cluster
+/// nodes); sentinels are asked without credentials, with TLS if the URL uses it.
+/// Reserved characters in the user name and password (`@ : / , %` and the like) are
+/// percent-encoded (`%40` for `@`).
 ///
 /// Its `Display` and `Debug` print the password as `***`:
 ///
@@ -87,21 +101,59 @@ pub enum RedisSpecError {
 /// assert_eq!(url.to_string(), "rediss://app:***@cache.internal:6380/2");
 /// assert!(!format!("{url:?}").contains("s3cret"));
 /// ```
+///
+/// A Sentinel group and a Cluster:
+///
+/// ```
+/// use tandem_redis::{RedisUrl, Topology};
+///
+/// let group = RedisUrl::parse("redis+sentinel://:pw@s1,s2:26380,s3/sessions/1").unwrap();
+/// assert_eq!(group.topology(), &Topology::Sentinel { service: "sessions".into() });
+/// assert_eq!(group.addresses(), ["s1:26379", "s2:26380", "s3:26379"]);
+/// assert_eq!(group.db(), 1);
+/// assert_eq!(group.to_string(), "redis+sentinel://:***@s1:26379,s2:26380,s3:26379/sessions/1");
+///
+/// let cluster = RedisUrl::parse("rediss+cluster://10.0.0.1:7000,10.0.0.2:7000").unwrap();
+/// assert_eq!((cluster.topology(), cluster.tls()), (&Topology::Cluster, true));
+/// assert_eq!(cluster.host(), "10.0.0.1");
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl {
     scheme: &'static str,
     tls: bool,
+    topology: Topology,
     username: Option<String>,
     password: Option<String>,
-    host: String,
-    port: u16,
+    /// `(host, port)` of each server the URL names: one for a standalone server,
+    /// the sentinels of a group, the seeds of a cluster.
+    servers: Vec<(String, u16)>,
     db: u32,
+}
+
+/// What kind of deployment a [`RedisUrl`] names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Topology {
+    /// One server (which may have replicas of its own, but does not fail over).
+    Standalone,
+    /// A master with replicas, watched by sentinels that promote a replica when the
+    /// master fails.
+    Sentinel {
+        /// The name under which the sentinels know the master.
+        service: String,
+    },
+    /// A Redis Cluster: keys sharded over masters by hash slot, each master with
+    /// replicas.
+    Cluster,
 }
 
 impl RedisUrl {
     /// Parses one URL. Rejected: other schemes (unix sockets among them), a user
     /// name without a password, a missing or invalid host, a port that is not 1 to
-    /// 65535, a path that is not a database number, query strings and fragments.
+    /// 65535, several hosts for a standalone server, a path that is not a database
+    /// number (after the service name for a Sentinel group; a Cluster has only
+    /// database 0), a Sentinel URL without a service name, query strings and
+    /// fragments.
     pub fn parse(url: &str) -> Result<RedisUrl, RedisSpecError> {
         parse_url(url).map_err(|reason| RedisSpecError::InvalidUrl {
             entry: redact(url),
@@ -129,22 +181,42 @@ impl RedisUrl {
         self.password.as_deref()
     }
 
-    /// The host: a name, an IPv4 address, or an IPv6 address in brackets.
+    /// What kind of deployment the URL names.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// The host of the (first) server: a name, an IPv4 address, or an IPv6 address
+    /// in brackets.
     pub fn host(&self) -> &str {
-        &self.host
+        &self.servers[0].0
     }
 
     /// The host as the socket layer takes it (IPv6 without brackets).
     pub(crate) fn bare_host(&self) -> &str {
-        self.host
-            .strip_prefix('[')
-            .and_then(|inner| inner.strip_suffix(']'))
-            .unwrap_or(&self.host)
+        bare(self.host())
     }
 
-    /// The port.
+    /// The port of the (first) server.
     pub fn port(&self) -> u16 {
-        self.port
+        self.servers[0].1
+    }
+
+    /// `host:port` of every server the URL names: the server, the sentinels, or the
+    /// cluster's seeds.
+    pub fn addresses(&self) -> Vec<String> {
+        self.servers
+            .iter()
+            .map(|(host, port)| format!("{host}:{port}"))
+            .collect()
+    }
+
+    /// `(host, port)` of every server, hosts as the socket layer takes them.
+    pub(crate) fn socket_addresses(&self) -> Vec<(String, u16)> {
+        self.servers
+            .iter()
+            .map(|(host, port)| (bare(host).to_owned(), *port))
+            .collect()
     }
 
     /// The database number (`SELECT`); 0 if the URL has no path.
@@ -152,10 +224,17 @@ impl RedisUrl {
         self.db
     }
 
-    /// `host:port`.
+    /// `host:port` of the (first) server.
     pub fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+        format!("{}:{}", self.host(), self.port())
     }
+}
+
+/// An IPv6 host without its brackets; any other host as it is.
+fn bare(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 impl FromStr for RedisUrl {
@@ -174,7 +253,10 @@ impl fmt::Display for RedisUrl {
             (None, Some(_)) => write!(f, ":{REDACTED}@")?,
             (_, None) => {}
         }
-        write!(f, "{}:{}", self.host, self.port)?;
+        f.write_str(&self.addresses().join(","))?;
+        if let Topology::Sentinel { service } = &self.topology {
+            write!(f, "/{service}")?;
+        }
         if self.db != 0 {
             write!(f, "/{}", self.db)?;
         }
@@ -214,8 +296,10 @@ impl fmt::Display for RedisNode {
 }
 
 /// The Redis nodes of a store: `ID=URL[,ID=URL...]`, or one URL alone (node `r1`).
-/// Each node is one deployment (today: one standalone server); nodes are
-/// independent of each other, like memcached nodes.
+/// Each node is one deployment (a standalone server, a Sentinel group, a Cluster);
+/// nodes are independent of each other, like memcached nodes. The commas between
+/// the hosts of a Sentinel or Cluster URL belong to that URL: a new entry starts
+/// where a piece has a scheme (`://`).
 ///
 /// ```
 /// use tandem_redis::RedisSpec;
@@ -243,27 +327,31 @@ impl RedisSpec {
         if spec.trim().is_empty() {
             return Err(RedisSpecError::Empty);
         }
-        let entries: Vec<&str> = spec.split(',').map(str::trim).collect();
+        let entries = split_entries(spec);
+        if let Some(index) = entries.iter().position(String::is_empty) {
+            return Err(RedisSpecError::EmptyEntry {
+                position: index + 1,
+            });
+        }
         let mut nodes: Vec<RedisNode> = Vec::with_capacity(entries.len());
-        for (index, entry) in entries.iter().enumerate() {
-            if entry.is_empty() {
-                return Err(RedisSpecError::EmptyEntry {
-                    position: index + 1,
-                });
-            }
+        for entry in &entries {
             let node = parse_entry(entry, entries.len() == 1)?;
             if nodes.iter().any(|other| other.id == node.id) {
                 return Err(RedisSpecError::DuplicateNodeId {
                     id: node.id.to_string(),
                 });
             }
-            if nodes
+            let taken: Vec<String> = nodes
                 .iter()
-                .any(|other| other.url.address() == node.url.address())
+                .flat_map(|other| other.url.addresses())
+                .collect();
+            if let Some(address) = node
+                .url
+                .addresses()
+                .into_iter()
+                .find(|address| taken.contains(address))
             {
-                return Err(RedisSpecError::DuplicateAddress {
-                    address: node.url.address(),
-                });
+                return Err(RedisSpecError::DuplicateAddress { address });
             }
             nodes.push(node);
         }
@@ -306,6 +394,23 @@ impl fmt::Display for RedisSpec {
     }
 }
 
+/// The entries of a spec: its comma-separated pieces, where a piece without a scheme
+/// (`://`) continues the entry before it (another host of a Sentinel or Cluster
+/// URL). Pieces are trimmed; an empty one stays an (empty) entry of its own.
+fn split_entries(spec: &str) -> Vec<String> {
+    let mut entries: Vec<String> = Vec::new();
+    for piece in spec.split(',').map(str::trim) {
+        match entries.last_mut() {
+            Some(last) if !piece.is_empty() && !piece.contains("://") && !last.is_empty() => {
+                last.push(',');
+                last.push_str(piece);
+            }
+            _ => entries.push(piece.to_owned()),
+        }
+    }
+    entries
+}
+
 fn parse_entry(entry: &str, alone: bool) -> Result<RedisNode, RedisSpecError> {
     // A node id never contains `:` or `/`, so an `=` before the scheme's `://` ends
     // it; an `=` later on belongs to the URL (a password, say).
@@ -334,22 +439,40 @@ fn parse_entry(entry: &str, alone: bool) -> Result<RedisNode, RedisSpecError> {
 }
 
 fn parse_url(url: &str) -> Result<RedisUrl, &'static str> {
+    const SCHEMES: &str = "unknown scheme: expected `redis://`, `rediss://`, `valkey://`, \
+                           `valkeys://`, or one of them with `+sentinel` or `+cluster`";
     let (scheme, rest) = url
         .split_once("://")
-        .ok_or("not a URL: expected `redis://`, `rediss://`, `valkey://` or `valkeys://`")?;
-    let (scheme, tls) = match scheme.to_ascii_lowercase().as_str() {
-        "redis" => ("redis", false),
-        "rediss" => ("rediss", true),
-        "valkey" => ("valkey", false),
-        "valkeys" => ("valkeys", true),
-        "unix" | "redis+unix" | "valkey+unix" => {
-            return Err("unix sockets are not supported; use a TCP URL");
-        }
-        _ => {
-            return Err(
-                "unknown scheme: expected `redis://`, `rediss://`, `valkey://` or `valkeys://`",
-            );
-        }
+        .ok_or("not a URL: expected a scheme such as `redis://`")?;
+    let lower = scheme.to_ascii_lowercase();
+    let (base, kind) = match lower.split_once('+') {
+        Some((base, kind)) => (base, Some(kind)),
+        None => (lower.as_str(), None),
+    };
+    if kind == Some("unix") || base == "unix" {
+        return Err("unix sockets are not supported; use a TCP URL");
+    }
+    let (tls, valkey) = match base {
+        "redis" => (false, false),
+        "rediss" => (true, false),
+        "valkey" => (false, true),
+        "valkeys" => (true, true),
+        _ => return Err(SCHEMES),
+    };
+    let (scheme, default_port) = match (kind, tls, valkey) {
+        (None, false, false) => ("redis", DEFAULT_PORT),
+        (None, true, false) => ("rediss", DEFAULT_PORT),
+        (None, false, true) => ("valkey", DEFAULT_PORT),
+        (None, true, true) => ("valkeys", DEFAULT_PORT),
+        (Some("sentinel"), false, false) => ("redis+sentinel", DEFAULT_SENTINEL_PORT),
+        (Some("sentinel"), true, false) => ("rediss+sentinel", DEFAULT_SENTINEL_PORT),
+        (Some("sentinel"), false, true) => ("valkey+sentinel", DEFAULT_SENTINEL_PORT),
+        (Some("sentinel"), true, true) => ("valkeys+sentinel", DEFAULT_SENTINEL_PORT),
+        (Some("cluster"), false, false) => ("redis+cluster", DEFAULT_PORT),
+        (Some("cluster"), true, false) => ("rediss+cluster", DEFAULT_PORT),
+        (Some("cluster"), false, true) => ("valkey+cluster", DEFAULT_PORT),
+        (Some("cluster"), true, true) => ("valkeys+cluster", DEFAULT_PORT),
+        _ => return Err(SCHEMES),
     };
     if rest.contains('?') {
         return Err("query parameters are not supported");
@@ -361,8 +484,8 @@ fn parse_url(url: &str) -> Result<RedisUrl, &'static str> {
         Some(slash) => (&rest[..slash], Some(&rest[slash + 1..])),
         None => (rest, None),
     };
-    let (userinfo, host_port) = match authority.rsplit_once('@') {
-        Some((userinfo, host_port)) => (Some(userinfo), host_port),
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => (Some(userinfo), hosts),
         None => (None, authority),
     };
     let (username, password) = match userinfo {
@@ -380,36 +503,81 @@ fn parse_url(url: &str) -> Result<RedisUrl, &'static str> {
             ((!user.is_empty()).then_some(user), Some(password))
         }
     };
-    let (host, port) = split_host_port(host_port)?;
-    if !valid_host(host) {
-        return Err("the host is empty or not a valid name or address");
+    let mut servers = Vec::new();
+    for host_port in hosts.split(',') {
+        let (host, port) = split_host_port(host_port.trim())?;
+        if !valid_host(host) {
+            return Err("a host is empty or not a valid name or address");
+        }
+        let port = match port {
+            None => default_port,
+            Some(port) => parse_number::<u16>(port)
+                .filter(|number| *number != 0)
+                .ok_or("the port is not a number from 1 to 65535")?,
+        };
+        let server = (host.to_ascii_lowercase(), port);
+        if servers.contains(&server) {
+            return Err("a host appears twice in the URL");
+        }
+        servers.push(server);
     }
-    let port = match port {
-        None => DEFAULT_PORT,
-        Some(port) => port
-            .parse::<u16>()
-            .ok()
-            // Only canonical decimal: no sign, no leading zeros, not zero.
-            .filter(|number| *number != 0 && number.to_string() == port)
-            .ok_or("the port is not a number from 1 to 65535")?,
+    let parse_db = |db: Option<&str>| match db {
+        None | Some("") => Ok(0),
+        Some(db) => {
+            parse_number::<u32>(db).ok_or("the path is not a database number (`/0`, `/1`, ...)")
+        }
     };
-    let db = match path {
-        None | Some("") => 0,
-        Some(db) => db
-            .parse::<u32>()
-            .ok()
-            .filter(|number| number.to_string() == db)
-            .ok_or("the path is not a database number (`/0`, `/1`, ...)")?,
+    let (topology, db) = match kind {
+        None => {
+            if servers.len() > 1 {
+                return Err(
+                    "several hosts for one server: use `+sentinel` or `+cluster`, \
+                            or one node per server",
+                );
+            }
+            (Topology::Standalone, parse_db(path)?)
+        }
+        Some("sentinel") => {
+            let (service, db) = match path.map(|path| path.split_once('/')) {
+                None => return Err("a Sentinel URL needs the master's name: `/SERVICE`"),
+                Some(Some((service, db))) => (service, Some(db)),
+                Some(None) => (path.unwrap_or(""), None),
+            };
+            let service_ok = !service.is_empty()
+                && service.len() <= 128
+                && service
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || b"-_.".contains(&byte));
+            if !service_ok {
+                return Err("the Sentinel service name is empty or has characters \
+                            other than letters, digits, `-`, `_` and `.`");
+            }
+            let service = service.to_owned();
+            (Topology::Sentinel { service }, parse_db(db)?)
+        }
+        _ => {
+            if parse_db(path)? != 0 {
+                return Err("a Redis Cluster has only database 0");
+            }
+            (Topology::Cluster, 0)
+        }
     };
     Ok(RedisUrl {
         scheme,
         tls,
+        topology,
         username,
         password,
-        host: host.to_ascii_lowercase(),
-        port,
+        servers,
         db,
     })
+}
+
+/// A canonical decimal number: no sign, no leading zeros.
+fn parse_number<T: FromStr + ToString>(text: &str) -> Option<T> {
+    text.parse::<T>()
+        .ok()
+        .filter(|number| number.to_string() == text)
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port`.

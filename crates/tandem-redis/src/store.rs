@@ -3,15 +3,15 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use redis::RedisResult;
-use redis::aio::MultiplexedConnection;
 use tandem_core::{NodeId, StoreError};
 
 use crate::config::RedisConfig;
-use crate::deployment::{Deployment, Link, TlsMaterial};
+use crate::deployment::{Connection, Deployment, DeploymentSettings, Link, TlsMaterial};
 use crate::errors::{ConnectError, Failure, FirstContact, classify, first_contact, timed_out};
 use crate::health::{NodeHealth, node_health};
 use crate::scripts::Scripts;
@@ -19,6 +19,7 @@ use crate::spec::{RedisSpec, RedisUrl};
 use tandem_core::NodeHealthState;
 
 mod operations;
+mod writes;
 
 /// A [`RemoteStore`](tandem_core::RemoteStore) over Redis (6.2 or later) and Valkey
 /// (7.2 or later) servers, each a node of its own with one multiplexed connection
@@ -83,6 +84,10 @@ struct Node {
     url: RedisUrl,
     deployment: Deployment,
     health: NodeHealthState,
+    /// Writes that waited for replicas (the durable setting).
+    waited_writes: AtomicU64,
+    /// Of those, the ones fewer replicas acknowledged in time than asked.
+    unreplicated_writes: AtomicU64,
 }
 
 impl RedisStore {
@@ -107,7 +112,11 @@ impl RedisStore {
                          (`rediss://` or `valkeys://`)",
             });
         }
-        let tls = tls_material(&config, uses_tls)?;
+        let settings = DeploymentSettings {
+            tls: tls_material(&config, uses_tls)?,
+            operation_timeout: config.operation_timeout(),
+            exclusive_connections: config.wait_connections(),
+        };
         let mut nodes = Vec::with_capacity(spec.nodes().len());
         for node in spec.nodes() {
             let (id, url) = (node.id().clone(), node.url().clone());
@@ -118,7 +127,7 @@ impl RedisStore {
                 });
             }
             let deployment =
-                Deployment::standalone(&url, &tls).map_err(|error| ConnectError::TlsFile {
+                Deployment::new(&url, &settings).map_err(|error| ConnectError::TlsFile {
                     what: "certificates",
                     path: config
                         .ca_file()
@@ -131,6 +140,8 @@ impl RedisStore {
                 url,
                 deployment,
                 health: NodeHealthState::new(),
+                waited_writes: AtomicU64::new(0),
+                unreplicated_writes: AtomicU64::new(0),
             });
         }
         let shared = Arc::new(Shared {
@@ -138,6 +149,11 @@ impl RedisStore {
             config,
             scripts: Scripts::new(),
         });
+        for (index, node) in shared.nodes.iter().enumerate() {
+            if node.deployment.is_watched() {
+                spawn_watch(&shared, index);
+            }
+        }
         let contacts = shared.nodes.iter().map(|node| shared.first_contact(node));
         let outcomes = futures_util::future::join_all(contacts).await;
         for (index, outcome) in outcomes.into_iter().enumerate() {
@@ -191,9 +207,9 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Runs `operation` on `node`'s connection within the operation timeout, and
-    /// keeps the node's health: refused at once if the node is down (or the value
-    /// over the limit), marked down (and probed) if it fails the operation.
+    /// Runs `operation` on `node`'s shared connection within the operation timeout,
+    /// and keeps the node's health: refused at once if the node is down (or the
+    /// value over the limit), marked down (and probed) if it fails the operation.
     async fn call<T, F, Fut>(
         &self,
         node: &NodeId,
@@ -201,14 +217,43 @@ impl RedisStore {
         operation: F,
     ) -> Result<T, StoreError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Connection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        if let Some(size) = value_size {
+            self.check_size(size)?;
+        }
+        self.run(node, None, operation).await
+    }
+
+    /// As [`call`](Self::call), on a connection of the operation's own (for
+    /// commands that block it, as `WAIT`), given `wait` more than the operation
+    /// timeout.
+    async fn call_exclusive<T, F, Fut>(
+        &self,
+        node: &NodeId,
+        wait: Duration,
+        operation: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnOnce(Connection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        self.run(node, Some(wait), operation).await
+    }
+
+    async fn run<T, F, Fut>(
+        &self,
+        node: &NodeId,
+        exclusive: Option<Duration>,
+        operation: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let shared = &self.shared;
         let (index, node) = shared.node(node)?;
-        if let Some(size) = value_size {
-            self.check_size(size)?;
-        }
         if !node.health.is_up() {
             node.health.count_refused();
             return Err(StoreError::NodeDown {
@@ -216,14 +261,27 @@ impl RedisStore {
             });
         }
         node.health.count_operation();
-        let timeout = shared.config.operation_timeout();
+        let timeout = shared.config.operation_timeout() + exclusive.unwrap_or_default();
         let started = Instant::now();
         let mut used: Option<Link> = None;
         let attempt = async {
-            let link = node.deployment.link().await?;
-            let connection = link.connection.clone();
-            used = Some(link);
-            operation(connection).await
+            match exclusive {
+                None => {
+                    let link = node.deployment.link().await?;
+                    let connection = link.connection.clone();
+                    used = Some(link);
+                    operation(connection).await
+                }
+                Some(_) => {
+                    let borrowed = node.deployment.exclusive().await?;
+                    used = Some(borrowed.link());
+                    let answer = operation(borrowed.connection.clone()).await;
+                    if answer.is_ok() {
+                        node.deployment.give_back(borrowed);
+                    }
+                    answer
+                }
+            }
         };
         let failure = match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(value)) => {
@@ -234,6 +292,17 @@ impl RedisStore {
             Err(_elapsed) => timed_out(&node.id, timeout),
         };
         self.shared.fail(index, used.as_ref(), failure)
+    }
+
+    /// The epoch of `node` (see
+    /// [`RemoteStore::node_epoch`](tandem_core::RemoteStore)): it changes when the
+    /// node may have lost or rolled back writes it acknowledged, a failover to
+    /// another master or a restarted server. `None` for an unknown node.
+    pub fn epoch(&self, node: &NodeId) -> Option<u64> {
+        self.shared
+            .node(node)
+            .ok()
+            .map(|(_, node)| node.deployment.epoch())
     }
 }
 
@@ -368,13 +437,50 @@ async fn ping(deployment: &Deployment) -> RedisResult<()> {
 
 impl Node {
     fn health(&self) -> NodeHealth {
-        node_health(
+        let mut health = node_health(
             &self.health,
             &self.id,
             &self.url.to_string(),
             self.deployment.connections_opened(),
-        )
+        );
+        health.epoch = self.deployment.epoch();
+        health.waited_writes = self.waited_writes.load(Ordering::Relaxed);
+        health.unreplicated_writes = self.unreplicated_writes.load(Ordering::Relaxed);
+        health
     }
+
+    /// Counts a write that waited for replicas, and whether too few acknowledged it.
+    fn count_waited(&self, unreplicated: bool) {
+        self.waited_writes.fetch_add(1, Ordering::Relaxed);
+        if unreplicated {
+            self.unreplicated_writes.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(node = %self.id, "a write was not acknowledged by enough replicas in time");
+        }
+    }
+}
+
+/// Looks at node `index`'s topology every probe interval (see
+/// [`Deployment::watch`]) until the store is gone.
+fn spawn_watch(shared: &Arc<Shared>, index: usize) {
+    let store: Weak<Shared> = Arc::downgrade(shared);
+    let interval = shared.config.probe_interval();
+    let timeout = shared.config.operation_timeout();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(interval).await;
+            let Some(shared) = store.upgrade() else {
+                return;
+            };
+            let node = &shared.nodes[index];
+            match tokio::time::timeout(timeout, node.deployment.watch()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::debug!(node = %node.id, error = %crate::errors::describe(&error), "watch failed");
+                }
+                Err(_elapsed) => tracing::debug!(node = %node.id, "watch timed out"),
+            }
+        }
+    });
 }
 
 /// Probes node `index` every probe interval until it answers or the store is gone.

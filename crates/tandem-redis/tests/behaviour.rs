@@ -13,3 +13,13 @@ mod redis {
 mod valkey {
     tandem_behaviour::behaviour_tests!(crate::fixture::ValkeyFixture);
 }
+
+/// A Sentinel group per node, found through its sentinel.
+mod sentinel {
+    tandem_behaviour::behaviour_tests!(crate::fixture::SentinelFixture);
+}
+
+/// A three-master Redis Cluster per node.
+mod cluster {
+    tandem_behaviour::behaviour_tests!(crate::fixture::ClusterFixture);
+}

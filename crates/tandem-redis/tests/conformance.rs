@@ -15,3 +15,13 @@ mod redis {
 mod valkey {
     tandem_store_conformance::store_conformance_tests!(crate::fixture::ValkeyFixture);
 }
+
+/// A Sentinel group per node, found through its sentinel.
+mod sentinel {
+    tandem_store_conformance::store_conformance_tests!(crate::fixture::SentinelFixture);
+}
+
+/// A three-master Redis Cluster per node.
+mod cluster {
+    tandem_store_conformance::store_conformance_tests!(crate::fixture::ClusterFixture);
+}

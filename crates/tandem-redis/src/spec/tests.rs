@@ -43,6 +43,51 @@ fn parses_named_nodes_and_every_scheme() {
 }
 
 #[test]
+fn sentinel_and_cluster_urls_name_several_hosts() {
+    let spec = RedisSpec::parse(
+        "r1=redis+sentinel://app:pw@s1:26379, s2 ,[::1]:26380/mymaster/3,\
+         r2=rediss+cluster://c1:7000,c2:7001,\
+         r3=valkey+sentinel://v1/vs,r4=valkeys+cluster://k1,r5=redis://plain",
+    )
+    .unwrap();
+    let urls: Vec<&RedisUrl> = spec.nodes().iter().map(RedisNode::url).collect();
+    assert_eq!(urls.len(), 5);
+    assert_eq!(
+        urls[0].topology(),
+        &Topology::Sentinel {
+            service: "mymaster".into()
+        }
+    );
+    assert_eq!(urls[0].addresses(), ["s1:26379", "s2:26379", "[::1]:26380"]);
+    assert_eq!(
+        urls[0].socket_addresses()[2],
+        ("::1".to_owned(), DEFAULT_SENTINEL_PORT + 1)
+    );
+    assert_eq!(
+        (urls[0].db(), urls[0].tls(), urls[0].username()),
+        (3, false, Some("app"))
+    );
+    assert_eq!(
+        (urls[1].topology(), urls[1].tls()),
+        (&Topology::Cluster, true)
+    );
+    assert_eq!(urls[1].addresses(), ["c1:7000", "c2:7001"]);
+    assert_eq!(urls[2].port(), DEFAULT_SENTINEL_PORT);
+    assert_eq!((urls[3].port(), urls[3].tls()), (DEFAULT_PORT, true));
+    assert_eq!(urls[4].topology(), &Topology::Standalone);
+    assert_eq!(
+        spec.to_string(),
+        "r1=redis+sentinel://app:***@s1:26379,s2:26379,[::1]:26380/mymaster/3,\
+         r2=rediss+cluster://c1:7000,c2:7001,r3=valkey+sentinel://v1:26379/vs,\
+         r4=valkeys+cluster://k1:6379,r5=redis://plain:6379"
+    );
+    // What it prints parses back to the same nodes (the password aside).
+    let lone = RedisSpec::parse("redis+cluster://a:1,b:2").unwrap();
+    assert_eq!(lone.nodes()[0].id().as_str(), "r1");
+    assert_eq!(RedisSpec::parse(&lone.to_string()).unwrap(), lone);
+}
+
+#[test]
 fn a_lone_url_is_node_r1() {
     let spec = RedisSpec::parse("  redis://localhost:6379/0 ").unwrap();
     assert_eq!(spec.nodes().len(), 1);
@@ -124,6 +169,20 @@ fn errors_name_the_entry_and_say_what_is_wrong() {
         ("=redis://h:1", "node id must be"),
         ("r1=redis://h:1,r1=redis://g:2", "\"r1\" appears twice"),
         ("r1=redis://h:1,r2=redis://h:1/3", "h:1 appears twice"),
+        ("r1=redis://h:1,g:2", "several hosts"),
+        ("r1=redis+sentinel://s:1", "master's name"),
+        ("r1=redis+sentinel://s:1/", "service name"),
+        ("r1=redis+sentinel://s:1/a b", "service name"),
+        ("r1=redis+sentinel://s:1/svc/x", "database"),
+        (
+            "r1=redis+sentinel://s:1,s:1/svc",
+            "appears twice in the URL",
+        ),
+        ("r1=redis+sentinel://s:1,,s:2/svc", "entry 2"),
+        ("r1=redis+cluster://c:1/2", "only database 0"),
+        ("r1=redis+cluster://c:1,c:0", "port"),
+        ("r1=redis+shard://c:1", "unknown scheme"),
+        ("r1=redis+cluster://c:1,r2=redis://c:1", "c:1 appears twice"),
     ];
     for (spec, expected) in cases {
         let message = RedisSpec::parse(spec).unwrap_err().to_string();

@@ -2,7 +2,6 @@
 //! or pipeline) each.
 
 use async_trait::async_trait;
-use redis::aio::MultiplexedConnection;
 use redis::{Cmd, RedisResult, Script, Value};
 use tandem_core::{
     AddOutcome, CasOutcome, CasToken, Item, NodeId, NodeStatus, Precondition, RemoteStore, SetItem,
@@ -10,7 +9,7 @@ use tandem_core::{
 };
 
 use super::RedisStore;
-use crate::errors::is_node_failure;
+use super::writes::Answers;
 use crate::layout::{
     TOKEN_LEN, cas_token, item, new_token, remaining_ttl, token_bytes, wire_ttl_millis, with_token,
 };
@@ -33,6 +32,13 @@ fn script_ttl(ttl: Ttl) -> String {
     wire_ttl_millis(ttl).map_or_else(String::new, |millis| millis.to_string())
 }
 
+/// `EVALSHA` of `script` on one key, for a pipeline; the caller adds the arguments.
+fn script_command(script: &Script, key: &StoreKey) -> Cmd {
+    let mut command = redis::cmd("EVALSHA");
+    command.arg(script.get_hash()).arg(1).arg(key.as_str());
+    command
+}
+
 /// `EVALSHA` of the `cas` script, for a pipeline.
 fn cas_command(
     script: &Script,
@@ -41,15 +47,42 @@ fn cas_command(
     stored: &[u8],
     ttl: Ttl,
 ) -> Cmd {
-    let mut command = redis::cmd("EVALSHA");
+    let mut command = script_command(script, key);
     command
-        .arg(script.get_hash())
-        .arg(1)
-        .arg(key.as_str())
         .arg(&token_bytes(expected)[..])
         .arg(stored)
         .arg(script_ttl(ttl));
     command
+}
+
+/// The only answer to a one-command write, or the error that stands in for it.
+fn single_answer(node: &NodeId, answers: Answers) -> Result<Value, StoreError> {
+    let Answers {
+        answers,
+        unreplicated,
+    } = answers;
+    let answer = answers
+        .into_iter()
+        .next()
+        .ok_or_else(|| unexpected(node, "pipeline without an answer"))?
+        .map_err(|error| StoreError::Server {
+            node: node.clone(),
+            message: crate::errors::describe(&error),
+        })?;
+    match unreplicated {
+        Some(error) if wrote(&answer) => Err(error),
+        _ => Ok(answer),
+    }
+}
+
+/// Whether a write's answer says it changed something (so that its replication
+/// matters): `OK`, a script's 1, `UNLINK`'s count.
+fn wrote(answer: &Value) -> bool {
+    match answer {
+        Value::Okay => true,
+        Value::Int(count) => *count > 0,
+        _ => false,
+    }
 }
 
 /// The scripts' answer to a token-checked operation: 1, -1, 0.
@@ -91,51 +124,6 @@ fn write_outcome(
         }),
         (_, other) => Err(unexpected(node, &format!("answer to a write: {other:?}"))),
     }
-}
-
-/// Sends `commands` in one pipeline; each command answers on its own. Commands
-/// that find the script cache empty (`NOSCRIPT`, after a server restart) are sent
-/// again once the script is loaded. An answer that says the node cannot serve
-/// fails the whole exchange.
-async fn pipeline(
-    mut connection: MultiplexedConnection,
-    script: &Script,
-    commands: Vec<Cmd>,
-) -> RedisResult<Vec<RedisResult<Value>>> {
-    let send = |commands: Vec<&Cmd>| {
-        let mut pipe = redis::pipe();
-        for command in commands {
-            pipe.add_command(command.clone());
-        }
-        pipe.ignore_errors();
-        pipe
-    };
-    let mut answers: Vec<RedisResult<Value>> = send(commands.iter().collect())
-        .query_async(&mut connection)
-        .await?;
-    let no_script: Vec<usize> = answers
-        .iter()
-        .enumerate()
-        .filter(|(_, answer)| matches!(answer, Err(error) if error.code() == Some("NOSCRIPT")))
-        .map(|(index, _)| index)
-        .collect();
-    if !no_script.is_empty() {
-        script.load_async(&mut connection).await?;
-        let again: Vec<RedisResult<Value>> =
-            send(no_script.iter().map(|&index| &commands[index]).collect())
-                .query_async(&mut connection)
-                .await?;
-        for (index, answer) in no_script.into_iter().zip(again) {
-            answers[index] = answer;
-        }
-    }
-    if let Some(Err(error)) = answers
-        .iter()
-        .find(|answer| matches!(answer, Err(error) if is_node_failure(error)))
-    {
-        return Err(error.clone());
-    }
-    Ok(answers)
 }
 
 #[async_trait]
@@ -227,31 +215,17 @@ impl RemoteStore for RedisStore {
         ttl: Ttl,
         precondition: Precondition,
     ) -> Result<WriteOutcome, StoreError> {
+        self.check_size(value.len())?;
         let token = new_token();
         let stored = with_token(value, token);
-        let answer: Value = self
-            .call(node, Some(value.len()), |mut connection| async move {
-                match precondition {
-                    Precondition::None | Precondition::Absent => {
-                        let only_if_absent = precondition == Precondition::Absent;
-                        set_command(key, &stored, ttl, only_if_absent)
-                            .query_async(&mut connection)
-                            .await
-                    }
-                    Precondition::Cas(expected) => {
-                        self.shared
-                            .scripts
-                            .cas
-                            .key(key.as_str())
-                            .arg(&token_bytes(expected)[..])
-                            .arg(&stored[..])
-                            .arg(script_ttl(ttl))
-                            .invoke_async(&mut connection)
-                            .await
-                    }
-                }
-            })
-            .await?;
+        let script = &self.shared.scripts.cas;
+        let command = match precondition {
+            Precondition::None => set_command(key, &stored, ttl, false),
+            Precondition::Absent => set_command(key, &stored, ttl, true),
+            Precondition::Cas(expected) => cas_command(script, key, expected, &stored, ttl),
+        };
+        let answers = self.send_writes(node, script, vec![command]).await?;
+        let answer = single_answer(node, answers)?;
         write_outcome(node, precondition, token, Ok(answer))
     }
 
@@ -288,16 +262,18 @@ impl RemoteStore for RedisStore {
                 }
             })
             .collect();
-        let outcome = self
-            .call(node, None, |connection| {
-                pipeline(connection, script, commands)
-            })
-            .await;
-        match outcome {
-            Ok(answers) => {
+        match self.send_writes(node, script, commands).await {
+            Ok(Answers {
+                answers,
+                unreplicated,
+            }) => {
                 for ((&index, &token), answer) in sendable.iter().zip(&tokens).zip(answers) {
                     let precondition = items[index].precondition;
-                    results[index] = Some(write_outcome(node, precondition, token, answer));
+                    let outcome = write_outcome(node, precondition, token, answer);
+                    results[index] = Some(match (&unreplicated, outcome) {
+                        (Some(error), Ok(WriteOutcome::Stored(_))) => Err(error.clone()),
+                        (_, outcome) => outcome,
+                    });
                 }
             }
             Err(error) => {
@@ -315,15 +291,14 @@ impl RemoteStore for RedisStore {
     }
 
     async fn delete(&self, node: &NodeId, key: &StoreKey) -> Result<bool, StoreError> {
-        let removed: i64 = self
-            .call(node, None, |mut connection| async move {
-                redis::cmd("UNLINK")
-                    .arg(key.as_str())
-                    .query_async(&mut connection)
-                    .await
-            })
-            .await?;
-        Ok(removed > 0)
+        let mut command = redis::cmd("UNLINK");
+        command.arg(key.as_str());
+        let script = &self.shared.scripts.delete_if;
+        let answer = single_answer(node, self.send_writes(node, script, vec![command]).await?)?;
+        match answer {
+            Value::Int(removed) => Ok(removed > 0),
+            other => Err(unexpected(node, &format!("answer to UNLINK: {other:?}"))),
+        }
     }
 
     async fn delete_if(
@@ -332,18 +307,13 @@ impl RemoteStore for RedisStore {
         key: &StoreKey,
         cas: CasToken,
     ) -> Result<CasOutcome, StoreError> {
-        let answer: i64 = self
-            .call(node, None, |mut connection| async move {
-                self.shared
-                    .scripts
-                    .delete_if
-                    .key(key.as_str())
-                    .arg(&token_bytes(cas)[..])
-                    .invoke_async(&mut connection)
-                    .await
-            })
-            .await?;
-        cas_outcome(node, answer)
+        let script = &self.shared.scripts.delete_if;
+        let mut command = script_command(script, key);
+        command.arg(&token_bytes(cas)[..]);
+        match single_answer(node, self.send_writes(node, script, vec![command]).await?)? {
+            Value::Int(answer) => cas_outcome(node, answer),
+            other => Err(unexpected(node, &format!("script answer {other:?}"))),
+        }
     }
 
     async fn append(
@@ -354,20 +324,35 @@ impl RemoteStore for RedisStore {
         ttl: Ttl,
     ) -> Result<(), StoreError> {
         let limit = self.shared.config.max_value_size();
-        let answer: i64 = self
-            .call(node, Some(value.len()), |mut connection| async move {
-                self.shared
-                    .scripts
-                    .append
-                    .key(key.as_str())
-                    .arg(value)
-                    .arg(&new_token()[..])
-                    .arg(script_ttl(ttl))
-                    .arg(limit)
-                    .invoke_async(&mut connection)
-                    .await
-            })
-            .await?;
+        self.check_size(value.len())?;
+        let script = &self.shared.scripts.append;
+        let mut command = script_command(script, key);
+        command
+            .arg(value)
+            .arg(&new_token()[..])
+            .arg(script_ttl(ttl))
+            .arg(limit);
+        let answers = self.send_writes(node, script, vec![command]).await?;
+        let Answers {
+            answers,
+            unreplicated,
+        } = answers;
+        let answer = match answers.into_iter().next() {
+            Some(Ok(Value::Int(answer))) => answer,
+            Some(Ok(other)) => return Err(unexpected(node, &format!("append answer {other:?}"))),
+            Some(Err(error)) => {
+                return Err(StoreError::Server {
+                    node: node.clone(),
+                    message: crate::errors::describe(&error),
+                });
+            }
+            None => return Err(unexpected(node, "pipeline without an answer")),
+        };
+        if answer == 0
+            && let Some(error) = unreplicated
+        {
+            return Err(error);
+        }
         match usize::try_from(answer) {
             Ok(0) => Ok(()),
             Ok(size) => Err(StoreError::TooLarge { size, limit }),
@@ -464,6 +449,14 @@ impl RemoteStore for RedisStore {
 
     fn max_item_size(&self) -> usize {
         self.shared.config.max_value_size()
+    }
+
+    /// A Sentinel group and a Cluster replicate themselves; a standalone server
+    /// does not fail over, whatever replicas it has.
+    fn replicates(&self, node: &NodeId) -> bool {
+        self.shared
+            .node(node)
+            .is_ok_and(|(_, node)| node.deployment.replicates())
     }
 
     fn node_status(&self) -> Vec<NodeStatus> {
