@@ -4,13 +4,22 @@
 //! and Valkey (7.2 or later) with the `redis` crate, for Tandem's remote tier:
 //!
 //! - **A node is a deployment.** Each entry of a [`RedisSpec`]
-//!   (`r1=redis://10.0.0.5:6379,r2=rediss://:pw@10.0.0.6:6380/1`) is one node, and
-//!   the caller names the node of every operation (session ids carry it): nothing
-//!   is hashed or rerouted. Today a deployment is a standalone server; Sentinel
-//!   groups and Clusters, which replicate and shard by themselves, are meant to
-//!   become single nodes too.
-//! - **One multiplexed connection per node.** Concurrent operations share it and go
-//!   out pipelined. It is opened at [`RedisStore::connect`], and again on demand
+//!   (`r1=redis://10.0.0.5:6379,r2=redis+sentinel://s1,s2,s3/sessions,r3=redis+cluster://c1:7000,c2:7000`)
+//!   is one node: a standalone server, a Sentinel group (the master the sentinels
+//!   name, followed through failovers) or a Redis Cluster (routed by hash slot,
+//!   following redirections, resharding and failovers). The caller names the node
+//!   of every operation (session ids carry it): nothing is hashed or rerouted across
+//!   nodes.
+//! - **Durability you can choose.** With
+//!   [`RedisConfig::with_wait_replicas`] every write waits for replica
+//!   acknowledgements (`WAIT`), so that a failover cannot lose what was
+//!   acknowledged; writes that are not acknowledged in time are counted and, by
+//!   default, fail with [`StoreError::Unreplicated`](tandem_core::StoreError).
+//! - **Epochs.** Each node's epoch changes when it may have lost or rolled back
+//!   acknowledged writes (another master, a restarted server), for the manager's
+//!   checks of older copies ([`RedisStore::epoch`]).
+//! - **One multiplexed connection per node** (per cluster node for a cluster).
+//!   Concurrent operations share it and go out pipelined. It is opened at [`RedisStore::connect`], and again on demand
 //!   after the server closed it (a restart) or an operation on it failed.
 //! - **Bounded time.** Every operation is bounded by one operation timeout (default
 //!   500 ms), connecting included, so a hung server costs a request at most that.
@@ -31,8 +40,8 @@
 //!   single commands, and the conditional operations run short scripts.
 //!
 //! It is not a general Redis client (no other data types, no key hashing across
-//! nodes, no read replicas), it does not replicate between nodes (Redis does that
-//! within a deployment, the session manager across nodes), and it does not choose
+//! Tandem nodes, no reads from replicas), it does not replicate between nodes (Redis
+//! does that within a deployment, the session manager across nodes), and it does not choose
 //! nodes, relocate sessions or retry: that is the session manager's job, using
 //! [`RemoteStore::is_available`](tandem_core::RemoteStore::is_available) and the
 //! errors this store returns.
