@@ -80,7 +80,7 @@ impl<C: Codec> Engine<C> {
     #[tracing::instrument(name = "tandem.remote_load", level = "debug", skip_all, fields(session = %id.redacted()))]
     pub(super) async fn read(&self, id: &SessionId) -> Result<Read<C>, LoadError> {
         let primary = self.common.node_of(id);
-        let backup_node = self.common.successor(&primary);
+        let backup_node = self.backup_node(&primary);
         let ttl = copy_ttl(self.common.config.max_inactive);
         let primary_key = self.common.store_key(id);
         let read_backup = || async {
@@ -318,7 +318,7 @@ impl<C: Codec> Engine<C> {
         id: &SessionId,
         node: &NodeId,
     ) -> Result<Option<Loaded<C>>, StoreError> {
-        let Some(backup_node) = self.common.successor(node) else {
+        let Some(backup_node) = self.backup_node(node) else {
             return Ok(None);
         };
         let Some((item, remaining)) = self
