@@ -33,6 +33,7 @@ use tandem_core::MemoryStore;
 use tandem_core::Ttl;
 use tandem_core::{NodeId, RemoteStore, SessionId};
 
+mod epochs;
 mod replicated;
 
 type Manager = SessionManager<TextCodec>;
