@@ -47,7 +47,7 @@ pub use key::{
     KeyError, KeyPrefix, KeySecret, KeySpace, MAX_KEY_LEN, MAX_PREFIX_LEN, MIN_SECRET_LEN, StoreKey,
 };
 pub use layers::{BlobLayer, LayerError, LayerStats, NoLayer};
-pub use memory::MemoryStore;
+pub use memory::{MemoryStore, NodeSnapshot};
 pub use nodes::{NodeAddress, NodeSpec, NodeSpecError};
 pub use session::{
     AttributeChange, AttributeError, AttributeValue, MAX_ATTRIBUTE_NAME_LEN, Session,

@@ -16,6 +16,7 @@ use crate::store::{
     StoreError, Ttl, WriteOutcome,
 };
 
+#[derive(Clone)]
 struct Entry {
     value: Vec<u8>,
     cas: u64,
@@ -32,6 +33,47 @@ struct MemoryNode {
     id: NodeId,
     up: AtomicBool,
     items: Mutex<HashMap<StoreKey, Entry>>,
+    /// What [`RemoteStore::node_epoch`] answers: raised by every
+    /// [`fail_over`](MemoryStore::fail_over).
+    epoch: AtomicU64,
+}
+
+/// The items of one node of a [`MemoryStore`] at one moment, with their CAS tokens and
+/// expiry times: what a replica that lags behind its master holds, or a persistence
+/// file written then. Taken with [`MemoryStore::snapshot`], put back with
+/// [`MemoryStore::fail_over`].
+#[derive(Clone)]
+pub struct NodeSnapshot {
+    node: NodeId,
+    items: HashMap<StoreKey, Entry>,
+}
+
+impl NodeSnapshot {
+    /// The node the snapshot was taken of.
+    pub fn node(&self) -> &NodeId {
+        &self.node
+    }
+
+    /// How many items it holds (expired ones included: they stay expired when put back).
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether it holds no item.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+impl std::fmt::Debug for NodeSnapshot {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Keys may be session ids (credentials): only how many.
+        formatter
+            .debug_struct("NodeSnapshot")
+            .field("node", &self.node)
+            .field("items", &self.items.len())
+            .finish()
+    }
 }
 
 /// An in-process remote store: a map per named node, with the trait's semantics (TTLs in
@@ -85,6 +127,7 @@ impl MemoryStore {
                     id,
                     up: AtomicBool::new(true),
                     items: Mutex::new(HashMap::new()),
+                    epoch: AtomicU64::new(0),
                 })
                 .collect(),
             max_item_size: DEFAULT_MAX_ITEM_SIZE,
@@ -140,6 +183,56 @@ impl MemoryStore {
                 true
             }
             Err(_) => false,
+        }
+    }
+
+    /// The items of `node` as they are now, to put back later with
+    /// [`fail_over`](MemoryStore::fail_over); `None` if there is no such node. Not an
+    /// operation (not counted, works on a node that is off).
+    pub fn snapshot(&self, node: &NodeId) -> Option<NodeSnapshot> {
+        let found = self.node(node).ok()?;
+        Some(NodeSnapshot {
+            node: found.id.clone(),
+            items: found.items.lock().clone(),
+        })
+    }
+
+    /// Simulates a failover of `node` that lost the writes made since `snapshot` was
+    /// taken (a promoted replica that lagged behind, or a restart from an older
+    /// persistence file): the node's items become the snapshot's again, with their
+    /// old CAS tokens and expiry times (items that expired meanwhile stay expired),
+    /// and the node's [epoch](RemoteStore::node_epoch) goes up by one. Whether the
+    /// node is up is left as it is. Returns `false`, changing nothing, if there is no
+    /// such node or the snapshot is of another one.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use tandem_core::{MemoryStore, NodeId, RemoteStore, StoreKey, Ttl};
+    ///
+    /// let n1 = NodeId::new("n1").unwrap();
+    /// let store = MemoryStore::new([n1.clone()]);
+    /// let key = StoreKey::new("k").unwrap();
+    /// store.set(&n1, &key, b"old", Ttl::Never).await.unwrap();
+    /// let snapshot = store.snapshot(&n1).unwrap();
+    /// store.set(&n1, &key, b"new", Ttl::Never).await.unwrap();
+    ///
+    /// assert_eq!(store.node_epoch(&n1), 0);
+    /// assert!(store.fail_over(&n1, &snapshot));
+    /// assert_eq!(store.node_epoch(&n1), 1);
+    /// assert_eq!(store.get(&n1, &key).await.unwrap().unwrap().value, b"old");
+    /// # });
+    /// ```
+    pub fn fail_over(&self, node: &NodeId, snapshot: &NodeSnapshot) -> bool {
+        match self.node(node) {
+            Ok(found) if snapshot.node == *node => {
+                let mut items = found.items.lock();
+                *items = snapshot.items.clone();
+                // Raised under the items' lock: whoever sees the older items can see
+                // the new epoch.
+                found.epoch.fetch_add(1, Ordering::SeqCst);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -428,6 +521,11 @@ impl RemoteStore for MemoryStore {
     fn replicates(&self, node: &NodeId) -> bool {
         self.replicates && self.node(node).is_ok()
     }
+
+    fn node_epoch(&self, node: &NodeId) -> u64 {
+        self.node(node)
+            .map_or(0, |node| node.epoch.load(Ordering::SeqCst))
+    }
 }
 
 #[cfg(test)]
@@ -521,6 +619,78 @@ mod tests {
         assert!(!store.clear_node(&n2));
         assert_eq!(store.item_count(&n2), 0);
         assert_eq!(store.nodes(), vec![n1]);
+    }
+
+    #[tokio::test]
+    async fn a_fail_over_puts_the_snapshot_back_and_raises_the_epoch() {
+        let (n1, n2) = nodes();
+        let store = MemoryStore::new([n1.clone(), n2.clone()]);
+        let (k, gone) = (key("k"), key("added-later"));
+        store.set(&n1, &k, b"old", Ttl::Never).await.unwrap();
+        let old_token = store.get(&n1, &k).await.unwrap().unwrap().cas;
+        let snapshot = store.snapshot(&n1).unwrap();
+        assert_eq!((snapshot.node(), snapshot.len()), (&n1, 1));
+        let operations = store.operations();
+        store.set(&n1, &k, b"new", Ttl::Never).await.unwrap();
+        let lost_token = store.get(&n1, &k).await.unwrap().unwrap().cas;
+        store.set(&n1, &gone, b"x", Ttl::Never).await.unwrap();
+        store.set(&n2, &k, b"other node", Ttl::Never).await.unwrap();
+        assert_eq!(store.operations(), operations + 4);
+
+        assert_eq!((store.node_epoch(&n1), store.node_epoch(&n2)), (0, 0));
+        assert!(store.fail_over(&n1, &snapshot));
+        assert_eq!((store.node_epoch(&n1), store.node_epoch(&n2)), (1, 0));
+        let item = store.get(&n1, &k).await.unwrap().unwrap();
+        assert_eq!((item.value.as_slice(), item.cas), (&b"old"[..], old_token));
+        assert!(store.get(&n1, &gone).await.unwrap().is_none());
+        assert_eq!(
+            store.get(&n2, &k).await.unwrap().unwrap().value,
+            b"other node"
+        );
+        // The token of a lost write does not match the older item.
+        assert_eq!(
+            store.cas(&n1, &k, b"x", Ttl::Never, lost_token).await,
+            Ok(CasOutcome::Conflict)
+        );
+        assert!(store.fail_over(&n1, &snapshot));
+        assert_eq!(store.node_epoch(&n1), 2);
+    }
+
+    #[tokio::test]
+    async fn fail_over_refuses_unknown_nodes_and_other_nodes_snapshots() {
+        let (n1, n2) = nodes();
+        let store = MemoryStore::new([n1.clone(), n2.clone()]);
+        store.set(&n2, &key("k"), b"v", Ttl::Never).await.unwrap();
+        let of_n1 = store.snapshot(&n1).unwrap();
+        assert!(of_n1.is_empty());
+        assert!(store.snapshot(&NodeId::new("n9").unwrap()).is_none());
+        assert!(!store.fail_over(&n2, &of_n1));
+        assert!(!store.fail_over(&NodeId::new("n9").unwrap(), &of_n1));
+        assert_eq!(store.node_epoch(&n2), 0);
+        assert_eq!(store.node_epoch(&NodeId::new("n9").unwrap()), 0);
+        assert_eq!(store.item_count(&n2), 1);
+        // A restart that loses everything is no epoch change: reads see the loss.
+        assert!(store.clear_node(&n2));
+        assert_eq!(store.node_epoch(&n2), 0);
+    }
+
+    #[tokio::test]
+    async fn items_expired_since_the_snapshot_stay_expired() {
+        let (n1, _) = nodes();
+        let store = MemoryStore::new([n1.clone()]);
+        store
+            .set(
+                &n1,
+                &key("short"),
+                b"x",
+                Ttl::After(Duration::from_millis(50)),
+            )
+            .await
+            .unwrap();
+        let snapshot = store.snapshot(&n1).unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(store.fail_over(&n1, &snapshot));
+        assert!(store.get(&n1, &key("short")).await.unwrap().is_none());
     }
 
     /// The value and CAS token stored under `k` on `node`, if any.

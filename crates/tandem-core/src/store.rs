@@ -476,6 +476,32 @@ pub trait RemoteStore: Send + Sync + 'static {
         let _ = node;
         false
     }
+
+    /// A number that changes whenever `node` may have lost or rolled back writes it had
+    /// acknowledged: a failover to a replica, a restart of the server from older
+    /// persistence files. Copies written under an older epoch may since have been
+    /// replaced by older ones. 0 for a store that cannot tell (the default); it never
+    /// changes for a node that keeps nothing across a failure (memcached: a restarted
+    /// node is empty, which reads see).
+    ///
+    /// No network access: like [`is_available`](Self::is_available), it reads what the
+    /// store's operations and health checks learned. Only a change means something;
+    /// the manager compares it with the epoch it saw when it wrote a copy, and reads
+    /// the copies of a node whose epoch changed more carefully for a while.
+    ///
+    /// ```
+    /// use tandem_core::{MemoryStore, NodeId, RemoteStore};
+    ///
+    /// let n1 = NodeId::new("n1").unwrap();
+    /// let store = MemoryStore::new([n1.clone()]);
+    /// let before = store.node_epoch(&n1);
+    /// store.fail_over(&n1, &store.snapshot(&n1).unwrap());
+    /// assert_ne!(store.node_epoch(&n1), before);
+    /// ```
+    fn node_epoch(&self, node: &NodeId) -> u64 {
+        let _ = node;
+        0
+    }
 }
 
 #[cfg(test)]

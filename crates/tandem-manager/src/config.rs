@@ -91,6 +91,40 @@ pub enum BackupMode {
     },
 }
 
+/// Whether non-sticky mode keeps its own backup copy of a session on a second node
+/// when the session's primary node replicates itself
+/// ([`RemoteStore::replicates`]: a Redis Sentinel group or Cluster configured as one
+/// node). Set with [`ManagerBuilder::copies_for_replicated_nodes`]; sticky mode keeps
+/// one remote copy whatever this says.
+///
+/// ```
+/// use tandem_manager::ReplicatedCopies;
+///
+/// assert_eq!(ReplicatedCopies::default(), ReplicatedCopies::Keep);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplicatedCopies {
+    /// A backup copy on the next node, as for any node (the default). It survives
+    /// the loss of the whole replicated deployment (every server of a Sentinel group,
+    /// a Cluster that lost a slot range), and it is what lets reads detect and repair
+    /// an older copy that a failover of the node handed out (see
+    /// [`RemoteStore::node_epoch`]). It costs one more write per changed commit, one
+    /// touch per unchanged one, and for a while after a failover a read of the copy
+    /// beside each read of the primary. With a single node there is no second node,
+    /// and nothing is written.
+    #[default]
+    Keep,
+    /// No backup copy for sessions whose primary node replicates itself: no backup
+    /// write, touch or read; their commits report
+    /// [`BackupStatus::NotNeeded`](crate::BackupStatus::NotNeeded). The node's own
+    /// replication is the only redundancy: if the whole deployment is lost, so are its
+    /// sessions, and a failover that lost writes hands out older copies that nothing
+    /// can detect. While the node is down its sessions cannot be read (requests fail
+    /// as unavailable) and a changed commit moves the session to another node, as
+    /// with any node. Cheaper: one write per changed commit and one read per request.
+    Skip,
+}
+
 /// The settings of a [`SessionManager`], built with [`ManagerBuilder`].
 #[derive(Clone)]
 pub(crate) struct ManagerConfig {
@@ -118,6 +152,7 @@ pub(crate) struct ManagerConfig {
     pub(crate) key_secret: Option<KeySecret>,
     pub(crate) peer_feed_interval: Option<Duration>,
     pub(crate) max_unsaved_bytes: Option<u64>,
+    pub(crate) replicated_copies: ReplicatedCopies,
     pub(crate) clock: Arc<dyn Clock>,
 }
 
@@ -157,6 +192,7 @@ impl Default for ManagerConfig {
             key_secret: None,
             peer_feed_interval: Some(Duration::from_secs(1)),
             max_unsaved_bytes: None,
+            replicated_copies: ReplicatedCopies::Keep,
             clock: Arc::new(SystemClock),
         }
     }
@@ -410,6 +446,38 @@ impl<C: Codec> ManagerBuilder<C> {
     /// memory grow without bound. Sessions already waiting keep changing freely.
     pub fn max_unsaved_bytes(mut self, bytes: u64) -> Self {
         self.config.max_unsaved_bytes = Some(bytes);
+        self
+    }
+
+    /// Non-sticky mode: whether a session whose primary node replicates itself (a
+    /// Redis Sentinel group or Cluster as one node) still gets its own backup copy on
+    /// the next node. [`ReplicatedCopies::Keep`] (the default, the safer choice) or
+    /// [`ReplicatedCopies::Skip`] (cheaper; the node's replication is the only
+    /// redundancy, and older copies after its failovers go undetected); the enum
+    /// describes the trade-off. Sessions on nodes that do not replicate themselves
+    /// always get a backup copy.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use tandem_core::{MemoryStore, NodeId};
+    /// use tandem_manager::{Mode, ReplicatedCopies, SessionManager};
+    /// # use tandem_core::{Codec, CodecId};
+    /// # struct MyCodec;
+    /// # impl Codec for MyCodec { const ID: CodecId = CodecId::new(250); const NAME: &'static str = "mine"; }
+    ///
+    /// let nodes = [NodeId::new("r1").unwrap(), NodeId::new("r2").unwrap()];
+    /// let store = Arc::new(MemoryStore::new(nodes).with_replication(true));
+    /// let manager = SessionManager::<MyCodec>::builder(store)
+    ///     .mode(Mode::NonSticky)
+    ///     .copies_for_replicated_nodes(ReplicatedCopies::Skip)
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(manager);
+    /// # });
+    /// ```
+    pub fn copies_for_replicated_nodes(mut self, copies: ReplicatedCopies) -> Self {
+        self.config.replicated_copies = copies;
         self
     }
 

@@ -6,9 +6,9 @@
 //! races with exactly one winner), batches with mixed outcomes, TTLs
 //! ([`Ttl::Never`](tandem_core::Ttl::Never), expiry, touch, very long lifetimes),
 //! empty and binary values, the longest keys, values at and one byte over
-//! [`max_item_size`](RemoteStore::max_item_size), and nodes that become unavailable
-//! and come back. The cases are the functions of [`cases`]; each documents what it
-//! asserts.
+//! [`max_item_size`](RemoteStore::max_item_size), nodes that become unavailable
+//! and come back, and node epochs that stay put through ordinary operations. The
+//! cases are the functions of [`cases`]; each documents what it asserts.
 //!
 //! What it is not: a test of store-specific behaviour (memcached's 30-day TTL rule,
 //! its pipelining or connection limits stay in the store's own tests), or a
@@ -246,6 +246,7 @@ macro_rules! store_conformance_tests {
             short_ttls_expire,
             touch_and_get_and_touch_extend_the_ttl,
             node_status_reports_every_node,
+            node_epochs_stay_put_through_ordinary_operations,
             an_unavailable_node_fails_every_operation_in_bounded_time,
             other_nodes_keep_working_while_one_is_unavailable,
             a_node_that_comes_back_is_served_again,

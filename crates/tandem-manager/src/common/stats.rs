@@ -162,6 +162,18 @@ counters! {
     /// store restored from a snapshot, such as Redis with persistence), and replaced
     /// by this server's newer state instead of being taken for another server's.
     stale_copies_replaced,
+    /// Sticky: keep-alive touches turned into full backup writes because the node of
+    /// the session's copy changed its epoch (it failed over, or restarted from older
+    /// files, see `RemoteStore::node_epoch`) since this server wrote or read the copy:
+    /// the node may hold an older copy, which a touch would keep alive.
+    backups_rewritten_after_epoch_change,
+    /// Non-sticky: reads that found the session's two copies different for a while
+    /// after the epoch of their nodes changed (a failover that may have lost writes,
+    /// see `RemoteStore::node_epoch`), or its primary copy alive while a deletion
+    /// marker says the id ended. The newer copy is served and the older repaired
+    /// (copies with the same last access: the primary is served); an ended id stays
+    /// ended. May also count a backup copy whose write was still on its way.
+    older_copies_detected,
     /// Sticky: local copies dropped because another server announced in the peer feed
     /// that it took the session over, reloaded, cycled or ended it.
     stale_copies_dropped,

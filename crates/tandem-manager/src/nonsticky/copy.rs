@@ -1,6 +1,7 @@
 //! The backup copy of a non-sticky session, on the primary's successor: written after
 //! each changed commit (in the background, or before the commit returns with a
-//! synchronous backup mode), and its expiry slid along with the primary's.
+//! synchronous backup mode), and its expiry slid along with the primary's. None for a
+//! session whose primary node replicates itself under [`ReplicatedCopies::Skip`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,10 +12,28 @@ use super::Engine;
 use super::repair::Stale;
 use crate::common::stats::Counters;
 use crate::common::ttl::copy_ttl;
+use crate::config::ReplicatedCopies;
 use crate::error::WriteFailure;
 use crate::outcome::BackupStatus;
 
 impl<C: Codec> Engine<C> {
+    /// Whether sessions whose primary is on `primary` keep no backup copy: the node
+    /// replicates itself and [`ReplicatedCopies::Skip`] is configured.
+    pub(super) fn skips_copies(&self, primary: &NodeId) -> bool {
+        self.common.config.replicated_copies == ReplicatedCopies::Skip
+            && self.common.store.replicates(primary)
+    }
+
+    /// Where the backup copy of a session whose primary is on `primary` is written and
+    /// read: the first available node after it, if any, unless the session keeps no
+    /// copy ([`skips_copies`](Self::skips_copies)).
+    pub(super) fn backup_node(&self, primary: &NodeId) -> Option<NodeId> {
+        if self.skips_copies(primary) {
+            return None;
+        }
+        self.common.successor(primary)
+    }
+
     /// Writes the backup copy on the primary's successor: in the background, or
     /// before returning with a synchronous backup mode (or during shutdown).
     pub(super) async fn write_backup(
@@ -24,6 +43,9 @@ impl<C: Codec> Engine<C> {
         ttl: Ttl,
     ) -> BackupStatus {
         let primary = self.common.node_ref(&id);
+        if self.skips_copies(primary) {
+            return BackupStatus::NotNeeded;
+        }
         let Some(node) = self.common.successor(primary) else {
             // With a single node there is no backup copy to write, ever: nothing to
             // repair, and nothing missing if the node keeps copies by itself (a
@@ -121,7 +143,7 @@ impl<C: Codec> Engine<C> {
         interval: Option<Duration>,
         read_at: Instant,
     ) {
-        let Some(node) = self.common.successor(&self.common.node_of(id)) else {
+        let Some(node) = self.backup_node(&self.common.node_of(id)) else {
             return;
         };
         let ttl = match copy_ttl(interval) {

@@ -51,6 +51,7 @@ use transit::{
 };
 
 mod copy;
+mod epochs;
 mod locking;
 mod read;
 pub(crate) mod remote_lock;
@@ -107,6 +108,8 @@ pub(crate) struct Engine<C> {
     pub(crate) transit: Arc<TransitMap<C>>,
     /// Backup copies whose write failed, to be copied again from the primary.
     pub(crate) copy_repairs: repair::Repairs,
+    /// The nodes' epochs as this server last saw them (see [`epochs`]).
+    pub(crate) epochs: epochs::Epochs,
     /// `LockScope::Auto`: per request pattern, how many requests in a row left the
     /// session unchanged.
     pub(crate) read_only_streaks: moka::sync::Cache<Box<str>, u32>,
@@ -119,6 +122,7 @@ impl<C: Codec> Engine<C> {
         let engine = Arc::new(Engine {
             transit: Arc::new(parking_lot::Mutex::new(HashMap::new())),
             copy_repairs: repair::Repairs::default(),
+            epochs: epochs::Epochs::new(&*common.store),
             read_only_streaks: moka::sync::Cache::builder()
                 .max_capacity(MAX_PATTERN_BYTES)
                 // Weighed by their length (plus the entry's own cost): a client that

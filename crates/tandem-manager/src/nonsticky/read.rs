@@ -47,7 +47,8 @@ pub(super) struct Loaded<C> {
     pub(super) session: Session<C>,
     /// What the primary key holds: this session under this token, or (with
     /// `on_primary` false) the tombstone of a move away, which a session moving back
-    /// may replace.
+    /// may replace, or an older state of this session, which the newer one from the
+    /// backup copy replaces (see [`epochs`](super::epochs)).
     pub(super) cas: Option<CasToken>,
     /// Whether the primary holds this session under its current id; if not (it was
     /// restored from the backup, or moved), the next commit writes it even if
@@ -59,7 +60,7 @@ pub(super) struct Loaded<C> {
 /// expiry slides with the primary's, within memcached's one-second clock, so a copy
 /// closer to its end than this belongs to a primary that expired. Shorter for a
 /// session whose whole interval is shorter.
-fn restore_margin(max_inactive: Option<Duration>) -> Duration {
+pub(super) fn restore_margin(max_inactive: Option<Duration>) -> Duration {
     let margin = Duration::from_secs(2);
     max_inactive.map_or(margin, |interval| margin.min(interval / 2))
 }
@@ -80,7 +81,7 @@ impl<C: Codec> Engine<C> {
     #[tracing::instrument(name = "tandem.remote_load", level = "debug", skip_all, fields(session = %id.redacted()))]
     pub(super) async fn read(&self, id: &SessionId) -> Result<Read<C>, LoadError> {
         let primary = self.common.node_of(id);
-        let backup_node = self.common.successor(&primary);
+        let backup_node = self.backup_node(&primary);
         let ttl = copy_ttl(self.common.config.max_inactive);
         let primary_key = self.common.store_key(id);
         let read_backup = || async {
@@ -128,7 +129,12 @@ impl<C: Codec> Engine<C> {
             .histograms
             .remote_load(self.common.since(started));
         let primary_down = match primary_result {
-            Some(Ok(Some(item))) => return self.session_in_primary(&primary, id, item).await,
+            Some(Ok(Some(item))) => {
+                let prefetched = prefetched.flatten();
+                return self
+                    .session_in_primary(&primary, backup_node.as_ref(), id, item, prefetched)
+                    .await;
+            }
             Some(Ok(None)) => false,
             Some(Err(error)) => {
                 Counters::add(&self.common.counters.remote_load_failures);
@@ -169,12 +175,16 @@ impl<C: Codec> Engine<C> {
     }
 
     /// The session in a primary copy just read (and touched with the default
-    /// interval's TTL).
+    /// interval's TTL), checked against its backup copy (on `backup_node`, maybe
+    /// already read: `prefetched`) for a while after a failover (see
+    /// [`epochs`](super::epochs)).
     async fn session_in_primary(
         &self,
         primary: &NodeId,
+        backup_node: Option<&NodeId>,
         id: &SessionId,
         item: Item,
+        prefetched: Option<Result<Option<(Item, Ttl)>, StoreError>>,
     ) -> Result<Read<C>, LoadError> {
         if let Some(reason) = ends::tombstone_reason(&item.value) {
             return Ok(Read::Ended(reason));
@@ -187,11 +197,9 @@ impl<C: Codec> Engine<C> {
                 .await?;
         }
         Counters::add(&self.common.counters.loaded_remote);
-        Ok(Read::Found(Loaded {
-            session,
-            cas: Some(item.cas),
-            on_primary: true,
-        }))
+        Ok(self
+            .checked_against_backup(id, primary, backup_node, &item, session, prefetched)
+            .await)
     }
 
     /// The read slid the primary's expiry by the default interval: the session's own
@@ -318,7 +326,7 @@ impl<C: Codec> Engine<C> {
         id: &SessionId,
         node: &NodeId,
     ) -> Result<Option<Loaded<C>>, StoreError> {
-        let Some(backup_node) = self.common.successor(node) else {
+        let Some(backup_node) = self.backup_node(node) else {
             return Ok(None);
         };
         let Some((item, remaining)) = self

@@ -51,6 +51,12 @@ pub(crate) struct LocalEntry<C> {
     /// When the remote copy's expiry was last set (write or touch), in milliseconds of
     /// the manager's clock; 0 when there is no known remote copy.
     pub(crate) remote_refreshed_ms: AtomicU64,
+    /// The [epoch](tandem_core::RemoteStore::node_epoch) of the remote copy's node,
+    /// read before the write (or read) that left the copy this server knows: if the
+    /// node's epoch differs when the copy is due for a keep-alive touch, the node may
+    /// have gone back to an older copy, which a touch would keep alive, so the copy is
+    /// written in full instead.
+    pub(crate) remote_epoch: AtomicU64,
     /// Digest of the bytes this server last wrote to or read from the remote tier for
     /// this session (0: none), to tell at a takeover whether another server wrote since.
     pub(crate) remote_digest: AtomicU64,
@@ -123,6 +129,7 @@ impl<C: Codec> LocalEntry<C> {
             expired: AtomicBool::new(false),
             weight: AtomicU32::new(0),
             remote_refreshed_ms: AtomicU64::new(0),
+            remote_epoch: AtomicU64::new(0),
             remote_digest: AtomicU64::new(0),
             // A state read from the remote tier is what it holds; a new one is not
             // there yet.

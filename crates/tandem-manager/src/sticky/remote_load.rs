@@ -153,6 +153,8 @@ impl<C: Codec> Engine<C> {
     #[tracing::instrument(name = "tandem.remote_load", level = "debug", skip_all, fields(session = %id.redacted(), node = %node))]
     async fn read_remote(&self, node: &NodeId, id: &SessionId) -> Result<Found<C>, StoreError> {
         let started = self.common.now();
+        // Before the read: a failover during it leaves an epoch that differs.
+        let epoch = self.common.store.node_epoch(node);
         let result = self
             .common
             .store
@@ -194,6 +196,7 @@ impl<C: Codec> Engine<C> {
                 entry
                     .remote_digest
                     .store(digest(&item.value), Ordering::Relaxed);
+                entry.remote_epoch.store(epoch, Ordering::Relaxed);
                 Ok(Found::Entry(Arc::new(entry)))
             }
             Err(error) => {
@@ -238,6 +241,7 @@ impl<C: Codec> Engine<C> {
             Some(held) => Some(self.write_order(held).lock().await),
             None => None,
         };
+        let epoch = self.common.store.node_epoch(&node);
         let remote = if self.common.store.is_available(&node) {
             let started = self.common.now();
             let result = self
@@ -287,6 +291,7 @@ impl<C: Codec> Engine<C> {
         let entry = match held {
             Some(held) if held.remote_digest.load(Ordering::Relaxed) == remote_digest => {
                 held.state.lock().remote = RemoteCopy::Cas(item.cas);
+                held.remote_epoch.store(epoch, Ordering::Relaxed);
                 Counters::add(&self.common.counters.loaded_local);
                 held
             }
@@ -309,6 +314,7 @@ impl<C: Codec> Engine<C> {
                     self.common.now_ms(),
                 ));
                 entry.remote_digest.store(remote_digest, Ordering::Relaxed);
+                entry.remote_epoch.store(epoch, Ordering::Relaxed);
                 self.local.insert(key.clone(), Arc::clone(&entry));
                 Counters::add(&self.common.counters.loaded_remote);
                 entry

@@ -50,6 +50,9 @@ pub(super) struct BackupJob {
     accessed: SystemTime,
     /// What this server knows of the remote copy: the condition of the write.
     remote: RemoteCopy,
+    /// The node's epoch, read before the write is sent (see
+    /// `LocalEntry::remote_epoch`).
+    epoch: u64,
 }
 
 /// A backup write of a batch: the entry, what to send, and its condition.
@@ -110,6 +113,9 @@ impl<C: Codec> Engine<C> {
         if !self.touch_due(entry) {
             return Ok(());
         }
+        if job.epoch != entry.remote_epoch.load(Ordering::Relaxed) {
+            return self.rewrite_after_epoch_change(entry, &job).await;
+        }
         match self.common.store.touch(&job.node, &job.key, job.ttl).await {
             Ok(true) => {
                 entry
@@ -138,6 +144,33 @@ impl<C: Codec> Engine<C> {
                 Err(error.into())
             }
         }
+    }
+
+    /// The copy's node failed over, or restarted from older files, since this server
+    /// wrote or read the copy: what it holds now may be an older copy (the writes
+    /// since were lost), which a touch would keep alive under the newer local state.
+    /// The current state is written in full instead, under the usual condition: the
+    /// token this server remembers is refused by an older copy, which is then
+    /// recognised as older than this server's last write and replaced
+    /// (`stale_copies_replaced`); a copy another server wrote (it took the session
+    /// over) or a tombstone is not older, and this server gives the session up as
+    /// after any refused write. A copy that vanished is created again. A write that
+    /// fails leaves the session dirty, retried like any backup.
+    async fn rewrite_after_epoch_change(
+        &self,
+        entry: &Arc<LocalEntry<C>>,
+        job: &BackupJob,
+    ) -> Result<(), WriteFailure> {
+        Counters::add(&self.common.counters.backups_rewritten_after_epoch_change);
+        tracing::info!(
+            session = %job.id.redacted(),
+            node = %job.node,
+            "the node's epoch changed (a failover?): backup rewritten instead of touched"
+        );
+        entry.state.lock().backed_up = 0;
+        self.backups.mark_dirty(entry);
+        let job = self.backup_job(entry)?;
+        self.write(entry, job).await
     }
 
     /// The lock that orders the remote writes of `entry`: one of a fixed set, chosen
@@ -253,6 +286,8 @@ impl<C: Codec> Engine<C> {
     pub(super) fn backup_job(&self, entry: &LocalEntry<C>) -> Result<BackupJob, WriteFailure> {
         let state = entry.state.lock();
         let id = state.session.id().clone();
+        let node = self.common.node_of(&id);
+        let epoch = self.common.store.node_epoch(&node);
         let bytes = if state.revision > state.backed_up {
             Some(self.common.seal(&state.session).inspect_err(|error| {
                 Counters::add(&self.common.counters.backups_failed);
@@ -262,7 +297,8 @@ impl<C: Codec> Engine<C> {
             None
         };
         Ok(BackupJob {
-            node: self.common.node_of(&id),
+            node,
+            epoch,
             key: self.common.store_key(&id),
             ttl: remote_ttl(state.session.max_inactive()),
             bytes,
@@ -347,6 +383,11 @@ impl<C: Codec> Engine<C> {
                     Ok(Some(item)) if self.attempted_here(entry, &item.value) => {
                         precondition = Precondition::Cas(item.cas);
                     }
+                    Ok(Some(item)) if self.older_than_ours(entry, &job.id, &item.value) => {
+                        Counters::add(&self.common.counters.stale_copies_replaced);
+                        tracing::warn!(session = %job.id.redacted(), "the remote copy is older than what this server wrote (a failover that lost writes?); replaced");
+                        precondition = Precondition::Cas(item.cas);
+                    }
                     Ok(_) => {
                         Counters::add(&self.common.counters.backups_failed);
                         self.lose_ownership(entry);
@@ -374,6 +415,11 @@ impl<C: Codec> Engine<C> {
         match self.own_copy(entry, &job.node, &job.key).await {
             Ok(OwnCopy::Absent) => Ok(Some(Precondition::Absent)),
             Ok(OwnCopy::Ours(token)) => Ok(Some(Precondition::Cas(token))),
+            Ok(OwnCopy::Older(token)) => {
+                Counters::add(&self.common.counters.stale_copies_replaced);
+                tracing::warn!(session = %job.id.redacted(), "the remote copy is older than what this server wrote (a failover that lost writes?); replaced");
+                Ok(Some(Precondition::Cas(token)))
+            }
             Ok(OwnCopy::Theirs) => {
                 self.lose_ownership(entry);
                 Ok(None)
@@ -386,7 +432,8 @@ impl<C: Codec> Engine<C> {
     }
 
     /// Reads the copy of `entry` and tells whether it holds bytes this server wrote or
-    /// read (the last ones known, or those of a write whose answer was lost).
+    /// read (the last ones known, or those of a write whose answer was lost), or an
+    /// older state than those (see [`older_than_ours`](Self::older_than_ours)).
     async fn own_copy(
         &self,
         entry: &LocalEntry<C>,
@@ -404,6 +451,8 @@ impl<C: Codec> Engine<C> {
         let ours = found == entry.remote_digest.load(Ordering::Relaxed) || found == attempted;
         Ok(if ours {
             OwnCopy::Ours(item.cas)
+        } else if self.older_than_ours(entry, &entry.id(), &item.value) {
+            OwnCopy::Older(item.cas)
         } else {
             OwnCopy::Theirs
         })
@@ -459,6 +508,7 @@ impl<C: Codec> Engine<C> {
                 entry
                     .remote_refreshed_ms
                     .store(self.common.now_ms(), Ordering::Relaxed);
+                entry.remote_epoch.store(job.epoch, Ordering::Relaxed);
                 let written = digest(bytes);
                 entry.remote_digest.store(written, Ordering::Relaxed);
                 entry
@@ -558,7 +608,8 @@ impl<C: Codec> Engine<C> {
             RemoteCopy::Absent => return,
             RemoteCopy::Cas(token) => token,
             RemoteCopy::Unknown => match self.own_copy(&entry, &node, &store_key).await {
-                Ok(OwnCopy::Ours(token)) => token,
+                // An older copy of the session is ended as well.
+                Ok(OwnCopy::Ours(token) | OwnCopy::Older(token)) => token,
                 Ok(OwnCopy::Absent | OwnCopy::Theirs) => return,
                 Err(error) => {
                     tracing::debug!(session = %id.redacted(), %error, "expired session's copy unreadable; it expires by its TTL");
@@ -629,6 +680,9 @@ enum OwnCopy {
     Absent,
     /// A copy this server wrote or read, with its token.
     Ours(tandem_core::CasToken),
+    /// A copy older than the state this server last wrote or read (the store lost
+    /// writes it had acknowledged), with its token: replaced like one of ours.
+    Older(tandem_core::CasToken),
     /// A copy another server wrote, or a tombstone.
     Theirs,
 }

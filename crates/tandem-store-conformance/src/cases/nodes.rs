@@ -27,6 +27,44 @@ pub async fn node_status_reports_every_node<F: StoreFixture>() {
     }
 }
 
+/// [`node_epoch`](tandem_core::RemoteStore::node_epoch) stays what it was through
+/// ordinary operations on every node, writes, reads, touches, deletes, failed
+/// conditions: only a failover or a restart from older files may change it, and the
+/// manager takes a change for one (it then rewrites or re-checks copies).
+pub async fn node_epochs_stay_put_through_ordinary_operations<F: StoreFixture>() {
+    let s = start::<F>(2).await;
+    let (store, n1, n2, k) = (&*s.store, s.node(0), s.node(1), key("k"));
+    let before = (store.node_epoch(n1), store.node_epoch(n2));
+    for node in [n1, n2] {
+        store.set(node, &k, b"v", LONG).await.unwrap();
+        let token = present(store, node, &k).await.cas;
+        assert_eq!(
+            store.add(node, &k, b"w", LONG).await.unwrap(),
+            AddOutcome::Exists
+        );
+        store.cas(node, &k, b"w", LONG, token).await.unwrap();
+        assert_eq!(
+            store.cas(node, &k, b"x", LONG, token).await.unwrap(),
+            CasOutcome::Conflict
+        );
+        store
+            .write(node, &k, b"y", LONG, Precondition::None)
+            .await
+            .unwrap();
+        store.append(node, &k, b"z", LONG).await.unwrap();
+        assert!(store.touch(node, &k, LONG).await.unwrap());
+        store.get_and_touch(node, &k, LONG).await.unwrap();
+        store.get_with_ttl(node, &k).await.unwrap();
+        assert!(store.delete(node, &k).await.unwrap());
+        assert!(store.get(node, &k).await.unwrap().is_none());
+        assert_eq!(
+            (store.node_epoch(n1), store.node_epoch(n2)),
+            before,
+            "an epoch changed after ordinary operations on {node}"
+        );
+    }
+}
+
 /// Every operation on an unavailable node fails with a node failure
 /// ([`StoreError::is_node_failure`]: down, timed out or unreachable) that names the
 /// node, each within the fixture's operation timeout (plus [`MARGIN`]); batches fail

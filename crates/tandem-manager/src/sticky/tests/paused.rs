@@ -152,7 +152,14 @@ async fn set(manager: &SessionManager<TextCodec>, id: &SessionId, name: &str, va
 #[tokio::test(start_paused = true)]
 async fn an_older_copy_from_a_restored_store_is_replaced_not_obeyed() {
     let (store, builder) = paused(&["n1"]);
-    let manager = builder.max_inactive(Some(INTERVAL)).build().unwrap();
+    // No peer feed: the other server's announcement of its takeover would make this
+    // one drop its copy before its write is refused, or not, depending on when the
+    // feed's task runs.
+    let manager = builder
+        .max_inactive(Some(INTERVAL))
+        .peer_feed_interval(None)
+        .build()
+        .unwrap();
     let n1 = node("n1");
     let id = create(&manager, &[("n", "1")]).await;
     settle(&manager).await;
@@ -193,4 +200,128 @@ async fn an_older_copy_from_a_restored_store_is_replaced_not_obeyed() {
     assert_eq!(manager.stats().ownership_lost, 1);
     assert_eq!(manager.stats().stale_copies_replaced, 1);
     assert_eq!(get(&other, &id, "n").await.as_deref(), Some("5"));
+}
+
+/// A failover of the session's node that lost its last backup puts an older copy
+/// back, under the newer local state. Only reads follow, so nothing changes: the first
+/// keep-alive due after the failover writes the whole current state instead of
+/// touching (a touch would keep the older copy alive), and the older copy is replaced
+/// rather than taken for another server's.
+#[tokio::test(start_paused = true)]
+async fn a_keepalive_after_a_failover_rewrites_the_older_copy() {
+    let (store, builder) = paused(&["n1"]);
+    let manager = builder
+        .max_inactive(Some(INTERVAL))
+        .peer_feed_interval(None)
+        .build()
+        .unwrap();
+    let n1 = node("n1");
+    let id = create(&manager, &[("n", "1")]).await;
+    settle(&manager).await;
+    let snapshot = store.snapshot(&n1).unwrap();
+    tokio::time::advance(MARGIN).await;
+    set(&manager, &id, "n", "2").await;
+    settle(&manager).await;
+    assert!(store.fail_over(&n1, &snapshot));
+    let half_slack = keepalive_slack(INTERVAL) / 2;
+
+    // Reads within the keep-alive period send nothing.
+    let operations = store.operations();
+    tokio::time::advance(half_slack - 2 * MARGIN).await;
+    assert_eq!(get(&manager, &id, "n").await.as_deref(), Some("2"));
+    settle(&manager).await;
+    assert_eq!(store.operations(), operations);
+
+    // The first one due rewrites the copy.
+    tokio::time::advance(2 * MARGIN).await;
+    assert_eq!(get(&manager, &id, "n").await.as_deref(), Some("2"));
+    settle(&manager).await;
+    let stats = manager.stats();
+    assert_eq!(stats.backups_rewritten_after_epoch_change, 1, "{stats:?}");
+    assert_eq!(stats.stale_copies_replaced, 1, "{stats:?}");
+    assert_eq!((stats.touches, stats.ownership_lost), (0, 0), "{stats:?}");
+    let other = builder_on(&store)
+        .max_inactive(Some(INTERVAL))
+        .build()
+        .unwrap();
+    assert_eq!(get(&other, &id, "n").await.as_deref(), Some("2"));
+}
+
+/// The rewrite records the new epoch: the keep-alives after it are touches again.
+/// And without any epoch change, keep-alives are only ever touches, one operation
+/// each.
+#[tokio::test(start_paused = true)]
+async fn keepalives_are_touches_while_the_epoch_stays() {
+    let (store, builder) = paused(&["n1"]);
+    // No peer feed: its reads would be counted among the operations.
+    let manager = builder
+        .max_inactive(Some(INTERVAL))
+        .peer_feed_interval(None)
+        .build()
+        .unwrap();
+    let n1 = node("n1");
+    let id = create(&manager, &[("n", "1")]).await;
+    settle(&manager).await;
+    let half_slack = keepalive_slack(INTERVAL) / 2;
+    let operations = store.operations();
+    for _ in 0..3 {
+        tokio::time::advance(half_slack + MARGIN).await;
+        assert_eq!(get(&manager, &id, "n").await.as_deref(), Some("1"));
+        settle(&manager).await;
+    }
+    let stats = manager.stats();
+    assert_eq!(store.operations() - operations, 3);
+    assert_eq!((stats.touches, stats.backups_written), (3, 1), "{stats:?}");
+    assert_eq!(stats.backups_rewritten_after_epoch_change, 0);
+
+    // A failover that lost nothing: one rewrite (its condition still holds), then
+    // touches again.
+    assert!(store.fail_over(&n1, &store.snapshot(&n1).unwrap()));
+    for _ in 0..2 {
+        tokio::time::advance(half_slack + MARGIN).await;
+        assert_eq!(get(&manager, &id, "n").await.as_deref(), Some("1"));
+        settle(&manager).await;
+    }
+    let stats = manager.stats();
+    assert_eq!(stats.backups_rewritten_after_epoch_change, 1, "{stats:?}");
+    assert_eq!((stats.touches, stats.backups_written), (4, 2), "{stats:?}");
+    assert_eq!(stats.stale_copies_replaced, 0, "{stats:?}");
+}
+
+/// After a failover, a server that took the session over wrote a copy derived from
+/// the owner's newest state: it is not older, so the owner's rewrite is refused and
+/// the owner gives the session up instead of overwriting it.
+#[tokio::test(start_paused = true)]
+async fn a_rewrite_after_a_failover_never_replaces_a_takeovers_copy() {
+    let (store, builder) = paused(&["n1"]);
+    let manager = builder
+        .max_inactive(Some(INTERVAL))
+        .peer_feed_interval(None)
+        .build()
+        .unwrap();
+    let n1 = node("n1");
+    let id = create(&manager, &[("n", "1")]).await;
+    settle(&manager).await;
+    tokio::time::advance(MARGIN).await;
+    set(&manager, &id, "n", "2").await;
+    settle(&manager).await;
+    // A failover that lost nothing; then another server takes the session over.
+    assert!(store.fail_over(&n1, &store.snapshot(&n1).unwrap()));
+    let other = builder_on(&store)
+        .max_inactive(Some(INTERVAL))
+        .peer_feed_interval(None)
+        .build()
+        .unwrap();
+    tokio::time::advance(MARGIN).await;
+    set(&other, &id, "n", "3").await;
+    settle(&other).await;
+
+    tokio::time::advance(keepalive_slack(INTERVAL) / 2).await;
+    assert_eq!(get(&manager, &id, "n").await.as_deref(), Some("2"));
+    settle(&manager).await;
+    let stats = manager.stats();
+    assert_eq!(stats.backups_rewritten_after_epoch_change, 1, "{stats:?}");
+    assert_eq!(stats.stale_copies_replaced, 0, "{stats:?}");
+    assert_eq!(stats.ownership_lost, 1, "{stats:?}");
+    assert_eq!(get(&other, &id, "n").await.as_deref(), Some("3"));
 }

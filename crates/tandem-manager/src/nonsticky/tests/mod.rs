@@ -15,7 +15,9 @@
 //!   else), a node that restarts empty (`clear_node`);
 //! - settings the suite does not exercise: lock timeouts, lock scopes;
 //! - expiry on paused time ([`TokioClock`](crate::TokioClock)), which cannot drive a
-//!   real server.
+//!   real server;
+//! - in `replicated`, nodes that replicate themselves or fail over to an older state
+//!   (`with_replication`, `fail_over`), which real memcached cannot do.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +32,9 @@ use crate::{
 use tandem_core::MemoryStore;
 use tandem_core::Ttl;
 use tandem_core::{NodeId, RemoteStore, SessionId};
+
+mod epochs;
+mod replicated;
 
 type Manager = SessionManager<TextCodec>;
 
