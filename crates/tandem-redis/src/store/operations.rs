@@ -451,6 +451,12 @@ impl RemoteStore for RedisStore {
         self.shared.config.max_value_size()
     }
 
+    /// Another master after a failover, a restarted server, or a cluster whose
+    /// configuration epoch rose; an atomic read, no network.
+    fn node_epoch(&self, node: &NodeId) -> u64 {
+        self.epoch(node).unwrap_or(0)
+    }
+
     /// A Sentinel group and a Cluster replicate themselves; a standalone server
     /// does not fail over, whatever replicas it has.
     fn replicates(&self, node: &NodeId) -> bool {
