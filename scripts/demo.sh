@@ -313,7 +313,7 @@ CFG
         fi
         ticks=$(sed -nE 's/.*"tick":([0-9]+).*/\1/p' "$work/last")
         ticks=${ticks:-0}
-        note "client $i: $acked writes acknowledged, $failed_writes failed (503), $reads_failed reads failed; its cart counts $ticks"
+        note "client $i: $acked writes acknowledged, $failed_writes failed (503 or no answer), $reads_failed reads failed; its cart counts $ticks"
         if [ "$ticks" -lt "$acked" ]; then lost_writes=$((lost_writes + acked - ticks)); fi
     done
     note "nodes:  $(curl -fsS "http://127.0.0.1:$lb_port/admin/nodes")"
