@@ -4,6 +4,7 @@
 //! cargo run --release --example shop                      # in-process store, port 8080
 //! cargo run --release --example shop -- --memcached n1:127.0.0.1:11211,n2:127.0.0.1:11212 --route a1
 //! cargo run --release --example shop -- --redis r1=redis://127.0.0.1:6379 --mode non-sticky
+//! cargo run --release --example shop -- --redis redis+cluster://127.0.0.1:7000,127.0.0.1:7001 --wait-replicas 1
 //! curl -si -X POST 'localhost:8080/cart/items?sku=apple&qty=2'
 //! ```
 //!
@@ -14,8 +15,17 @@
 //! --mode sticky|non-sticky       default sticky
 //! --memcached NODESPEC           n1:host:port,n2:host:port (absent: in-process store)
 //! --redis SPEC                   Redis or Valkey instead: r1=redis://[user:pass@]host:port[/db],...
-//!                                or one URL (rediss:// for TLS; valkey:// and valkeys:// too)
+//!                                or one URL (rediss:// for TLS; valkey:// and valkeys:// too).
+//!                                A Sentinel group or a Cluster is one node:
+//!                                redis+sentinel://[user:pass@]host:port[,host:port...]/SERVICE[/db]
+//!                                redis+cluster://host:port[,host:port...]
+//!                                (rediss+ and valkey+ forms too)
 //! --tls-ca FILE                  the CA that verifies the remote tier's certificate (rediss://)
+//! --wait-replicas N              Redis only, the durable setting: each write waits until N
+//!                                replicas acknowledged it (WAIT), for at most 500 ms; one
+//!                                not acknowledged in time fails (a non-sticky update
+//!                                answers 503, a sync backup counts as failed). Absent or
+//!                                0: writes do not wait
 //! --failover-nodes IDS           node ids used only while every other node is down
 //! --route NAME                   this server's route, for sticky load balancing
 //! --codec speedy|json|msgpack    how new values are written (default speedy); sessions
@@ -66,16 +76,17 @@ use tandem::memcached::{MemcachedConfig, MemcachedStore};
 use tandem::redis::{RedisConfig, RedisSpec, RedisStore};
 use tandem::tower::{Session, SessionError, SessionLayer};
 use tandem::{
-    BackupMode, Codec, Concurrency, MemoryStore, Mode, NodeId, NodeSpec, RemoteStore, Route,
-    SessionManager,
+    BackupMode, Codec, MemoryStore, NodeId, NodeSpec, RemoteStore, Route, SessionManager,
     manager::{ShutdownReport, Stats},
     model::{Decodes, Encodes, MAX_ATTRIBUTE_NAME_LEN, NodeStatus},
 };
 use tandem_codec::{JsonCodec, Migrating, MsgpackCodec, SpeedyCodec};
 
-const USAGE: &str = "usage: shop [--listen ADDR] [--mode sticky|non-sticky] [--memcached NODESPEC | --redis SPEC] \
-[--tls-ca FILE] [--failover-nodes IDS] [--route NAME] [--codec speedy|json|msgpack] [--concurrency none|lock|merge] \
-[--max-inactive SECS] [--backup async|sync] [--secure-cookie]";
+// The command line, in a file of its own (under examples/shop/, which holds no
+// main.rs and so is no example of its own).
+#[path = "shop/options.rs"]
+mod options;
+pub use options::{CodecChoice, Options, USAGE, WAIT_TIMEOUT};
 
 /// How long a shutdown may spend flushing backups.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
@@ -99,147 +110,6 @@ type WriteSpeedy = Migrating<SpeedyCodec, (JsonCodec, MsgpackCodec)>;
 type WriteJson = Migrating<JsonCodec, (SpeedyCodec, MsgpackCodec)>;
 type WriteMsgpack = Migrating<MsgpackCodec, (SpeedyCodec, JsonCodec)>;
 
-/// The codec the shop stores attribute values with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CodecChoice {
-    /// speedy (the default).
-    Speedy,
-    /// JSON.
-    Json,
-    /// MessagePack.
-    Msgpack,
-}
-
-/// The command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Options {
-    /// The address to serve on.
-    pub listen: String,
-    /// Sticky or non-sticky.
-    pub mode: Mode,
-    /// The memcached node spec; none runs over the in-process store.
-    pub memcached: Option<String>,
-    /// The Redis spec, instead of memcached.
-    pub redis: Option<String>,
-    /// The CA file that verifies the remote tier's certificate.
-    pub tls_ca: Option<String>,
-    /// The node ids used only while every other node is down.
-    pub failover_nodes: Option<String>,
-    /// This server's route (sticky load balancing).
-    pub route: Option<String>,
-    /// The codec of attribute values.
-    pub codec: CodecChoice,
-    /// How concurrent requests of one session are reconciled.
-    pub concurrency: Concurrency,
-    /// The max inactive interval, in seconds.
-    pub max_inactive: u64,
-    /// Whether backups are written before the commit returns.
-    pub backup_sync: bool,
-    /// Whether the cookie is marked `Secure`.
-    pub secure_cookie: bool,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            listen: "127.0.0.1:8080".into(),
-            mode: Mode::Sticky,
-            memcached: None,
-            redis: None,
-            tls_ca: None,
-            failover_nodes: None,
-            route: None,
-            codec: CodecChoice::Speedy,
-            concurrency: Concurrency::Merge,
-            max_inactive: 1800,
-            backup_sync: false,
-            secure_cookie: false,
-        }
-    }
-}
-
-impl Options {
-    /// Parses the arguments after the program name; `Ok(None)` for `--help`.
-    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, String> {
-        let mut options = Options::default();
-        let mut args = args.into_iter();
-        while let Some(flag) = args.next() {
-            if flag == "--help" || flag == "-h" {
-                return Ok(None);
-            }
-            if flag == "--secure-cookie" {
-                options.secure_cookie = true;
-                continue;
-            }
-            let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-            let bad = || format!("invalid value {value:?} for {flag}");
-            match flag.as_str() {
-                "--listen" => options.listen = value,
-                "--mode" => {
-                    options.mode = match value.as_str() {
-                        "sticky" => Mode::Sticky,
-                        "non-sticky" => Mode::NonSticky,
-                        _ => return Err(bad()),
-                    }
-                }
-                "--memcached" => {
-                    NodeSpec::parse(&value).map_err(|error| format!("--memcached: {error}"))?;
-                    options.memcached = Some(value);
-                }
-                "--redis" => {
-                    // Checked here, reported without the password it may hold.
-                    RedisSpec::parse(&value).map_err(|error| format!("--redis: {error}"))?;
-                    options.redis = Some(value);
-                }
-                "--tls-ca" => options.tls_ca = Some(value),
-                "--failover-nodes" => options.failover_nodes = Some(value),
-                "--route" => {
-                    Route::new(&value).map_err(|error| format!("--route: {error}"))?;
-                    options.route = Some(value);
-                }
-                "--codec" => {
-                    options.codec = match value.as_str() {
-                        "speedy" => CodecChoice::Speedy,
-                        "json" => CodecChoice::Json,
-                        "msgpack" => CodecChoice::Msgpack,
-                        _ => return Err(bad()),
-                    }
-                }
-                "--concurrency" => {
-                    options.concurrency = match value.as_str() {
-                        "none" => Concurrency::LastWriterWins,
-                        "lock" => Concurrency::Lock,
-                        "merge" => Concurrency::Merge,
-                        _ => return Err(bad()),
-                    }
-                }
-                "--max-inactive" => options.max_inactive = value.parse().map_err(|_| bad())?,
-                "--backup" => {
-                    options.backup_sync = match value.as_str() {
-                        "async" => false,
-                        "sync" => true,
-                        _ => return Err(bad()),
-                    }
-                }
-                _ => return Err(format!("unknown option {flag}")),
-            }
-        }
-        if options.memcached.is_some() && options.redis.is_some() {
-            return Err("--memcached and --redis are mutually exclusive".into());
-        }
-        if options.failover_nodes.is_some()
-            && options.memcached.is_none()
-            && options.redis.is_none()
-        {
-            return Err("--failover-nodes needs --memcached or --redis".into());
-        }
-        if options.tls_ca.is_some() && options.redis.is_none() {
-            return Err("--tls-ca needs --redis".into());
-        }
-        Ok(Some(options))
-    }
-}
-
 /// The remote tier.
 #[derive(Clone)]
 pub enum Backend {
@@ -259,6 +129,10 @@ impl Backend {
             let mut config = RedisConfig::default();
             if let Some(ca) = &options.tls_ca {
                 config = config.with_ca_file(ca);
+            }
+            if let Some(replicas) = options.wait_replicas {
+                // Unreplicated::Fail, the default: an unacknowledged write fails.
+                config = config.with_wait_replicas(replicas, WAIT_TIMEOUT);
             }
             // A wrong password or an untrusted certificate ends the process here, with
             // the error's one line (naming the node, never the password).
@@ -734,8 +608,12 @@ async fn run(options: Options) -> Result<(), String> {
         (Some(spec), _) => format!("memcached {spec}"),
         // The spec as the store prints it: passwords masked.
         (_, Some(spec)) => format!(
-            "redis {}",
-            RedisSpec::parse(spec).map_err(|error| format!("--redis: {error}"))?
+            "redis {}{}",
+            RedisSpec::parse(spec).map_err(|error| format!("--redis: {error}"))?,
+            match options.wait_replicas {
+                Some(replicas) => format!(", each write waits for {replicas} replica(s)"),
+                None => String::new(),
+            }
         ),
         (None, None) => "in-process store".to_owned(),
     };

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod redis;
+mod redis_ha;
 #[allow(dead_code)]
 #[path = "../../examples/shop.rs"]
 mod shop;

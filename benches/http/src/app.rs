@@ -144,9 +144,18 @@ pub struct AppOptions {
     /// Tandem's read exchanges per memcached node (reads beyond them are pipelined
     /// together); `None`: Tandem's default.
     pub read_exchanges: Option<usize>,
-    /// The Redis server, as a URL (`redis://127.0.0.1:6379`).
+    /// The Redis deployment, as a URL (`redis://127.0.0.1:6379`,
+    /// `redis+sentinel://...`, `redis+cluster://...`): one node.
     pub redis: Option<String>,
+    /// The durable setting for Tandem on Redis: each write waits for this many
+    /// replica acknowledgements (within [`WAIT_TIMEOUT`]); `None`: writes do not wait.
+    pub wait_replicas: Option<u32>,
 }
+
+/// How long a write waits for its replica acknowledgements with
+/// [`AppOptions::wait_replicas`]; one not acknowledged in time fails (a non-sticky
+/// commit answers 503, counted as a non-2xx answer).
+pub const WAIT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A built app.
 pub struct App {
@@ -160,6 +169,17 @@ impl App {
     /// Builds the app. Needs a tokio runtime (Tandem's manager spawns its background
     /// writer there).
     pub async fn build(options: &AppOptions) -> Result<App, String> {
+        if options.wait_replicas.is_some()
+            && !matches!(
+                options.variant,
+                Variant::TandemStickyRedis | Variant::TandemNonStickyRedis
+            )
+        {
+            return Err(format!(
+                "--wait-replicas is for the Tandem variants on Redis, not {}",
+                options.variant
+            ));
+        }
         let spec = match (&options.memcached, options.variant.uses_memcached()) {
             (Some(text), true) => {
                 Some(NodeSpec::parse(text).map_err(|error| format!("--memcached: {error}"))?)
@@ -202,7 +222,11 @@ impl App {
                     .as_deref()
                     .ok_or_else(|| format!("variant {} needs --redis", options.variant))?;
                 let spec = RedisSpec::parse(url).map_err(|error| format!("--redis: {error}"))?;
-                let store = RedisStore::connect(&spec, RedisConfig::default())
+                let mut config = RedisConfig::default();
+                if let Some(replicas) = options.wait_replicas {
+                    config = config.with_wait_replicas(replicas, WAIT_TIMEOUT);
+                }
+                let store = RedisStore::connect(&spec, config)
                     .await
                     .map_err(|error| format!("redis: {error}"))?;
                 let mode = if options.variant == Variant::TandemStickyRedis {

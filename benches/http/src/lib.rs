@@ -22,7 +22,7 @@ pub mod client;
 pub mod counting;
 pub mod memcached_store;
 
-pub use app::{App, AppOptions, BASELINE_EXTRA_CPU_NS, Variant};
+pub use app::{App, AppOptions, BASELINE_EXTRA_CPU_NS, Variant, WAIT_TIMEOUT};
 pub use cart::{CART, COUNTER, Cart};
 
 /// Runs an in-process tool's `run` to completion on a current-thread runtime, and

@@ -3,6 +3,7 @@
 //! ```text
 //! bench-http-app serve --variant V [--listen ADDR] [--memcached NODESPEC] [--concurrency merge|lock|none]
 //!                      [--memcached-idle N] [--read-exchanges N] [--workers N] [--baseline-extra-cpu-ns N]
+//!                      [--redis URL] [--wait-replicas N]
 //! bench-http-app populate --target ADDR --count N [--connections C] --out FILE
 //! bench-http-app race --target ADDR [--clients 32] [--requests 100]
 //! ```
@@ -13,7 +14,12 @@
 //! cookies, one per line, for wrk. `race` is the lost-update test; it prints
 //! `RACE sent=.. accepted=.. conflicts=.. errors=.. final=.. lost=..`.
 //! Variants: none, tandem-sticky, tandem-nonsticky, tower-sessions-moka,
-//! tower-sessions-memcached, tower-sessions-caching. scripts/bench-http.sh runs it all.
+//! tower-sessions-memcached, tower-sessions-caching, and on Redis (`--redis URL`: a
+//! server, `redis+sentinel://...` or `redis+cluster://...`) tower-sessions-redis,
+//! tandem-sticky-redis, tandem-nonsticky-redis; `--wait-replicas N` gives the Tandem
+//! Redis variants the durable setting (each write waits for N replica
+//! acknowledgements). scripts/bench-http.sh runs it all; scripts/bench-redis-ha.sh
+//! compares Redis deployments.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -25,7 +31,7 @@ use tandem_bench_http::{App, AppOptions, BASELINE_EXTRA_CPU_NS, Variant};
 use tandem_manager::Concurrency;
 
 const USAGE: &str = "usage:
-  bench-http-app serve --variant V [--listen ADDR] [--memcached NODESPEC] [--concurrency merge|lock|none] [--memcached-idle N] [--read-exchanges N] [--workers N] [--baseline-extra-cpu-ns N]
+  bench-http-app serve --variant V [--listen ADDR] [--memcached NODESPEC] [--concurrency merge|lock|none] [--memcached-idle N] [--read-exchanges N] [--workers N] [--baseline-extra-cpu-ns N] [--redis URL] [--wait-replicas N]
   bench-http-app populate --target ADDR --count N [--connections C] --out FILE
   bench-http-app race --target ADDR [--clients N] [--requests N]";
 
@@ -86,6 +92,11 @@ async fn serve(args: &[String]) -> Result<(), String> {
             "--listen" => listen = value.to_owned(),
             "--memcached" => options.memcached = Some(value.to_owned()),
             "--redis" => options.redis = Some(value.to_owned()),
+            "--wait-replicas" => {
+                let replicas = u32::try_from(number(flag, value)?)
+                    .map_err(|_| format!("invalid value {value:?} for {flag}"))?;
+                options.wait_replicas = (replicas > 0).then_some(replicas);
+            }
             "--memcached-idle" => options.memcached_idle = Some(number(flag, value)?),
             "--read-exchanges" => options.read_exchanges = Some(number(flag, value)?),
             "--baseline-extra-cpu-ns" => BASELINE_EXTRA_CPU_NS.store(
