@@ -93,8 +93,8 @@ APP="${CARGO_TARGET_DIR:-target}/release/bench-http-app"
 # free_port, wait_port; start_redis_server, start_sentinel_group, start_redis_cluster
 # shellcheck source=benches/http/ports.sh
 source benches/http/ports.sh
-# shellcheck source=benches/http/redis-deployments.sh
-source benches/http/redis-deployments.sh
+# shellcheck source=scripts/redis-deployments.sh
+source scripts/redis-deployments.sh
 
 APP_PIDS=()
 cleanup() {

@@ -154,8 +154,8 @@ start_app() { # index [more shop options]
 # --redis-cluster: the shops over a Redis Cluster; a master dies under traffic.
 cluster_demo() {
     local carts=20 clients=2 i port
-    # shellcheck source=benches/http/redis-deployments.sh
-    source benches/http/redis-deployments.sh
+    # shellcheck source=scripts/redis-deployments.sh
+    source scripts/redis-deployments.sh
     # A master that does not answer for 2 s is failed over (the default is 15 s).
     REDIS_NODE_TIMEOUT_MS=2000
     say "starting a Redis Cluster: 3 masters with a replica each, on free ports"
