@@ -201,10 +201,14 @@ struct Row {
     counts: Counts,
     unreplicated_writes: u64,
     epoch_changed: bool,
+    /// The last failed request, after the deployment had a master again (the
+    /// failover seen by the kit; the restarted master answering); `None` if none
+    /// failed.
+    failing_after: Option<Duration>,
 }
 
 impl Row {
-    const HEADER: [&str; 13] = [
+    const HEADER: [&str; 14] = [
         "deployment",
         "mode",
         "durable setting",
@@ -217,6 +221,7 @@ impl Row {
         "losses past the snapshot",
         "unreplicated writes",
         "epoch changed",
+        "failing after the failover",
         "slowest",
     ];
 
@@ -242,6 +247,8 @@ impl Row {
             ),
             self.unreplicated_writes.to_string(),
             if self.epoch_changed { "yes" } else { "no" }.to_owned(),
+            self.failing_after
+                .map_or_else(|| "-".to_owned(), table::millis),
             table::millis(counts.slowest),
         ]
     }
@@ -300,7 +307,7 @@ async fn scenario(kind: Kind, mode: Mode, durable: bool, fault: Fault) -> Row {
         let hold = scale.hold;
         tokio::task::spawn_blocking(move || deployment.inject(fault, hold, &outcome.ledger))
     };
-    injected.await.unwrap();
+    let recovered = injected.await.unwrap();
     tokio::time::sleep(scale.recovery).await;
     stop.store(true, Ordering::Relaxed);
     for client in clients {
@@ -325,6 +332,10 @@ async fn scenario(kind: Kind, mode: Mode, durable: bool, fault: Fault) -> Row {
         counts: Counts::of(&outcome),
         unreplicated_writes: health.unreplicated_writes,
         epoch_changed: epoch_before != epoch_after,
+        failing_after: outcome
+            .last_failed
+            .lock()
+            .map(|last| last.saturating_duration_since(recovered)),
     }
 }
 

@@ -32,6 +32,8 @@ pub struct Outcome {
     /// Losses that reached back past the client's [floor](Ledger::set_floors).
     pub lost_past_floor: AtomicU64,
     pub slowest_micros: AtomicU64,
+    /// When the last failed request ended.
+    pub last_failed: Mutex<Option<Instant>>,
     /// Kill of an app server: the sessions it held whose newest state was not yet
     /// backed up when it died.
     pub unsaved_at_kill: AtomicU64,
@@ -212,6 +214,7 @@ pub async fn client(
         outcome.requests.fetch_add(1, Ordering::Relaxed);
         let Some((found, next, committed)) = result else {
             outcome.failed.fetch_add(1, Ordering::Relaxed);
+            *outcome.last_failed.lock() = Some(Instant::now());
             tokio::time::sleep(Duration::from_millis(5)).await;
             continue;
         };

@@ -56,8 +56,9 @@ impl Deployment {
     }
 
     /// Puts the deployment through `fault` and waits until it has every replica
-    /// again.
-    pub fn inject(&self, fault: Fault, hold: Duration, ledger: &Ledger) {
+    /// again. Returns when it had a master again: the failover seen, or the
+    /// restarted master answering.
+    pub fn inject(&self, fault: Fault, hold: Duration, ledger: &Ledger) -> Instant {
         match self {
             Deployment::Sentinel(group) => sentinel(group, fault, hold, ledger),
             Deployment::Cluster(cluster) => cluster_fault(cluster, fault, hold),
@@ -65,20 +66,23 @@ impl Deployment {
     }
 }
 
-fn sentinel(group: &RedisSentinelGroup, fault: Fault, hold: Duration, ledger: &Ledger) {
+fn sentinel(group: &RedisSentinelGroup, fault: Fault, hold: Duration, ledger: &Ledger) -> Instant {
     let old = group.master();
-    match fault {
+    let recovered = match fault {
         Fault::KillMaster => {
             old.kill();
             let new = group.wait_for_master_change(old, FAILOVER_TIMEOUT);
+            let recovered = Instant::now();
             sleep(hold);
             // It comes back as it started, a master, and empty.
             old.restart();
             replica_of(old, new);
+            recovered
         }
         Fault::HangMaster => {
             old.pause();
             let new = group.wait_for_master_change(old, FAILOVER_TIMEOUT);
+            let recovered = Instant::now();
             sleep(hold);
             old.resume();
             // The Sentinels make the old master a replica when they notice that it
@@ -87,9 +91,11 @@ fn sentinel(group: &RedisSentinelGroup, fault: Fault, hold: Duration, ledger: &L
             // must have left it by now.
             sleep(Duration::from_millis(500));
             replica_of(old, new);
+            recovered
         }
         Fault::GracefulFailover => {
             group.failover();
+            Instant::now()
         }
         Fault::RestartFromOlderSnapshot => {
             // Every value acknowledged so far is in the snapshot.
@@ -100,6 +106,7 @@ fn sentinel(group: &RedisSentinelGroup, fault: Fault, hold: Duration, ledger: &L
             group.sentinels().iter().for_each(RedisProcess::pause);
             old.kill();
             old.restart();
+            let recovered = Instant::now();
             sleep(TILT_TRIGGER.saturating_sub(stopped.elapsed()));
             group.sentinels().iter().for_each(RedisProcess::resume);
             assert_eq!(
@@ -107,9 +114,11 @@ fn sentinel(group: &RedisSentinelGroup, fault: Fault, hold: Duration, ledger: &L
                 old.port(),
                 "the Sentinels failed the master over"
             );
+            recovered
         }
-    }
+    };
     group.wait_for_replication();
+    recovered
 }
 
 /// Makes `server` a replica of `master` now, as the Sentinels would at their next
@@ -120,15 +129,17 @@ fn replica_of(server: &RedisProcess, master: &RedisProcess) {
     assert_eq!(reply, RedisReply::Status("OK".to_owned()));
 }
 
-fn cluster_fault(cluster: &RedisCluster, fault: Fault, hold: Duration) {
+fn cluster_fault(cluster: &RedisCluster, fault: Fault, hold: Duration) -> Instant {
     let old = cluster.masters()[0];
-    match fault {
+    let recovered = match fault {
         Fault::KillMaster => {
             old.kill();
             cluster.wait_for_failover(old, FAILOVER_TIMEOUT);
+            let recovered = Instant::now();
             sleep(hold);
             // It keeps its cluster configuration and rejoins as a replica.
             old.restart();
+            recovered
         }
         Fault::HangMaster => {
             let first = *cluster.slots_of(old)[0].start();
@@ -137,8 +148,10 @@ fn cluster_fault(cluster: &RedisCluster, fault: Fault, hold: Duration) {
             // cluster is ok, which a stopped one never says.
             let taken = poll(|| cluster.node_for_slot(first).port() != old.port());
             assert!(taken, "no replica took the slots of the hung master");
+            let recovered = Instant::now();
             sleep(hold);
             old.resume();
+            recovered
         }
         Fault::GracefulFailover => {
             let replica = cluster
@@ -150,14 +163,16 @@ fn cluster_fault(cluster: &RedisCluster, fault: Fault, hold: Duration) {
             assert_eq!(reply, RedisReply::Status("OK".to_owned()));
             let promoted = poll(|| replica_port(old) == Some(replica.port()));
             assert!(promoted, "CLUSTER FAILOVER did not complete");
+            Instant::now()
         }
         Fault::RestartFromOlderSnapshot => unreachable!("a Sentinel row"),
-    }
+    };
     // Until then the old master is not a replica of its heir yet.
     let rejoined = poll(|| replica_port(old).is_some());
     assert!(rejoined, "the old master did not rejoin");
     cluster.wait_for_state_ok(FAILOVER_TIMEOUT);
     cluster.wait_for_replication();
+    recovered
 }
 
 /// Whether `condition` holds within [`FAILOVER_TIMEOUT`], asking every 20 ms.
