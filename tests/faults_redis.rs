@@ -47,6 +47,8 @@ mod common;
 mod matrix;
 #[path = "faults/redis/mod.rs"]
 mod redis;
+#[path = "faults/redis/stuck.rs"]
+mod stuck;
 
 use std::fmt;
 use std::sync::Arc;
