@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The one test command: installs what the tests need, then runs format, lint and every
 # test of the workspace (integration tests start their own memcached, redis-server and
-# valkey-server processes).
+# valkey-server processes). That includes the short fault matrices of both backends
+# (tests/faults.rs over memcached, tests/faults_redis.rs over a Sentinel group and a
+# Cluster, which need redis-server's redis-cli); scripts/faults.sh runs the full ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

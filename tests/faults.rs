@@ -31,28 +31,22 @@
 mod common;
 #[path = "faults/ending/mod.rs"]
 mod ending;
+#[path = "faults/matrix/mod.rs"]
+mod matrix;
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use tandem::memcached::MemcachedStore;
-use tandem::{BackupMode, BackupStatus, CommitOutcome, CookieUpdate, Mode, SessionId};
-
-/// The id a commit sent the client, for the loss reports.
-fn cookie_id(outcome: &CommitOutcome) -> &str {
-    match &outcome.cookie {
-        CookieUpdate::Set { id, .. } => id.as_str(),
-        CookieUpdate::Keep => "(same id)",
-        CookieUpdate::Clear => "(cleared)",
-    }
-}
+use tandem::{BackupMode, Mode};
 use tandem_testkit::MemcachedCluster;
 
-use common::{Manager, TIMEOUT, connect, non_sticky, server};
+use common::{TIMEOUT, connect, non_sticky, server};
 use ending::{ENDINGS, Ending};
+use matrix::load::{Behaviour, Outcome, Servers, clients};
+use matrix::table::{self, Counts};
 
 /// How long and how hard each scenario runs.
 struct Scale {
@@ -151,33 +145,6 @@ fn loss_allowed(mode: Mode, backup: BackupMode, fault: Fault) -> bool {
     )
 }
 
-/// What one scenario measured.
-#[derive(Default)]
-struct Outcome {
-    requests: AtomicU64,
-    failed: AtomicU64,
-    lost_sessions: AtomicU64,
-    lost_updates: AtomicU64,
-    /// Losses (of a session, or of updates) that reached back past an update whose
-    /// commit did not report its backup copy as failed.
-    lost_unreported: AtomicU64,
-    slowest_micros: AtomicU64,
-    /// Kill of an app server: the sessions it held whose newest state was not yet
-    /// backed up when it died.
-    unsaved_at_kill: AtomicU64,
-    /// [`Ending`] rows: requests refused as an ended or contested id is by design
-    /// (`SessionEnded`, `Conflict`, `Unavailable`).
-    refused: AtomicU64,
-    /// [`Ending`] rows: resurrections (logout) or violations (login).
-    ended_served: AtomicU64,
-}
-
-impl Outcome {
-    fn slowest(&self) -> Duration {
-        Duration::from_micros(self.slowest_micros.load(Ordering::Relaxed))
-    }
-}
-
 /// What a row puts the servers through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Event {
@@ -198,194 +165,52 @@ struct Row {
     mode: Mode,
     backup: BackupMode,
     event: Event,
-    requests: u64,
-    failed: u64,
+    counts: Counts,
     /// [`Ending`] rows only.
     refused: Option<u64>,
-    lost_sessions: u64,
-    lost_updates: u64,
-    lost_unreported: u64,
     /// [`Ending`] rows only.
     ended_served: Option<u64>,
-    slowest: Duration,
     unsaved_at_kill: Option<u64>,
+}
+
+impl Row {
+    const HEADER: [&str; 12] = [
+        "mode",
+        "backup",
+        "fault",
+        "requests",
+        "failed",
+        "refused",
+        "sessions lost",
+        "updates lost",
+        "losses not reported at risk",
+        "ended ids served",
+        "sessions unsaved at kill",
+        "slowest",
+    ];
+
+    fn cells(&self) -> Vec<String> {
+        let counts = &self.counts;
+        vec![
+            table::mode_name(self.mode).to_owned(),
+            table::backup_name(self.backup).to_owned(),
+            self.event.to_string(),
+            counts.requests.to_string(),
+            counts.failed.to_string(),
+            table::optional(self.refused),
+            counts.lost_sessions.to_string(),
+            counts.lost_updates.to_string(),
+            counts.lost_unreported.to_string(),
+            table::optional(self.ended_served),
+            table::optional(self.unsaved_at_kill),
+            table::millis(counts.slowest),
+        ]
+    }
 }
 
 impl fmt::Display for Row {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let backup = match self.backup {
-            BackupMode::Async => "async",
-            BackupMode::Sync { .. } => "sync",
-        };
-        let mode = match self.mode {
-            Mode::Sticky => "sticky",
-            Mode::NonSticky => "non-sticky",
-        };
-        let count = |count: Option<u64>| count.map_or_else(|| "-".to_owned(), |n| n.to_string());
-        write!(
-            f,
-            "| {mode} | {backup} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ms |",
-            self.event,
-            self.requests,
-            self.failed,
-            count(self.refused),
-            self.lost_sessions,
-            self.lost_updates,
-            self.lost_unreported,
-            count(self.ended_served),
-            count(self.unsaved_at_kill),
-            self.slowest.as_millis()
-        )
-    }
-}
-
-/// The app servers, replaceable while clients run.
-struct Servers {
-    slots: Mutex<[Option<Manager>; 2]>,
-    build: Box<dyn Fn(usize) -> Manager + Send + Sync>,
-}
-
-impl Servers {
-    /// Both app servers, `a1` and `a2`, built by `build(index)`.
-    fn start_both(build: impl Fn(usize) -> Manager + Send + Sync + 'static) -> Arc<Servers> {
-        let servers = Arc::new(Servers {
-            slots: Mutex::new([None, None]),
-            build: Box::new(build),
-        });
-        servers.start(0);
-        servers.start(1);
-        servers
-    }
-
-    /// The server for a request: in sticky mode the one the id's route names (or the
-    /// other, if that one is gone, as a load balancer would); otherwise round robin.
-    fn pick(&self, id: Option<&SessionId>, turn: usize, mode: Mode) -> Option<Manager> {
-        let slots = self.slots.lock();
-        let preferred = match (mode, id.and_then(SessionId::route)) {
-            (Mode::Sticky, Some("a2")) => 1,
-            (Mode::Sticky, _) => 0,
-            (Mode::NonSticky, _) => turn % 2,
-        };
-        slots[preferred]
-            .clone()
-            .or_else(|| slots[1 - preferred].clone())
-    }
-
-    fn take(&self, index: usize) -> Option<Manager> {
-        self.slots.lock()[index].take()
-    }
-
-    fn start(&self, index: usize) {
-        let manager = (self.build)(index);
-        self.slots.lock()[index] = Some(manager);
-    }
-}
-
-/// How a client behaves.
-#[derive(Clone, Copy)]
-struct Behaviour {
-    /// Every this many requests increments the counter; the others only read it.
-    write_every: usize,
-    /// Every this many requests the client drops its session and starts a new one
-    /// (the old one is left to expire); `None`: one session for the whole run.
-    renew_every: Option<usize>,
-    /// The pause between two requests.
-    think: Duration,
-}
-
-/// One client: one session at a time, requests one after another.
-async fn client(
-    servers: Arc<Servers>,
-    mode: Mode,
-    behaviour: Behaviour,
-    outcome: Arc<Outcome>,
-    stop: Arc<AtomicBool>,
-) {
-    let mut id: Option<SessionId> = None;
-    let mut acknowledged = 0u32;
-    // The newest acknowledged value whose commit did not report its backup copy as
-    // failed, if any since the session started.
-    let mut unreported: Option<u32> = None;
-    let mut last_backup = BackupStatus::NotNeeded;
-    let mut turn = 0usize;
-    while !stop.load(Ordering::Relaxed) {
-        turn += 1;
-        if behaviour
-            .renew_every
-            .is_some_and(|every| turn.is_multiple_of(every))
-        {
-            id = None;
-            acknowledged = 0;
-            unreported = None;
-        }
-        let Some(manager) = servers.pick(id.as_ref(), turn, mode) else {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            continue;
-        };
-        let started = Instant::now();
-        let result = async {
-            let mut session = manager
-                .load(id.as_ref().map(SessionId::as_str))
-                .await
-                .ok()?;
-            let found = if session.is_new() {
-                None
-            } else {
-                session.get::<u32>("n").ok().flatten()
-            };
-            let writes = id.is_none() || turn.is_multiple_of(behaviour.write_every);
-            let next = found.unwrap_or(0) + u32::from(writes);
-            session.insert("n", &next).ok()?;
-            let outcome = manager.commit(session).await.ok()?;
-            Some((found, next, outcome))
-        }
-        .await;
-        let elapsed = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        outcome.slowest_micros.fetch_max(elapsed, Ordering::Relaxed);
-        outcome.requests.fetch_add(1, Ordering::Relaxed);
-        let Some((found, next, committed)) = result else {
-            outcome.failed.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            continue;
-        };
-        let lost = match found {
-            None if id.is_some() => {
-                outcome.lost_sessions.fetch_add(1, Ordering::Relaxed);
-                outcome
-                    .lost_updates
-                    .fetch_add(u64::from(acknowledged), Ordering::Relaxed);
-                Some(unreported.is_some())
-            }
-            Some(found) if found < acknowledged => {
-                outcome
-                    .lost_updates
-                    .fetch_add(u64::from(acknowledged - found), Ordering::Relaxed);
-                Some(unreported.is_some_and(|unreported| found < unreported))
-            }
-            _ => None,
-        };
-        if let Some(unreported_loss) = lost {
-            if unreported_loss {
-                outcome.lost_unreported.fetch_add(1, Ordering::Relaxed);
-            }
-            // What a failing row needs to be understood.
-            eprintln!(
-                "loss: {mode:?}, session {:?} found {found:?} after acknowledging {acknowledged} (the last with backup {last_backup:?}), now {}",
-                id.as_ref().map(SessionId::as_str),
-                cookie_id(&committed),
-            );
-        }
-        acknowledged = next;
-        if !matches!(committed.backup, BackupStatus::Failed(_)) {
-            unreported = Some(next);
-        }
-        last_backup = committed.backup;
-        match committed.cookie {
-            CookieUpdate::Set { id: new, .. } => id = Some(new),
-            CookieUpdate::Keep => {}
-            CookieUpdate::Clear => id = None,
-        }
-        tokio::time::sleep(behaviour.think).await;
+        f.write_str(&table::line(&self.cells()))
     }
 }
 
@@ -468,21 +293,12 @@ async fn scenario(mode: Mode, backup: BackupMode, fault: Fault) -> Row {
     });
     let outcome = Arc::new(Outcome::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..scale.sessions)
-        .map(|_| {
-            tokio::spawn(client(
-                Arc::clone(&servers),
-                mode,
-                Behaviour {
-                    write_every: 1,
-                    renew_every: None,
-                    think: scale.think,
-                },
-                Arc::clone(&outcome),
-                Arc::clone(&stop),
-            ))
-        })
-        .collect();
+    let behaviour = Behaviour {
+        write_every: 1,
+        renew_every: None,
+        think: scale.think,
+    };
+    let clients = clients(scale.sessions, &servers, mode, behaviour, &outcome, &stop);
     tokio::time::sleep(scale.warmup).await;
     inject(fault, mode, &cluster, &servers, &scale, &outcome).await;
     tokio::time::sleep(scale.recovery).await;
@@ -494,14 +310,9 @@ async fn scenario(mode: Mode, backup: BackupMode, fault: Fault) -> Row {
         mode,
         backup,
         event: Event::Fault(fault),
-        requests: outcome.requests.load(Ordering::Relaxed),
-        failed: outcome.failed.load(Ordering::Relaxed),
+        counts: Counts::of(&outcome),
         refused: None,
-        lost_sessions: outcome.lost_sessions.load(Ordering::Relaxed),
-        lost_updates: outcome.lost_updates.load(Ordering::Relaxed),
-        lost_unreported: outcome.lost_unreported.load(Ordering::Relaxed),
         ended_served: None,
-        slowest: outcome.slowest(),
         unsaved_at_kill: (fault == Fault::KillAppServer)
             .then(|| outcome.unsaved_at_kill.load(Ordering::Relaxed)),
     }
@@ -535,13 +346,7 @@ async fn matrix(mode: Mode) {
             Pending::Checking(task) => task.await.unwrap(),
         });
     }
-    println!(
-        "| mode | backup | fault | requests | failed | refused | sessions lost | updates lost | losses not reported at risk | ended ids served | sessions unsaved at kill | slowest |"
-    );
-    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for row in &rows {
-        println!("{row}");
-    }
+    table::print(&Row::HEADER, 3, rows.iter().map(Row::cells));
     // A request meets at most one operation timeout: the node it waits for is then
     // marked down, and a non-sticky request answers 503 rather than try a second
     // node.
@@ -549,7 +354,8 @@ async fn matrix(mode: Mode) {
     // The fault rows first, so that a failing row of ends leaves none of them
     // unchecked.
     for row in &rows {
-        assert!(row.requests > 0, "{row}");
+        let counts = &row.counts;
+        assert!(counts.requests > 0, "{row}");
         let Event::Fault(fault) = row.event else {
             continue;
         };
@@ -560,11 +366,11 @@ async fn matrix(mode: Mode) {
             // (`BackupStatus::Failed`): that change is as exposed as an asynchronous
             // one. Only a loss past a change whose copy was not reported failed is a
             // broken promise.
-            assert_eq!(row.lost_unreported, 0, "{row}");
+            assert_eq!(counts.lost_unreported, 0, "{row}");
         } else {
-            assert_eq!((row.lost_sessions, row.lost_updates), (0, 0), "{row}");
+            assert_eq!(counts.losses(), (0, 0), "{row}");
         }
-        assert!(row.slowest <= bound, "slower than {bound:?}: {row}");
+        assert!(counts.slowest <= bound, "slower than {bound:?}: {row}");
         // Requests in flight on a killed app server fail with it. Non-sticky requests
         // that meet a hung node answer 503 after one operation timeout rather than
         // wait on a second node; with every node down they all do.
@@ -572,7 +378,7 @@ async fn matrix(mode: Mode) {
             || (row.mode == Mode::NonSticky
                 && matches!(fault, Fault::HangNode | Fault::AllNodesDown));
         if !failures_allowed {
-            assert_eq!(row.failed, 0, "{row}");
+            assert_eq!(counts.failed, 0, "{row}");
         }
     }
     ending::check(&rows);
@@ -631,17 +437,7 @@ async fn soak() {
         renew_every: Some(2_000),
         think: Duration::from_millis(20),
     };
-    let clients: Vec<_> = (0..200)
-        .map(|_| {
-            tokio::spawn(client(
-                Arc::clone(&servers),
-                Mode::Sticky,
-                behaviour,
-                Arc::clone(&outcome),
-                Arc::clone(&stop),
-            ))
-        })
-        .collect();
+    let clients = clients(200, &servers, Mode::Sticky, behaviour, &outcome, &stop);
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(20)).await;
     let rss_start = rss_kib();

@@ -176,10 +176,10 @@ pub fn check(rows: &[Row]) {
         }
         // The owner's logout, the victim's login and the victim's use of Y must
         // work; the attackers' refusals are counted apart.
-        if row.failed != 0 {
+        if row.counts.failed != 0 {
             missed.push("failed");
         }
-        if row.lost_sessions != 0 {
+        if row.counts.lost_sessions != 0 {
             missed.push("sessions lost");
         }
         // A synchronous commit that did not report its backup copy as failed is
@@ -190,10 +190,10 @@ pub fn check(rows: &[Row]) {
         // takeovers keeps the copy it read, and the owner's server drops its own):
         // measured, not bounded.
         let durable = matches!(row.backup, BackupMode::Sync { .. });
-        if durable && row.lost_unreported != 0 {
+        if durable && row.counts.lost_unreported != 0 {
             missed.push("losses not reported at risk");
         }
-        if row.slowest > bound {
+        if row.counts.slowest > bound {
             missed.push("slower than the bound");
         }
         if !missed.is_empty() {

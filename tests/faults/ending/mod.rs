@@ -59,7 +59,9 @@ use tandem_testkit::MemcachedCluster;
 use tokio::task::JoinHandle;
 
 use crate::common::{Manager, connect, create, non_sticky, server, settle};
-use crate::{Event, Outcome, Row, scale};
+use crate::matrix::load::Outcome;
+use crate::matrix::table::Counts;
+use crate::{Event, Row, scale};
 use attacker::{Attacker, attack};
 pub use checks::check;
 use checks::{check_login, check_logout};
@@ -452,14 +454,9 @@ pub async fn scenario(mode: Mode, backup: BackupMode, ending: Ending) -> JoinHan
             mode,
             backup,
             event: Event::Ending(ending),
-            requests: outcome.requests.load(Ordering::Relaxed),
-            failed: outcome.failed.load(Ordering::Relaxed),
+            counts: Counts::of(outcome),
             refused: Some(outcome.refused.load(Ordering::Relaxed)),
-            lost_sessions: outcome.lost_sessions.load(Ordering::Relaxed),
-            lost_updates: outcome.lost_updates.load(Ordering::Relaxed),
-            lost_unreported: outcome.lost_unreported.load(Ordering::Relaxed),
             ended_served: Some(outcome.ended_served.load(Ordering::Relaxed)),
-            slowest: outcome.slowest(),
             unsaved_at_kill: None,
         }
     })
