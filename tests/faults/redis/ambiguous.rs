@@ -1,26 +1,21 @@
-//! KNOWN BUGS of the sticky engine, found by the Redis fault matrix and reproduced
+//! Regressions of the sticky engine found by the Redis fault matrix, reproduced
 //! here without Redis, with one app server and no other writer: after a backup
 //! write whose outcome is unknown (`StoreError::Unreplicated`, a timeout, a
-//! connection lost at a kill), the owner checks the remote copy by comparing its
-//! bytes with two states only, the last one known written and the last one
-//! attempted (`own_copy` in `crates/tandem-manager/src/sticky/writes.rs`). A copy
-//! that is neither is taken for another server's: the owner drops its local primary
-//! (`ownership_lost`), and the next request reloads the older copy. Both tests are
-//! ignored until the manager is fixed; `cargo test --test faults_redis -- --ignored`
-//! runs them.
+//! connection lost at a kill), the owner checks the remote copy before its next
+//! write (`own_copy` in `crates/tandem-manager/src/sticky/writes.rs`). It compared
+//! the copy with two states only, the last one known written and the last one
+//! attempted, and took any other copy for another server's: the owner dropped its
+//! local primary (`ownership_lost`), and the next request reloaded the older copy.
+//! It now remembers every write whose answer was lost since the copy was last known
+//! (up to 16), and replaces a copy older than what it wrote.
 //!
 //! - [`an_earlier_ambiguous_write_is_taken_for_another_servers`]: with the durable
 //!   setting every write near a failover can fail as `Unreplicated` although the
 //!   master applied it; the replica promoted may hold an earlier such write rather
-//!   than the last one attempted. The Redis matrix's sticky rows under the durable
-//!   setting lose hundreds of updates this way (the changes after that write, each
-//!   reported at risk).
+//!   than the last one attempted.
 //! - [`an_older_copy_after_an_ambiguous_write_is_not_replaced`]: an older copy (a
-//!   server restarted from an older snapshot) is replaced when the owner's
-//!   conditional write meets it (`stale_copies_replaced`), but not when the owner's
-//!   last write was ambiguous: the check of the copy does not ask whether it is
-//!   older. The matrix's sticky restart rows lose thousands of updates, with and
-//!   without the durable setting, most of them changes not reported at risk.
+//!   server restarted from an older snapshot) met after a write whose answer was
+//!   lost.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -193,7 +188,6 @@ fn setup() -> (
 }
 
 #[tokio::test]
-#[ignore = "KNOWN BUG (sticky engine): an earlier ambiguous write is taken for another server's"]
 async fn an_earlier_ambiguous_write_is_taken_for_another_servers() {
     let (_memory, store, manager) = setup();
     let id = create(&manager, 1).await;
@@ -212,7 +206,6 @@ async fn an_earlier_ambiguous_write_is_taken_for_another_servers() {
 }
 
 #[tokio::test]
-#[ignore = "KNOWN BUG (sticky engine): an older copy met after an ambiguous write is not replaced"]
 async fn an_older_copy_after_an_ambiguous_write_is_not_replaced() {
     let (memory, store, manager) = setup();
     let r1 = node("r1");

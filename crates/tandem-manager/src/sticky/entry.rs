@@ -86,6 +86,59 @@ pub(crate) enum RemoteCopy {
     Unknown,
 }
 
+/// Digests of the bytes of this server's writes of a copy whose answers were lost
+/// (a timeout, a connection lost, `Unreplicated` under the durable setting), since
+/// the copy was last known. Any of them may be what the copy holds: a write that
+/// timed out may land later, and a failover may bring back an earlier one that a
+/// lagging replica had. The latest one inline (what most entries ever need: none or
+/// one); earlier ones, up to [`Attempts::KEPT`], only when a write answered with
+/// neither success nor refusal twice in a row.
+#[derive(Debug, Default)]
+pub(crate) struct Attempts {
+    latest: u64,
+    earlier: Option<Box<Vec<u64>>>,
+}
+
+impl Attempts {
+    /// The most digests kept: more unanswered writes in a row than this, and the
+    /// oldest ones are forgotten (a copy holding one of them is then taken for
+    /// another server's, the behaviour before there was a list).
+    pub(crate) const KEPT: usize = 16;
+
+    /// Records the digest of one more write whose answer was lost.
+    pub(crate) fn record(&mut self, digest: u64) {
+        if self.latest != 0 && self.latest != digest {
+            let earlier = self.earlier.get_or_insert_with(Box::default);
+            if earlier.len() + 1 >= Self::KEPT {
+                earlier.remove(0);
+            }
+            earlier.push(self.latest);
+        }
+        self.latest = digest;
+    }
+
+    /// The copy is known again: nothing is pending.
+    pub(crate) fn clear(&mut self) {
+        self.latest = 0;
+        self.earlier = None;
+    }
+
+    /// Whether no write's answer is pending.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.latest == 0
+    }
+
+    /// Whether bytes with this digest were sent by a write whose answer was lost.
+    pub(crate) fn contains(&self, digest: u64) -> bool {
+        digest != 0
+            && (self.latest == digest
+                || self
+                    .earlier
+                    .as_ref()
+                    .is_some_and(|earlier| earlier.contains(&digest)))
+    }
+}
+
 /// The part of an entry that requests and the writer change together.
 pub(crate) struct EntryState<C> {
     /// The committed state, with no recorded changes.
@@ -96,9 +149,10 @@ pub(crate) struct EntryState<C> {
     pub(crate) backed_up: u64,
     /// The condition of the next write of the remote copy.
     pub(crate) remote: RemoteCopy,
-    /// Digest of the bytes of a write whose answer was lost (0: none), so that a copy
-    /// found with exactly those bytes is recognised as this server's own.
-    pub(crate) attempted: u64,
+    /// Digests of the bytes of writes whose answer was lost since the copy was last
+    /// known, so that a copy found with any of those bytes is recognised as this
+    /// server's own.
+    pub(crate) attempted: Attempts,
     /// The session moved back to a key it had left while that key's node was down,
     /// before the tombstone of the move away could be written there (the move back
     /// cancelled it). The copy still under the key is then this server's own, from
@@ -143,7 +197,7 @@ impl<C: Codec> LocalEntry<C> {
                 revision: 1,
                 backed_up: u64::from(backed_up),
                 remote,
-                attempted: 0,
+                attempted: Attempts::default(),
                 over_own_moved_copy: false,
             }),
         };
@@ -291,5 +345,27 @@ impl<C: Codec> Expiry<LocalKey, Arc<LocalEntry<C>>> for SessionExpiry {
         _remaining: Option<Duration>,
     ) -> Option<Duration> {
         slid_expiry(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Attempts;
+
+    #[test]
+    fn every_unanswered_write_is_remembered_up_to_the_limit() {
+        let mut attempts = Attempts::default();
+        assert!(attempts.is_empty() && !attempts.contains(0) && !attempts.contains(7));
+        attempts.record(7);
+        attempts.record(8);
+        attempts.record(8);
+        assert!(attempts.contains(7) && attempts.contains(8) && !attempts.is_empty());
+        for digest in 100..100 + Attempts::KEPT as u64 {
+            attempts.record(digest);
+        }
+        assert!(!attempts.contains(7), "the oldest are forgotten");
+        assert!((100..100 + Attempts::KEPT as u64).all(|digest| attempts.contains(digest)));
+        attempts.clear();
+        assert!(attempts.is_empty() && !attempts.contains(100));
     }
 }

@@ -447,8 +447,8 @@ impl<C: Codec> Engine<C> {
             return Ok(OwnCopy::Theirs);
         }
         let found = digest(&item.value);
-        let attempted = entry.state.lock().attempted;
-        let ours = found == entry.remote_digest.load(Ordering::Relaxed) || found == attempted;
+        let ours = found == entry.remote_digest.load(Ordering::Relaxed)
+            || entry.state.lock().attempted.contains(found);
         Ok(if ours {
             OwnCopy::Ours(item.cas)
         } else if self.older_than_ours(entry, &entry.id(), &item.value) {
@@ -478,8 +478,7 @@ impl<C: Codec> Engine<C> {
     /// Whether `stored` is exactly what a write of this server whose answer was lost
     /// sent.
     fn attempted_here(&self, entry: &LocalEntry<C>, stored: &[u8]) -> bool {
-        let attempted = entry.state.lock().attempted;
-        attempted != 0 && digest(stored) == attempted
+        entry.state.lock().attempted.contains(digest(stored))
     }
 
     /// Records the outcome of one backup write.
@@ -520,9 +519,13 @@ impl<C: Codec> Engine<C> {
                     state.over_own_moved_copy = false;
                     // A store that reports no token leaves the next write to check
                     // the copy against these bytes.
-                    (state.remote, state.attempted) = match token {
-                        Some(token) => (RemoteCopy::Cas(token), 0),
-                        None => (RemoteCopy::Unknown, written),
+                    state.attempted.clear();
+                    state.remote = match token {
+                        Some(token) => RemoteCopy::Cas(token),
+                        None => {
+                            state.attempted.record(written);
+                            RemoteCopy::Unknown
+                        }
                     };
                     state.backed_up == state.revision
                 };
@@ -543,7 +546,9 @@ impl<C: Codec> Engine<C> {
                 Written::Again
             }
             Ok(WriteOutcome::Exists) => Written::Taken,
-            Ok(WriteOutcome::Conflict) if entry.state.lock().attempted != 0 => Written::Raced,
+            Ok(WriteOutcome::Conflict) if !entry.state.lock().attempted.is_empty() => {
+                Written::Raced
+            }
             Ok(WriteOutcome::Conflict) => Written::Conflicted,
             Err(error) => {
                 Counters::add(&self.common.counters.backups_failed);
@@ -551,7 +556,7 @@ impl<C: Codec> Engine<C> {
                     // The write may have landed: what is there is checked next time.
                     let mut state = entry.state.lock();
                     state.remote = RemoteCopy::Unknown;
-                    state.attempted = digest(bytes);
+                    state.attempted.record(digest(bytes));
                 }
                 if error.is_node_failure() {
                     tracing::debug!(session = %job.id.redacted(), %error, "backup failed; will retry");
@@ -664,7 +669,7 @@ impl<C: Codec> Drop for Unanswered<'_, C> {
             return;
         }
         state.remote = RemoteCopy::Unknown;
-        state.attempted = digest(self.bytes);
+        state.attempted.record(digest(self.bytes));
     }
 }
 
