@@ -23,6 +23,7 @@ mod sentinel;
 mod single;
 
 pub(crate) use cluster::Cluster;
+pub(crate) use sentinel::Notices;
 pub(crate) use single::Single;
 
 /// PEM bytes of the TLS trust and identity settings, read once at connect.
@@ -134,6 +135,25 @@ impl Deployment {
         match self {
             Deployment::Single(single) => single.watch().await,
             Deployment::Cluster(cluster) => cluster.watch().await,
+        }
+    }
+
+    /// A subscription to the deployment's announcements of a new master (a
+    /// Sentinel group's `+switch-master`); `None` if it makes none.
+    pub(crate) async fn subscribe(&self) -> Option<RedisResult<Notices>> {
+        match self {
+            Deployment::Single(single) => single.subscribe().await,
+            Deployment::Cluster(_) => None,
+        }
+    }
+
+    /// Follows one announcement of a subscription (see
+    /// [`subscribe`](Self::subscribe)): a link to a former master is discarded.
+    /// Returns whether the announcement named a new master of this deployment.
+    pub(crate) fn follow(&self, message: &redis::Msg) -> bool {
+        match self {
+            Deployment::Single(single) => single.follow(message),
+            Deployment::Cluster(_) => false,
         }
     }
 
