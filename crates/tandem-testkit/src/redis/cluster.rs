@@ -280,10 +280,16 @@ impl RedisCluster {
     ///
     /// If that does not happen within `timeout`.
     pub fn wait_for_state_ok(&self, timeout: Duration) {
+        self.wait_for_state_ok_but(None, timeout);
+    }
+
+    /// [`wait_for_state_ok`](Self::wait_for_state_ok) of every running node but
+    /// the one on port `skip` (a paused node).
+    fn wait_for_state_ok_but(&self, skip: Option<u16>, timeout: Duration) {
         let ok = poll(timeout, || {
             self.nodes
                 .iter()
-                .filter(|node| node.is_running())
+                .filter(|node| node.is_running() && Some(node.port()) != skip)
                 .all(|node| {
                     node.request(&["CLUSTER", "INFO"], IO_TIMEOUT)
                         .ok()
@@ -302,7 +308,8 @@ impl RedisCluster {
 
     /// Waits until another node owns the slots `old` owned (a replica of it took
     /// over, after `old` was killed or paused), that node says it is a master, and
-    /// every running node says `cluster_state:ok`; returns the new owner.
+    /// every running node but `old` (which may be paused) says `cluster_state:ok`;
+    /// returns the new owner.
     ///
     /// # Panics
     ///
@@ -328,7 +335,7 @@ impl RedisCluster {
                 old.address()
             )
         });
-        self.wait_for_state_ok(timeout);
+        self.wait_for_state_ok_but(Some(old.port()), timeout);
         heir
     }
 
@@ -429,6 +436,23 @@ impl RedisCluster {
     /// If `from` owns fewer than `count` slots, or as
     /// [`migrate_slot`](Self::migrate_slot).
     pub fn migrate_slots(&self, from: &RedisProcess, to: &RedisProcess, count: usize) -> Vec<u16> {
+        self.migrate_slots_slowly(from, to, count, Duration::ZERO)
+    }
+
+    /// [`migrate_slots`](Self::migrate_slots), pausing `pause` after each batch of
+    /// keys moved: each slot stays half moved for a while, so that clients meanwhile
+    /// surely get `ASK` for its keys that moved already.
+    ///
+    /// # Panics
+    ///
+    /// As [`migrate_slots`](Self::migrate_slots).
+    pub fn migrate_slots_slowly(
+        &self,
+        from: &RedisProcess,
+        to: &RedisProcess,
+        count: usize,
+        pause: Duration,
+    ) -> Vec<u16> {
         let slots: Vec<u16> = self
             .slots_of(from)
             .into_iter()
@@ -442,7 +466,7 @@ impl RedisCluster {
             slots.len()
         );
         for &slot in &slots {
-            self.migrate_slot(from, to, slot);
+            self.migrate_slot_pausing(from, to, slot, pause);
         }
         self.wait_for_owner(&slots, to);
         slots
@@ -463,6 +487,17 @@ impl RedisCluster {
     /// If a node refuses a step (for example `from` does not own `slot`), or does not
     /// answer within a second (`MIGRATE`: five seconds).
     pub fn migrate_slot(&self, from: &RedisProcess, to: &RedisProcess, slot: u16) {
+        self.migrate_slot_pausing(from, to, slot, Duration::ZERO);
+    }
+
+    /// [`migrate_slot`](Self::migrate_slot), pausing `pause` after each batch.
+    fn migrate_slot_pausing(
+        &self,
+        from: &RedisProcess,
+        to: &RedisProcess,
+        slot: u16,
+        pause: Duration,
+    ) {
         let (from_id, to_id) = (node_id(from), node_id(to));
         let slot = slot.to_string();
         let setslot = |node: &RedisProcess, state: &str, id: &str| {
@@ -505,6 +540,7 @@ impl RedisCluster {
                 from.address(),
                 to.address()
             );
+            std::thread::sleep(pause);
         }
         setslot(to, "NODE", &to_id);
         setslot(from, "NODE", &to_id);
