@@ -116,6 +116,7 @@ impl RedisStore {
             tls: tls_material(&config, uses_tls)?,
             operation_timeout: config.operation_timeout(),
             exclusive_connections: config.wait_connections(),
+            wait_timeout: config.wait_replicas().map(|wait| wait.timeout),
         };
         let mut nodes = Vec::with_capacity(spec.nodes().len());
         for node in spec.nodes() {
