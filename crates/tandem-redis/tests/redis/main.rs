@@ -7,7 +7,9 @@
 //! is the conformance suite's, in `tests/conformance.rs`.)
 
 mod auth;
+mod cluster;
 mod common;
+mod durable;
 mod faults;
 mod refusals;
 mod restore;

@@ -153,6 +153,13 @@ impl Report {
                 *kinds.entry(kind).or_default() += 1;
                 kinds
             });
+        // One of each failure that does not say the node failed: unexpected.
+        for op in &failures {
+            let error = op.outcome.as_ref().unwrap_err();
+            if !error.is_node_failure() {
+                println!("  not a node failure: {error}");
+            }
+        }
         format!(
             "{} operations, {} failed {kinds:?} within {:?}, slowest {:?}",
             self.ops.len(),
