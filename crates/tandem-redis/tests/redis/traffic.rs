@@ -81,15 +81,6 @@ impl Traffic {
         Report { ops }
     }
 
-    /// Operations that succeeded so far.
-    pub fn successes(&self) -> usize {
-        self.ops
-            .lock()
-            .iter()
-            .filter(|op| op.outcome.is_ok())
-            .count()
-    }
-
     /// Waits until `count` more operations than now succeeded that started after
     /// this call; returns how long it took, or `None` after `limit`.
     pub async fn wait_for_successes(&self, count: usize, limit: Duration) -> Option<Duration> {
