@@ -8,7 +8,9 @@
 //! to it on one sentinel, the first that accepts, and follows a failover as soon as
 //! it is announced.
 
+use futures_util::StreamExt;
 use futures_util::future::select_ok;
+use futures_util::stream::FuturesUnordered;
 use parking_lot::Mutex;
 use redis::aio::MultiplexedConnection;
 use redis::aio::{PubSubSink, PubSubStream};
@@ -65,16 +67,32 @@ impl Sentinels {
         Ok(Sentinels { service, sentinels })
     }
 
-    /// The master's `(host, port)` as the first sentinel to answer names it.
+    /// The master's `(host, port)` as the first sentinel to answer names it. If
+    /// none does, and one answered that it does not know the service, that is the
+    /// error (a setting that can never work), rather than the refused connection of
+    /// a sentinel that is down.
     pub(super) async fn master_address(&self) -> RedisResult<(String, u16)> {
-        let questions = self
+        let mut questions: FuturesUnordered<_> = self
             .sentinels
             .iter()
-            .map(|sentinel| Box::pin(sentinel.master_address(&self.service)));
-        match select_ok(questions).await {
-            Ok((address, _others)) => Ok(address),
-            Err(error) => Err(error),
+            .map(|sentinel| sentinel.master_address(&self.service))
+            .collect();
+        let mut failure: Option<RedisError> = None;
+        while let Some(answer) = questions.next().await {
+            match answer {
+                Ok(address) => return Ok(address),
+                Err(error) => {
+                    let unknown =
+                        |error: &RedisError| error.kind() == ErrorKind::InvalidClientConfig;
+                    if !failure.as_ref().is_some_and(unknown) {
+                        failure = Some(error);
+                    }
+                }
+            }
         }
+        Err(failure.unwrap_or_else(|| {
+            RedisError::from((ErrorKind::InvalidClientConfig, "no sentinel to ask"))
+        }))
     }
 }
 

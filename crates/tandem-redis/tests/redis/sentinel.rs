@@ -227,7 +227,9 @@ async fn a_master_paused_past_the_failover_gets_no_acknowledged_write() {
 async fn sentinels_that_are_down_or_hung_do_not_stop_the_store() {
     let group = Arc::new(RedisSentinelGroup::start(1, 3));
 
-    // A service the sentinels do not know: a startup error that names the node.
+    // A service the sentinels do not know: a startup error that names the node,
+    // also when a sentinel is down (its refused connection is not the answer).
+    group.sentinels()[0].kill();
     let wrong = group.url().replace("/tandem", "/nope");
     let error = try_connect(&format!("r1={wrong}"), config())
         .await
@@ -238,7 +240,6 @@ async fn sentinels_that_are_down_or_hung_do_not_stop_the_store() {
     assert!(error.to_string().contains("nope"), "{error}");
 
     // One sentinel dead, one hung: the third answers, at connect and later.
-    group.sentinels()[0].kill();
     group.sentinels()[1].pause();
     let started = Instant::now();
     let store = Arc::new(connect(&group.url(), config()).await);
