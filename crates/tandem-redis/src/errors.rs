@@ -108,14 +108,18 @@ pub(crate) fn timed_out(node: &NodeId, after: Duration) -> Failure {
 
 /// Server error codes that say the node cannot serve us now: a replica
 /// (`READONLY`), a replica cut off from its master (`MASTERDOWN`), a server still
-/// loading its data set (`LOADING`), a cluster that is down or reshuffling, a
-/// script that runs too long (`BUSY`), credentials no longer accepted.
+/// loading its data set (`LOADING`), a cluster that is down or reshuffling (and
+/// redirections the cluster client still got after its retries, while the
+/// cluster's nodes disagree on a slot's owner during a failover), a script that
+/// runs too long (`BUSY`), credentials no longer accepted.
 const NODE_FAILURE_CODES: &[&str] = &[
     "READONLY",
     "MASTERDOWN",
     "LOADING",
     "CLUSTERDOWN",
     "TRYAGAIN",
+    "MOVED",
+    "ASK",
     "BUSY",
     "NOAUTH",
     "WRONGPASS",
@@ -258,7 +262,14 @@ mod tests {
             classify(&node(), &timed, timeout).error,
             StoreError::Timeout { after, .. } if after == timeout
         ));
-        for code in ["READONLY", "MASTERDOWN", "LOADING", "WRONGPASS"] {
+        for code in [
+            "READONLY",
+            "MASTERDOWN",
+            "LOADING",
+            "WRONGPASS",
+            "MOVED",
+            "ASK",
+        ] {
             let failure = classify(&node(), &server_error(code, "detail"), timeout);
             assert!(failure.node_failed, "{code}");
             assert!(failure.error.is_node_failure(), "{code}");

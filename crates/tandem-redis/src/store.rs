@@ -116,6 +116,7 @@ impl RedisStore {
             tls: tls_material(&config, uses_tls)?,
             operation_timeout: config.operation_timeout(),
             exclusive_connections: config.wait_connections(),
+            wait_timeout: config.wait_replicas().map(|wait| wait.timeout),
         };
         let mut nodes = Vec::with_capacity(spec.nodes().len());
         for node in spec.nodes() {
@@ -152,6 +153,7 @@ impl RedisStore {
         for (index, node) in shared.nodes.iter().enumerate() {
             if node.deployment.is_watched() {
                 spawn_watch(&shared, index);
+                spawn_notices(&shared, index);
             }
         }
         let contacts = shared.nodes.iter().map(|node| shared.first_contact(node));
@@ -482,6 +484,66 @@ fn spawn_watch(shared: &Arc<Shared>, index: usize) {
         }
     });
 }
+
+/// Follows node `index`'s announcements of a new master (a Sentinel group's
+/// `+switch-master`, see [`Deployment::subscribe`]) until the store is gone: a link
+/// to the former master is discarded at once, and a node that is down is probed at
+/// once, rather than at the next probe interval. The subscription is checked with a
+/// `PING` every [`NOTICE_CHECK`] (or probe interval, if shorter), and made again on
+/// another sentinel when it fails; meanwhile the watch's polling still follows
+/// failovers. Ends at once for a deployment that announces nothing.
+fn spawn_notices(shared: &Arc<Shared>, index: usize) {
+    use futures_util::StreamExt;
+    let store: Weak<Shared> = Arc::downgrade(shared);
+    let check = shared.config.probe_interval().min(NOTICE_CHECK);
+    let timeout = shared.config.operation_timeout();
+    tokio::spawn(async move {
+        loop {
+            let subscribed = {
+                let Some(shared) = store.upgrade() else {
+                    return;
+                };
+                let subscribe = shared.nodes[index].deployment.subscribe();
+                tokio::time::timeout(timeout, subscribe).await
+            };
+            let mut notices = match subscribed {
+                Ok(None) => return,
+                Ok(Some(Ok(notices))) => notices,
+                Ok(Some(Err(_))) | Err(_) => {
+                    tokio::time::sleep(check).await;
+                    continue;
+                }
+            };
+            loop {
+                let next = tokio::time::timeout(check, notices.messages.next()).await;
+                let Some(shared) = store.upgrade() else {
+                    return;
+                };
+                let node = &shared.nodes[index];
+                match next {
+                    Ok(Some(message)) => {
+                        if node.deployment.follow(&message) && !node.health.is_up() {
+                            shared.probe(index).await;
+                        }
+                    }
+                    // The sentinel closed the connection.
+                    Ok(None) => break,
+                    // Quiet: still there?
+                    Err(_elapsed) => {
+                        let ping = tokio::time::timeout(timeout, notices.ping());
+                        if !matches!(ping.await, Ok(Ok(_))) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// How often a quiet subscription to a deployment's announcements is checked at
+/// most (see [`spawn_notices`]).
+const NOTICE_CHECK: Duration = Duration::from_secs(1);
 
 /// Probes node `index` every probe interval until it answers or the store is gone.
 /// Started once per down transition, so a node has at most one probe task.

@@ -29,8 +29,12 @@
 //! Redis Cluster of them with `redis-cli --cluster create`, hands out its URL
 //! (`redis+cluster://127.0.0.1:P1,...`), tells which master owns a slot or a key
 //! ([`key_slot`]: CRC16 with hash tags, as the servers compute it) and waits for
-//! `cluster_state:ok` and for a replica to take over a dead master's slots. A fault is
-//! injected through the member's [`RedisProcess`].
+//! `cluster_state:ok` and for a replica to take over a dead master's slots; it also
+//! reshards, moving slots with their keys from one master to another as `redis-cli
+//! --cluster reshard` does ([`RedisCluster::migrate_slots`], so that clients get
+//! `ASK` and `MOVED` for real), and takes in a new master
+//! ([`RedisCluster::add_master`]). A fault is injected through the member's
+//! [`RedisProcess`].
 //!
 //! Every process is killed and reaped when its handle is dropped, also when the test
 //! panics (a Redis server's temporary directory goes with it), and a server that does

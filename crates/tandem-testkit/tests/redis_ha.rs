@@ -228,3 +228,82 @@ fn a_cluster_shares_the_slots_and_a_replica_takes_over_a_dead_master() {
     assert_eq!(masters.len(), 3);
     assert!(!masters.contains(&victim.port()));
 }
+
+/// Keys `{tag}:N` whose slot is one of `slots`: a tag per slot, found by trying.
+fn keys_in(slots: &[u16], per_slot: usize) -> Vec<String> {
+    slots
+        .iter()
+        .flat_map(|&slot| {
+            let tag = (0..)
+                .map(|n| format!("tag{n}"))
+                .find(|tag| key_slot(tag.as_bytes()) == slot)
+                .unwrap();
+            (0..per_slot).map(move |n| format!("{{{tag}}}:{n}"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_cluster_moves_slots_with_their_keys_and_takes_in_a_new_master() {
+    let mut cluster = RedisCluster::start(3, 0);
+    let (first, second) = (cluster.masters()[0], cluster.masters()[1]);
+    let (first_port, second_port) = (first.port(), second.port());
+    let lowest: Vec<u16> = cluster
+        .slots_of(first)
+        .into_iter()
+        .flatten()
+        .take(3)
+        .collect();
+    let keys = keys_in(&lowest, 25);
+    for key in &keys {
+        assert_eq!(cluster.master_of_key(key).port(), first_port);
+        assert_eq!(first.command(&["SET", key, key]), ok(), "{key}");
+    }
+
+    // The slots go with their keys (more than one MIGRATE batch each), and every
+    // node agrees on the new owner.
+    let started = Instant::now();
+    let moved = cluster.migrate_slots(first, second, 3);
+    println!("3 slots with 75 keys moved in {:?}", started.elapsed());
+    assert_eq!(moved, lowest);
+    for key in &keys {
+        assert_eq!(cluster.master_of_key(key).port(), second_port);
+        assert_eq!(
+            second.command(&["GET", key]),
+            RedisReply::Bulk(key.as_bytes().to_vec())
+        );
+        let refused = first.command(&["GET", key]);
+        assert!(
+            matches!(&refused, RedisReply::Error(moved) if moved.starts_with("MOVED ")),
+            "{refused:?}"
+        );
+    }
+    for node in cluster.nodes() {
+        let slot = moved[0].to_string();
+        assert_eq!(
+            node.command(&["CLUSTER", "COUNTKEYSINSLOT", &slot]),
+            RedisReply::Integer(if node.port() == second_port { 25 } else { 0 })
+        );
+    }
+
+    // A new master joins without slots, then takes some.
+    let new_port = cluster.add_master().port();
+    assert_eq!(cluster.nodes().len(), 4);
+    assert_eq!(cluster.nodes()[3].port(), new_port);
+    assert_eq!(role(&cluster.nodes()[3]), "master");
+    assert_eq!(cluster.masters().len(), 3, "no slots yet");
+    for node in cluster.nodes() {
+        let nodes = node.command(&["CLUSTER", "NODES"]);
+        assert_eq!(nodes.as_str().unwrap().lines().count(), 4);
+    }
+    let (second, new) = (cluster.masters()[1], &cluster.nodes()[3]);
+    let moved = cluster.migrate_slots(second, new, 2);
+    assert_eq!(moved, lowest[..2]);
+    assert_eq!(cluster.masters().len(), 4);
+    assert_eq!(cluster.master_of_key(&keys[0]).port(), new_port);
+    assert_eq!(
+        new.command(&["GET", &keys[0]]),
+        RedisReply::Bulk(keys[0].as_bytes().to_vec())
+    );
+    cluster.wait_for_state_ok(FAILOVER);
+}

@@ -23,6 +23,7 @@ mod sentinel;
 mod single;
 
 pub(crate) use cluster::Cluster;
+pub(crate) use sentinel::Notices;
 pub(crate) use single::Single;
 
 /// PEM bytes of the TLS trust and identity settings, read once at connect.
@@ -42,6 +43,9 @@ pub(crate) struct DeploymentSettings {
     pub(crate) operation_timeout: Duration,
     /// Connections that writes waiting for replicas may use at the same time.
     pub(crate) exclusive_connections: usize,
+    /// How long a write waits for its replicas (`WAIT`), with the durable
+    /// setting: such writes are given that much more than the operation timeout.
+    pub(crate) wait_timeout: Option<Duration>,
 }
 
 /// How the store reaches one node.
@@ -70,13 +74,13 @@ impl Deployment {
     }
 
     /// Forgets `link` after it failed, so that the next [`link`](Self::link) dials
-    /// again (and, for a Sentinel group, asks the sentinels for the master again). A
-    /// link that was already replaced is left alone. A cluster's connection follows
-    /// the cluster by itself and is kept.
+    /// again (for a Sentinel group, asking the sentinels for the master again; for
+    /// a cluster, reading its slots again). A link that was already replaced is
+    /// left alone.
     pub(crate) fn discard(&self, link: &Link) {
         match self {
             Deployment::Single(single) => single.discard(link.generation),
-            Deployment::Cluster(_) => {}
+            Deployment::Cluster(cluster) => cluster.discard(link.generation),
         }
     }
 
@@ -137,6 +141,25 @@ impl Deployment {
         }
     }
 
+    /// A subscription to the deployment's announcements of a new master (a
+    /// Sentinel group's `+switch-master`); `None` if it makes none.
+    pub(crate) async fn subscribe(&self) -> Option<RedisResult<Notices>> {
+        match self {
+            Deployment::Single(single) => single.subscribe().await,
+            Deployment::Cluster(_) => None,
+        }
+    }
+
+    /// Follows one announcement of a subscription (see
+    /// [`subscribe`](Self::subscribe)): a link to a former master is discarded.
+    /// Returns whether the announcement named a new master of this deployment.
+    pub(crate) fn follow(&self, message: &redis::Msg) -> bool {
+        match self {
+            Deployment::Single(single) => single.follow(message),
+            Deployment::Cluster(_) => false,
+        }
+    }
+
     /// Whether the deployment is a cluster (keys of several slots cannot share a
     /// pipeline).
     pub(crate) fn is_cluster(&self) -> bool {
@@ -185,7 +208,18 @@ impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Connection::Server(connection) => connection.req_packed_command(cmd),
-            Connection::Cluster(connection) => connection.req_packed_command(cmd),
+            Connection::Cluster(connection) => Box::pin(async move {
+                let mut redirected = 0;
+                loop {
+                    match connection.req_packed_command(cmd).await {
+                        Err(error) if unfollowed_redirection(&error, redirected) => {
+                            redirected += 1;
+                            tokio::time::sleep(REDIRECTION_PAUSE * redirected).await;
+                        }
+                        answer => return answer,
+                    }
+                }
+            }),
         }
     }
 
@@ -199,9 +233,21 @@ impl ConnectionLike for Connection {
             Connection::Server(connection) => {
                 connection.req_packed_commands(pipeline, offset, count)
             }
-            Connection::Cluster(connection) => {
-                connection.req_packed_commands(pipeline, offset, count)
-            }
+            Connection::Cluster(connection) => Box::pin(async move {
+                let mut redirected = 0;
+                loop {
+                    match connection
+                        .req_packed_commands(pipeline, offset, count)
+                        .await
+                    {
+                        Err(error) if unfollowed_redirection(&error, redirected) => {
+                            redirected += 1;
+                            tokio::time::sleep(REDIRECTION_PAUSE * redirected).await;
+                        }
+                        answers => return answers,
+                    }
+                }
+            }),
         }
     }
 
@@ -211,6 +257,24 @@ impl ConnectionLike for Connection {
             Connection::Cluster(connection) => connection.get_db(),
         }
     }
+}
+
+/// How often a command a cluster node redirected is sent again after the cluster
+/// client gave up following the redirection.
+const REDIRECTION_RETRIES: u32 = 20;
+/// The pause before the first of those, growing by as much each time.
+const REDIRECTION_PAUSE: Duration = Duration::from_millis(2);
+
+/// Whether `error` is a redirection (`ASK`, `MOVED`) the cluster client still got
+/// after its own retries, and the command may be sent again (`redirected` times
+/// so far). The client follows an `ASK` with `ASKING` on the target's shared
+/// connection, and a command of another caller sent meanwhile on it takes the
+/// `ASKING` for itself: the target then answers `MOVED` to the source, which
+/// answers `ASK` again. During a resharding under load that happens often enough to
+/// exhaust the client's retries. A redirected command was not executed, so
+/// sending it again is safe; the operation's timeout bounds the whole.
+fn unfollowed_redirection(error: &redis::RedisError, redirected: u32) -> bool {
+    redirected < REDIRECTION_RETRIES && matches!(error.code(), Some("ASK" | "MOVED"))
 }
 
 /// A deployment's epoch: bumped when what it identifies its data by changes (a
@@ -225,6 +289,11 @@ pub(crate) struct Epoch {
 impl Epoch {
     pub(crate) fn current(&self) -> u64 {
         self.value.load(Ordering::Acquire)
+    }
+
+    /// Moves the epoch on, for a change seen otherwise than by an identity.
+    pub(crate) fn bump(&self) {
+        self.value.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Records an observation of the deployment's identity; a different one than

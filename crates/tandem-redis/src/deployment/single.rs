@@ -30,12 +30,29 @@ use redis::{
 };
 use tokio::sync::Semaphore;
 
-use super::sentinel::Sentinels;
+use super::sentinel::{Notices, Sentinels};
 use super::{Connection, DeploymentSettings, Epoch, Exclusive, Link, TlsMaterial};
 use crate::spec::{RedisUrl, Topology};
 
 /// Idle exclusive connections kept for the next caller; more are closed.
 const IDLE_EXCLUSIVE: usize = 16;
+/// Dials of one [`Single::link`] when the sentinels name another master during a
+/// dial.
+const DIAL_ATTEMPTS: usize = 3;
+
+/// Why a dial failed.
+enum Dial {
+    /// The sentinels named another master by the time the server answered.
+    Superseded(RedisError),
+    /// Anything else.
+    Failed(RedisError),
+}
+
+impl From<RedisError> for Dial {
+    fn from(error: RedisError) -> Dial {
+        Dial::Failed(error)
+    }
+}
 
 /// A standalone server or a Sentinel group's master: one multiplexed connection,
 /// opened on demand.
@@ -52,6 +69,9 @@ pub(crate) struct Single {
     /// Idle exclusive connections, with the link generation they belong to.
     idle: Mutex<Vec<(u64, MultiplexedConnection)>>,
     exclusive_slots: Arc<Semaphore>,
+    /// The sentinels' announcements of a new master so far, and the last one's
+    /// address (see [`follow`](Self::follow)).
+    announced: Mutex<(u64, Option<(String, u16)>)>,
 }
 
 /// Where the server is.
@@ -139,6 +159,7 @@ impl Single {
             epoch: Epoch::default(),
             idle: Mutex::new(Vec::new()),
             exclusive_slots: Arc::new(Semaphore::new(settings.exclusive_connections.max(1))),
+            announced: Mutex::new((0, None)),
         })
     }
 
@@ -158,6 +179,27 @@ impl Single {
         if let Some(link) = self.live() {
             return Ok(link);
         }
+        // A dial to a Sentinel group's master can take long (a hung master accepts
+        // the connection and answers nothing), long enough for a failover to
+        // happen meanwhile: then the dial is made again, to the new master.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.dial().await {
+                Ok(link) => return Ok(link),
+                Err(Dial::Superseded(error)) if attempts < DIAL_ATTEMPTS => {
+                    tracing::info!(error = %error, "the sentinels named another master during the dial; dialing again");
+                }
+                Err(Dial::Superseded(error) | Dial::Failed(error)) => return Err(error),
+            }
+        }
+    }
+
+    /// Opens a connection to the server (for a Sentinel group: to the master the
+    /// sentinels name, once it says it is a master and the sentinels still name
+    /// it) and makes it the current link.
+    async fn dial(&self) -> Result<Link, Dial> {
+        let announcements = self.announced.lock().0;
         let (client, address) = match &self.source {
             Source::Fixed(client) => {
                 let (host, port) = match client.get_connection_info().addr() {
@@ -189,8 +231,29 @@ impl Single {
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
         self.opened.fetch_add(1, Ordering::Relaxed);
-        if self.is_sentinel_group() {
+        if let Source::Sentinel(sentinels) = &self.source {
             ensure_master(&mut connection).await?;
+            // A former master that was hung (or cut off) during a failover still
+            // says it is a master when it comes back, until the sentinels demote
+            // it: only the sentinels' word tells. So they are asked again now that
+            // the server answered; a dial that took long may have been overtaken.
+            let mut now = sentinels.master_address().await?;
+            // A sentinel that has not heard of a failover yet may answer first:
+            // an announcement made during the dial counts too.
+            if let (count, Some(announced)) = &*self.announced.lock()
+                && *count != announcements
+            {
+                now = announced.clone();
+            }
+            if now != address {
+                return Err(Dial::Superseded(redis::make_extension_error(
+                    "READONLY".to_owned(),
+                    Some(format!(
+                        "the sentinels named {}:{} as the master while the store dialed {}:{}",
+                        now.0, now.1, address.0, address.1
+                    )),
+                )));
+            }
         }
         if let Some(run_id) = run_id(&mut connection).await {
             self.epoch.observe(run_id);
@@ -284,6 +347,38 @@ impl Single {
         if idle.len() < IDLE_EXCLUSIVE {
             idle.push((exclusive.generation, connection));
         }
+    }
+
+    /// For a Sentinel group: a subscription to the sentinels' announcements of a
+    /// new master; `None` for a standalone server.
+    pub(super) async fn subscribe(&self) -> Option<RedisResult<Notices>> {
+        match &self.source {
+            Source::Sentinel(sentinels) => Some(sentinels.subscribe().await),
+            Source::Fixed(_) => None,
+        }
+    }
+
+    /// Follows an announcement of the sentinels: if it names a new master of the
+    /// group, a link that goes elsewhere is discarded at once (the next operation
+    /// dials the new master). Returns whether it named one.
+    pub(super) fn follow(&self, message: &redis::Msg) -> bool {
+        let Source::Sentinel(sentinels) = &self.source else {
+            return false;
+        };
+        let Some(master) = sentinels.switched_to(message) else {
+            return false;
+        };
+        {
+            let mut announced = self.announced.lock();
+            announced.0 += 1;
+            announced.1 = Some(master.clone());
+        }
+        let mut current = self.current.lock();
+        if current.as_ref().is_some_and(|open| open.address != master) {
+            tracing::info!(address = %format!("{}:{}", master.0, master.1), "the sentinels announce another master; reconnecting");
+            *current = None;
+        }
+        true
     }
 
     /// For a Sentinel group: asks the sentinels where the master is, and discards

@@ -136,13 +136,27 @@ pub(super) async fn pipeline(
         .query_async(&mut connection)
         .await?;
     let mut acknowledged = wait.map(|_| answers.pop());
-    let no_script: Vec<usize> = answers
-        .iter()
-        .enumerate()
-        .filter(|(_, answer)| matches!(answer, Err(error) if error.code() == Some("NOSCRIPT")))
-        .map(|(index, _)| index)
-        .collect();
-    if !no_script.is_empty() {
+    let no_script = |answers: &[RedisResult<Value>]| -> Vec<usize> {
+        answers
+            .iter()
+            .enumerate()
+            .filter(|(_, answer)| matches!(answer, Err(error) if error.code() == Some("NOSCRIPT")))
+            .map(|(index, _)| index)
+            .collect()
+    };
+    // On a cluster, `SCRIPT LOAD` goes to the masters the client knows of: a
+    // master that is importing the slot (a resharding: the command was sent there
+    // after an `ASK`) may not be one of them yet, and answers `NOSCRIPT` again
+    // until the client learns of it, within milliseconds of the slot's move. So
+    // this is tried a few times (the operation's timeout bounds it).
+    for attempt in 0..NOSCRIPT_ATTEMPTS {
+        let no_script = no_script(&answers);
+        if no_script.is_empty() {
+            break;
+        }
+        if attempt > 0 {
+            tokio::time::sleep(NOSCRIPT_PAUSE * attempt).await;
+        }
         script.load_async(&mut connection).await?;
         let mut again: Vec<RedisResult<Value>> =
             send(no_script.iter().map(|&index| &commands[index]).collect())
@@ -178,6 +192,12 @@ pub(super) async fn pipeline(
     };
     Ok((answers, acknowledged))
 }
+
+/// How often commands that find the script cache empty are sent again, each time
+/// after loading the script, and the pause before the second time (growing by as
+/// much each time).
+const NOSCRIPT_ATTEMPTS: u32 = 10;
+const NOSCRIPT_PAUSE: Duration = Duration::from_millis(5);
 
 /// `WAIT`'s timeout: whole milliseconds, at least 1 (0 would wait forever).
 fn wait_millis(timeout: Duration) -> u64 {

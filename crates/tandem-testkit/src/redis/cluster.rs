@@ -64,8 +64,16 @@ struct NodeLine {
     port: u16,
     master: bool,
     failed: bool,
+    /// Still being introduced (`handshake`) or without a known address (`noaddr`).
+    joining: bool,
     slots: Vec<RangeInclusive<u16>>,
 }
+
+/// How many keys one `MIGRATE` moves, as `redis-cli --cluster reshard` does by
+/// default (`--cluster-pipeline 10`).
+const MIGRATE_BATCH: usize = 10;
+/// `MIGRATE`'s own bound on its transfer, in milliseconds.
+const MIGRATE_TIMEOUT_MS: &str = "5000";
 
 /// A Redis Cluster of cluster-enabled [`RedisProcess`]es (`cluster-enabled yes`,
 /// each with its cluster bus on a second free port), made with `redis-cli --cluster
@@ -93,6 +101,7 @@ struct NodeLine {
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<RedisProcess>,
+    options: RedisOptions,
 }
 
 impl RedisCluster {
@@ -154,7 +163,7 @@ impl RedisCluster {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        let cluster = RedisCluster { nodes };
+        let cluster = RedisCluster { nodes, options };
         cluster.wait_for_state_ok(SETTLE_TIMEOUT);
         let synced = poll(SETTLE_TIMEOUT, || {
             cluster
@@ -271,10 +280,16 @@ impl RedisCluster {
     ///
     /// If that does not happen within `timeout`.
     pub fn wait_for_state_ok(&self, timeout: Duration) {
+        self.wait_for_state_ok_but(None, timeout);
+    }
+
+    /// [`wait_for_state_ok`](Self::wait_for_state_ok) of every running node but
+    /// the one on port `skip` (a paused node).
+    fn wait_for_state_ok_but(&self, skip: Option<u16>, timeout: Duration) {
         let ok = poll(timeout, || {
             self.nodes
                 .iter()
-                .filter(|node| node.is_running())
+                .filter(|node| node.is_running() && Some(node.port()) != skip)
                 .all(|node| {
                     node.request(&["CLUSTER", "INFO"], IO_TIMEOUT)
                         .ok()
@@ -293,7 +308,8 @@ impl RedisCluster {
 
     /// Waits until another node owns the slots `old` owned (a replica of it took
     /// over, after `old` was killed or paused), that node says it is a master, and
-    /// every running node says `cluster_state:ok`; returns the new owner.
+    /// every running node but `old` (which may be paused) says `cluster_state:ok`;
+    /// returns the new owner.
     ///
     /// # Panics
     ///
@@ -319,7 +335,7 @@ impl RedisCluster {
                 old.address()
             )
         });
-        self.wait_for_state_ok(timeout);
+        self.wait_for_state_ok_but(Some(old.port()), timeout);
         heir
     }
 
@@ -329,6 +345,237 @@ impl RedisCluster {
             .iter()
             .find_map(node_lines)
             .unwrap_or_else(|| panic!("no node of the cluster answers CLUSTER NODES"))
+    }
+
+    /// Starts one more cluster-enabled server (with the options of the others),
+    /// introduces it to the cluster (`CLUSTER MEET` through a running node, as
+    /// `redis-cli --cluster add-node` does) and waits until every running node knows
+    /// it and it knows them all. It is a master without slots: give it some with
+    /// [`migrate_slots`](Self::migrate_slots). Returns it; it is also the last of
+    /// [`nodes`](Self::nodes) from now on.
+    ///
+    /// ```no_run
+    /// use tandem_testkit::RedisCluster;
+    ///
+    /// let mut cluster = RedisCluster::start(3, 0);
+    /// let port = cluster.add_master().port();
+    /// let (from, to) = (cluster.masters()[0], cluster.nodes().last().unwrap());
+    /// assert_eq!(to.port(), port);
+    /// let moved = cluster.migrate_slots(from, to, 100);
+    /// assert_eq!(moved.len(), 100);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the server cannot be started, no running node accepts the `CLUSTER
+    /// MEET`, or the nodes do not all know each other within a few seconds.
+    pub fn add_master(&mut self) -> &RedisProcess {
+        let node = RedisProcess::start_as(
+            self.options.clone(),
+            None,
+            Topology::ClusterNode { bus_port: 0 },
+        );
+        let Topology::ClusterNode { bus_port } = node.topology else {
+            unreachable!("started as a cluster node");
+        };
+        let (port, bus_port) = (node.port().to_string(), bus_port.to_string());
+        let seed = self
+            .nodes
+            .iter()
+            .find(|member| member.is_running())
+            .unwrap_or_else(|| panic!("no node of the cluster runs to introduce a new one to"));
+        expect_ok(
+            seed,
+            &[
+                "CLUSTER",
+                "MEET",
+                "127.0.0.1",
+                port.as_str(),
+                bus_port.as_str(),
+            ],
+        );
+        self.nodes.push(node);
+        let everyone = self
+            .nodes
+            .iter()
+            .filter(|member| member.is_running())
+            .count();
+        let new_port = self.nodes[self.nodes.len() - 1].port();
+        let known = poll(SETTLE_TIMEOUT, || {
+            self.nodes
+                .iter()
+                .filter(|member| member.is_running())
+                .all(|member| {
+                    node_lines(member).is_some_and(|view| {
+                        view.iter().filter(|line| !line.joining).count() >= everyone
+                            && view
+                                .iter()
+                                .any(|line| line.port == new_port && !line.joining && !line.failed)
+                    })
+                })
+                .then_some(())
+        });
+        known.unwrap_or_else(|| {
+            panic!("the cluster did not learn of its new node on port {new_port} within {SETTLE_TIMEOUT:?}")
+        });
+        self.wait_for_state_ok(SETTLE_TIMEOUT);
+        &self.nodes[self.nodes.len() - 1]
+    }
+
+    /// Moves the `count` lowest slots `from` owns, with their keys, to `to` (see
+    /// [`migrate_slot`](Self::migrate_slot)), one slot after the other, and waits
+    /// until every running node says `to` owns them. Returns the slots moved.
+    ///
+    /// It blocks the calling thread for the whole resharding (seconds for thousands
+    /// of slots), so a test that reshards under traffic runs it on a thread of its
+    /// own (`tokio::task::spawn_blocking` with the cluster in an `Arc`); the clients
+    /// meanwhile get `ASK` and `MOVED` redirections from the servers, for real.
+    ///
+    /// # Panics
+    ///
+    /// If `from` owns fewer than `count` slots, or as
+    /// [`migrate_slot`](Self::migrate_slot).
+    pub fn migrate_slots(&self, from: &RedisProcess, to: &RedisProcess, count: usize) -> Vec<u16> {
+        self.migrate_slots_slowly(from, to, count, Duration::ZERO)
+    }
+
+    /// [`migrate_slots`](Self::migrate_slots), pausing `pause` after each batch of
+    /// keys moved: each slot stays half moved for a while, so that clients meanwhile
+    /// surely get `ASK` for its keys that moved already.
+    ///
+    /// # Panics
+    ///
+    /// As [`migrate_slots`](Self::migrate_slots).
+    pub fn migrate_slots_slowly(
+        &self,
+        from: &RedisProcess,
+        to: &RedisProcess,
+        count: usize,
+        pause: Duration,
+    ) -> Vec<u16> {
+        let slots: Vec<u16> = self
+            .slots_of(from)
+            .into_iter()
+            .flatten()
+            .take(count)
+            .collect();
+        assert!(
+            slots.len() == count,
+            "{} owns {} slots, fewer than the {count} to move",
+            from.address(),
+            slots.len()
+        );
+        for &slot in &slots {
+            self.migrate_slot_pausing(from, to, slot, pause);
+        }
+        self.wait_for_owner(&slots, to);
+        slots
+    }
+
+    /// Moves `slot` and its keys from the master `from` to the master `to` the way
+    /// `redis-cli --cluster reshard` does: `CLUSTER SETSLOT slot IMPORTING` on `to`
+    /// and `MIGRATING` on `from`; then `MIGRATE` of the slot's keys ten at a time
+    /// (meanwhile `from` answers requests for keys it no longer has with `ASK`, and
+    /// `to` serves them after `ASKING`); then `CLUSTER SETSLOT slot NODE to` on `to`,
+    /// on `from` and on every other master (clients of the old owner get `MOVED`
+    /// from then on). Does not wait for the replicas or the other nodes to hear of
+    /// it (gossip does that within a second or so); [`migrate_slots`](Self::migrate_slots)
+    /// does.
+    ///
+    /// # Panics
+    ///
+    /// If a node refuses a step (for example `from` does not own `slot`), or does not
+    /// answer within a second (`MIGRATE`: five seconds).
+    pub fn migrate_slot(&self, from: &RedisProcess, to: &RedisProcess, slot: u16) {
+        self.migrate_slot_pausing(from, to, slot, Duration::ZERO);
+    }
+
+    /// [`migrate_slot`](Self::migrate_slot), pausing `pause` after each batch.
+    fn migrate_slot_pausing(
+        &self,
+        from: &RedisProcess,
+        to: &RedisProcess,
+        slot: u16,
+        pause: Duration,
+    ) {
+        let (from_id, to_id) = (node_id(from), node_id(to));
+        let slot = slot.to_string();
+        let setslot = |node: &RedisProcess, state: &str, id: &str| {
+            expect_ok(node, &["CLUSTER", "SETSLOT", slot.as_str(), state, id]);
+        };
+        setslot(to, "IMPORTING", &from_id);
+        setslot(from, "MIGRATING", &to_id);
+        let port = to.port().to_string();
+        let batch = MIGRATE_BATCH.to_string();
+        loop {
+            let reply = from.command(&["CLUSTER", "GETKEYSINSLOT", slot.as_str(), batch.as_str()]);
+            let RedisReply::Array(keys) = &reply else {
+                panic!(
+                    "CLUSTER GETKEYSINSLOT {slot} on {}: {reply:?}",
+                    from.address()
+                );
+            };
+            if keys.is_empty() {
+                break;
+            }
+            let mut args = vec![
+                "MIGRATE",
+                "127.0.0.1",
+                port.as_str(),
+                "",
+                "0",
+                MIGRATE_TIMEOUT_MS,
+                "KEYS",
+            ];
+            args.extend(keys.iter().map(|key| {
+                key.as_str()
+                    .unwrap_or_else(|| panic!("a key that is not UTF-8: {key:?}"))
+            }));
+            let reply = from
+                .request(&args, Duration::from_secs(6))
+                .unwrap_or_else(|error| panic!("MIGRATE on {}: {error}", from.address()));
+            assert!(
+                matches!(&reply, RedisReply::Status(ok) if ok == "OK" || ok == "NOKEY"),
+                "MIGRATE of slot {slot} from {} to {}: {reply:?}",
+                from.address(),
+                to.address()
+            );
+            std::thread::sleep(pause);
+        }
+        setslot(to, "NODE", &to_id);
+        setslot(from, "NODE", &to_id);
+        for master in self.masters() {
+            if master.port() != from.port() && master.port() != to.port() {
+                setslot(master, "NODE", &to_id);
+            }
+        }
+    }
+
+    /// Waits until every running node says `owner` owns all of `slots`.
+    fn wait_for_owner(&self, slots: &[u16], owner: &RedisProcess) {
+        let agreed = poll(SETTLE_TIMEOUT, || {
+            self.nodes
+                .iter()
+                .filter(|node| node.is_running())
+                .all(|node| {
+                    node_lines(node).is_some_and(|view| {
+                        view.iter().any(|line| {
+                            line.port == owner.port()
+                                && slots
+                                    .iter()
+                                    .all(|slot| line.slots.iter().any(|range| range.contains(slot)))
+                        })
+                    })
+                })
+                .then_some(())
+        });
+        agreed.unwrap_or_else(|| {
+            panic!(
+                "not every node of the cluster saw {} own the {} slots moved to it within {SETTLE_TIMEOUT:?}",
+                owner.address(),
+                slots.len()
+            )
+        });
     }
 
     /// `CLUSTER NODES` of the first running node but `old` that answers.
@@ -347,6 +594,25 @@ impl RedisCluster {
                 panic!("the cluster names a node on port {port} that it did not start")
             })
     }
+}
+
+/// The cluster's id of `node` (`CLUSTER MYID`).
+fn node_id(node: &RedisProcess) -> String {
+    let reply = node.command(&["CLUSTER", "MYID"]);
+    reply
+        .as_str()
+        .unwrap_or_else(|| panic!("CLUSTER MYID on {}: {reply:?}", node.address()))
+        .to_owned()
+}
+
+/// Sends `args` to `node` and panics unless it answers `OK`.
+fn expect_ok(node: &RedisProcess, args: &[&str]) {
+    let reply = node.command(args);
+    assert!(
+        matches!(&reply, RedisReply::Status(ok) if ok == "OK"),
+        "{args:?} on {}: {reply:?}",
+        node.address()
+    );
 }
 
 /// `node`'s `CLUSTER NODES`, parsed; `None` if it is not running or does not answer.
@@ -388,6 +654,7 @@ fn parse_node_line(line: &str) -> Option<NodeLine> {
         port,
         master: flags.contains(&"master"),
         failed: flags.contains(&"fail"),
+        joining: flags.contains(&"handshake") || flags.contains(&"noaddr"),
         slots,
     })
 }

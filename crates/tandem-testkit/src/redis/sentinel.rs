@@ -107,6 +107,7 @@ impl RedisSentinelGroup {
             .collect();
         let group = RedisSentinelGroup { servers, sentinels };
         group.wait_for_replicas_following(master_port, SETTLE_TIMEOUT);
+        group.wait_for_replicas_online(SETTLE_TIMEOUT);
         group.wait_for_replication();
         group.wait_for_sentinels_to_know_each_other();
         group
@@ -312,6 +313,33 @@ impl RedisSentinelGroup {
         });
         following.unwrap_or_else(|| {
             panic!("not every running server followed the master on port {master_port} within {timeout:?}")
+        });
+    }
+
+    /// Waits until every replica acknowledges the master's replication stream
+    /// (`WAIT` for all of them after a `PUBLISH`, which is replicated, on one
+    /// connection): a replica says it is connected once it loaded the master's
+    /// data, but may acknowledge nothing for a second more, and a test that waits
+    /// for its replicas (`WAIT`) would find it missing.
+    fn wait_for_replicas_online(&self, timeout: Duration) {
+        let master = &self.servers[0];
+        let wanted = self.servers.len() - 1;
+        let count = wanted.to_string();
+        let online = poll(timeout, || {
+            let mut admin = master.admin_connection(IO_TIMEOUT).ok()?;
+            admin
+                .request(&["PUBLISH", "__tandem_testkit__", "ready"])
+                .ok()?;
+            match admin.request(&["WAIT", count.as_str(), "100"]).ok()? {
+                RedisReply::Integer(acknowledged) if acknowledged >= wanted as i64 => Some(()),
+                _ => None,
+            }
+        });
+        online.unwrap_or_else(|| {
+            panic!(
+                "the {wanted} replicas of the master {} did not acknowledge its stream within {timeout:?}",
+                master.address()
+            )
         });
     }
 
