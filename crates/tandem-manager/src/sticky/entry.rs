@@ -96,7 +96,8 @@ pub(crate) enum RemoteCopy {
 #[derive(Debug, Default)]
 pub(crate) struct Attempts {
     latest: u64,
-    earlier: Option<Box<Vec<u64>>>,
+    /// Oldest first; a boxed slice, 8 bytes in the entry while empty.
+    earlier: Option<Box<[u64]>>,
 }
 
 impl Attempts {
@@ -108,11 +109,18 @@ impl Attempts {
     /// Records the digest of one more write whose answer was lost.
     pub(crate) fn record(&mut self, digest: u64) {
         if self.latest != 0 && self.latest != digest {
-            let earlier = self.earlier.get_or_insert_with(Box::default);
-            if earlier.len() + 1 >= Self::KEPT {
-                earlier.remove(0);
-            }
-            earlier.push(self.latest);
+            let earlier = self.earlier.take().unwrap_or_default();
+            // Rebuilt on each push: this happens only while writes keep losing
+            // their answers, and keeps the common entry small.
+            let skip = (earlier.len() + 2).saturating_sub(Self::KEPT);
+            self.earlier = Some(
+                earlier
+                    .iter()
+                    .skip(skip)
+                    .copied()
+                    .chain([self.latest])
+                    .collect(),
+            );
         }
         self.latest = digest;
     }
