@@ -27,8 +27,7 @@
 //!   [`Fault::RestartFromOlderSnapshot`] for why `WAIT` cannot prevent that one, and
 //!   what is checked there instead);
 //! - sticky: nothing lost, with or without the durable setting (the local primaries
-//!   survive every fault of the deployment); NOT CHECKED while two known bugs of the
-//!   sticky engine stand, see [`STICKY_LOSSES_CHECKED`];
+//!   survive every fault of the deployment), see [`STICKY_LOSSES_CHECKED`];
 //! - every row: nothing slower than [`slowest_allowed`]; a request never waits for
 //!   a failover (the store fails an operation after its timeout and probes the node);
 //! - failed requests and, without the durable setting, losses are measured and
@@ -137,37 +136,44 @@ pub enum Fault {
     /// What is checked instead:
     ///
     /// - sticky: nothing lost (the local primaries survive, and each owner's next
-    ///   change replaces the older copy, `stale_copies_replaced`); not checked while
-    ///   [`STICKY_LOSSES_CHECKED`] is false;
+    ///   change replaces the older copy, `stale_copies_replaced`);
     /// - non-sticky (the deployment is the truth): nothing the snapshot held is
     ///   lost: each client's floor is its value acknowledged before the `SAVE`, and
     ///   no request may find less (*losses past the snapshot*, 0). Losses after the
     ///   snapshot are measured and printed.
     RestartFromOlderSnapshot,
+    /// Cluster only. Resharding under traffic: the lowest slots of the first
+    /// master move, with their keys, to the second one (`RedisCluster::
+    /// migrate_slots`, one slot after the other), while the clients get `ASK` and
+    /// `MOVED` redirections; then [`Scale::hold`]. No master dies, so nothing may be
+    /// lost, with or without the durable setting.
+    Reshard,
 }
 
 impl Fault {
     fn on(self, kind: Kind) -> bool {
-        kind == Kind::Sentinel || self != Fault::RestartFromOlderSnapshot
+        match self {
+            Fault::RestartFromOlderSnapshot => kind == Kind::Sentinel,
+            Fault::Reshard => kind == Kind::Cluster,
+            _ => true,
+        }
     }
 }
 
-const FAULTS: [Fault; 4] = [
+const FAULTS: [Fault; 5] = [
     Fault::KillMaster,
     Fault::HangMaster,
     Fault::GracefulFailover,
     Fault::RestartFromOlderSnapshot,
+    Fault::Reshard,
 ];
 
 /// Whether the sticky rows' losses are checked. They must be (0, 0): the local
 /// primaries are the truth in sticky mode, and every fault here leaves both app
-/// servers running. Two bugs of the sticky engine make the owner drop its primary
-/// after a backup write whose outcome it does not know (see `ambiguous.rs`, whose
-/// ignored tests reproduce them without Redis): the sticky rows lose updates under
-/// the durable setting (which turns replica lag into such writes) and in the
-/// restart from an older snapshot. Until they are fixed the sticky losses are
-/// measured and printed, not checked; then this becomes `true`.
-const STICKY_LOSSES_CHECKED: bool = false;
+/// servers running. (Two bugs of the sticky engine, found by this matrix and
+/// reproduced without Redis by `ambiguous.rs`, made the owner drop its primary after
+/// a backup write whose outcome it did not know; fixed.)
+const STICKY_LOSSES_CHECKED: bool = true;
 
 /// Replica acknowledgements a durable write waits for: every replica of a master.
 fn durable_replicas(kind: Kind) -> u32 {
@@ -383,8 +389,8 @@ fn check(rows: &[Row]) {
                 }
             }
             Mode::NonSticky => {
-                if row.durable && counts.losses() != (0, 0) {
-                    missed.push("losses under the durable setting");
+                if (row.durable || row.fault == Fault::Reshard) && counts.losses() != (0, 0) {
+                    missed.push("losses under the durable setting or a resharding");
                 }
             }
         }

@@ -215,6 +215,9 @@ async fn an_older_copy_after_an_ambiguous_write_is_not_replaced() {
         .await
         .unwrap()
         .unwrap();
+    // A snapshot is older than what follows it: states a millisecond apart or more
+    // (two in the same millisecond cannot be ordered by their last access).
+    tokio::time::sleep(Duration::from_millis(3)).await;
     write_n(&manager, &id, 2).await;
     // The connection dies with the server: 3's outcome is unknown.
     store.fail_next(Failure::Lost);

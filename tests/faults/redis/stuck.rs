@@ -1,14 +1,10 @@
-//! KNOWN BUG of the Redis store (Cluster), found by the Redis fault matrix: when a
-//! master of the cluster dies while many operations are in flight (here 100
-//! clients, as in the matrix), the node is marked down and never comes back, though
-//! a replica took the slots over and every running node says the cluster is ok: its
-//! probes (`PING` on the one cluster connection) time out ("no answer within
-//! 250ms") for as long as the test waits, no new connection is opened, and the
-//! node's epoch does not move. Being one node, the whole cluster is then refused:
-//! in the matrix every non-sticky request failed to the end of the row, 6 s after
-//! the failover, also after the dead master was back. With a single operation in
-//! flight at the kill, the node comes back at once. The test is ignored until
-//! `tandem-redis` is fixed; `cargo test --test faults_redis -- --ignored` runs it.
+//! A regression of the Redis store (Cluster) found by the Redis fault matrix: when a
+//! master of the cluster died while many operations were in flight (here 100
+//! clients, as in the matrix), the node was marked down and never came back, though
+//! a replica took the slots over: the cluster client kept those slots on the dead
+//! master, so its probes timed out for as long as the test waited. A node failure
+//! now discards the cluster connection, and the probe opens a new one that reads
+//! the slots afresh.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +15,6 @@ use tandem::redis::{RedisConfig, RedisSpec, RedisStore};
 use tandem_testkit::{RedisCluster, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "KNOWN BUG (tandem-redis, Cluster): the node stays down after a master died"]
 async fn a_cluster_node_comes_back_once_a_replica_took_over() {
     let cluster = Arc::new(RedisCluster::start(3, 1));
     let spec = RedisSpec::parse(&cluster.url()).unwrap();

@@ -19,6 +19,7 @@ use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 use crate::spec::{RedisUrl, Topology};
 
 mod cluster;
+mod redirect;
 mod sentinel;
 mod single;
 
@@ -208,18 +209,7 @@ impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Connection::Server(connection) => connection.req_packed_command(cmd),
-            Connection::Cluster(connection) => Box::pin(async move {
-                let mut redirected = 0;
-                loop {
-                    match connection.req_packed_command(cmd).await {
-                        Err(error) if unfollowed_redirection(&error, redirected) => {
-                            redirected += 1;
-                            tokio::time::sleep(REDIRECTION_PAUSE * redirected).await;
-                        }
-                        answer => return answer,
-                    }
-                }
-            }),
+            Connection::Cluster(connection) => Box::pin(redirect::command(connection, cmd)),
         }
     }
 
@@ -233,21 +223,9 @@ impl ConnectionLike for Connection {
             Connection::Server(connection) => {
                 connection.req_packed_commands(pipeline, offset, count)
             }
-            Connection::Cluster(connection) => Box::pin(async move {
-                let mut redirected = 0;
-                loop {
-                    match connection
-                        .req_packed_commands(pipeline, offset, count)
-                        .await
-                    {
-                        Err(error) if unfollowed_redirection(&error, redirected) => {
-                            redirected += 1;
-                            tokio::time::sleep(REDIRECTION_PAUSE * redirected).await;
-                        }
-                        answers => return answers,
-                    }
-                }
-            }),
+            Connection::Cluster(connection) => {
+                Box::pin(redirect::pipeline(connection, pipeline, offset, count))
+            }
         }
     }
 
@@ -257,24 +235,6 @@ impl ConnectionLike for Connection {
             Connection::Cluster(connection) => connection.get_db(),
         }
     }
-}
-
-/// How often a command a cluster node redirected is sent again after the cluster
-/// client gave up following the redirection.
-const REDIRECTION_RETRIES: u32 = 20;
-/// The pause before the first of those, growing by as much each time.
-const REDIRECTION_PAUSE: Duration = Duration::from_millis(2);
-
-/// Whether `error` is a redirection (`ASK`, `MOVED`) the cluster client still got
-/// after its own retries, and the command may be sent again (`redirected` times
-/// so far). The client follows an `ASK` with `ASKING` on the target's shared
-/// connection, and a command of another caller sent meanwhile on it takes the
-/// `ASKING` for itself: the target then answers `MOVED` to the source, which
-/// answers `ASK` again. During a resharding under load that happens often enough to
-/// exhaust the client's retries. A redirected command was not executed, so
-/// sending it again is safe; the operation's timeout bounds the whole.
-fn unfollowed_redirection(error: &redis::RedisError, redirected: u32) -> bool {
-    redirected < REDIRECTION_RETRIES && matches!(error.code(), Some("ASK" | "MOVED"))
 }
 
 /// A deployment's epoch: bumped when what it identifies its data by changes (a
