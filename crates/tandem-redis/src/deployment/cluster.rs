@@ -29,9 +29,6 @@ use tokio::sync::Semaphore;
 use super::{Connection, DeploymentSettings, Epoch, Exclusive, Link};
 use crate::spec::RedisUrl;
 
-/// Idle exclusive cluster connections kept for the next caller (each holds a
-/// connection to every master).
-const IDLE_EXCLUSIVE: usize = 4;
 /// The least time a connection to one cluster node may take.
 const MIN_CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(20);
 
@@ -173,9 +170,10 @@ impl Cluster {
             return;
         };
         let mut idle = self.idle.lock();
-        if idle.len() < IDLE_EXCLUSIVE {
-            idle.push(connection);
-        }
+        // Every one of them was opened under a permit: never more than
+        // `with_wait_connections` are kept, and all are, so that a busy store does
+        // not open a connection per durable write.
+        idle.push(connection);
     }
 
     /// Looks at the cluster's masters and configuration epoch (see the module's

@@ -34,8 +34,6 @@ use super::sentinel::{Notices, Sentinels};
 use super::{Connection, DeploymentSettings, Epoch, Exclusive, Link, TlsMaterial};
 use crate::spec::{RedisUrl, Topology};
 
-/// Idle exclusive connections kept for the next caller; more are closed.
-const IDLE_EXCLUSIVE: usize = 16;
 /// Dials of one [`Single::link`] when the sentinels name another master during a
 /// dial.
 const DIAL_ATTEMPTS: usize = 3;
@@ -344,9 +342,10 @@ impl Single {
             return;
         };
         let mut idle = self.idle.lock();
-        if idle.len() < IDLE_EXCLUSIVE {
-            idle.push((exclusive.generation, connection));
-        }
+        // Every one of them was opened under a permit: never more than
+        // `with_wait_connections` are kept, and all are, so that a busy store does
+        // not open a connection per durable write.
+        idle.push((exclusive.generation, connection));
     }
 
     /// For a Sentinel group: a subscription to the sentinels' announcements of a
