@@ -241,6 +241,15 @@ mod tests {
             "{user}"
         );
 
+        assert!(
+            password.contains("\nmasterauth \"pw\"\n") && !password.contains("masteruser"),
+            "{password}"
+        );
+        assert!(
+            user.contains("\nmasteruser \"u\"\nmasterauth \"pw\"\n"),
+            "{user}"
+        );
+
         let both = RedisOptions::new().user("u", "pw").password("other");
         let both = config_text(dir, 7000, &both, None);
         assert!(!both.contains("user default off"), "{both}");
@@ -267,6 +276,18 @@ mod tests {
         assert!(
             sentinel.contains("\nsentinel down-after-milliseconds tandem 1000\n"),
             "{sentinel}"
+        );
+        let with_auth = topology_text(&Topology::Sentinel {
+            service: "tandem".to_owned(),
+            master_port: 7000,
+            quorum: 1,
+            auth: Some((Some("u".to_owned()), "p w".to_owned())),
+        });
+        assert!(
+            with_auth.ends_with(
+                "\nsentinel auth-user tandem \"u\"\nsentinel auth-pass tandem \"p w\"\n"
+            ),
+            "{with_auth}"
         );
         let node = topology_text(&Topology::ClusterNode { bus_port: 17000 });
         assert!(node.contains("\ncluster-enabled yes\n"), "{node}");
