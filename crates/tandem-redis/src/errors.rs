@@ -223,6 +223,15 @@ pub(crate) fn first_contact(error: &RedisError, tls: bool) -> FirstContact {
     match error.kind() {
         ErrorKind::AuthenticationFailed => FirstContact::Authentication(message),
         _ if matches!(code, "WRONGPASS" | "NOAUTH") => FirstContact::Authentication(message),
+        // The cluster client reports a refused AUTH of its initial connections as
+        // an I/O error that quotes the server's code.
+        ErrorKind::Io
+            if ["\"WRONGPASS\"", "\"NOAUTH\""]
+                .iter()
+                .any(|c| message.contains(c)) =>
+        {
+            FirstContact::Authentication(message)
+        }
         ErrorKind::Io
             if tls && {
                 let lower = message.to_ascii_lowercase();
@@ -325,6 +334,15 @@ mod tests {
         let wrong = server_error("WRONGPASS", "invalid username-password pair");
         assert!(matches!(
             first_contact(&wrong, false),
+            FirstContact::Authentication(_)
+        ));
+        let wrapped = RedisError::from((
+            ErrorKind::Io,
+            "Failed to create initial connections",
+            "Io: \"WRONGPASS\": invalid username-password pair".to_owned(),
+        ));
+        assert!(matches!(
+            first_contact(&wrapped, true),
             FirstContact::Authentication(_)
         ));
         let db = server_error("ERR", "DB index is out of range");

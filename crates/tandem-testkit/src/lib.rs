@@ -34,7 +34,12 @@
 //! --cluster reshard` does ([`RedisCluster::migrate_slots`], so that clients get
 //! `ASK` and `MOVED` for real), and takes in a new master
 //! ([`RedisCluster::add_master`]). A fault is injected through the member's
-//! [`RedisProcess`].
+//! [`RedisProcess`]. Both take the options of a standalone server: with a password
+//! or an ACL user the data servers require it and log in to each other with it (the
+//! Sentinels have none and log in to the data servers), and with TLS every member
+//! speaks TLS only, to clients and to the others, trusting one test CA per group or
+//! cluster (`tls_files()`); the URLs then read `rediss+sentinel://:password@...` and
+//! `rediss+cluster://:password@...`.
 //!
 //! Every process is killed and reaped when its handle is dropped, also when the test
 //! panics (a Redis server's temporary directory goes with it), and a server that does
@@ -42,8 +47,7 @@
 //!
 //! What it is not: a way to run memcached or Redis in production, or a general process
 //! supervisor; nor a Redis client (its RESP reader does one command per connection,
-//! for setting up and inspecting a test), nor (yet) a Sentinel group or cluster with
-//! passwords or TLS. Every call blocks the calling thread for at most a few seconds (a
+//! for setting up and inspecting a test). Every call blocks the calling thread for at most a few seconds (a
 //! wait, for at most the limit it is given) and panics with a message on failure,
 //! which is what a test wants and nothing else does. It needs the `memcached`,
 //! `redis-server` and (for Valkey) `valkey-server` binaries on `PATH`, and `redis-cli`

@@ -35,7 +35,7 @@ pub use sentinel::RedisSentinelGroup;
 pub use servers::RedisServers;
 pub use tls::{TlsFiles, untrusted_ca};
 
-use config::{Topology, config_text, percent_encoded, topology_text};
+use config::{Topology, config_text, topology_text, url_credentials};
 use replication::{poll, role, wait_for_replicas_of};
 use resp::Connection;
 use tls::TlsMaterial;
@@ -169,6 +169,15 @@ impl RedisOptions {
 
     fn is_tls(&self) -> bool {
         self.tls != Tls::Off
+    }
+
+    /// These options without a password or an ACL user: a Sentinel's.
+    fn without_auth(&self) -> RedisOptions {
+        RedisOptions {
+            password: None,
+            user: None,
+            ..self.clone()
+        }
     }
 
     /// The `AUTH` arguments the kit sends, if any.
@@ -308,13 +317,7 @@ impl RedisProcess {
         } else {
             "redis"
         };
-        let credentials = match (&self.options.user, &self.options.password) {
-            (Some((name, password)), _) => {
-                format!("{}:{}@", percent_encoded(name), percent_encoded(password))
-            }
-            (None, Some(password)) => format!(":{}@", percent_encoded(password)),
-            (None, None) => String::new(),
-        };
+        let credentials = url_credentials(&self.options);
         format!("{scheme}://{credentials}{}", self.address())
     }
 

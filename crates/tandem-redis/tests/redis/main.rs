@@ -11,6 +11,7 @@ mod cluster;
 mod common;
 mod durable;
 mod faults;
+mod ha_tls;
 mod refusals;
 mod restore;
 mod sentinel;

@@ -5,7 +5,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::{
-    IO_TIMEOUT, RedisOptions, RedisProcess, RedisReply, Topology, poll, role, wait_for_replicas_of,
+    IO_TIMEOUT, RedisOptions, RedisProcess, RedisReply, TlsFiles, TlsMaterial, Topology, poll,
+    role, url_credentials, wait_for_replicas_of,
 };
 
 /// The number of hash slots of a Redis Cluster.
@@ -120,27 +121,36 @@ impl RedisCluster {
     ///
     /// # Panics
     ///
-    /// If `masters` is less than three (the least `redis-cli` makes a cluster of),
-    /// `options` ask for a password, an ACL user or TLS (not supported in a cluster
-    /// yet), a node cannot be started, `redis-cli --cluster create` fails, or the
-    /// cluster does not settle within a few seconds.
+    /// A [`password`](RedisOptions::password) or an ACL
+    /// [`user`](RedisOptions::user) protects every node (replicas log in to their
+    /// master with it, `masterauth`). With [`tls`](RedisOptions::tls) every node
+    /// speaks TLS only, to clients and on the cluster bus (`tls-cluster yes`,
+    /// `tls-replication yes`), with one set of [`TlsFiles`] for the whole cluster
+    /// ([`tls_files`](Self::tls_files)).
+    ///
+    /// # Panics
+    ///
+    /// If `masters` is less than three (the least `redis-cli` makes a cluster of), a
+    /// node cannot be started, `redis-cli --cluster create` fails, or the cluster
+    /// does not settle within a few seconds.
     pub fn start_with(
         masters: usize,
         replicas_per_master: usize,
         options: RedisOptions,
     ) -> RedisCluster {
         assert!(masters >= 3, "a Redis Cluster needs at least three masters");
-        assert!(
-            options.auth().is_none() && !options.is_tls(),
-            "RedisCluster does not support passwords, ACL users or TLS yet: {options:?}"
-        );
+        let tls = options.is_tls().then(TlsMaterial::generate);
         let count = masters * (1 + replicas_per_master);
         let nodes: Vec<RedisProcess> = (0..count)
             .map(|_| {
-                RedisProcess::start_as(options.clone(), None, Topology::ClusterNode { bus_port: 0 })
+                let topology = Topology::ClusterNode { bus_port: 0 };
+                RedisProcess::start_as(options.clone(), tls.clone(), topology)
             })
             .collect();
-        let mut args = vec!["--cluster".to_owned(), "create".to_owned()];
+        let mut args = cli_connection_args(&options, nodes[0].tls_files());
+        // The message of a failure shows no password.
+        let shown = args.len();
+        args.extend(["--cluster".to_owned(), "create".to_owned()]);
         args.extend(nodes.iter().map(RedisProcess::address));
         args.extend([
             "--cluster-replicas".to_owned(),
@@ -157,8 +167,8 @@ impl RedisCluster {
             });
         assert!(
             output.status.success(),
-            "{CLI} {} failed ({}):\n{}{}",
-            args.join(" "),
+            "{CLI} ... {} failed ({}):\n{}{}",
+            args[shown..].join(" "),
             output.status,
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
@@ -183,10 +193,24 @@ impl RedisCluster {
     }
 
     /// The URL a cluster-aware client connects with:
-    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,...`, every node in start order.
+    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,...`, every node in start order,
+    /// with the credentials of the nodes (`redis+cluster://:password@...`,
+    /// percent-encoded), and `rediss+cluster://` for TLS.
     pub fn url(&self) -> String {
         let addrs: Vec<String> = self.nodes.iter().map(RedisProcess::address).collect();
-        format!("redis+cluster://{}", addrs.join(","))
+        let scheme = if self.options.is_tls() {
+            "rediss+cluster"
+        } else {
+            "redis+cluster"
+        };
+        let credentials = url_credentials(&self.options);
+        format!("{scheme}://{credentials}{}", addrs.join(","))
+    }
+
+    /// The TLS files every node shares (the test CA a client trusts); `None` for a
+    /// plain-text cluster.
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.nodes[0].tls_files()
     }
 
     /// Every node, whatever its role now, in start order.
@@ -518,15 +542,15 @@ impl RedisCluster {
             if keys.is_empty() {
                 break;
             }
-            let mut args = vec![
-                "MIGRATE",
-                "127.0.0.1",
-                port.as_str(),
-                "",
-                "0",
-                MIGRATE_TIMEOUT_MS,
-                "KEYS",
-            ];
+            let mut args = vec!["MIGRATE", "127.0.0.1", port.as_str(), "", "0"];
+            args.push(MIGRATE_TIMEOUT_MS);
+            // The target wants the same credentials as every node.
+            match (&self.options.user, &self.options.password) {
+                (Some((name, password)), _) => args.extend(["AUTH2", name, password]),
+                (None, Some(password)) => args.extend(["AUTH", password]),
+                (None, None) => {}
+            }
+            args.push("KEYS");
             args.extend(keys.iter().map(|key| {
                 key.as_str()
                     .unwrap_or_else(|| panic!("a key that is not UTF-8: {key:?}"))
@@ -597,6 +621,33 @@ impl RedisCluster {
 }
 
 /// The cluster's id of `node` (`CLUSTER MYID`).
+/// The `redis-cli` arguments that connect it to a node started with `options`:
+/// `--tls --cacert ... --cert ... --key ...` and `--user`/`--pass` or `-a`, as
+/// needed.
+fn cli_connection_args(options: &RedisOptions, tls: Option<&TlsFiles>) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(tls) = tls {
+        args.push("--tls".to_owned());
+        for (flag, path) in [
+            ("--cacert", &tls.ca_cert),
+            ("--cert", &tls.client_cert),
+            ("--key", &tls.client_key),
+        ] {
+            args.extend([flag.to_owned(), path.to_string_lossy().into_owned()]);
+        }
+    }
+    match (&options.user, &options.password) {
+        (Some((name, password)), _) => {
+            args.extend(["--user".to_owned(), name.clone()]);
+            args.extend(["--pass".to_owned(), password.clone()]);
+        }
+        (None, Some(password)) => args.extend(["-a".to_owned(), password.clone()]),
+        (None, None) => return args,
+    }
+    args.push("--no-auth-warning".to_owned());
+    args
+}
+
 fn node_id(node: &RedisProcess) -> String {
     let reply = node.command(&["CLUSTER", "MYID"]);
     reply

@@ -9,11 +9,13 @@ pub(super) enum Topology {
     Standalone,
     /// A replica of the server on `master_port` (`replicaof`).
     Replica { master_port: u16 },
-    /// A Sentinel monitoring the master on `master_port` as `service`.
+    /// A Sentinel monitoring the master on `master_port` as `service`, with the
+    /// credentials of the data servers, if any (`sentinel auth-user`/`auth-pass`).
     Sentinel {
         service: String,
         master_port: u16,
         quorum: usize,
+        auth: Option<(Option<String>, String)>,
     },
     /// A cluster-enabled server whose cluster bus listens on `bus_port`.
     ClusterNode { bus_port: u16 },
@@ -66,6 +68,15 @@ pub(super) fn config_text(
             quoted(&format!(">{password}"))
         ));
     }
+    // A replica (or a master the Sentinels turn into one) logs in to its master.
+    match (&options.user, &options.password) {
+        (Some((name, password)), _) => {
+            line(format!("masteruser {}", quoted(name)));
+            line(format!("masterauth {}", quoted(password)));
+        }
+        (None, Some(password)) => line(format!("masterauth {}", quoted(password))),
+        (None, None) => {}
+    }
     if let Some(tls) = tls {
         line(format!(
             "tls-cert-file {}",
@@ -78,6 +89,18 @@ pub(super) fn config_text(
         line(format!(
             "tls-ca-cert-file {}",
             quoted(&tls.files().ca_cert.to_string_lossy())
+        ));
+        // Outgoing connections (to a master, to a cluster peer, from a Sentinel)
+        // speak TLS too, and present the client certificate.
+        line("tls-replication yes".to_owned());
+        line("tls-cluster yes".to_owned());
+        line(format!(
+            "tls-client-cert-file {}",
+            quoted(&tls.files().client_cert.to_string_lossy())
+        ));
+        line(format!(
+            "tls-client-key-file {}",
+            quoted(&tls.files().client_key.to_string_lossy())
         ));
         let client_auth = options.tls == Tls::ClientAuth;
         line(format!(
@@ -103,12 +126,22 @@ pub(super) fn topology_text(topology: &Topology) -> String {
             service,
             master_port,
             quorum,
-        } => format!(
-            "sentinel monitor {service} 127.0.0.1 {master_port} {quorum}\n\
-             sentinel down-after-milliseconds {service} {SENTINEL_DOWN_AFTER_MS}\n\
-             sentinel failover-timeout {service} {SENTINEL_FAILOVER_TIMEOUT_MS}\n\
-             sentinel parallel-syncs {service} 16\n"
-        ),
+            auth,
+        } => {
+            let mut text = format!(
+                "sentinel monitor {service} 127.0.0.1 {master_port} {quorum}\n\
+                 sentinel down-after-milliseconds {service} {SENTINEL_DOWN_AFTER_MS}\n\
+                 sentinel failover-timeout {service} {SENTINEL_FAILOVER_TIMEOUT_MS}\n\
+                 sentinel parallel-syncs {service} 16\n"
+            );
+            if let Some((user, password)) = auth {
+                if let Some(user) = user {
+                    let _ = writeln!(text, "sentinel auth-user {service} {}", quoted(user));
+                }
+                let _ = writeln!(text, "sentinel auth-pass {service} {}", quoted(password));
+            }
+            text
+        }
         Topology::ClusterNode { bus_port } => format!(
             "{sync}cluster-enabled yes\n\
              cluster-config-file {CLUSTER_CONFIG_FILE}\n\
@@ -142,6 +175,18 @@ pub(super) fn quoted(text: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// The user-information part of a URL for the credentials of `options`:
+/// `:password@`, `user:password@` (percent-encoded), or nothing.
+pub(super) fn url_credentials(options: &RedisOptions) -> String {
+    match (&options.user, &options.password) {
+        (Some((name, password)), _) => {
+            format!("{}:{}@", percent_encoded(name), percent_encoded(password))
+        }
+        (None, Some(password)) => format!(":{}@", percent_encoded(password)),
+        (None, None) => String::new(),
+    }
 }
 
 /// `text` percent-encoded for the user-information part of a URL: everything but
@@ -196,6 +241,15 @@ mod tests {
             "{user}"
         );
 
+        assert!(
+            password.contains("\nmasterauth \"pw\"\n") && !password.contains("masteruser"),
+            "{password}"
+        );
+        assert!(
+            user.contains("\nmasteruser \"u\"\nmasterauth \"pw\"\n"),
+            "{user}"
+        );
+
         let both = RedisOptions::new().user("u", "pw").password("other");
         let both = config_text(dir, 7000, &both, None);
         assert!(!both.contains("user default off"), "{both}");
@@ -213,6 +267,7 @@ mod tests {
             service: "tandem".to_owned(),
             master_port: 7000,
             quorum: 2,
+            auth: None,
         });
         assert!(
             sentinel.starts_with("sentinel monitor tandem 127.0.0.1 7000 2\n"),
@@ -221,6 +276,18 @@ mod tests {
         assert!(
             sentinel.contains("\nsentinel down-after-milliseconds tandem 1000\n"),
             "{sentinel}"
+        );
+        let with_auth = topology_text(&Topology::Sentinel {
+            service: "tandem".to_owned(),
+            master_port: 7000,
+            quorum: 1,
+            auth: Some((Some("u".to_owned()), "p w".to_owned())),
+        });
+        assert!(
+            with_auth.ends_with(
+                "\nsentinel auth-user tandem \"u\"\nsentinel auth-pass tandem \"p w\"\n"
+            ),
+            "{with_auth}"
         );
         let node = topology_text(&Topology::ClusterNode { bus_port: 17000 });
         assert!(node.contains("\ncluster-enabled yes\n"), "{node}");

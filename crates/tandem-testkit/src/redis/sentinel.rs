@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use super::{
-    IO_TIMEOUT, RedisOptions, RedisProcess, RedisReply, Topology, poll, role, wait_for_replicas_of,
+    IO_TIMEOUT, RedisOptions, RedisProcess, RedisReply, TlsFiles, TlsMaterial, Topology, poll,
+    role, url_credentials, wait_for_replicas_of,
 };
 
 /// The service name the Sentinels monitor the master under.
@@ -71,8 +72,17 @@ impl RedisSentinelGroup {
     ///
     /// # Panics
     ///
-    /// If `sentinels` is zero, `options` ask for a password, an ACL user or TLS
-    /// (not supported in a group yet), a process cannot be started (see
+    /// A [`password`](RedisOptions::password) or an ACL
+    /// [`user`](RedisOptions::user) protects the data servers (replicas log in to
+    /// their master with it, `masterauth`); the Sentinels have none, and log in to
+    /// the data servers with it (`sentinel auth-pass`). With
+    /// [`tls`](RedisOptions::tls) every process, Sentinels included, speaks TLS only,
+    /// to clients and to each other (`tls-replication yes`), with one set of
+    /// [`TlsFiles`] for the whole group ([`tls_files`](Self::tls_files)).
+    ///
+    /// # Panics
+    ///
+    /// If `sentinels` is zero, a process cannot be started (see
     /// [`RedisProcess::start_with`]), or the group does not settle within a few
     /// seconds.
     pub fn start_with(
@@ -84,25 +94,29 @@ impl RedisSentinelGroup {
             sentinels > 0,
             "a Sentinel group needs at least one Sentinel"
         );
-        assert!(
-            options.auth().is_none() && !options.is_tls(),
-            "RedisSentinelGroup does not support passwords, ACL users or TLS yet: {options:?}"
-        );
-        let master = RedisProcess::start_as(options.clone(), None, Topology::Standalone);
+        let tls = options.is_tls().then(TlsMaterial::generate);
+        let master = RedisProcess::start_as(options.clone(), tls.clone(), Topology::Standalone);
         let master_port = master.port();
         let mut servers = vec![master];
         servers.extend((0..replicas).map(|_| {
-            RedisProcess::start_as(options.clone(), None, Topology::Replica { master_port })
+            let topology = Topology::Replica { master_port };
+            RedisProcess::start_as(options.clone(), tls.clone(), topology)
         }));
         let quorum = sentinels / 2 + 1;
+        let auth = match (&options.user, &options.password) {
+            (Some((name, password)), _) => Some((Some(name.clone()), password.clone())),
+            (None, Some(password)) => Some((None, password.clone())),
+            (None, None) => None,
+        };
         let sentinels = (0..sentinels)
             .map(|_| {
                 let topology = Topology::Sentinel {
                     service: SERVICE.to_owned(),
                     master_port,
                     quorum,
+                    auth: auth.clone(),
                 };
-                RedisProcess::start_as(options.clone(), None, topology)
+                RedisProcess::start_as(options.without_auth(), tls.clone(), topology)
             })
             .collect();
         let group = RedisSentinelGroup { servers, sentinels };
@@ -129,12 +143,27 @@ impl RedisSentinelGroup {
     }
 
     /// The URL a Sentinel-aware client connects with:
-    /// `redis+sentinel://127.0.0.1:S1,127.0.0.1:S2,.../tandem`.
+    /// `redis+sentinel://127.0.0.1:S1,127.0.0.1:S2,.../tandem`, with the
+    /// credentials of the data servers (`redis+sentinel://:password@...`,
+    /// percent-encoded), and `rediss+sentinel://` for TLS.
     pub fn url(&self) -> String {
+        let options = self.servers[0].options();
+        let scheme = if options.is_tls() {
+            "rediss+sentinel"
+        } else {
+            "redis+sentinel"
+        };
         format!(
-            "redis+sentinel://{}/{SERVICE}",
+            "{scheme}://{}{}/{SERVICE}",
+            url_credentials(options),
             self.sentinel_addrs().join(",")
         )
+    }
+
+    /// The TLS files every process of the group shares (the test CA a client
+    /// trusts); `None` for a plain-text group.
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.servers[0].tls_files()
     }
 
     /// Every data server, whatever its role now: the first master first, then the
