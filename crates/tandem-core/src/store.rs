@@ -312,13 +312,24 @@ pub trait RemoteStore: Send + Sync + 'static {
 
     /// Stores several items on `node` unconditionally, in one exchange where the store
     /// can (memcached: pipelined, one round trip); one result per item, in order. The
-    /// default runs [`set`](Self::set) for each item in turn.
+    /// default is [`write_many`](Self::write_many) without preconditions, so a store
+    /// that batches its writes batches these too (and one that does not runs
+    /// [`write`](Self::write), that is [`set`](Self::set), for each item in turn).
     async fn set_many(&self, node: &NodeId, items: &[SetItem<'_>]) -> Vec<Result<(), StoreError>> {
-        let mut results = Vec::with_capacity(items.len());
-        for item in items {
-            results.push(self.set(node, item.key, item.value, item.ttl).await);
-        }
-        results
+        let writes: Vec<WriteItem<'_>> = items
+            .iter()
+            .map(|item| WriteItem {
+                key: item.key,
+                value: item.value,
+                ttl: item.ttl,
+                precondition: Precondition::None,
+            })
+            .collect();
+        self.write_many(node, &writes)
+            .await
+            .into_iter()
+            .map(|result| result.map(|_| ()))
+            .collect()
     }
 
     /// Stores `value` only if `key` is absent, and reports which happened.

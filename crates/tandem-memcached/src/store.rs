@@ -12,7 +12,7 @@ use memcache::exp::{
 };
 use tandem_core::{
     AddOutcome, CasOutcome, CasToken, Item, NodeId, NodeSpec, NodeStatus, Precondition,
-    RemoteStore, SetItem, StoreError, StoreKey, Ttl, WriteItem, WriteOutcome,
+    RemoteStore, StoreError, StoreKey, Ttl, WriteItem, WriteOutcome,
 };
 
 use crate::config::MemcachedConfig;
@@ -396,24 +396,6 @@ impl RemoteStore for MemcachedStore {
         }
     }
 
-    async fn set_many(&self, node: &NodeId, items: &[SetItem<'_>]) -> Vec<Result<(), StoreError>> {
-        // Unconditional writes, through the one pipelined path.
-        let writes: Vec<WriteItem<'_>> = items
-            .iter()
-            .map(|item| WriteItem {
-                key: item.key,
-                value: item.value,
-                ttl: item.ttl,
-                precondition: Precondition::None,
-            })
-            .collect();
-        self.write_many(node, &writes)
-            .await
-            .into_iter()
-            .map(|result| result.map(|_| ()))
-            .collect()
-    }
-
     async fn add(
         &self,
         node: &NodeId,
@@ -491,7 +473,8 @@ impl RemoteStore for MemcachedStore {
         node: &NodeId,
         items: &[WriteItem<'_>],
     ) -> Vec<Result<WriteOutcome, StoreError>> {
-        // As `set_many`: oversized items are refused alone, the rest go out together.
+        // Oversized items are refused alone, the rest go out together (`set_many` too,
+        // through the trait's default).
         let mut results: Vec<Option<Result<WriteOutcome, StoreError>>> = items
             .iter()
             .map(|item| self.check_size(item.value.len()).err().map(Err))

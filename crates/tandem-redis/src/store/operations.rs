@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use redis::{Cmd, RedisResult, Script, Value};
 use tandem_core::{
-    AddOutcome, CasOutcome, CasToken, Item, NodeId, NodeStatus, Precondition, RemoteStore, SetItem,
+    AddOutcome, CasOutcome, CasToken, Item, NodeId, NodeStatus, Precondition, RemoteStore,
     StoreError, StoreKey, Ttl, WriteItem, WriteOutcome,
 };
 
@@ -150,23 +150,6 @@ impl RemoteStore for RedisStore {
         self.write(node, key, value, ttl, Precondition::None)
             .await
             .map(|_| ())
-    }
-
-    async fn set_many(&self, node: &NodeId, items: &[SetItem<'_>]) -> Vec<Result<(), StoreError>> {
-        let writes: Vec<WriteItem<'_>> = items
-            .iter()
-            .map(|item| WriteItem {
-                key: item.key,
-                value: item.value,
-                ttl: item.ttl,
-                precondition: Precondition::None,
-            })
-            .collect();
-        self.write_many(node, &writes)
-            .await
-            .into_iter()
-            .map(|result| result.map(|_| ()))
-            .collect()
     }
 
     async fn add(
