@@ -239,3 +239,44 @@ async fn an_older_copy_after_an_ambiguous_write_is_not_replaced() {
         "an older copy made the only server of the session drop its primary"
     );
 }
+
+/// The same under concurrency, as users produce it: 16 requests of one session at
+/// the same time, each adding an attribute of its own, while the store answers
+/// every other backup write ambiguously (applied but unreplicated, or lost). The
+/// only server of the session must keep every change (merged), and never take its
+/// own unanswered writes for another server's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_with_unanswered_writes_lose_nothing() {
+    let (_memory, store, manager) = setup();
+    let manager = Arc::new(manager);
+    let id = create(&manager, 1).await;
+    for round in 0..8 {
+        store.fail_next(if round % 2 == 0 {
+            Failure::AppliedUnreplicated
+        } else {
+            Failure::Lost
+        });
+    }
+    let requests: Vec<_> = (0..16)
+        .map(|index| {
+            let (manager, id) = (Arc::clone(&manager), id.clone());
+            tokio::spawn(async move {
+                let mut session = manager.load(Some(id.as_str())).await.unwrap();
+                assert!(!session.is_new(), "request {index} lost the session");
+                session.insert(&format!("k{index}"), &index).unwrap();
+                manager.commit(session).await.unwrap();
+            })
+        })
+        .collect();
+    for request in requests {
+        request.await.unwrap();
+    }
+    let session = manager.load(Some(id.as_str())).await.unwrap();
+    assert!(!session.is_new());
+    let missing: Vec<u32> = (0..16u32)
+        .filter(|index| session.get::<u32>(&format!("k{index}")).unwrap() != Some(*index))
+        .collect();
+    assert!(missing.is_empty(), "changes lost: {missing:?}");
+    assert_eq!(manager.stats().ownership_lost, 0);
+    manager.commit(session).await.unwrap();
+}
