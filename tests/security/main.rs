@@ -13,6 +13,7 @@ mod fixation;
 mod limits;
 mod locks;
 mod logout;
+mod outliving;
 mod secrets;
 mod stale_copies;
 mod support;

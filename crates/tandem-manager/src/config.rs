@@ -125,6 +125,33 @@ pub enum ReplicatedCopies {
     Skip,
 }
 
+/// How often a non-sticky request that leaves its session unchanged slides the expiry
+/// of the session's backup copy (with two or more nodes). Set with
+/// [`ManagerBuilder::backup_refresh`].
+///
+/// ```
+/// use tandem_manager::BackupRefresh;
+///
+/// assert_eq!(BackupRefresh::default(), BackupRefresh::Throttled);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackupRefresh {
+    /// At most once per an eighth of the session's interval (at most once per 5
+    /// minutes) from each server (the default): a read costs one remote operation,
+    /// the get-and-touch of the primary, and the touch of the backup copy is added
+    /// only to the first unchanged request after the period. The backup copy gets
+    /// the session's interval from that request, so it never outlives its primary
+    /// (and never brings back a session that expired), and it is slid before it
+    /// expires while the session is in use. The cost: a session idle for longer
+    /// than its interval minus one period (28 of 30 minutes, by default) may have
+    /// no backup copy left, and is lost if its primary node dies before it expires.
+    #[default]
+    Throttled,
+    /// On every unchanged request: two remote operations per read, and a backup
+    /// copy that lives exactly as long as the primary.
+    EveryRead,
+}
+
 /// The settings of a [`SessionManager`], built with [`ManagerBuilder`].
 #[derive(Clone)]
 pub(crate) struct ManagerConfig {
@@ -153,6 +180,7 @@ pub(crate) struct ManagerConfig {
     pub(crate) peer_feed_interval: Option<Duration>,
     pub(crate) max_unsaved_bytes: Option<u64>,
     pub(crate) replicated_copies: ReplicatedCopies,
+    pub(crate) backup_refresh: BackupRefresh,
     pub(crate) clock: Arc<dyn Clock>,
 }
 
@@ -193,6 +221,7 @@ impl Default for ManagerConfig {
             peer_feed_interval: Some(Duration::from_secs(1)),
             max_unsaved_bytes: None,
             replicated_copies: ReplicatedCopies::Keep,
+            backup_refresh: BackupRefresh::Throttled,
             clock: Arc::new(SystemClock),
         }
     }
@@ -478,6 +507,16 @@ impl<C: Codec> ManagerBuilder<C> {
     /// ```
     pub fn copies_for_replicated_nodes(mut self, copies: ReplicatedCopies) -> Self {
         self.config.replicated_copies = copies;
+        self
+    }
+
+    /// How often a non-sticky request that leaves its session unchanged slides the
+    /// expiry of its backup copy (default [`BackupRefresh::Throttled`]: at most once
+    /// per an eighth of the session's interval from each server). Sticky mode slides
+    /// its remote copy once per [`keepalive_slack`](crate::keepalive_slack) whatever
+    /// this says.
+    pub fn backup_refresh(mut self, refresh: BackupRefresh) -> Self {
+        self.config.backup_refresh = refresh;
         self
     }
 

@@ -69,8 +69,8 @@ pub use clock::TokioClock;
 pub use common::stats::{HistogramSnapshot, Stats};
 pub use common::ttl::keepalive_slack;
 pub use config::{
-    BackupMode, Concurrency, ConfigError, LockScope, LockTimeoutPolicy, ManagerBuilder, Mode,
-    ReplicatedCopies,
+    BackupMode, BackupRefresh, Concurrency, ConfigError, LockScope, LockTimeoutPolicy,
+    ManagerBuilder, Mode, ReplicatedCopies,
 };
 pub use error::{CommitError, LoadError, WriteFailure};
 pub use nonsticky::AUTO_LOCK_LEARN_AFTER;

@@ -132,6 +132,10 @@ counters! {
     too_large,
     /// Remote expiry extensions (touch) of unchanged sessions.
     touches,
+    /// Non-sticky: unchanged requests that left the backup copy's expiry alone
+    /// because this server slid it (or wrote the copy) less than a period ago
+    /// ([`BackupRefresh::Throttled`](crate::BackupRefresh::Throttled)).
+    backup_refreshes_skipped,
     /// Touches that failed or found no remote copy (which is then rewritten).
     touch_failures,
     /// Remote copies deleted after expiry, invalidation or an id change.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tandem_core::{Codec, NodeId, SessionId, StoreError, Ttl};
 
 use super::Engine;
+use super::refreshes::refresh_period;
 use super::repair::Stale;
 use crate::common::stats::Counters;
 use crate::common::ttl::copy_ttl;
@@ -123,7 +124,10 @@ impl<C: Codec> Engine<C> {
             .histograms
             .backup_write(self.common.since(started), bytes.len());
         match &result {
-            Ok(()) => Counters::add(&self.common.counters.backups_written),
+            Ok(()) => {
+                Counters::add(&self.common.counters.backups_written);
+                self.backup_refreshes.record(id, started);
+            }
             Err(error) => {
                 Counters::add(&self.common.counters.backups_failed);
                 tracing::debug!(session = %id.redacted(), %error, "backup copy not written");
@@ -133,10 +137,12 @@ impl<C: Codec> Engine<C> {
     }
 
     /// An unchanged request: slides the backup copy's expiry to the primary's (which
-    /// the request's read slid, `read_at`), so that both expire together. A missing
-    /// backup copy (its node restarted, or was down when the session last changed)
-    /// is repaired from the primary, never rewritten from this request's snapshot,
-    /// which may be older than the primary (or of a session ended since).
+    /// the request's read slid, `read_at`), so that both expire together, if this
+    /// server has not done so within the session's refresh period (see
+    /// [`refreshes`](super::refreshes)). A missing backup copy (its node restarted,
+    /// or was down when the session last changed) is repaired from the primary, never
+    /// rewritten from this request's snapshot, which may be older than the primary
+    /// (or of a session ended since).
     pub(super) fn refresh_backup(
         self: &Arc<Self>,
         id: &SessionId,
@@ -146,6 +152,11 @@ impl<C: Codec> Engine<C> {
         let Some(node) = self.backup_node(&self.common.node_of(id)) else {
             return;
         };
+        let period = refresh_period(self.common.config.backup_refresh, interval);
+        if !self.backup_refreshes.claim(id, period, read_at) {
+            Counters::add(&self.common.counters.backup_refreshes_skipped);
+            return;
+        }
         let ttl = match copy_ttl(interval) {
             Ttl::Never => Ttl::Never,
             Ttl::After(ttl) => Ttl::After(
@@ -162,9 +173,13 @@ impl<C: Codec> Engine<C> {
                 Ok(true) => Counters::add(&inner.common.counters.touches),
                 Ok(false) => {
                     Counters::add(&inner.common.counters.touch_failures);
+                    inner.backup_refreshes.forget(&id);
                     inner.remember_repair(&id, ttl, Stale::WhereReadsLook);
                 }
-                Err(_) => Counters::add(&inner.common.counters.touch_failures),
+                Err(_) => {
+                    Counters::add(&inner.common.counters.touch_failures);
+                    inner.backup_refreshes.forget(&id);
+                }
             }
             inner.common.in_flight.end(1);
         });
@@ -198,5 +213,14 @@ pub(super) fn longest(a: Ttl, b: Ttl) -> Ttl {
     match (a, b) {
         (Ttl::After(a), Ttl::After(b)) => Ttl::After(a.max(b)),
         _ => Ttl::Never,
+    }
+}
+
+/// The shorter of two TTLs.
+pub(super) fn shortest(a: Ttl, b: Ttl) -> Ttl {
+    match (a, b) {
+        (Ttl::After(a), Ttl::After(b)) => Ttl::After(a.min(b)),
+        (Ttl::After(a), Ttl::Never) | (Ttl::Never, Ttl::After(a)) => Ttl::After(a),
+        (Ttl::Never, Ttl::Never) => Ttl::Never,
     }
 }

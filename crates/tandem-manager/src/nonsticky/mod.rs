@@ -54,6 +54,7 @@ mod copy;
 mod epochs;
 mod locking;
 mod read;
+mod refreshes;
 pub(crate) mod remote_lock;
 mod repair;
 #[cfg(test)]
@@ -110,6 +111,8 @@ pub(crate) struct Engine<C> {
     pub(crate) copy_repairs: repair::Repairs,
     /// The nodes' epochs as this server last saw them (see [`epochs`]).
     pub(crate) epochs: epochs::Epochs,
+    /// When this server last slid each recently used session's backup copy.
+    pub(crate) backup_refreshes: refreshes::BackupRefreshes,
     /// `LockScope::Auto`: per request pattern, how many requests in a row left the
     /// session unchanged.
     pub(crate) read_only_streaks: moka::sync::Cache<Box<str>, u32>,
@@ -123,6 +126,7 @@ impl<C: Codec> Engine<C> {
             transit: Arc::new(parking_lot::Mutex::new(HashMap::new())),
             copy_repairs: repair::Repairs::default(),
             epochs: epochs::Epochs::new(&*common.store),
+            backup_refreshes: refreshes::BackupRefreshes::new(common.now()),
             read_only_streaks: moka::sync::Cache::builder()
                 .max_capacity(MAX_PATTERN_BYTES)
                 // Weighed by their length (plus the entry's own cost): a client that
@@ -784,6 +788,10 @@ fn spawn_sweep<C: Codec>(engine: &Arc<Engine<C>>, runtime: &tokio::runtime::Hand
             sweep.tick().await;
             let Some(engine) = weak.upgrade() else { return };
             engine.repair_copies();
+            engine.backup_refreshes.sweep(
+                refreshes::BackupRefreshes::longest_period(),
+                engine.common.now(),
+            );
             engine.common.retry_ends();
             engine
                 .common

@@ -25,6 +25,7 @@ use tandem_core::{AddOutcome, CasOutcome, StoreError, Ttl};
 use tandem_core::{NodeId, SessionId};
 
 use super::Engine;
+use super::copy::shortest;
 use crate::common::local_key::{LocalKey, local_key};
 use crate::common::stats::Counters;
 
@@ -297,13 +298,21 @@ impl<C: Codec> Engine<C> {
         // writes its primary before its copy, so a copy read here is never newer than
         // the primary read next.)
         let copy = self.common.store.get(node, &key).await?;
-        let Some(source) = self
+        let Some((source, left)) = self
             .common
             .store
-            .get(self.common.node_ref(id), &self.common.store_key(id))
+            .get_with_ttl(self.common.node_ref(id), &self.common.store_key(id))
             .await?
         else {
             return Ok(Repaired::Gone);
+        };
+        // The copy lives as long as the primary has left, never longer: a repair runs
+        // up to minutes after the change it copies, and a copy given the whole TTL
+        // then would outlive its primary and bring the session back after it expired
+        // (a read that misses the primary takes a copy with time left).
+        let ttl = match left {
+            Ttl::After(left) => shortest(ttl, Ttl::After(left.max(Duration::from_secs(1)))),
+            Ttl::Never => ttl,
         };
         // Ended since the repair was remembered: its tombstone is no copy to make.
         if crate::common::ends::tombstone_reason(&source.value).is_some() {

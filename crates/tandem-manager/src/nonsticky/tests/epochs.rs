@@ -3,12 +3,16 @@
 //! is served, the older one repaired.
 
 use super::*;
-use crate::{ReplicatedCopies, TokioClock};
+use crate::{BackupRefresh, ReplicatedCopies, TokioClock};
 
 /// Two nodes and a manager on the system clock, and a session on `n1` holding a=1.
+/// Every read touches the backup copy, so that each read costs the same.
 async fn setup() -> (Arc<MemoryStore>, Manager, SessionId) {
     let store = store(&["n1", "n2"]);
-    let a1 = manager(&store);
+    let a1 = builder(&store)
+        .backup_refresh(BackupRefresh::EveryRead)
+        .build()
+        .unwrap();
     let id = create_on(&a1, "n1", "a", "1").await;
     settle(&a1).await;
     (store, a1, id)
@@ -122,6 +126,7 @@ async fn the_comparison_ends_one_interval_after_the_change() {
     let store = Arc::new(MemoryStore::new([node("n1"), node("n2")]).with_clock(Arc::clone(&clock)));
     let interval = Duration::from_secs(60);
     let a1 = builder(&store)
+        .backup_refresh(BackupRefresh::EveryRead)
         .clock(clock)
         .max_inactive(Some(interval))
         .build()

@@ -34,6 +34,7 @@ use tandem_core::Ttl;
 use tandem_core::{NodeId, RemoteStore, SessionId};
 
 mod epochs;
+mod refresh;
 mod replicated;
 
 type Manager = SessionManager<TextCodec>;

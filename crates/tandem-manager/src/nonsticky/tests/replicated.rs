@@ -3,7 +3,7 @@
 //! node of a backup copy) failed over to an older state.
 
 use super::*;
-use crate::ReplicatedCopies;
+use crate::{BackupRefresh, ReplicatedCopies};
 
 fn replicated(nodes: &[&str]) -> Arc<MemoryStore> {
     Arc::new(MemoryStore::new(nodes.iter().map(|id| node(id))).with_replication(true))
@@ -37,7 +37,11 @@ async fn write_costs(
 #[tokio::test]
 async fn replicated_nodes_keep_their_backup_copies_by_default() {
     let store = replicated(&["n1", "n2"]);
-    let a1 = manager(&store);
+    // Every read touches the copy, so that a read shows whether there is one.
+    let a1 = builder(&store)
+        .backup_refresh(BackupRefresh::EveryRead)
+        .build()
+        .unwrap();
     let id = create(&a1, "a", "1").await;
     settle(&a1).await;
     assert_eq!(
@@ -102,6 +106,7 @@ async fn skip_keeps_one_copy_of_sessions_on_replicated_nodes() {
 async fn skip_leaves_nodes_that_do_not_replicate_alone() {
     let store = store(&["n1", "n2"]);
     let a1 = builder(&store)
+        .backup_refresh(BackupRefresh::EveryRead)
         .copies_for_replicated_nodes(ReplicatedCopies::Skip)
         .build()
         .unwrap();
