@@ -17,7 +17,12 @@
 #                           minutes, not a quarter of an hour, apart) and reported as
 #                           the median over the rounds, so that a slow spell of the
 #                           shared machine hits every variant alike
-#   --sessions "1000 100000"  live-session counts
+#   --sessions "1000 100000"  live-session counts (a million fits this 24 GiB machine:
+#                           --sessions 1000000 --variants "none tandem-sticky tandem-nonsticky"
+#                           --workloads "0 20" --mem-sessions 1000000)
+#   --workloads "0 20 100"  write percentages to run (default all three)
+#   --mem-sessions N        sessions of the in-process memory measurement (default
+#                           100000; 20000 with --quick)
 #   --variants "none tandem-sticky ..."  which variants (default: all six)
 #   --memcached-idle N      idle memcached connections per node, for Tandem and the
 #                           tower-sessions memcached store (default: Tandem's default, 64)
@@ -57,6 +62,8 @@ READ_EXCHANGES=""
 NODES=1
 REDIS=0
 VARIANTS_GIVEN=0
+WORKLOADS="0 20 100"
+MEM_SESSIONS_GIVEN=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1; shift ;;
@@ -69,7 +76,9 @@ while [ $# -gt 0 ]; do
         --memcached-idle) MEMCACHED_IDLE="$2"; shift 2 ;;
         --read-exchanges) READ_EXCHANGES="$2"; shift 2 ;;
         --nodes) NODES="$2"; shift 2 ;;
-        -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
+        --workloads) WORKLOADS="$2"; shift 2 ;;
+        --mem-sessions) MEM_SESSIONS_GIVEN="$2"; shift 2 ;;
+        -h|--help) sed -n '2,50p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -80,10 +89,10 @@ else
     DURATION="${DURATION:-5}"; ROUNDS="${ROUNDS:-3}"; WARMUP=3; SESSIONS="${SESSIONS:-1000 100000}"
     RACE_REQUESTS=100; MEM_SESSIONS=100000
 fi
+MEM_SESSIONS="${MEM_SESSIONS_GIVEN:-$MEM_SESSIONS}"
 case "$ROUNDS" in ''|*[!0-9]*|0) echo "--rounds must be a positive number" >&2; exit 2 ;; esac
 CONNECTIONS=32
 THREADS=2
-WORKLOADS="0 20 100"
 OUT="${OUT:-${CARGO_TARGET_DIR:-target}/bench-http/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
@@ -292,12 +301,22 @@ for sessions in $SESSIONS; do
         start_app "$variant" "$variant"
         pid=${APP_PID[$variant]}
         rss0=$(rss_kib "$pid")
+        mc_stats >"$OUT/.before"
+        started=$(date +%s.%N)
         "$APP" populate --target "127.0.0.1:${APP_PORT[$variant]}" --count "$sessions" \
             --connections "$CONNECTIONS" --out "$OUT/cookies-$variant-$sessions.txt" >/dev/null
+        took=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
         sleep 1
         rss1=$(rss_kib "$pid")
+        mc_stats >"$OUT/.after"
+        mc_bytes=$(( $(stat_value "$OUT/.after" bytes) - $(stat_value "$OUT/.before" bytes) ))
+        mc_items=$(( $(stat_value "$OUT/.after" curr_items) - $(stat_value "$OUT/.before" curr_items) ))
+        evictions=$(stat_value "$OUT/.after" evictions)
         printf 'rss\t%s\t%s\t-\t%s\t%s\n' "$sessions" "$variant" "$rss0" "$rss1" >>"$OUT/rss.tsv"
-        echo "  $variant: $sessions sessions created (RSS ${rss0} -> ${rss1} KiB)" >&2
+        printf 'populate\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sessions" "$variant" "$took" "$mc_bytes" \
+            "$mc_items" "$evictions" >>"$OUT/populate.tsv"
+        echo "  $variant: $sessions sessions created in ${took} s (RSS ${rss0} -> ${rss1} KiB;" \
+            "memcached +$mc_bytes bytes in +$mc_items items, $evictions evictions in all)" >&2
     done
     for round in $(seq 1 "$ROUNDS"); do
         for workload in $WORKLOADS; do

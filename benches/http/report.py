@@ -318,6 +318,21 @@ def main():
             print(f"| {variant} | {int(sessions):,} | {before:,} | {after:,} |"
                   f" {(after - before) * 1024 / int(sessions):.0f} |")
 
+    populated = read_tsv(out / "populate.tsv")
+    if populated:
+        print()
+        print("Creating the live sessions (POST /session over 32 connections): how long it took, and "
+              "what memcached holds for them (bytes and items added, summed over the nodes; "
+              "evictions: memcached's total so far, which must stay 0):")
+        print()
+        print("| variant | sessions | seconds | sessions/s | memcached MiB | items | B/session | evictions |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for row in populated:
+            sessions, variant, took = int(row[1]), row[2], float(row[3])
+            mc_bytes, items, evictions = int(row[4]), int(row[5]), int(row[6])
+            print(f"| {variant} | {sessions:,} | {took:.1f} | {sessions / max(took, 0.001):,.0f} |"
+                  f" {mc_bytes / 2**20:,.0f} | {items:,} | {mc_bytes / sessions:.0f} | {evictions} |")
+
 
 if __name__ == "__main__":
     main()

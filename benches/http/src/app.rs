@@ -267,6 +267,9 @@ impl App {
     }
 }
 
+/// Tandem's local tier in the benchmark: 4 GiB.
+const LOCAL_CAPACITY_BYTES: u64 = 4 << 30;
+
 /// The routes with Tandem's layer over `store`, and the manager.
 fn tandem_app(
     store: Arc<dyn RemoteStore>,
@@ -276,6 +279,9 @@ fn tandem_app(
     let manager = SessionManager::<SpeedyCodec>::builder(store)
         .mode(mode)
         .concurrency(concurrency)
+        // Room for a million resident sessions (the default 256 MiB holds about
+        // 200,000 of these), as the tower-sessions moka store, which is unbounded.
+        .local_capacity_bytes(LOCAL_CAPACITY_BYTES)
         .build()
         .map_err(|error| error.to_string())?;
     let layer = SessionLayer::builder(manager.clone())

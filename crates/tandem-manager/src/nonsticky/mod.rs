@@ -42,7 +42,7 @@ use crate::common::ttl::copy_ttl;
 use crate::common::{Common, same_session};
 use crate::config::{Concurrency, LockScope};
 use crate::error::{CommitError, LoadError};
-use crate::outcome::{BackupStatus, CommitOutcome, CookieUpdate, RequestInfo, ShutdownReport};
+use crate::outcome::{BackupStatus, CommitOutcome, CookieUpdate, RequestInfo};
 use crate::request::{Attached, RequestSession};
 use copy::{Unbacked, longest};
 use read::Read;
@@ -50,6 +50,7 @@ use transit::{
     ENDED_CYCLED, ENDED_INVALIDATED, ENDED_NOT, Transit, TransitMap, TransitRef, TransitState,
 };
 
+mod background;
 mod copy;
 mod epochs;
 mod locking;
@@ -140,42 +141,8 @@ impl<C: Codec> Engine<C> {
                 .build(),
             common,
         });
-        spawn_sweep(&engine, runtime);
+        background::spawn_sweep(&engine, runtime);
         engine
-    }
-
-    /// Waits for background work to finish, then writes the session ends and backup
-    /// copy repairs still waiting, all within `deadline`. Nothing else is pending: a
-    /// commit returns after the primary copy is written.
-    pub(crate) async fn flush(&self, deadline: Duration) -> ShutdownReport {
-        let common = &self.common;
-        let started = common.now();
-        let written_before = common.counters.snapshot().backups_written;
-        // Background copies get at most half of the deadline, as sticky mode's queue.
-        while common.in_flight.count() > 0 && common.since(started) < deadline / 2 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let ends_unwritten = common
-            .flush_ends(deadline.saturating_sub(common.since(started)))
-            .await;
-        let repairs_left = self
-            .flush_repairs(deadline.saturating_sub(common.since(started)))
-            .await;
-        let written = common.counters.snapshot().backups_written - written_before;
-        if ends_unwritten > 0 || repairs_left > 0 {
-            tracing::warn!(
-                ends_unwritten,
-                repairs_left,
-                "shutdown: some remote writes could not be done in time"
-            );
-        } else {
-            tracing::info!(written, "shutdown: every pending backup written");
-        }
-        ShutdownReport {
-            written: usize::try_from(written).unwrap_or(usize::MAX),
-            unsaved: 0,
-            ends_unwritten,
-        }
     }
 
     /// A session that does not exist yet, on a live node (no route: routes are for
@@ -773,29 +740,4 @@ fn kept() -> CommitOutcome {
         cookie: CookieUpdate::Keep,
         backup: BackupStatus::NotNeeded,
     }
-}
-
-/// Starts the task that, every retry interval, copies failed backup copies again from
-/// their primaries, retries session ends and publishes the metrics. It holds the
-/// engine only weakly and ends when the manager is dropped.
-fn spawn_sweep<C: Codec>(engine: &Arc<Engine<C>>, runtime: &tokio::runtime::Handle) {
-    let weak = Arc::downgrade(engine);
-    let period = engine.common.config.retry_interval;
-    runtime.spawn(async move {
-        let mut sweep = tokio::time::interval(period);
-        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            sweep.tick().await;
-            let Some(engine) = weak.upgrade() else { return };
-            engine.repair_copies();
-            engine.backup_refreshes.sweep(
-                refreshes::BackupRefreshes::longest_period(),
-                engine.common.now(),
-            );
-            engine.common.retry_ends();
-            engine
-                .common
-                .export_metrics(0, engine.common.in_flight.count());
-        }
-    });
 }
