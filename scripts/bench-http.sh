@@ -349,5 +349,11 @@ for variant in tandem-sticky tower-sessions-moka tower-sessions-caching tandem-n
     echo "  ${line#MEM }" >&2
 done
 
+echo "== moka's own heap per entry (the floor of the local tier)" >&2
+"$BIN/bench-moka-floor" | while read -r line; do
+    echo -e "moka\t$line" >>"$OUT/moka.tsv"
+    echo "  ${line#MOKA }" >&2
+done
+
 python3 benches/http/report.py "$OUT" | tee "$OUT/tables.md"
 echo "raw figures and logs: $OUT" >&2
