@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use memcache::exp::{
     AsyncMetaClient, Delete, Error as ClientError, Get, Meta, MetaClientBuilder, MutationStatus,
-    Set,
+    Router, Set,
 };
 use tandem_core::{
     AddOutcome, CasOutcome, CasToken, Item, NodeId, NodeSpec, NodeStatus, Precondition,
@@ -162,6 +162,17 @@ impl<'a> Target<'a> {
     }
 }
 
+/// The router of a node's client, which has that one server: every key goes to it.
+/// (The client's default router would hash each key, and the server's address, once
+/// per operation to pick among servers, for nothing.)
+struct OneServer;
+
+impl Router for OneServer {
+    fn route(&self, _key: &[u8], _servers: &[String]) -> usize {
+        0
+    }
+}
+
 /// A failed operation, classified.
 struct Failure {
     error: StoreError,
@@ -192,6 +203,7 @@ impl MemcachedStore {
             // connections itself (`ConnectionLimit`, which counts the waits); the
             // client's cap is a backstop, and bounds the probes.
             let client = MetaClientBuilder::new()
+                .router(OneServer)
                 .connect_timeout(Some(config.operation_timeout()))
                 .io_timeout(Some(config.operation_timeout()))
                 .max_idle(config.max_idle_connections())
@@ -283,6 +295,49 @@ impl MemcachedStore {
         }
         node.health.count_failure(failure.detail);
         Err(failure.error)
+    }
+}
+
+impl MemcachedStore {
+    /// The writes of `items` (each within the size limit) in one pipelined exchange:
+    /// one result per item, in order.
+    async fn write_pipelined<'i>(
+        &self,
+        node: &NodeId,
+        items: impl ExactSizeIterator<Item = &'i WriteItem<'i>>,
+    ) -> Vec<Result<WriteOutcome, StoreError>> {
+        let now = SystemTime::now();
+        let mut preconditions = Vec::with_capacity(items.len());
+        let commands: Vec<Set> = items
+            .map(|item| {
+                preconditions.push(item.precondition);
+                write_command(item, now)
+            })
+            .collect();
+        let outcome = self
+            .call(node, None, |target| {
+                target.exchange(|client| async move {
+                    let outputs = client.run_many(commands).await?;
+                    outputs.into_iter().collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .await;
+        match outcome {
+            Ok(outputs) => {
+                let mut results: Vec<_> = preconditions
+                    .iter()
+                    .zip(&outputs)
+                    .map(|(&precondition, output)| write_outcome(node, precondition, output))
+                    .collect();
+                // The client answers every command of a batch; should it not, the
+                // unanswered ones failed.
+                results.resize_with(preconditions.len(), || {
+                    Err(server_error(node, "no answer to a pipelined write".into()))
+                });
+                results
+            }
+            Err(error) => vec![Err(error); preconditions.len()],
+        }
     }
 }
 
@@ -475,6 +530,18 @@ impl RemoteStore for MemcachedStore {
     ) -> Vec<Result<WriteOutcome, StoreError>> {
         // Oversized items are refused alone, the rest go out together (`set_many` too,
         // through the trait's default).
+        let limit = self.shared.config.max_value_size();
+        if items.iter().all(|item| item.value.len() <= limit) {
+            // The usual case: every item is sent, and the answers are the results.
+            return match items {
+                [] => Vec::new(),
+                [item] => vec![
+                    self.write(node, item.key, item.value, item.ttl, item.precondition)
+                        .await,
+                ],
+                _ => self.write_pipelined(node, items.iter()).await,
+            };
+        }
         let mut results: Vec<Option<Result<WriteOutcome, StoreError>>> = items
             .iter()
             .map(|item| self.check_size(item.value.len()).err().map(Err))
@@ -489,31 +556,11 @@ impl RemoteStore for MemcachedStore {
                     .await,
             );
         } else if !sendable.is_empty() {
-            let now = SystemTime::now();
-            let commands: Vec<Set> = sendable
-                .iter()
-                .map(|&index| write_command(&items[index], now))
-                .collect();
-            let outcome = self
-                .call(node, None, |target| {
-                    target.exchange(|client| async move {
-                        let outputs = client.run_many(commands).await?;
-                        outputs.into_iter().collect::<Result<Vec<_>, _>>()
-                    })
-                })
+            let outcomes = self
+                .write_pipelined(node, sendable.iter().map(|&index| &items[index]))
                 .await;
-            match outcome {
-                Ok(outputs) => {
-                    for (&index, output) in sendable.iter().zip(outputs) {
-                        results[index] =
-                            Some(write_outcome(node, items[index].precondition, &output));
-                    }
-                }
-                Err(error) => {
-                    for &index in &sendable {
-                        results[index] = Some(Err(error.clone()));
-                    }
-                }
+            for (&index, outcome) in sendable.iter().zip(outcomes) {
+                results[index] = Some(outcome);
             }
         }
         results
