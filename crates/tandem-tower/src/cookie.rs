@@ -3,9 +3,9 @@
 //!
 //! Written by hand rather than with a cookie crate: the layer accepts exactly one
 //! narrow value format (a session id, optionally followed by a signature), so a strict
-//! byte check replaces general cookie parsing, and rendering is one `format!`.
+//! byte check replaces general cookie parsing, and a `Set-Cookie` header is written into
+//! one buffer of its exact length.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use http::header::{COOKIE, HeaderMap, HeaderValue};
@@ -257,27 +257,51 @@ impl CookieSettings {
 
     /// `Set-Cookie` for `value`.
     pub(crate) fn set(&self, value: &str, max_inactive: Option<Duration>) -> HeaderValue {
-        let mut header = format!("{}={value}", self.name);
-        self.attributes(&mut header, self.max_age_for(max_inactive));
+        self.set_with(value.len(), max_inactive, |header| header.push_str(value))
+    }
+
+    /// `Set-Cookie` for the value of `value_len` bytes that `write_value` appends to
+    /// the header being written: the header is rendered in one buffer of its exact
+    /// length, which becomes the header value without a copy.
+    pub(crate) fn set_with(
+        &self,
+        value_len: usize,
+        max_inactive: Option<Duration>,
+        write_value: impl FnOnce(&mut String),
+    ) -> HeaderValue {
+        let max_age = self.max_age_for(max_inactive);
+        let len = self.name.len() + 1 + value_len + self.attributes_len(max_age);
+        let mut header = String::with_capacity(len);
+        header.push_str(&self.name);
+        header.push('=');
+        write_value(&mut header);
+        self.attributes(&mut header, max_age);
+        debug_assert_eq!(header.len(), len, "the header's length was computed wrong");
         to_header(header)
     }
 
     /// `Set-Cookie` that makes the browser delete the cookie.
     pub(crate) fn clear(&self) -> HeaderValue {
-        let mut header = format!("{}=", self.name);
-        self.attributes(&mut header, Some(0));
-        header.push_str("; Expires=Thu, 01 Jan 1970 00:00:00 GMT");
+        let max_age = Some(0);
+        let len = self.name.len() + 1 + self.attributes_len(max_age) + EXPIRED.len();
+        let mut header = String::with_capacity(len);
+        header.push_str(&self.name);
+        header.push('=');
+        self.attributes(&mut header, max_age);
+        header.push_str(EXPIRED);
         to_header(header)
     }
 
     fn attributes(&self, header: &mut String, max_age: Option<u64>) {
-        // Writing to a String cannot fail.
-        let _ = write!(header, "; Path={}", self.path);
+        header.push_str("; Path=");
+        header.push_str(&self.path);
         if let Some(domain) = &self.domain {
-            let _ = write!(header, "; Domain={domain}");
+            header.push_str("; Domain=");
+            header.push_str(domain);
         }
         if let Some(seconds) = max_age {
-            let _ = write!(header, "; Max-Age={seconds}");
+            header.push_str("; Max-Age=");
+            push_decimal(header, seconds);
         }
         if self.secure {
             header.push_str("; Secure");
@@ -285,14 +309,59 @@ impl CookieSettings {
         if self.http_only {
             header.push_str("; HttpOnly");
         }
-        let _ = write!(header, "; SameSite={}", self.same_site.as_str());
+        header.push_str("; SameSite=");
+        header.push_str(self.same_site.as_str());
+    }
+
+    /// The length of what [`attributes`](Self::attributes) writes.
+    fn attributes_len(&self, max_age: Option<u64>) -> usize {
+        "; Path=".len()
+            + self.path.len()
+            + self
+                .domain
+                .as_ref()
+                .map_or(0, |domain| "; Domain=".len() + domain.len())
+            + max_age.map_or(0, |seconds| "; Max-Age=".len() + decimal_len(seconds))
+            + if self.secure { "; Secure".len() } else { 0 }
+            + if self.http_only {
+                "; HttpOnly".len()
+            } else {
+                0
+            }
+            + "; SameSite=".len()
+            + self.same_site.as_str().len()
     }
 }
 
+/// What a clearing `Set-Cookie` ends with, for browsers that ignore `Max-Age=0`.
+const EXPIRED: &str = "; Expires=Thu, 01 Jan 1970 00:00:00 GMT";
+
+/// Appends `number` in decimal, without the formatting machinery.
+fn push_decimal(out: &mut String, mut number: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (number % 10) as u8;
+        number /= 10;
+        if number == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[start..] {
+        out.push(char::from(digit));
+    }
+}
+
+/// The number of decimal digits of `number`.
+fn decimal_len(number: u64) -> usize {
+    number.checked_ilog10().map_or(1, |log| log as usize + 1)
+}
+
 /// Every setting and value was checked to be visible ASCII, which a header value always
-/// accepts.
+/// accepts. The text's buffer becomes the header value's.
 fn to_header(text: String) -> HeaderValue {
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// RFC 6265 token characters (cookie names).
@@ -389,6 +458,45 @@ mod tests {
             header.to_str().unwrap(),
             "sid=abc-n1; Path=/; Domain=example.com; Max-Age=1800; Secure; HttpOnly; SameSite=Lax"
         );
+    }
+
+    #[test]
+    fn decimals_are_written_whole() {
+        for number in [0, 7, 9, 10, 99, 100, 1800, 34_560_000, u64::MAX] {
+            let mut out = String::from("x");
+            push_decimal(&mut out, number);
+            assert_eq!(out, format!("x{number}"));
+            assert_eq!(decimal_len(number), number.to_string().len(), "{number}");
+        }
+    }
+
+    #[test]
+    fn headers_fill_exactly_the_computed_length() {
+        // `set_with` asserts the length in debug builds; every attribute varies here.
+        for domain in [None, Some("example.com".to_owned())] {
+            for (secure, http_only) in [(false, false), (true, true), (true, false)] {
+                for max_age in [MaxAge::FollowSession, MaxAge::BrowserSession] {
+                    let cookie = CookieSettings {
+                        domain: domain.clone(),
+                        secure,
+                        http_only,
+                        max_age,
+                        same_site: SameSite::Strict,
+                        ..settings()
+                    };
+                    let header = cookie.set("abc-n1", Some(Duration::from_secs(10)));
+                    let text = header.to_str().unwrap();
+                    assert!(text.starts_with("sid=abc-n1; Path=/"), "{text}");
+                    assert!(text.ends_with("; SameSite=Strict"), "{text}");
+                    assert_eq!(text.contains("; Secure"), secure);
+                    assert_eq!(
+                        text.contains("; Max-Age=10;"),
+                        max_age == MaxAge::FollowSession
+                    );
+                    assert!(cookie.clear().to_str().unwrap().ends_with(EXPIRED));
+                }
+            }
+        }
     }
 
     #[test]

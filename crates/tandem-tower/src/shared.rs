@@ -10,7 +10,7 @@ use tandem_manager::{Mode, SessionManager, keepalive_slack};
 use crate::cookie::{CookieSettings, MaxAge};
 use crate::error::Responder;
 use crate::issued::IssuedCookies;
-use crate::signing::CookieSigner;
+use crate::signing::{CookieSigner, SIGNATURE_LEN};
 
 /// Everything the services of one layer share.
 pub(crate) struct Shared<C> {
@@ -42,20 +42,20 @@ impl<C: Codec> Shared<C> {
         }
     }
 
-    /// The cookie value for a session id.
-    fn value(&self, id: &str) -> String {
-        match &self.signer {
-            Some(signer) => signer.sign(&self.cookie.name, id),
-            None => id.to_owned(),
-        }
-    }
-
     /// The `Set-Cookie` header that issues (or reissues) the cookie of session `id`.
     pub(crate) fn issue(&self, id: &str, max_inactive: Option<Duration>) -> http::HeaderValue {
         if self.manager.mode() == Mode::NonSticky && self.cookie.max_age == MaxAge::FollowSession {
             self.issued.issued(id);
         }
-        self.cookie.set(&self.value(id), max_inactive)
+        match &self.signer {
+            Some(signer) => {
+                self.cookie
+                    .set_with(id.len() + 1 + SIGNATURE_LEN, max_inactive, |header| {
+                        signer.sign_into(&self.cookie.name, id, header);
+                    })
+            }
+            None => self.cookie.set(id, max_inactive),
+        }
     }
 
     /// Whether the cookie of a session in use may be older than its renewal window

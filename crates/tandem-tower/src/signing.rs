@@ -100,8 +100,18 @@ impl CookieSigner {
 
     /// The cookie value for session id `id` in the cookie named `cookie_name`.
     pub fn sign(&self, cookie_name: &str, id: &str) -> String {
+        let mut value = String::with_capacity(id.len() + 1 + SIGNATURE_LEN);
+        self.sign_into(cookie_name, id, &mut value);
+        value
+    }
+
+    /// Appends the cookie value for session id `id` (what [`sign`](Self::sign)
+    /// returns) to `out`, so that a `Set-Cookie` header is written in one buffer.
+    pub(crate) fn sign_into(&self, cookie_name: &str, id: &str, out: &mut String) {
         let tag = mac(&self.keys[0], cookie_name, id).finalize().into_bytes();
-        format!("{id}.{}", URL_SAFE_NO_PAD.encode(tag))
+        out.push_str(id);
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(tag, out);
     }
 
     /// The session id in `value` if its signature is valid for `cookie_name` under any
@@ -151,6 +161,15 @@ mod tests {
         let (id, signature) = value.rsplit_once('.').unwrap();
         assert_eq!(id, ID);
         assert_eq!(signature.len(), SIGNATURE_LEN);
+    }
+
+    #[test]
+    fn signing_into_a_buffer_appends_the_signed_value() {
+        let signer = CookieSigner::new(&[7; 32]).unwrap();
+        let mut out = String::from("sid=");
+        signer.sign_into("sid", ID, &mut out);
+        assert_eq!(out, format!("sid={}", signer.sign("sid", ID)));
+        assert_eq!(out.len(), "sid=".len() + ID.len() + 1 + SIGNATURE_LEN);
     }
 
     #[test]
