@@ -155,10 +155,13 @@ impl SessionLock {
     /// passes on, and the queue leaves it to the other servers for a while.
     pub(crate) async fn finish(mut self) {
         if let Some(taken) = self.remote.take() {
+            let served = self.clock.since(taken.at) >= MAX_HOLD;
             match self.pass(taken) {
                 None => {}
                 Some(taken)
-                    if self.turn.is_some() && self.queue.waiting.load(Ordering::SeqCst) > 0 =>
+                    if served
+                        && self.turn.is_some()
+                        && self.queue.waiting.load(Ordering::SeqCst) > 0 =>
                 {
                     taken.lock.release_now().await;
                     *self.queue.yielding.lock() = Some(self.clock.now() + YIELD);
