@@ -341,7 +341,7 @@ for sessions in $SESSIONS; do
 done
 
 echo "== lost updates: 32 clients x $RACE_REQUESTS increments of one counter" >&2
-RACES="tandem-sticky:merge tandem-sticky:lock tandem-nonsticky:merge tandem-nonsticky:lock tower-sessions-moka:merge tower-sessions-memcached:merge tower-sessions-caching:merge $REDIS_RACES"
+RACES="tandem-sticky:merge tandem-sticky:lock tandem-nonsticky:merge tandem-nonsticky:lock tandem-nonsticky:none tower-sessions-moka:merge tower-sessions-memcached:merge tower-sessions-caching:merge $REDIS_RACES"
 for race in $RACES; do
     variant=${race%%:*}
     concurrency=${race##*:}

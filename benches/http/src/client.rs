@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use http::header::{CONTENT_LENGTH, COOKIE, HOST, SET_COOKIE};
 use http::{Method, Request, StatusCode};
@@ -147,9 +148,18 @@ pub struct RaceReport {
     pub errors: usize,
     /// The counter's value afterwards.
     pub final_value: u64,
+    /// From the first increment sent to the last answered.
+    pub elapsed: Duration,
+    /// The 99th percentile of the increments' latencies.
+    pub p99: Duration,
 }
 
 impl RaceReport {
+    /// Increments answered per second.
+    pub fn rate(&self) -> f64 {
+        self.sent as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
     /// Accepted increments missing from the final value.
     pub fn lost(&self) -> i64 {
         i64::try_from(self.accepted).unwrap_or(i64::MAX)
@@ -167,37 +177,57 @@ pub async fn race(
     let mut setup = Connection::open(address).await?;
     let created = setup.send(Method::POST, "/session", None).await?;
     let cookie: Arc<str> = created.cookie.ok_or("POST /session set no cookie")?.into();
+    // Every client connects before the clock starts.
+    let start = Arc::new(tokio::sync::Barrier::new(clients + 1));
     let mut tasks = Vec::new();
     for _ in 0..clients {
         let cookie = Arc::clone(&cookie);
+        let start = Arc::clone(&start);
         tasks.push(tokio::spawn(async move {
-            let mut connection = Connection::open(address).await?;
+            let connection = Connection::open(address).await;
+            start.wait().await;
+            let mut connection = connection?;
             let (mut accepted, mut conflicts, mut errors) = (0, 0, 0);
+            let mut latencies = Vec::with_capacity(requests);
             for _ in 0..requests {
+                let sent = Instant::now();
                 let answer = connection
                     .send(Method::POST, "/counter", Some(&cookie))
                     .await?;
+                latencies.push(sent.elapsed());
                 match answer.status {
                     StatusCode::OK => accepted += 1,
                     StatusCode::CONFLICT => conflicts += 1,
                     _ => errors += 1,
                 }
             }
-            Ok::<_, String>((accepted, conflicts, errors))
+            Ok::<_, String>((accepted, conflicts, errors, latencies))
         }));
     }
+    start.wait().await;
+    let started = Instant::now();
     let mut report = RaceReport {
         sent: clients * requests,
         accepted: 0,
         conflicts: 0,
         errors: 0,
         final_value: 0,
+        elapsed: Duration::ZERO,
+        p99: Duration::ZERO,
     };
+    let mut latencies = Vec::with_capacity(clients * requests);
     for task in tasks {
-        let (accepted, conflicts, errors) = task.await.map_err(|error| error.to_string())??;
+        let (accepted, conflicts, errors, taken) =
+            task.await.map_err(|error| error.to_string())??;
         report.accepted += accepted;
         report.conflicts += conflicts;
         report.errors += errors;
+        latencies.extend(taken);
+    }
+    report.elapsed = started.elapsed();
+    latencies.sort_unstable();
+    if let Some(last) = latencies.len().checked_sub(1) {
+        report.p99 = latencies[last * 99 / 100];
     }
     let answer = setup.send(Method::GET, "/counter", Some(&cookie)).await?;
     report.final_value = answer

@@ -166,13 +166,15 @@ async fn race(args: &[String]) -> Result<(), String> {
     let target = target.ok_or("race needs --target")?;
     let report = client::race(target, clients, requests).await?;
     println!(
-        "RACE sent={} accepted={} conflicts={} errors={} final={} lost={}",
+        "RACE sent={} accepted={} conflicts={} errors={} final={} lost={} rps={:.0} p99_us={}",
         report.sent,
         report.accepted,
         report.conflicts,
         report.errors,
         report.final_value,
-        report.lost()
+        report.lost(),
+        report.rate(),
+        report.p99.as_micros()
     );
     Ok(())
 }

@@ -54,7 +54,10 @@ pub enum Concurrency {
     /// Requests of one session are serialized: [`SessionManager::load`] waits until
     /// the previous request of the session committed (or was dropped), so a
     /// read-modify-write of one attribute is exact. In sticky mode the lock is
-    /// in-process and costs no network operation.
+    /// in-process and costs no network operation. In non-sticky mode a `lock:` key
+    /// excludes the other servers; this server's requests of the session wait in
+    /// order for their turn, and the key passes from one to the next while they queue
+    /// (for at most 200 ms in a row, so that other servers get their turn).
     Lock,
     /// Last writer wins: each request's changed attributes overwrite whatever is
     /// current, without conflict detection. Changes to *different* attributes still

@@ -8,7 +8,7 @@ use tandem_core::SessionId;
 use tandem_core::{AttributeError, Session};
 use tandem_core::{Codec, Decodes, Encodes};
 
-use crate::nonsticky::remote_lock::RemoteLock;
+use crate::nonsticky::lock_queue::SessionLock;
 use crate::nonsticky::transit::TransitRef;
 use crate::sticky::entry::LocalEntry;
 
@@ -42,9 +42,10 @@ pub struct RequestSession<C> {
     pub(crate) cycle_id: bool,
     /// Held until the request ends under `Concurrency::Lock`.
     pub(crate) lock_guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-    /// The remote session lock (non-sticky `Concurrency::Lock`), released at commit or
-    /// when the request is dropped.
-    pub(crate) remote_lock: Option<RemoteLock>,
+    /// The session lock (non-sticky `Concurrency::Lock`): this request's turn in the
+    /// process's queue and the remote lock; passed on at commit or when the request is
+    /// dropped.
+    pub(crate) remote_lock: Option<SessionLock>,
     /// The request's pattern (method and path) when the lock scope learns from it.
     pub(crate) pattern: Option<Box<str>>,
 }

@@ -24,7 +24,7 @@
 //! its new id or bring the old one back.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -53,6 +53,7 @@ use transit::{
 mod background;
 mod copy;
 mod epochs;
+pub(crate) mod lock_queue;
 mod locking;
 mod read;
 mod refreshes;
@@ -167,7 +168,8 @@ impl<C: Codec> Engine<C> {
                 let transit = Arc::new(Transit {
                     key: key.clone(),
                     state: tokio::sync::Mutex::new(None),
-                    lock: Arc::new(tokio::sync::Mutex::new(())),
+                    queue: Arc::default(),
+                    written: AtomicU64::new(0),
                     ended: AtomicU8::new(ENDED_NOT),
                 });
                 map.insert(key.clone(), Arc::downgrade(&transit));
@@ -200,13 +202,12 @@ impl<C: Codec> Engine<C> {
             .filter(|_| self.common.config.locks_per_pattern())
             .map(Self::pattern);
         let transit = self.transit(&key);
-        let mut local_lock = None;
         let mut remote_lock = None;
         if self.needs_lock(pattern.as_deref()) {
-            local_lock = self.lock_transit(&transit).await?;
-            remote_lock = self.lock_remote(&id).await?;
+            remote_lock = Some(self.lock_session(&id, &transit).await?);
         }
         let read_at = self.common.now();
+        let written = transit.written.load(Ordering::Acquire);
         let loaded = match self.read(&id).await? {
             Read::Found(loaded) => loaded,
             Read::Unknown => {
@@ -223,8 +224,11 @@ impl<C: Codec> Engine<C> {
         let snapshot = loaded.session.clone();
         let read = TransitState::from(loaded);
         // The freshest state for the commits of this process, unless one of them is
-        // writing right now (it leaves its own result there).
-        if let Ok(mut state) = transit.state.try_lock() {
+        // writing right now (it leaves its own result there) or wrote since this read
+        // began (this read may be older: its token would fail the next write).
+        if let Ok(mut state) = transit.state.try_lock()
+            && transit.written.load(Ordering::Acquire) == written
+        {
             *state = Some(TransitState {
                 session: read.session.clone(),
                 cas: read.cas,
@@ -242,7 +246,7 @@ impl<C: Codec> Engine<C> {
             had_cookie: true,
             invalidated: false,
             cycle_id: false,
-            lock_guard: local_lock,
+            lock_guard: None,
             remote_lock,
             pattern,
         })
@@ -262,40 +266,9 @@ impl<C: Codec> Engine<C> {
         let remote_lock = request.remote_lock.take();
         let pattern = request.pattern.take();
         let modified = request.session.is_modified() || request.cycle_id || request.invalidated;
-        let result = match remote_lock {
-            // A request that held its lock longer than the lock's TTL may have lost it
-            // to another request: it commits only if it still holds it.
-            Some(mut lock) if modified => {
-                let held = lock.still_held().await;
-                let result = match held {
-                    Ok(true) => self.commit_locked(&mut transit, &request).await,
-                    Ok(false) => {
-                        Counters::add(&self.common.counters.locks_lost);
-                        Counters::add(&self.common.counters.conflicts);
-                        tracing::warn!(
-                            "session lock expired and was taken by another request; commit refused"
-                        );
-                        Err(CommitError::Conflict {
-                            attributes: request
-                                .session
-                                .changes()
-                                .map(|change| change.name.to_owned())
-                                .collect(),
-                        })
-                    }
-                    Err(error) => Err(self.unavailable_commit(&error)),
-                };
-                lock.release_in_background();
-                result
-            }
-            lock => {
-                let result = self.commit_locked(&mut transit, &request).await;
-                if let Some(lock) = lock {
-                    lock.release_in_background();
-                }
-                result
-            }
-        };
+        let result = self
+            .commit_holding(&mut transit, &request, remote_lock, modified)
+            .await;
         if let (LockScope::Auto, Some(pattern)) = (&self.common.config.lock_scope, pattern) {
             let streak = if modified {
                 0
@@ -455,6 +428,7 @@ impl<C: Codec> Engine<C> {
                     state.session = next;
                     state.cas = token;
                     state.on_primary = true;
+                    transit.transit.written.fetch_add(1, Ordering::AcqRel);
                     if new_id.is_some() {
                         // The old id ends everywhere, then in this process: requests
                         // still holding it cannot commit into the session under its

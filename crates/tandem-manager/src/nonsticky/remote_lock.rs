@@ -144,6 +144,29 @@ impl RemoteLock {
         self.release();
     }
 
+    /// Releases the lock and waits for the release, if it is still this holder's (a
+    /// release that fails leaves the lock to expire by its TTL).
+    pub(crate) async fn release_now(mut self) {
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+        }
+        if !self.held.maybe_held.load(Ordering::Acquire) {
+            return;
+        }
+        let held = Arc::clone(&self.held);
+        match release_own(&*held.store, &held.node, &held.key, &held.token).await {
+            Ok(()) => held.maybe_held.store(false, Ordering::Release),
+            // Dropped now, it tries again in the background.
+            Err(error) => tracing::debug!(%error, "session lock not released; tried again"),
+        }
+    }
+
+    /// Whether the lock may still be this holder's: taken, and neither released nor
+    /// found taken by another holder since.
+    pub(crate) fn may_be_held(&self) -> bool {
+        self.held.maybe_held.load(Ordering::Acquire)
+    }
+
     fn release(&mut self) {
         if let Some(renewer) = self.renewer.take() {
             renewer.abort();

@@ -2,7 +2,7 @@
 //! share of it, for as long as any of them runs.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU8;
+use std::sync::atomic::{AtomicU8, AtomicU64};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 
 use tandem_core::{CasToken, Session};
 
+use super::lock_queue::LockQueue;
 use crate::common::local_key::LocalKey;
 
 /// The transit copies of the sessions with requests in flight, by local key. Entries
@@ -22,9 +23,12 @@ pub(crate) struct Transit<C> {
     /// `None` until a commit needs it (it then starts from that request's read). An
     /// async lock: commits of the session in this process run one after another.
     pub(crate) state: tokio::sync::Mutex<Option<TransitState<C>>>,
-    /// Serializes this process's requests of the session under `Concurrency::Lock`
-    /// before they take the remote lock.
-    pub(crate) lock: Arc<tokio::sync::Mutex<()>>,
+    /// Queues this process's requests of the session under `Concurrency::Lock` for
+    /// the remote lock, which it hands from one to the next.
+    pub(crate) queue: Arc<LockQueue>,
+    /// How many writes of the session this process's commits made: a read that
+    /// began before one of them does not replace `state`.
+    pub(crate) written: AtomicU64,
     /// Why the session ended in this process, if it did ([`ENDED_NOT`] while it lives):
     /// the requests still holding it cannot commit into it any more.
     pub(crate) ended: AtomicU8,
