@@ -38,6 +38,11 @@ pub(crate) const MAX_PENDING: usize = 100_000;
 /// its session has most likely changed again, moved, or ended.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
 
+/// How long after a repair was remembered a write that caused it may still land: a
+/// copy found current before then is checked again (memcached handles a write within
+/// milliseconds of its sending; a dropped or timed-out caller may have sent it).
+const SETTLE: Duration = Duration::from_secs(1);
+
 /// At most this many copies are repaired per sweep, one after another, so that a node
 /// coming back after a long outage is not hit with every repair at once.
 const PER_SWEEP: usize = 1_000;
@@ -187,7 +192,7 @@ impl<C: Codec> Engine<C> {
                 if inner.common.aborted.load(Ordering::Acquire) {
                     break;
                 }
-                inner.repair(repair).await;
+                inner.repair(repair, true).await;
             }
         });
     }
@@ -211,7 +216,7 @@ impl<C: Codec> Engine<C> {
                 continue;
             }
             let id = repair.id.clone();
-            if tokio::time::timeout(remaining, self.repair(repair))
+            if tokio::time::timeout(remaining, self.repair(repair, false))
                 .await
                 .is_err()
             {
@@ -257,14 +262,22 @@ impl<C: Codec> Engine<C> {
     }
 
     /// One repair: the copy where it is due, then, if that was not the usual backup
-    /// node, the session waits for the usual one.
-    async fn repair(&self, repair: PendingRepair) {
+    /// node, the session waits for the usual one. With `recheck` (not at shutdown,
+    /// when there is no later), a copy found current within [`SETTLE`] is checked
+    /// again by a later sweep.
+    async fn repair(&self, repair: PendingRepair, recheck: bool) {
         let Some(target) = self.repair_target(&repair) else {
             self.put_back_repair(repair);
             return;
         };
         match self.repair_copy(&repair.id, repair.ttl, &target).await {
             Ok(Repaired::Gone) => {}
+            // The copy matches the primary, but the write that made the repair
+            // necessary (a commit dropped with its primary write on the wire, a backup
+            // write that timed out) may still land: looked at again until it could not.
+            Ok(Repaired::Current) if recheck && self.common.since(repair.since) < SETTLE => {
+                self.put_back_repair(repair);
+            }
             Ok(repaired) => {
                 if matches!(repaired, Repaired::Written) {
                     Counters::add(&self.common.counters.backup_copies_repaired);
