@@ -355,6 +355,9 @@ done
 
 echo "== local memory per session ($MEM_SESSIONS sessions, in process)" >&2
 for variant in tandem-sticky tower-sessions-moka tower-sessions-caching tandem-nonsticky tower-sessions-memcached; do
+    # Only the variants this run measures (tower-sessions' moka store holds about 11 KB
+    # per session: a million of them would need 11 GB).
+    case " $VARIANTS " in *" $variant "*) ;; *) continue ;; esac
     line=$("$MEM" --variant "$variant" --sessions "$MEM_SESSIONS" --memcached "$NODESPEC")
     echo -e "mem\t$line" >>"$OUT/mem.tsv"
     echo "  ${line#MEM }" >&2
