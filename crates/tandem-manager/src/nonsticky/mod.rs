@@ -125,7 +125,7 @@ impl<C: Codec> Engine<C> {
     pub(crate) fn start(common: Arc<Common>, runtime: &tokio::runtime::Handle) -> Arc<Engine<C>> {
         let pattern_counters = Arc::clone(&common.counters);
         let engine = Arc::new(Engine {
-            transit: Arc::new(parking_lot::Mutex::new(HashMap::new())),
+            transit: Arc::new(parking_lot::Mutex::new(HashMap::default())),
             copy_repairs: repair::Repairs::default(),
             epochs: epochs::Epochs::new(&*common.store),
             backup_refreshes: refreshes::BackupRefreshes::new(common.now()),

@@ -15,7 +15,11 @@ use crate::common::local_key::LocalKey;
 
 /// The transit copies of the sessions with requests in flight, by local key. Entries
 /// are weak: a transit copy lives exactly as long as the requests holding it.
-pub(crate) type TransitMap<C> = Mutex<HashMap<LocalKey, Weak<Transit<C>>>>;
+/// Hashed with seeded foldhash, not SipHash (as the sticky dirty map): every request
+/// inserts and removes its session here, and the keys are ids the server issued or
+/// parsed strictly.
+pub(crate) type TransitMap<C> =
+    Mutex<HashMap<LocalKey, Weak<Transit<C>>, foldhash::fast::RandomState>>;
 
 /// One session's transit copy, shared by its in-flight requests in this process.
 pub(crate) struct Transit<C> {
