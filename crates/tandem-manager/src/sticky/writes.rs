@@ -223,6 +223,13 @@ impl<C: Codec> Engine<C> {
             }
             match self.backup_job(&entry) {
                 Ok(job) if job.bytes.is_some() => match precondition(job.remote) {
+                    // A new copy whose key has an end being written: the single-entry
+                    // path waits for it (see `Ends::withdraw`).
+                    Some(Precondition::Absent)
+                        if self.common.ends.is_writing(&job.node, &job.key) =>
+                    {
+                        later.push(entry);
+                    }
                     Some(precondition) => writes.push((entry, job, precondition)),
                     None => later.push(entry),
                 },
@@ -322,6 +329,13 @@ impl<C: Codec> Engine<C> {
                 None => return self.lose_ownership(entry, &job.id),
             },
         };
+        // A new copy under a key this session left (it moves back to that node) must
+        // not have the tombstone of its move away land over it.
+        if precondition == Precondition::Absent
+            && self.common.ends.withdraw(&job.node, &job.key).await
+        {
+            entry.state.lock().over_own_moved_copy = true;
+        }
         // At most three times: as known, as a new copy if it had vanished, over the
         // tombstone of its own move if it moves back.
         for _ in 0..3 {
