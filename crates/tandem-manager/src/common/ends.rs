@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -136,8 +136,57 @@ struct PendingEnd {
 #[derive(Default)]
 pub(crate) struct Ends {
     pending: Mutex<HashMap<(NodeId, StoreKey), PendingEnd>>,
+    /// Ends taken out of `pending` by a retry, until they are done.
+    writing: Arc<Writing>,
     /// Whether a sweep's retries are still running: the next sweep waits for them.
     running: AtomicBool,
+}
+
+/// The keys of the ends a retry took out of `pending` (so that [`Ends::cancel`] no
+/// longer finds them), with whether their write has started, until they are done.
+#[derive(Default)]
+struct Writing {
+    keys: Mutex<HashMap<(NodeId, StoreKey), bool>>,
+    /// `keys.len()`, read without the lock by every new copy's write.
+    count: AtomicUsize,
+    /// Notified whenever one of them is done.
+    done: tokio::sync::Notify,
+}
+
+impl Writing {
+    fn remove(&self, keys: &mut HashMap<(NodeId, StoreKey), bool>, slot: &(NodeId, StoreKey)) {
+        keys.remove(slot);
+        self.count.store(keys.len(), Ordering::Release);
+    }
+}
+
+/// One end a retry took ([`Writing`]), until it is dropped: after the write, after
+/// the end was remembered again if it failed, or with the task that wrote it.
+pub(crate) struct WritingEnd {
+    writing: Arc<Writing>,
+    slot: (NodeId, StoreKey),
+}
+
+impl WritingEnd {
+    /// Marks the write as started; `false` if the end was [withdrawn](Ends::withdraw)
+    /// while it waited for its turn, and must not be written.
+    fn start(&self) -> bool {
+        match self.writing.keys.lock().get_mut(&self.slot) {
+            Some(started) => {
+                *started = true;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for WritingEnd {
+    fn drop(&mut self) {
+        self.writing
+            .remove(&mut self.writing.keys.lock(), &self.slot);
+        self.writing.done.notify_waiters();
+    }
 }
 
 impl Ends {
@@ -169,6 +218,56 @@ impl Ends {
             .lock()
             .remove(&(node.clone(), key.clone()))
             .is_some()
+    }
+
+    /// Whether a retry took an end for `key` on `node` and is not done with it.
+    pub(crate) fn is_writing(&self, node: &NodeId, key: &StoreKey) -> bool {
+        self.writing.count.load(Ordering::Acquire) != 0
+            && self
+                .writing
+                .keys
+                .lock()
+                .contains_key(&(node.clone(), key.clone()))
+    }
+
+    /// For a new copy about to be written under `key` on `node`: takes back an end
+    /// of that key, waiting or taken by a retry whose write has not started, as
+    /// [`cancel`](Self::cancel) does, or else waits until a write of one that has
+    /// started is done. Returns whether one was taken back.
+    ///
+    /// The only new copy that can meet an end of its own key is a session moving
+    /// back to a node it left (the tombstone `Moved` of its move away was remembered
+    /// while that node was down). The move back cancels that end, but a retry may
+    /// have taken it out of `pending` already: its tombstone, written without a
+    /// condition, could then land after the session's new copy and replace it, and
+    /// the session's next backup, refused, would drop the session as ended elsewhere
+    /// (with changes whose synchronous backups had reported them written). Once that
+    /// write is done, the tombstone is there for the new copy to replace, or, if it
+    /// failed, the end is remembered again and taken back here.
+    pub(crate) async fn withdraw(&self, node: &NodeId, key: &StoreKey) -> bool {
+        if self.writing.count.load(Ordering::Acquire) != 0 {
+            let slot = (node.clone(), key.clone());
+            loop {
+                let done = self.writing.done.notified();
+                let mut done = std::pin::pin!(done);
+                // Registered before the check, so that a write done in between
+                // wakes it.
+                done.as_mut().enable();
+                {
+                    let mut keys = self.writing.keys.lock();
+                    match keys.get(&slot) {
+                        None => break,
+                        Some(false) => {
+                            self.writing.remove(&mut keys, &slot);
+                            return true;
+                        }
+                        Some(true) => {}
+                    }
+                }
+                done.await;
+            }
+        }
+        !self.pending.lock().is_empty() && self.cancel(node, key)
     }
 }
 
@@ -314,9 +413,14 @@ impl Common {
         let inner = Arc::clone(self);
         tokio::spawn(async move {
             let _running = Running(&inner.ends.running);
-            for end in due {
+            // Each `writing` is dropped after its end was written or remembered
+            // again.
+            for (end, writing) in due {
                 if inner.aborted.load(Ordering::Acquire) {
                     break;
+                }
+                if !writing.start() {
+                    continue;
                 }
                 if inner.write_end(&end).await {
                     Counters::add(&inner.counters.remote_ends_retried);
@@ -327,24 +431,39 @@ impl Common {
         });
     }
 
-    /// Takes up to `limit` ends whose node is available, and drops those whose copy
-    /// has expired by now.
-    fn due_ends(&self, limit: usize) -> Vec<End> {
+    /// Takes up to `limit` ends whose node is available, each known as taken until its
+    /// [`WritingEnd`] is dropped, and drops those whose copy has expired by now.
+    fn due_ends(&self, limit: usize) -> Vec<(End, WritingEnd)> {
         let now = self.now();
         let mut pending = self.ends.pending.lock();
         pending.retain(|_, pending| pending.give_up.is_none_or(|at| now < at));
-        pending
+        // Known as taken before `pending` is unlocked: `withdraw` finds each end in
+        // one or the other.
+        let mut keys = self.ends.writing.keys.lock();
+        let due: Vec<(End, WritingEnd)> = pending
             .extract_if(|(node, _), _| self.store.is_available(node))
             .take(limit)
-            .map(|(_, pending)| pending.end)
-            .collect()
+            .map(|(slot, pending)| {
+                keys.insert(slot.clone(), false);
+                let writing = WritingEnd {
+                    writing: Arc::clone(&self.ends.writing),
+                    slot,
+                };
+                (pending.end, writing)
+            })
+            .collect();
+        self.ends.writing.count.store(keys.len(), Ordering::Release);
+        due
     }
 
     /// At shutdown: writes every remembered end whose node answers, within `deadline`.
     /// Returns how many are left unwritten.
     pub(crate) async fn flush_ends(&self, deadline: Duration) -> usize {
         let started = self.now();
-        for end in self.due_ends(usize::MAX) {
+        for (end, writing) in self.due_ends(usize::MAX) {
+            if !writing.start() {
+                continue;
+            }
             let remaining = deadline.saturating_sub(self.since(started));
             let written = !remaining.is_zero()
                 && matches!(

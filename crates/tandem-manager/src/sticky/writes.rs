@@ -223,6 +223,13 @@ impl<C: Codec> Engine<C> {
             }
             match self.backup_job(&entry) {
                 Ok(job) if job.bytes.is_some() => match precondition(job.remote) {
+                    // A new copy whose key has an end being written: the single-entry
+                    // path waits for it (see `Ends::withdraw`).
+                    Some(Precondition::Absent)
+                        if self.common.ends.is_writing(&job.node, &job.key) =>
+                    {
+                        later.push(entry);
+                    }
                     Some(precondition) => writes.push((entry, job, precondition)),
                     None => later.push(entry),
                 },
@@ -319,9 +326,16 @@ impl<C: Codec> Engine<C> {
             Some(precondition) => precondition,
             None => match self.recheck_copy(entry, &job).await? {
                 Some(precondition) => precondition,
-                None => return Err(WriteFailure::NotOurs),
+                None => return self.lose_ownership(entry, &job.id),
             },
         };
+        // A new copy under a key this session left (it moves back to that node) must
+        // not have the tombstone of its move away land over it.
+        if precondition == Precondition::Absent
+            && self.common.ends.withdraw(&job.node, &job.key).await
+        {
+            entry.state.lock().over_own_moved_copy = true;
+        }
         // At most three times: as known, as a new copy if it had vanished, over the
         // tombstone of its own move if it moves back.
         for _ in 0..3 {
@@ -355,8 +369,7 @@ impl<C: Codec> Engine<C> {
                         precondition = Precondition::Cas(item.cas);
                     }
                     Ok(_) => {
-                        self.lose_ownership(entry);
-                        return Err(WriteFailure::NotOurs);
+                        return self.lose_ownership(entry, &job.id);
                     }
                     Err(error) => {
                         Counters::add(&self.common.counters.backups_failed);
@@ -371,8 +384,7 @@ impl<C: Codec> Engine<C> {
                     }
                     Ok(_) => {
                         Counters::add(&self.common.counters.backups_failed);
-                        self.lose_ownership(entry);
-                        return Err(WriteFailure::NotOurs);
+                        return self.lose_ownership(entry, &job.id);
                     }
                     Err(error) => {
                         Counters::add(&self.common.counters.backups_failed);
@@ -390,8 +402,7 @@ impl<C: Codec> Engine<C> {
                     }
                     Ok(_) => {
                         Counters::add(&self.common.counters.backups_failed);
-                        self.lose_ownership(entry);
-                        return Err(WriteFailure::NotOurs);
+                        return self.lose_ownership(entry, &job.id);
                     }
                     Err(error) => {
                         Counters::add(&self.common.counters.backups_failed);
@@ -405,8 +416,8 @@ impl<C: Codec> Engine<C> {
 
     /// A write's condition is unknown (the answer to the last write was lost): reads
     /// the copy. Returns the condition to write under if it is this server's (or
-    /// gone), `None` if another server wrote it since (this server's copy is then
-    /// dropped).
+    /// gone), `None` if another server wrote it since (the caller then gives the
+    /// session up, see [`lose_ownership`](Self::lose_ownership)).
     async fn recheck_copy(
         &self,
         entry: &Arc<LocalEntry<C>>,
@@ -420,10 +431,7 @@ impl<C: Codec> Engine<C> {
                 tracing::warn!(session = %job.id.redacted(), "the remote copy is older than what this server wrote (a failover that lost writes?); replaced");
                 Ok(Some(Precondition::Cas(token)))
             }
-            Ok(OwnCopy::Theirs) => {
-                self.lose_ownership(entry);
-                Ok(None)
-            }
+            Ok(OwnCopy::Theirs) => Ok(None),
             Err(error) => {
                 Counters::add(&self.common.counters.backups_failed);
                 Err(error.into())
@@ -570,14 +578,39 @@ impl<C: Codec> Engine<C> {
 
     /// Another server wrote this session's copy since this server did (it took the
     /// session over, or ended it): this server's copy is not the session any more.
-    pub(super) fn lose_ownership(&self, entry: &Arc<LocalEntry<C>>) {
-        if entry.is_retired() {
-            return;
-        }
+    /// `sent` is the id the refused write (or the read that checked the copy) was for.
+    ///
+    /// Unless the session left that key meanwhile: the refusal, and the read that
+    /// looked at the copy after it, are network round trips, during which a commit may
+    /// give the session a new id (a login) or move it to another node. The old key
+    /// then holds that change's tombstone (or another server's copy of the old id),
+    /// which says nothing of the session under its new key; dropping the entry would
+    /// lose the session with the login's change, whose own backup would find the entry
+    /// retired. As in `wrote`, such a write is done: the new key gets its own write.
+    /// The id is compared and the entry retired under the state lock, which a commit
+    /// that changes the id holds while it checks that the entry is not retired
+    /// (`apply`): either the commit sees the entry retired (and moves to the current
+    /// copy), or this sees the new id.
+    pub(super) fn lose_ownership(
+        &self,
+        entry: &Arc<LocalEntry<C>>,
+        sent: &SessionId,
+    ) -> Result<(), WriteFailure> {
+        let id = {
+            let state = entry.state.lock();
+            if state.session.id().storage_id() != sent.storage_id() {
+                return Ok(());
+            }
+            if entry.is_retired() {
+                return Err(WriteFailure::NotOurs);
+            }
+            entry.retire();
+            state.session.id().clone()
+        };
         Counters::add(&self.common.counters.ownership_lost);
-        let id = entry.id();
         tracing::info!(session = %id.redacted(), "another server wrote this session's copy; the local copy is dropped");
         self.discard(&local_key(&id), entry);
+        Err(WriteFailure::NotOurs)
     }
 
     /// A session expired in the local tier (the cache's listener already retired it,

@@ -405,5 +405,6 @@ async fn only_per_pattern_lock_scopes_use_the_request_info() {
     assert!(build(Mode::NonSticky, Concurrency::Lock, LockScope::Auto));
 }
 
+mod interleaved;
 mod misbehaving;
 mod paused;
