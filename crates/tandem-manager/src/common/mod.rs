@@ -204,9 +204,16 @@ impl Common {
 
     /// The bytes to store for `session`: its envelope, sealed by the configured layers.
     pub(crate) fn seal<C: Codec>(&self, session: &Session<C>) -> Result<Vec<u8>, LayerError> {
-        self.config
-            .layer
-            .seal(session.id(), envelope::encode(session))
+        self.seal_envelope(session.id(), envelope::encode(session))
+    }
+
+    /// The bytes to store for the session `id` whose envelope is `envelope`.
+    pub(crate) fn seal_envelope(
+        &self,
+        id: &SessionId,
+        envelope: Vec<u8>,
+    ) -> Result<Vec<u8>, LayerError> {
+        self.config.layer.seal(id, envelope)
     }
 
     /// Refuses a request's changes if another request changed any of the same

@@ -312,15 +312,21 @@ impl<C: Codec> Engine<C> {
             return Err(NotApplied::Cycled);
         }
         let merge = self.common.config.concurrency != Concurrency::LastWriterWins;
-        let changes: Vec<(&str, Option<&AttributeValue>)> = request
-            .session
-            .changes()
-            .filter(|change| state.session.value(change.name) != change.current)
-            .map(|change| (change.name, change.current))
-            .collect();
-        if merge {
-            self.common
-                .check_conflicts(&request.session, &state.session)?;
+        // Nothing to compare for a request that changed nothing: the common commit
+        // does not decode the resident state.
+        let current =
+            (request.session.is_modified() || request.cycle_id).then(|| state.session.session());
+        let changes: Vec<(&str, Option<&AttributeValue>)> = match &current {
+            Some(current) => request
+                .session
+                .changes()
+                .filter(|change| current.value(change.name) != change.current)
+                .map(|change| (change.name, change.current))
+                .collect(),
+            None => Vec::new(),
+        };
+        if merge && let Some(current) = &current {
+            self.common.check_conflicts(&request.session, current)?;
         }
         let interval_changed = request.session.is_max_inactive_modified()
             && request.session.max_inactive() != state.session.max_inactive();
@@ -334,8 +340,7 @@ impl<C: Codec> Engine<C> {
         });
         let changed = !changes.is_empty() || interval_changed || new_id.is_some();
         let mut reweigh = false;
-        if changed {
-            let mut next = state.session.clone();
+        if let Some(mut next) = current.filter(|_| changed) {
             for (name, value) in changes {
                 // Names come from a session, which validated them.
                 let _ = next.apply(name, value.cloned());
@@ -350,10 +355,9 @@ impl<C: Codec> Engine<C> {
                 state.remote = RemoteCopy::Absent;
             }
             next.touch(self.common.wall());
-            next.mark_unchanged();
-            state.session = next;
+            state.session.replace(&next);
             state.revision += 1;
-            reweigh = entry.refresh_metadata(&state.session);
+            reweigh = entry.refresh_metadata(&next);
         } else {
             state.session.touch(self.common.wall());
         }

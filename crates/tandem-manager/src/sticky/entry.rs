@@ -13,6 +13,7 @@ use tandem_core::Codec;
 use tandem_core::Session;
 use tandem_core::SessionId;
 
+use super::resident::Resident;
 use crate::common::local_key::LocalKey;
 use crate::common::unix_millis;
 
@@ -90,14 +91,22 @@ pub(crate) enum RemoteCopy {
 /// (a timeout, a connection lost, `Unreplicated` under the durable setting), since
 /// the copy was last known. Any of them may be what the copy holds: a write that
 /// timed out may land later, and a failover may bring back an earlier one that a
-/// lagging replica had. The latest one inline (what most entries ever need: none or
-/// one); earlier ones, up to [`Attempts::KEPT`], only when a write answered with
-/// neither success nor refusal twice in a row.
+/// lagging replica had. Up to [`Attempts::KEPT`] of them, oldest first. Almost every
+/// entry never has one: boxed, so that the entry pays a pointer for them.
 #[derive(Debug, Default)]
-pub(crate) struct Attempts {
-    latest: u64,
-    /// Oldest first; a boxed slice, 8 bytes in the entry while empty.
-    earlier: Option<Box<[u64]>>,
+pub(crate) struct Attempts(Option<Box<Digests>>);
+
+/// The digests of [`Attempts`], oldest first.
+#[derive(Debug, Default)]
+struct Digests {
+    kept: [u64; Attempts::KEPT],
+    len: usize,
+}
+
+impl Digests {
+    fn as_slice(&self) -> &[u64] {
+        &self.kept[..self.len]
+    }
 }
 
 impl Attempts {
@@ -108,49 +117,42 @@ impl Attempts {
 
     /// Records the digest of one more write whose answer was lost.
     pub(crate) fn record(&mut self, digest: u64) {
-        if self.latest != 0 && self.latest != digest {
-            let earlier = self.earlier.take().unwrap_or_default();
-            // Rebuilt on each push: this happens only while writes keep losing
-            // their answers, and keeps the common entry small.
-            let skip = (earlier.len() + 2).saturating_sub(Self::KEPT);
-            self.earlier = Some(
-                earlier
-                    .iter()
-                    .skip(skip)
-                    .copied()
-                    .chain([self.latest])
-                    .collect(),
-            );
+        let digests = self.0.get_or_insert_with(Box::default);
+        if digests.as_slice().last() == Some(&digest) {
+            return;
         }
-        self.latest = digest;
+        if digests.len == Self::KEPT {
+            digests.kept.copy_within(1.., 0);
+            digests.len -= 1;
+        }
+        digests.kept[digests.len] = digest;
+        digests.len += 1;
     }
 
     /// The copy is known again: nothing is pending.
     pub(crate) fn clear(&mut self) {
-        self.latest = 0;
-        self.earlier = None;
+        self.0 = None;
     }
 
     /// Whether no write's answer is pending.
     pub(crate) fn is_empty(&self) -> bool {
-        self.latest == 0
+        self.0.is_none()
     }
 
     /// Whether bytes with this digest were sent by a write whose answer was lost.
     pub(crate) fn contains(&self, digest: u64) -> bool {
         digest != 0
-            && (self.latest == digest
-                || self
-                    .earlier
-                    .as_ref()
-                    .is_some_and(|earlier| earlier.contains(&digest)))
+            && self
+                .0
+                .as_ref()
+                .is_some_and(|digests| digests.as_slice().contains(&digest))
     }
 }
 
 /// The part of an entry that requests and the writer change together.
 pub(crate) struct EntryState<C> {
-    /// The committed state, with no recorded changes.
-    pub(crate) session: Session<C>,
+    /// The committed state.
+    pub(crate) session: Resident<C>,
     /// Bumped by every commit that changed what is stored (attributes, interval, id).
     pub(crate) revision: u64,
     /// The newest revision the remote tier is known to hold.
@@ -201,7 +203,7 @@ impl<C: Codec> LocalEntry<C> {
             }),
             lock: with_lock.then(|| Arc::new(tokio::sync::Mutex::new(()))),
             state: Mutex::new(EntryState {
-                session,
+                session: Resident::new(&session),
                 revision: 1,
                 backed_up: u64::from(backed_up),
                 remote,
@@ -209,7 +211,7 @@ impl<C: Codec> LocalEntry<C> {
                 over_own_moved_copy: false,
             }),
         };
-        entry.refresh_metadata(&entry.state.lock().session);
+        entry.refresh_metadata(&session);
         entry
     }
 

@@ -289,7 +289,7 @@ impl<C: Codec> Engine<C> {
         let node = self.common.node_of(&id);
         let epoch = self.common.store.node_epoch(&node);
         let bytes = if state.revision > state.backed_up {
-            Some(self.common.seal(&state.session).inspect_err(|error| {
+            Some(self.common.seal_envelope(&id, state.session.envelope().to_vec()).inspect_err(|error| {
                 Counters::add(&self.common.counters.backups_failed);
                 tracing::warn!(session = %id.redacted(), %error, "session could not be sealed for its backup");
             }).map_err(WriteFailure::Sealing)?)
