@@ -352,7 +352,7 @@ impl<C: Codec> Engine<C> {
             if let Some(id) = &new_id {
                 next.set_id(id.clone());
                 // Nothing is stored under the new id yet.
-                state.remote = RemoteCopy::Absent;
+                state.set_remote(RemoteCopy::Absent);
             }
             next.touch(self.common.wall());
             state.session.replace(&next);

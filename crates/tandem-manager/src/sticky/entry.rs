@@ -157,8 +157,11 @@ pub(crate) struct EntryState<C> {
     pub(crate) revision: u64,
     /// The newest revision the remote tier is known to hold.
     pub(crate) backed_up: u64,
-    /// The condition of the next write of the remote copy.
-    pub(crate) remote: RemoteCopy,
+    /// The condition of the next write of the remote copy, as [`RemoteCopy`] but
+    /// kept in two fields, the kind beside the flag below instead of in eight bytes
+    /// of its own (see [`remote`](Self::remote)).
+    remote_token: CasToken,
+    remote_kind: RemoteKind,
     /// Digests of the bytes of writes whose answer was lost since the copy was last
     /// known, so that a copy found with any of those bytes is recognised as this
     /// server's own.
@@ -169,6 +172,33 @@ pub(crate) struct EntryState<C> {
     /// before that move: the next write replaces it, as it replaces a tombstone of a
     /// move, instead of taking it for another server's. Cleared by a landed write.
     pub(crate) over_own_moved_copy: bool,
+}
+
+/// The kind of a [`RemoteCopy`], without its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RemoteKind {
+    Absent,
+    Cas,
+    Unknown,
+}
+
+impl<C> EntryState<C> {
+    /// The condition of the next write of the remote copy.
+    pub(crate) fn remote(&self) -> RemoteCopy {
+        match self.remote_kind {
+            RemoteKind::Absent => RemoteCopy::Absent,
+            RemoteKind::Cas => RemoteCopy::Cas(self.remote_token),
+            RemoteKind::Unknown => RemoteCopy::Unknown,
+        }
+    }
+
+    pub(crate) fn set_remote(&mut self, remote: RemoteCopy) {
+        (self.remote_kind, self.remote_token) = match remote {
+            RemoteCopy::Absent => (RemoteKind::Absent, CasToken(0)),
+            RemoteCopy::Cas(token) => (RemoteKind::Cas, token),
+            RemoteCopy::Unknown => (RemoteKind::Unknown, CasToken(0)),
+        };
+    }
 }
 
 impl<C: Codec> LocalEntry<C> {
@@ -206,11 +236,13 @@ impl<C: Codec> LocalEntry<C> {
                 session: Resident::new(&session),
                 revision: 1,
                 backed_up: u64::from(backed_up),
-                remote,
+                remote_token: CasToken(0),
+                remote_kind: RemoteKind::Absent,
                 attempted: Attempts::default(),
                 over_own_moved_copy: false,
             }),
         };
+        entry.state.lock().set_remote(remote);
         entry.refresh_metadata(&session);
         entry
     }
@@ -360,7 +392,16 @@ impl<C: Codec> Expiry<LocalKey, Arc<LocalEntry<C>>> for SessionExpiry {
 
 #[cfg(test)]
 mod tests {
-    use super::Attempts;
+    use super::{Attempts, LocalEntry};
+    use crate::testing::TextCodec;
+
+    /// Every resident session pays for the entry: a field added here is paid for
+    /// as many times as a server holds sessions.
+    #[test]
+    fn the_entry_stays_small() {
+        assert!(std::mem::size_of::<LocalEntry<TextCodec>>() <= 152);
+        assert_eq!(std::mem::size_of::<Attempts>(), 8);
+    }
 
     #[test]
     fn every_unanswered_write_is_remembered_up_to_the_limit() {

@@ -493,7 +493,7 @@ impl<C: Codec> Engine<C> {
             if moved_from.is_some() {
                 // The new node holds nothing yet.
                 state.revision += 1;
-                state.remote = RemoteCopy::Absent;
+                state.set_remote(RemoteCopy::Absent);
             }
         }
         moved_from

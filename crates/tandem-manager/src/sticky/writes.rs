@@ -133,7 +133,7 @@ impl<C: Codec> Engine<C> {
                 {
                     let mut state = entry.state.lock();
                     state.backed_up = 0;
-                    state.remote = RemoteCopy::Absent;
+                    state.set_remote(RemoteCopy::Absent);
                 }
                 self.backups.mark_dirty(entry);
                 let job = self.backup_job(entry)?;
@@ -304,7 +304,7 @@ impl<C: Codec> Engine<C> {
             bytes,
             revision: state.revision,
             accessed: state.session.last_accessed(),
-            remote: state.remote,
+            remote: state.remote(),
             id,
         })
     }
@@ -520,13 +520,14 @@ impl<C: Codec> Engine<C> {
                     // A store that reports no token leaves the next write to check
                     // the copy against these bytes.
                     state.attempted.clear();
-                    state.remote = match token {
+                    let remote = match token {
                         Some(token) => RemoteCopy::Cas(token),
                         None => {
                             state.attempted.record(written);
                             RemoteCopy::Unknown
                         }
                     };
+                    state.set_remote(remote);
                     state.backed_up == state.revision
                 };
                 if clean {
@@ -542,7 +543,7 @@ impl<C: Codec> Engine<C> {
                 Written::Done(Ok(()))
             }
             Ok(WriteOutcome::NotFound) => {
-                entry.state.lock().remote = RemoteCopy::Absent;
+                entry.state.lock().set_remote(RemoteCopy::Absent);
                 Written::Again
             }
             Ok(WriteOutcome::Exists) => Written::Taken,
@@ -555,7 +556,7 @@ impl<C: Codec> Engine<C> {
                 if ends::ambiguous(&error) && precondition != Precondition::None {
                     // The write may have landed: what is there is checked next time.
                     let mut state = entry.state.lock();
-                    state.remote = RemoteCopy::Unknown;
+                    state.set_remote(RemoteCopy::Unknown);
                     state.attempted.record(digest(bytes));
                 }
                 if error.is_node_failure() {
@@ -603,7 +604,7 @@ impl<C: Codec> Engine<C> {
             let state = entry.state.lock();
             (
                 state.session.id().clone(),
-                state.remote,
+                state.remote(),
                 state.session.max_inactive(),
             )
         };
@@ -668,7 +669,7 @@ impl<C: Codec> Drop for Unanswered<'_, C> {
         if state.session.id().storage_id() != self.id.storage_id() {
             return;
         }
-        state.remote = RemoteCopy::Unknown;
+        state.set_remote(RemoteCopy::Unknown);
         state.attempted.record(digest(self.bytes));
     }
 }
