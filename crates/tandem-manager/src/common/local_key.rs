@@ -3,7 +3,11 @@
 
 use std::sync::Arc;
 
-use tandem_core::SessionId;
+use tandem_core::{RANDOM_LEN, SessionId};
+
+/// Where an id's node part starts: after the random part and its dash, neither of
+/// which contains a dot.
+const NODE_START: usize = RANDOM_LEN + 1;
 
 /// A session's key in this process: the session id without its route (the route is not part of
 /// the stored identity, so a takeover keeps the key).
@@ -21,9 +25,15 @@ pub(crate) struct LocalKey {
 
 impl LocalKey {
     pub(crate) fn as_str(&self) -> &str {
-        self.text
-            .split_once('.')
-            .map_or(&self.text, |(storage, _)| storage)
+        // A byte loop over the node id (a few characters), not a search of the whole
+        // text: this runs on every hash and comparison of a key.
+        let len = self
+            .text
+            .bytes()
+            .skip(NODE_START)
+            .position(|byte| byte == b'.')
+            .map_or(self.text.len(), |at| NODE_START + at);
+        &self.text[..len]
     }
 }
 

@@ -312,21 +312,21 @@ impl<C: Codec> Engine<C> {
             return Err(NotApplied::Cycled);
         }
         let merge = self.common.config.concurrency != Concurrency::LastWriterWins;
-        // Nothing to compare for a request that changed nothing: the common commit
-        // does not decode the resident state.
-        let current =
-            (request.session.is_modified() || request.cycle_id).then(|| state.session.session());
-        let changes: Vec<(&str, Option<&AttributeValue>)> = match &current {
-            Some(current) => request
-                .session
-                .changes()
-                .filter(|change| current.value(change.name) != change.current)
-                .map(|change| (change.name, change.current))
-                .collect(),
-            None => Vec::new(),
-        };
-        if merge && let Some(current) = &current {
-            self.common.check_conflicts(&request.session, current)?;
+        // Compared with the resident envelope in place: a commit decodes nothing.
+        let changes: Vec<(&str, Option<&AttributeValue>)> = request
+            .session
+            .changes()
+            .filter(|change| {
+                state.session.value(change.name)
+                    != change.current.map(|value| (value.codec(), value.bytes()))
+            })
+            .map(|change| (change.name, change.current))
+            .collect();
+        if merge {
+            self.common
+                .check_conflicts_with(&request.session, state.session.id(), |name| {
+                    state.session.value(name)
+                })?;
         }
         let interval_changed = request.session.is_max_inactive_modified()
             && request.session.max_inactive() != state.session.max_inactive();
@@ -340,24 +340,22 @@ impl<C: Codec> Engine<C> {
         });
         let changed = !changes.is_empty() || interval_changed || new_id.is_some();
         let mut reweigh = false;
-        if let Some(mut next) = current.filter(|_| changed) {
-            for (name, value) in changes {
-                // Names come from a session, which validated them.
-                let _ = next.apply(name, value.cloned());
-            }
-            if interval_changed {
-                next.set_max_inactive(request.session.max_inactive());
-            }
-            self.common.check_size(&next)?;
+        if changed {
+            let envelope = state.session.merged(
+                &changes,
+                interval_changed.then(|| request.session.max_inactive()),
+                self.common.wall(),
+            );
+            self.common
+                .check_encoded_size(new_id.as_ref().unwrap_or(&old_id), envelope.len())?;
             if let Some(id) = &new_id {
-                next.set_id(id.clone());
+                state.session.set_id(id.clone());
                 // Nothing is stored under the new id yet.
                 state.set_remote(RemoteCopy::Absent);
             }
-            next.touch(self.common.wall());
-            state.session.replace(&next);
+            state.session.set_envelope(envelope);
             state.revision += 1;
-            reweigh = entry.refresh_metadata(&next);
+            reweigh = entry.refresh_metadata(&state.session);
         } else {
             state.session.touch(self.common.wall());
         }

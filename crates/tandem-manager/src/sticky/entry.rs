@@ -12,8 +12,9 @@ use tandem_core::CasToken;
 use tandem_core::Codec;
 use tandem_core::Session;
 use tandem_core::SessionId;
+use tandem_core::envelope;
 
-use super::resident::Resident;
+use super::resident::{PER_ATTRIBUTE, Resident};
 use crate::common::local_key::LocalKey;
 use crate::common::unix_millis;
 
@@ -242,8 +243,11 @@ impl<C: Codec> LocalEntry<C> {
                 over_own_moved_copy: false,
             }),
         };
-        entry.state.lock().set_remote(remote);
-        entry.refresh_metadata(&session);
+        {
+            let mut state = entry.state.lock();
+            state.set_remote(remote);
+            entry.refresh_metadata(&state.session);
+        }
         entry
     }
 
@@ -251,15 +255,15 @@ impl<C: Codec> LocalEntry<C> {
     /// whether the weight moved by more than an eighth from the one the tier last
     /// weighed (recorded when this returns `true`), which is when re-inserting the
     /// entry to have it weighed again is worth its cost.
-    pub(crate) fn refresh_metadata(&self, session: &Session<C>) -> bool {
+    pub(crate) fn refresh_metadata(&self, session: &Resident<C>) -> bool {
         let interval = session.max_inactive().map_or(0, |interval| {
             u64::try_from(interval.as_millis()).unwrap_or(u64::MAX)
         });
         self.max_inactive_ms.store(interval, Ordering::Relaxed);
-        let bytes: usize = session
-            .values()
-            .map(|(name, value)| name.len() + value.bytes().len() + ATTRIBUTE_OVERHEAD)
-            .sum::<usize>()
+        // The attributes' names and values, each with its bookkeeping.
+        let count = session.attribute_count();
+        let bytes = session.envelope().len() - envelope::HEADER_LEN - count * PER_ATTRIBUTE
+            + count * ATTRIBUTE_OVERHEAD
             + ENTRY_OVERHEAD;
         let weight = u32::try_from(bytes).unwrap_or(u32::MAX);
         let weighed = self.weight.load(Ordering::Relaxed);
