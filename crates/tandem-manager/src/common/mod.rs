@@ -20,7 +20,8 @@ use rand::RngExt;
 
 use tandem_core::envelope;
 use tandem_core::{
-    Clock, Codec, KeySpace, LayerError, NodeId, RemoteStore, Route, Session, SessionId, StoreKey,
+    Clock, Codec, CodecId, KeySpace, LayerError, NodeId, RemoteStore, Route, Session, SessionId,
+    StoreKey,
 };
 
 use crate::config::{BackupMode, ManagerConfig};
@@ -204,9 +205,16 @@ impl Common {
 
     /// The bytes to store for `session`: its envelope, sealed by the configured layers.
     pub(crate) fn seal<C: Codec>(&self, session: &Session<C>) -> Result<Vec<u8>, LayerError> {
-        self.config
-            .layer
-            .seal(session.id(), envelope::encode(session))
+        self.seal_envelope(session.id(), envelope::encode(session))
+    }
+
+    /// The bytes to store for the session `id` whose envelope is `envelope`.
+    pub(crate) fn seal_envelope(
+        &self,
+        id: &SessionId,
+        envelope: Vec<u8>,
+    ) -> Result<Vec<u8>, LayerError> {
+        self.config.layer.seal(id, envelope)
     }
 
     /// Refuses a request's changes if another request changed any of the same
@@ -218,22 +226,52 @@ impl Common {
         request: &Session<C>,
         current: &Session<C>,
     ) -> Result<(), CommitError> {
+        self.check_conflicts_with(request, current.id(), |name| {
+            current
+                .value(name)
+                .map(|value| (value.codec(), value.bytes()))
+        })
+    }
+
+    /// [`check_conflicts`](Self::check_conflicts) against a current state that
+    /// `current` reads an attribute of (codec and bytes).
+    pub(crate) fn check_conflicts_with<'a, C: Codec>(
+        &self,
+        request: &Session<C>,
+        id: &SessionId,
+        current: impl Fn(&str) -> Option<(CodecId, &'a [u8])>,
+    ) -> Result<(), CommitError> {
         let conflicts: Vec<String> = request
             .changes()
-            .filter(|change| current.value(change.name) != change.original)
+            .filter(|change| {
+                current(change.name)
+                    != change
+                        .original
+                        .map(|original| (original.codec(), original.bytes()))
+            })
             .map(|change| change.name.to_owned())
             .collect();
         if conflicts.is_empty() {
             return Ok(());
         }
         Counters::add(&self.counters.conflicts);
-        tracing::debug!(session = %current.id().redacted(), ?conflicts, "concurrent change conflict");
+        tracing::debug!(session = %id.redacted(), ?conflicts, "concurrent change conflict");
         Err(CommitError::Conflict {
             attributes: conflicts,
         })
     }
 
     pub(crate) fn check_size<C: Codec>(&self, session: &Session<C>) -> Result<(), CommitError> {
+        self.check_encoded_size(session.id(), envelope::encoded_len(session))
+    }
+
+    /// [`check_size`](Self::check_size) of the session `id` whose envelope is
+    /// `encoded_len` bytes long.
+    pub(crate) fn check_encoded_size(
+        &self,
+        id: &SessionId,
+        encoded_len: usize,
+    ) -> Result<(), CommitError> {
         let limit = self
             .config
             .max_session_size
@@ -241,10 +279,10 @@ impl Common {
         // What is stored is the envelope sealed by the layers, which may add to it
         // (encryption adds its header and tag): counted, so that a session that
         // passes here is never refused by the store.
-        let size = envelope::encoded_len(session).saturating_add(self.config.layer.max_overhead());
+        let size = encoded_len.saturating_add(self.config.layer.max_overhead());
         if size > limit {
             Counters::add(&self.counters.too_large);
-            tracing::warn!(session = %session.id().redacted(), size, limit, "session too large; commit refused");
+            tracing::warn!(session = %id.redacted(), size, limit, "session too large; commit refused");
             return Err(CommitError::TooLarge { size, limit });
         }
         Ok(())

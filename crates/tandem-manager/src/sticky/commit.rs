@@ -312,15 +312,21 @@ impl<C: Codec> Engine<C> {
             return Err(NotApplied::Cycled);
         }
         let merge = self.common.config.concurrency != Concurrency::LastWriterWins;
+        // Compared with the resident envelope in place: a commit decodes nothing.
         let changes: Vec<(&str, Option<&AttributeValue>)> = request
             .session
             .changes()
-            .filter(|change| state.session.value(change.name) != change.current)
+            .filter(|change| {
+                state.session.value(change.name)
+                    != change.current.map(|value| (value.codec(), value.bytes()))
+            })
             .map(|change| (change.name, change.current))
             .collect();
         if merge {
             self.common
-                .check_conflicts(&request.session, &state.session)?;
+                .check_conflicts_with(&request.session, state.session.id(), |name| {
+                    state.session.value(name)
+                })?;
         }
         let interval_changed = request.session.is_max_inactive_modified()
             && request.session.max_inactive() != state.session.max_inactive();
@@ -335,23 +341,19 @@ impl<C: Codec> Engine<C> {
         let changed = !changes.is_empty() || interval_changed || new_id.is_some();
         let mut reweigh = false;
         if changed {
-            let mut next = state.session.clone();
-            for (name, value) in changes {
-                // Names come from a session, which validated them.
-                let _ = next.apply(name, value.cloned());
-            }
-            if interval_changed {
-                next.set_max_inactive(request.session.max_inactive());
-            }
-            self.common.check_size(&next)?;
+            let envelope = state.session.merged(
+                &changes,
+                interval_changed.then(|| request.session.max_inactive()),
+                self.common.wall(),
+            );
+            self.common
+                .check_encoded_size(new_id.as_ref().unwrap_or(&old_id), envelope.len())?;
             if let Some(id) = &new_id {
-                next.set_id(id.clone());
+                state.session.set_id(id.clone());
                 // Nothing is stored under the new id yet.
-                state.remote = RemoteCopy::Absent;
+                state.set_remote(RemoteCopy::Absent);
             }
-            next.touch(self.common.wall());
-            next.mark_unchanged();
-            state.session = next;
+            state.session.set_envelope(envelope);
             state.revision += 1;
             reweigh = entry.refresh_metadata(&state.session);
         } else {

@@ -12,7 +12,9 @@ use tandem_core::CasToken;
 use tandem_core::Codec;
 use tandem_core::Session;
 use tandem_core::SessionId;
+use tandem_core::envelope;
 
+use super::resident::{PER_ATTRIBUTE, Resident};
 use crate::common::local_key::LocalKey;
 use crate::common::unix_millis;
 
@@ -90,14 +92,22 @@ pub(crate) enum RemoteCopy {
 /// (a timeout, a connection lost, `Unreplicated` under the durable setting), since
 /// the copy was last known. Any of them may be what the copy holds: a write that
 /// timed out may land later, and a failover may bring back an earlier one that a
-/// lagging replica had. The latest one inline (what most entries ever need: none or
-/// one); earlier ones, up to [`Attempts::KEPT`], only when a write answered with
-/// neither success nor refusal twice in a row.
+/// lagging replica had. Up to [`Attempts::KEPT`] of them, oldest first. Almost every
+/// entry never has one: boxed, so that the entry pays a pointer for them.
 #[derive(Debug, Default)]
-pub(crate) struct Attempts {
-    latest: u64,
-    /// Oldest first; a boxed slice, 8 bytes in the entry while empty.
-    earlier: Option<Box<[u64]>>,
+pub(crate) struct Attempts(Option<Box<Digests>>);
+
+/// The digests of [`Attempts`], oldest first.
+#[derive(Debug, Default)]
+struct Digests {
+    kept: [u64; Attempts::KEPT],
+    len: usize,
+}
+
+impl Digests {
+    fn as_slice(&self) -> &[u64] {
+        &self.kept[..self.len]
+    }
 }
 
 impl Attempts {
@@ -108,55 +118,51 @@ impl Attempts {
 
     /// Records the digest of one more write whose answer was lost.
     pub(crate) fn record(&mut self, digest: u64) {
-        if self.latest != 0 && self.latest != digest {
-            let earlier = self.earlier.take().unwrap_or_default();
-            // Rebuilt on each push: this happens only while writes keep losing
-            // their answers, and keeps the common entry small.
-            let skip = (earlier.len() + 2).saturating_sub(Self::KEPT);
-            self.earlier = Some(
-                earlier
-                    .iter()
-                    .skip(skip)
-                    .copied()
-                    .chain([self.latest])
-                    .collect(),
-            );
+        let digests = self.0.get_or_insert_with(Box::default);
+        if digests.as_slice().last() == Some(&digest) {
+            return;
         }
-        self.latest = digest;
+        if digests.len == Self::KEPT {
+            digests.kept.copy_within(1.., 0);
+            digests.len -= 1;
+        }
+        digests.kept[digests.len] = digest;
+        digests.len += 1;
     }
 
     /// The copy is known again: nothing is pending.
     pub(crate) fn clear(&mut self) {
-        self.latest = 0;
-        self.earlier = None;
+        self.0 = None;
     }
 
     /// Whether no write's answer is pending.
     pub(crate) fn is_empty(&self) -> bool {
-        self.latest == 0
+        self.0.is_none()
     }
 
     /// Whether bytes with this digest were sent by a write whose answer was lost.
     pub(crate) fn contains(&self, digest: u64) -> bool {
         digest != 0
-            && (self.latest == digest
-                || self
-                    .earlier
-                    .as_ref()
-                    .is_some_and(|earlier| earlier.contains(&digest)))
+            && self
+                .0
+                .as_ref()
+                .is_some_and(|digests| digests.as_slice().contains(&digest))
     }
 }
 
 /// The part of an entry that requests and the writer change together.
 pub(crate) struct EntryState<C> {
-    /// The committed state, with no recorded changes.
-    pub(crate) session: Session<C>,
+    /// The committed state.
+    pub(crate) session: Resident<C>,
     /// Bumped by every commit that changed what is stored (attributes, interval, id).
     pub(crate) revision: u64,
     /// The newest revision the remote tier is known to hold.
     pub(crate) backed_up: u64,
-    /// The condition of the next write of the remote copy.
-    pub(crate) remote: RemoteCopy,
+    /// The condition of the next write of the remote copy, as [`RemoteCopy`] but
+    /// kept in two fields, the kind beside the flag below instead of in eight bytes
+    /// of its own (see [`remote`](Self::remote)).
+    remote_token: CasToken,
+    remote_kind: RemoteKind,
     /// Digests of the bytes of writes whose answer was lost since the copy was last
     /// known, so that a copy found with any of those bytes is recognised as this
     /// server's own.
@@ -167,6 +173,33 @@ pub(crate) struct EntryState<C> {
     /// before that move: the next write replaces it, as it replaces a tombstone of a
     /// move, instead of taking it for another server's. Cleared by a landed write.
     pub(crate) over_own_moved_copy: bool,
+}
+
+/// The kind of a [`RemoteCopy`], without its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RemoteKind {
+    Absent,
+    Cas,
+    Unknown,
+}
+
+impl<C> EntryState<C> {
+    /// The condition of the next write of the remote copy.
+    pub(crate) fn remote(&self) -> RemoteCopy {
+        match self.remote_kind {
+            RemoteKind::Absent => RemoteCopy::Absent,
+            RemoteKind::Cas => RemoteCopy::Cas(self.remote_token),
+            RemoteKind::Unknown => RemoteCopy::Unknown,
+        }
+    }
+
+    pub(crate) fn set_remote(&mut self, remote: RemoteCopy) {
+        (self.remote_kind, self.remote_token) = match remote {
+            RemoteCopy::Absent => (RemoteKind::Absent, CasToken(0)),
+            RemoteCopy::Cas(token) => (RemoteKind::Cas, token),
+            RemoteCopy::Unknown => (RemoteKind::Unknown, CasToken(0)),
+        };
+    }
 }
 
 impl<C: Codec> LocalEntry<C> {
@@ -201,15 +234,20 @@ impl<C: Codec> LocalEntry<C> {
             }),
             lock: with_lock.then(|| Arc::new(tokio::sync::Mutex::new(()))),
             state: Mutex::new(EntryState {
-                session,
+                session: Resident::new(&session),
                 revision: 1,
                 backed_up: u64::from(backed_up),
-                remote,
+                remote_token: CasToken(0),
+                remote_kind: RemoteKind::Absent,
                 attempted: Attempts::default(),
                 over_own_moved_copy: false,
             }),
         };
-        entry.refresh_metadata(&entry.state.lock().session);
+        {
+            let mut state = entry.state.lock();
+            state.set_remote(remote);
+            entry.refresh_metadata(&state.session);
+        }
         entry
     }
 
@@ -217,15 +255,15 @@ impl<C: Codec> LocalEntry<C> {
     /// whether the weight moved by more than an eighth from the one the tier last
     /// weighed (recorded when this returns `true`), which is when re-inserting the
     /// entry to have it weighed again is worth its cost.
-    pub(crate) fn refresh_metadata(&self, session: &Session<C>) -> bool {
+    pub(crate) fn refresh_metadata(&self, session: &Resident<C>) -> bool {
         let interval = session.max_inactive().map_or(0, |interval| {
             u64::try_from(interval.as_millis()).unwrap_or(u64::MAX)
         });
         self.max_inactive_ms.store(interval, Ordering::Relaxed);
-        let bytes: usize = session
-            .values()
-            .map(|(name, value)| name.len() + value.bytes().len() + ATTRIBUTE_OVERHEAD)
-            .sum::<usize>()
+        // The attributes' names and values, each with its bookkeeping.
+        let count = session.attribute_count();
+        let bytes = session.envelope().len() - envelope::HEADER_LEN - count * PER_ATTRIBUTE
+            + count * ATTRIBUTE_OVERHEAD
             + ENTRY_OVERHEAD;
         let weight = u32::try_from(bytes).unwrap_or(u32::MAX);
         let weighed = self.weight.load(Ordering::Relaxed);
@@ -358,7 +396,16 @@ impl<C: Codec> Expiry<LocalKey, Arc<LocalEntry<C>>> for SessionExpiry {
 
 #[cfg(test)]
 mod tests {
-    use super::Attempts;
+    use super::{Attempts, LocalEntry};
+    use crate::testing::TextCodec;
+
+    /// Every resident session pays for the entry: a field added here is paid for
+    /// as many times as a server holds sessions.
+    #[test]
+    fn the_entry_stays_small() {
+        assert!(std::mem::size_of::<LocalEntry<TextCodec>>() <= 152);
+        assert_eq!(std::mem::size_of::<Attempts>(), 8);
+    }
 
     #[test]
     fn every_unanswered_write_is_remembered_up_to_the_limit() {

@@ -42,6 +42,7 @@ mod commit;
 pub(crate) mod entry;
 mod feed;
 mod remote_load;
+mod resident;
 #[cfg(test)]
 mod tests;
 mod writes;
@@ -448,7 +449,7 @@ impl<C: Codec> Engine<C> {
             } else {
                 None
             };
-            (state.session.clone(), moved_from)
+            (state.session.session(), moved_from)
         };
         if let Some(old) = moved_from {
             // Rare, and boxed so that the common load's future stays small.
@@ -492,7 +493,7 @@ impl<C: Codec> Engine<C> {
             if moved_from.is_some() {
                 // The new node holds nothing yet.
                 state.revision += 1;
-                state.remote = RemoteCopy::Absent;
+                state.set_remote(RemoteCopy::Absent);
             }
         }
         moved_from

@@ -290,7 +290,7 @@ impl<C: Codec> Engine<C> {
         let remote_digest = digest(&item.value);
         let entry = match held {
             Some(held) if held.remote_digest.load(Ordering::Relaxed) == remote_digest => {
-                held.state.lock().remote = RemoteCopy::Cas(item.cas);
+                held.state.lock().set_remote(RemoteCopy::Cas(item.cas));
                 held.remote_epoch.store(epoch, Ordering::Relaxed);
                 Counters::add(&self.common.counters.loaded_local);
                 held

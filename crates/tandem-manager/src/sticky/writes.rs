@@ -37,9 +37,10 @@ use crate::common::{digest, unix_millis};
 use crate::error::WriteFailure;
 
 /// One backup, as read from an entry under its write-order lock.
-pub(super) struct BackupJob {
+pub(super) struct BackupJob<'a> {
     id: SessionId,
-    node: NodeId,
+    /// Borrowed from the manager's node list: a job is one per write.
+    node: &'a NodeId,
     key: StoreKey,
     ttl: Ttl,
     /// The encoded state, if it is newer than what the remote tier holds.
@@ -56,7 +57,7 @@ pub(super) struct BackupJob {
 }
 
 /// A backup write of a batch: the entry, what to send, and its condition.
-type EntryWrite<C> = (Arc<LocalEntry<C>>, BackupJob, Precondition);
+type EntryWrite<'a, C> = (Arc<LocalEntry<C>>, BackupJob<'a>, Precondition);
 
 /// What became of one write.
 enum Written {
@@ -116,7 +117,7 @@ impl<C: Codec> Engine<C> {
         if job.epoch != entry.remote_epoch.load(Ordering::Relaxed) {
             return self.rewrite_after_epoch_change(entry, &job).await;
         }
-        match self.common.store.touch(&job.node, &job.key, job.ttl).await {
+        match self.common.store.touch(job.node, &job.key, job.ttl).await {
             Ok(true) => {
                 entry
                     .remote_refreshed_ms
@@ -133,7 +134,7 @@ impl<C: Codec> Engine<C> {
                 {
                     let mut state = entry.state.lock();
                     state.backed_up = 0;
-                    state.remote = RemoteCopy::Absent;
+                    state.set_remote(RemoteCopy::Absent);
                 }
                 self.backups.mark_dirty(entry);
                 let job = self.backup_job(entry)?;
@@ -159,7 +160,7 @@ impl<C: Codec> Engine<C> {
     async fn rewrite_after_epoch_change(
         &self,
         entry: &Arc<LocalEntry<C>>,
-        job: &BackupJob,
+        job: &BackupJob<'_>,
     ) -> Result<(), WriteFailure> {
         Counters::add(&self.common.counters.backups_rewritten_after_epoch_change);
         tracing::info!(
@@ -208,8 +209,8 @@ impl<C: Codec> Engine<C> {
         batch.sort_by_key(|(index, entry)| (*index, Arc::as_ptr(entry) as usize));
         batch.dedup_by(|(_, a), (_, b)| Arc::ptr_eq(a, b));
         let mut later = Vec::new();
-        let mut guards = Vec::new();
-        let mut writes: Vec<EntryWrite<C>> = Vec::new();
+        let mut guards = Vec::with_capacity(batch.len());
+        let mut writes: Vec<EntryWrite<'_, C>> = Vec::with_capacity(batch.len());
         let mut last_index = None;
         for (index, entry) in batch {
             // Sessions that share a stripe are written under one guard.
@@ -241,11 +242,11 @@ impl<C: Codec> Engine<C> {
         }
         // Grouped by a scan rather than a map: a store has a handful of nodes, and
         // a map would hash the node id once per entry.
-        let mut by_node: Vec<(NodeId, Vec<EntryWrite<C>>)> = Vec::new();
+        let mut by_node: Vec<(&NodeId, Vec<EntryWrite<'_, C>>)> = Vec::new();
         for write in writes {
             match by_node.iter_mut().find(|(node, _)| *node == write.1.node) {
                 Some((_, jobs)) => jobs.push(write),
-                None => by_node.push((write.1.node.clone(), vec![write])),
+                None => by_node.push((write.1.node, vec![write])),
             }
         }
         for (node, jobs) in by_node {
@@ -259,12 +260,7 @@ impl<C: Codec> Engine<C> {
                 })
                 .collect();
             let started = self.common.now();
-            let mut results = self
-                .common
-                .store
-                .write_many(&node, &items)
-                .await
-                .into_iter();
+            let mut results = self.common.store.write_many(node, &items).await.into_iter();
             let elapsed = self.common.since(started);
             for (entry, job, precondition) in &jobs {
                 // A store that answered fewer items than it was given broke the
@@ -290,13 +286,13 @@ impl<C: Codec> Engine<C> {
 
     /// What a backup of `entry` sends now: the sealed state if it is newer than the
     /// remote copy, where it goes, and what is known of the copy there.
-    pub(super) fn backup_job(&self, entry: &LocalEntry<C>) -> Result<BackupJob, WriteFailure> {
+    pub(super) fn backup_job(&self, entry: &LocalEntry<C>) -> Result<BackupJob<'_>, WriteFailure> {
         let state = entry.state.lock();
         let id = state.session.id().clone();
-        let node = self.common.node_of(&id);
-        let epoch = self.common.store.node_epoch(&node);
+        let node = self.common.node_ref(&id);
+        let epoch = self.common.store.node_epoch(node);
         let bytes = if state.revision > state.backed_up {
-            Some(self.common.seal(&state.session).inspect_err(|error| {
+            Some(self.common.seal_envelope(&id, state.session.envelope().to_vec()).inspect_err(|error| {
                 Counters::add(&self.common.counters.backups_failed);
                 tracing::warn!(session = %id.redacted(), %error, "session could not be sealed for its backup");
             }).map_err(WriteFailure::Sealing)?)
@@ -311,14 +307,18 @@ impl<C: Codec> Engine<C> {
             bytes,
             revision: state.revision,
             accessed: state.session.last_accessed(),
-            remote: state.remote,
+            remote: state.remote(),
             id,
         })
     }
 
     /// Writes a job's bytes under its condition, checking first what is there when
     /// the condition is unknown.
-    async fn write(&self, entry: &Arc<LocalEntry<C>>, job: BackupJob) -> Result<(), WriteFailure> {
+    async fn write(
+        &self,
+        entry: &Arc<LocalEntry<C>>,
+        job: BackupJob<'_>,
+    ) -> Result<(), WriteFailure> {
         let Some(bytes) = &job.bytes else {
             return Ok(());
         };
@@ -349,7 +349,7 @@ impl<C: Codec> Engine<C> {
             let result = self
                 .common
                 .store
-                .write(&job.node, &job.key, bytes, job.ttl, precondition)
+                .write(job.node, &job.key, bytes, job.ttl, precondition)
                 .await;
             unanswered.answered();
             match self.wrote(
@@ -361,7 +361,7 @@ impl<C: Codec> Engine<C> {
             ) {
                 Written::Done(result) => return result,
                 Written::Again => precondition = Precondition::Absent,
-                Written::Taken => match self.common.store.get(&job.node, &job.key).await {
+                Written::Taken => match self.common.store.get(job.node, &job.key).await {
                     Ok(Some(item))
                         if ends::tombstone_reason(&item.value) == Some(EndReason::Moved)
                             || entry.state.lock().over_own_moved_copy =>
@@ -376,7 +376,7 @@ impl<C: Codec> Engine<C> {
                         return Err(error.into());
                     }
                 },
-                Written::Conflicted => match self.common.store.get(&job.node, &job.key).await {
+                Written::Conflicted => match self.common.store.get(job.node, &job.key).await {
                     Ok(Some(item)) if self.older_than_ours(entry, &job.id, &item.value) => {
                         Counters::add(&self.common.counters.stale_copies_replaced);
                         tracing::warn!(session = %job.id.redacted(), "the remote copy is older than what this server wrote (a store restored from a snapshot?); replaced");
@@ -391,7 +391,7 @@ impl<C: Codec> Engine<C> {
                         return Err(error.into());
                     }
                 },
-                Written::Raced => match self.common.store.get(&job.node, &job.key).await {
+                Written::Raced => match self.common.store.get(job.node, &job.key).await {
                     Ok(Some(item)) if self.attempted_here(entry, &item.value) => {
                         precondition = Precondition::Cas(item.cas);
                     }
@@ -421,9 +421,9 @@ impl<C: Codec> Engine<C> {
     async fn recheck_copy(
         &self,
         entry: &Arc<LocalEntry<C>>,
-        job: &BackupJob,
+        job: &BackupJob<'_>,
     ) -> Result<Option<Precondition>, WriteFailure> {
-        match self.own_copy(entry, &job.node, &job.key).await {
+        match self.own_copy(entry, job.node, &job.key).await {
             Ok(OwnCopy::Absent) => Ok(Some(Precondition::Absent)),
             Ok(OwnCopy::Ours(token)) => Ok(Some(Precondition::Cas(token))),
             Ok(OwnCopy::Older(token)) => {
@@ -493,7 +493,7 @@ impl<C: Codec> Engine<C> {
     fn wrote(
         &self,
         entry: &Arc<LocalEntry<C>>,
-        job: &BackupJob,
+        job: &BackupJob<'_>,
         precondition: Precondition,
         result: Result<WriteOutcome, StoreError>,
         elapsed: Duration,
@@ -528,13 +528,14 @@ impl<C: Codec> Engine<C> {
                     // A store that reports no token leaves the next write to check
                     // the copy against these bytes.
                     state.attempted.clear();
-                    state.remote = match token {
+                    let remote = match token {
                         Some(token) => RemoteCopy::Cas(token),
                         None => {
                             state.attempted.record(written);
                             RemoteCopy::Unknown
                         }
                     };
+                    state.set_remote(remote);
                     state.backed_up == state.revision
                 };
                 if clean {
@@ -550,7 +551,7 @@ impl<C: Codec> Engine<C> {
                 Written::Done(Ok(()))
             }
             Ok(WriteOutcome::NotFound) => {
-                entry.state.lock().remote = RemoteCopy::Absent;
+                entry.state.lock().set_remote(RemoteCopy::Absent);
                 Written::Again
             }
             Ok(WriteOutcome::Exists) => Written::Taken,
@@ -563,7 +564,7 @@ impl<C: Codec> Engine<C> {
                 if ends::ambiguous(&error) && precondition != Precondition::None {
                     // The write may have landed: what is there is checked next time.
                     let mut state = entry.state.lock();
-                    state.remote = RemoteCopy::Unknown;
+                    state.set_remote(RemoteCopy::Unknown);
                     state.attempted.record(digest(bytes));
                 }
                 if error.is_node_failure() {
@@ -636,7 +637,7 @@ impl<C: Codec> Engine<C> {
             let state = entry.state.lock();
             (
                 state.session.id().clone(),
-                state.remote,
+                state.remote(),
                 state.session.max_inactive(),
             )
         };
@@ -701,7 +702,7 @@ impl<C: Codec> Drop for Unanswered<'_, C> {
         if state.session.id().storage_id() != self.id.storage_id() {
             return;
         }
-        state.remote = RemoteCopy::Unknown;
+        state.set_remote(RemoteCopy::Unknown);
         state.attempted.record(digest(self.bytes));
     }
 }

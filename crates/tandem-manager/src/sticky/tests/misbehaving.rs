@@ -572,7 +572,7 @@ async fn a_request_waiting_for_a_replaced_copy_gets_the_new_copy() {
     // key, the old one retired.
     let key = local_key(&id);
     let old = manager.sticky().local.get(&key).unwrap();
-    let mut session = old.state.lock().session.clone();
+    let mut session = old.state.lock().session.session();
     session
         .apply(
             "a",

@@ -276,8 +276,8 @@ async fn a_late_expiry_report_never_deletes_the_live_session_under_the_same_key(
     let old = manager.sticky().local.get(&key).unwrap();
     // The key is filled again (a reload) before the cache reports the old value's
     // expiry.
-    let session = old.state.lock().session.clone();
-    let remote = old.state.lock().remote;
+    let session = old.state.lock().session.session();
+    let remote = old.state.lock().remote();
     let live = Arc::new(LocalEntry::new(
         session,
         remote,
