@@ -190,9 +190,10 @@ impl Drop for WritingEnd {
 }
 
 impl Ends {
-    /// How many ends wait for their node.
+    /// How many ends wait for their node, or are being written by a retry: zero once
+    /// every end remembered so far is done.
     pub(crate) fn pending(&self) -> usize {
-        self.pending.lock().len()
+        self.pending.lock().len() + self.writing.count.load(Ordering::Acquire)
     }
 
     /// The reason of a tombstone waiting to be written over `key` on `node`: its id
