@@ -227,7 +227,7 @@ impl<C: Codec> Engine<C> {
                     // A new copy whose key has an end being written: the single-entry
                     // path waits for it (see `Ends::withdraw`).
                     Some(Precondition::Absent)
-                        if self.common.ends.is_writing(&job.node, &job.key) =>
+                        if self.common.ends.is_writing(job.node, &job.key) =>
                     {
                         later.push(entry);
                     }
@@ -332,7 +332,7 @@ impl<C: Codec> Engine<C> {
         // A new copy under a key this session left (it moves back to that node) must
         // not have the tombstone of its move away land over it.
         if precondition == Precondition::Absent
-            && self.common.ends.withdraw(&job.node, &job.key).await
+            && self.common.ends.withdraw(job.node, &job.key).await
         {
             entry.state.lock().over_own_moved_copy = true;
         }
