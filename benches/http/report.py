@@ -300,17 +300,21 @@ def main():
               "(read, +1, write); `accepted` = answers 200, `409` = conflicts reported to the client, "
               "`lost` = accepted increments missing from the final value.")
         print()
-        print("| variant | concurrency | sent | accepted | 409 | other errors | final value | lost | lost % of accepted |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        print("| variant | concurrency | sent | accepted | 409 | other errors | final value | lost | lost % of accepted | requests/s | p99 |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for row in races:
             variant, concurrency, values = row[1], row[2], fields(row[3])
             if variant.startswith("tower-sessions"):
                 concurrency = "(none: last writer wins)"
+            elif concurrency == "none":
+                concurrency = "last writer wins"
             accepted = int(values["accepted"])
             lost = int(values["lost"])
             share = f"{100 * lost / accepted:.0f}%" if accepted else "n/a"
+            rps = f"{float(values['rps']):,.0f}" if "rps" in values else "n/a"
+            p99 = f"{int(values['p99_us']) / 1000:.1f} ms" if "p99_us" in values else "n/a"
             print(f"| {variant} | {concurrency} | {values['sent']} | {accepted} | {values['conflicts']} |"
-                  f" {values['errors']} | {values['final']} | {lost} | {share} |")
+                  f" {values['errors']} | {values['final']} | {lost} | {share} | {rps} | {p99} |")
 
     if mem:
         print()
