@@ -1,165 +1,9 @@
 //! Remote work on its way when a request changes the session (a backup of it, the
 //! tombstone of its move away from a node), pinned down with a store that holds one
-//! read or write until the test lets it go.
+//! read or write until the test lets it go (`Misbehaving`'s gate).
 
+use super::misbehaving::Misbehaving;
 use super::*;
-use tokio::sync::Notify;
-
-/// The memory store, except that the next read (or write) of one key, once armed,
-/// waits until the test releases it.
-struct Gated {
-    inner: Arc<MemoryStore>,
-    held: parking_lot::Mutex<Option<StoreKey>>,
-    held_write: parking_lot::Mutex<Option<StoreKey>>,
-    /// Notified when the held operation has started.
-    reached: Notify,
-    /// Lets the held read go on.
-    release: Notify,
-}
-
-impl Gated {
-    fn over(inner: &Arc<MemoryStore>) -> Arc<Gated> {
-        Arc::new(Gated {
-            inner: Arc::clone(inner),
-            held: parking_lot::Mutex::new(None),
-            held_write: parking_lot::Mutex::new(None),
-            reached: Notify::new(),
-            release: Notify::new(),
-        })
-    }
-
-    /// The next read of `key` waits for [`release`](Self::release).
-    fn hold_next_read(&self, key: StoreKey) {
-        *self.held.lock() = Some(key);
-    }
-
-    /// The next `write` of `key` waits for [`release`](Self::release).
-    fn hold_next_write(&self, key: StoreKey) {
-        *self.held_write.lock() = Some(key);
-    }
-
-    /// Waits for release if `key` is the one armed in `held`, and disarms it.
-    async fn pass(&self, held: &parking_lot::Mutex<Option<StoreKey>>, key: &StoreKey) {
-        let hold = {
-            let mut held = held.lock();
-            let hold = held.as_ref() == Some(key);
-            if hold {
-                *held = None;
-            }
-            hold
-        };
-        if hold {
-            self.reached.notify_one();
-            self.release.notified().await;
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl RemoteStore for Gated {
-    async fn get(
-        &self,
-        node: &NodeId,
-        key: &StoreKey,
-    ) -> Result<Option<tandem_core::Item>, StoreError> {
-        self.pass(&self.held, key).await;
-        self.inner.get(node, key).await
-    }
-
-    async fn set(
-        &self,
-        node: &NodeId,
-        key: &StoreKey,
-        value: &[u8],
-        ttl: Ttl,
-    ) -> Result<(), StoreError> {
-        self.inner.set(node, key, value, ttl).await
-    }
-
-    async fn add(
-        &self,
-        node: &NodeId,
-        key: &StoreKey,
-        value: &[u8],
-        ttl: Ttl,
-    ) -> Result<tandem_core::AddOutcome, StoreError> {
-        self.inner.add(node, key, value, ttl).await
-    }
-
-    async fn cas(
-        &self,
-        node: &NodeId,
-        key: &StoreKey,
-        value: &[u8],
-        ttl: Ttl,
-        cas: tandem_core::CasToken,
-    ) -> Result<tandem_core::CasOutcome, StoreError> {
-        self.inner.cas(node, key, value, ttl, cas).await
-    }
-
-    async fn write(
-        &self,
-        node: &NodeId,
-        key: &StoreKey,
-        value: &[u8],
-        ttl: Ttl,
-        precondition: tandem_core::Precondition,
-    ) -> Result<tandem_core::WriteOutcome, StoreError> {
-        self.pass(&self.held_write, key).await;
-        self.inner.write(node, key, value, ttl, precondition).await
-    }
-
-    async fn write_many(
-        &self,
-        node: &NodeId,
-        items: &[tandem_core::WriteItem<'_>],
-    ) -> Vec<Result<tandem_core::WriteOutcome, StoreError>> {
-        self.inner.write_many(node, items).await
-    }
-
-    async fn delete(&self, node: &NodeId, key: &StoreKey) -> Result<bool, StoreError> {
-        self.inner.delete(node, key).await
-    }
-
-    async fn delete_if(
-        &self,
-        node: &NodeId,
-        key: &StoreKey,
-        cas: tandem_core::CasToken,
-    ) -> Result<tandem_core::CasOutcome, StoreError> {
-        self.inner.delete_if(node, key, cas).await
-    }
-
-    async fn append(
-        &self,
-        node: &NodeId,
-        key: &StoreKey,
-        value: &[u8],
-        ttl: Ttl,
-    ) -> Result<(), StoreError> {
-        self.inner.append(node, key, value, ttl).await
-    }
-
-    async fn get_with_ttl(
-        &self,
-        node: &NodeId,
-        key: &StoreKey,
-    ) -> Result<Option<(tandem_core::Item, Ttl)>, StoreError> {
-        self.inner.get_with_ttl(node, key).await
-    }
-
-    async fn touch(&self, node: &NodeId, key: &StoreKey, ttl: Ttl) -> Result<bool, StoreError> {
-        self.inner.touch(node, key, ttl).await
-    }
-
-    fn nodes(&self) -> Vec<NodeId> {
-        self.inner.nodes()
-    }
-
-    fn is_available(&self, node: &NodeId) -> bool {
-        self.inner.is_available(node)
-    }
-}
 
 /// A login (`cycle_id`) committed while a backup of the old id, refused because
 /// another server took the session over, reads the copy under the old id: what that
@@ -171,7 +15,7 @@ impl RemoteStore for Gated {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_during_a_refused_backup_of_the_old_id_keeps_the_session() {
     let memory = store(&["n1"]);
-    let gated = Gated::over(&memory);
+    let gated = Misbehaving::over(&memory);
     let sync = BackupMode::Sync {
         timeout: Duration::from_secs(10),
     };
@@ -253,7 +97,7 @@ async fn a_login_during_a_refused_backup_of_the_old_id_keeps_the_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_back_while_the_tombstone_of_the_move_away_lands_keeps_the_session() {
     let memory = store(&["n1", "n2"]);
-    let gated = Gated::over(&memory);
+    let gated = Misbehaving::over(&memory);
     let (n1, n2) = (node("n1"), node("n2"));
     let sync = BackupMode::Sync {
         timeout: Duration::from_secs(10),

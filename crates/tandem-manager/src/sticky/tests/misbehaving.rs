@@ -12,21 +12,59 @@ use std::time::Instant;
 /// The memory store, misbehaving on demand: reads never answer while `hang` is set,
 /// conditional writes never answer while `hang_writes` is, and writes get no answer
 /// while `drop_answers` is (`write_many` answers no item, a single `write` fails).
-struct Misbehaving {
+/// Once armed, the next read (`get`) or single `write` of one key waits until the test
+/// releases it (`interleaved`'s tests pin a race down with it).
+pub(super) struct Misbehaving {
     inner: Arc<MemoryStore>,
     hang: AtomicBool,
     drop_answers: AtomicBool,
     hang_writes: AtomicBool,
+    held_read: parking_lot::Mutex<Option<StoreKey>>,
+    held_write: parking_lot::Mutex<Option<StoreKey>>,
+    /// Notified when the held operation has started.
+    pub(super) reached: tokio::sync::Notify,
+    /// Lets the held operation go on.
+    pub(super) release: tokio::sync::Notify,
 }
 
 impl Misbehaving {
-    fn over(inner: &Arc<MemoryStore>) -> Arc<Misbehaving> {
+    pub(super) fn over(inner: &Arc<MemoryStore>) -> Arc<Misbehaving> {
         Arc::new(Misbehaving {
             inner: Arc::clone(inner),
             hang: AtomicBool::new(false),
             drop_answers: AtomicBool::new(false),
             hang_writes: AtomicBool::new(false),
+            held_read: parking_lot::Mutex::new(None),
+            held_write: parking_lot::Mutex::new(None),
+            reached: tokio::sync::Notify::new(),
+            release: tokio::sync::Notify::new(),
         })
+    }
+
+    /// The next `get` of `key` waits for [`release`](Self::release).
+    pub(super) fn hold_next_read(&self, key: StoreKey) {
+        *self.held_read.lock() = Some(key);
+    }
+
+    /// The next `write` of `key` waits for [`release`](Self::release).
+    pub(super) fn hold_next_write(&self, key: StoreKey) {
+        *self.held_write.lock() = Some(key);
+    }
+
+    /// Waits for release if `key` is the one armed in `held`, and disarms it.
+    async fn pass(&self, held: &parking_lot::Mutex<Option<StoreKey>>, key: &StoreKey) {
+        let hold = {
+            let mut held = held.lock();
+            let hold = held.as_ref() == Some(key);
+            if hold {
+                *held = None;
+            }
+            hold
+        };
+        if hold {
+            self.reached.notify_one();
+            self.release.notified().await;
+        }
     }
 }
 
@@ -40,6 +78,7 @@ impl RemoteStore for Misbehaving {
         if self.hang.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
+        self.pass(&self.held_read, key).await;
         self.inner.get(node, key).await
     }
 
@@ -104,6 +143,7 @@ impl RemoteStore for Misbehaving {
         if self.hang_writes.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
+        self.pass(&self.held_write, key).await;
         if self.drop_answers.load(Ordering::SeqCst) {
             return Err(StoreError::Server {
                 node: node.clone(),
