@@ -59,10 +59,7 @@ pub(super) fn spawn_sweep<C: Codec>(engine: &Arc<Engine<C>>, runtime: &tokio::ru
             sweep.tick().await;
             let Some(engine) = weak.upgrade() else { return };
             engine.repair_copies();
-            engine.backup_refreshes.sweep(
-                super::refreshes::BackupRefreshes::longest_period(),
-                engine.common.now(),
-            );
+            engine.backup_refreshes.sweep(engine.common.now());
             engine.common.retry_ends();
             engine
                 .common

@@ -23,6 +23,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tandem_core::SessionId;
@@ -57,8 +58,8 @@ pub(crate) struct BackupRefreshes {
     shards: Box<[parking_lot::Mutex<HashMap<u64, u64>>]>,
     hasher: foldhash::fast::RandomState,
     since: Instant,
-    /// The shard the next sweep looks at.
-    next_swept: parking_lot::Mutex<usize>,
+    /// Counts sweeps: the shard the next one looks at, modulo the shards.
+    sweeps: AtomicUsize,
 }
 
 impl BackupRefreshes {
@@ -67,7 +68,7 @@ impl BackupRefreshes {
             shards: (0..SHARDS).map(|_| Default::default()).collect(),
             hasher: foldhash::fast::RandomState::default(),
             since: now,
-            next_swept: parking_lot::Mutex::new(0),
+            sweeps: AtomicUsize::new(0),
         }
     }
 
@@ -118,17 +119,12 @@ impl BackupRefreshes {
         shard.lock().remove(&hash);
     }
 
-    /// Drops the entries of one shard (the next in turn) older than `longest`, the
-    /// longest period any session can have: those are due for a refresh anyway.
-    pub(crate) fn sweep(&self, longest: Duration, now: Instant) {
-        let index = {
-            let mut next = self.next_swept.lock();
-            let index = *next;
-            *next = (index + 1) % SHARDS;
-            index
-        };
+    /// Drops the entries of one shard (the next in turn) older than the longest period
+    /// any session can have: those are due for a refresh anyway.
+    pub(crate) fn sweep(&self, now: Instant) {
+        let index = self.sweeps.fetch_add(1, Ordering::Relaxed) % SHARDS;
         let now = self.millis(now);
-        let longest = u64::try_from(longest.as_millis()).unwrap_or(u64::MAX);
+        let longest = u64::try_from(LONGEST_PERIOD.as_millis()).unwrap_or(u64::MAX);
         let mut shard = self.shards[index].lock();
         shard.retain(|_, last| now.saturating_sub(*last) < longest);
         if shard.capacity() > 4 * shard.len().max(64) {
@@ -140,11 +136,6 @@ impl BackupRefreshes {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|shard| shard.lock().len()).sum()
-    }
-
-    /// The longest period any session can have, for [`sweep`](Self::sweep).
-    pub(crate) fn longest_period() -> Duration {
-        LONGEST_PERIOD
     }
 }
 
@@ -187,7 +178,7 @@ mod tests {
         let later = start + LONGEST_PERIOD;
         table.record(&recent, later);
         for _ in 0..SHARDS {
-            table.sweep(LONGEST_PERIOD, later);
+            table.sweep(later);
         }
         assert_eq!(table.len(), 1);
         assert!(!table.claim(&recent, LONGEST_PERIOD, later));
