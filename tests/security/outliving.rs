@@ -187,3 +187,73 @@ async fn every_read_refreshes_the_backup_copy_when_asked_to() {
         "{stats:?}"
     );
 }
+
+/// A logout on server A races 16 concurrent read loops of the same session on server
+/// B, whose every unchanged read touches the backup copy (`EveryRead`, the most
+/// touches a logout can race). Once they stop, X's primary node restarts empty (its
+/// tombstone gone), and neither B nor a fresh server C loads X: no touch or repair
+/// that ran around the logout brought a copy back. No racing read failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_logout_racing_reads_on_another_server_stays_final() {
+    let cluster = MemcachedCluster::start(2);
+    let store = connect(&cluster).await;
+    let a = non_sticky(&store).build().unwrap();
+    let b = non_sticky(&store)
+        .backup_refresh(BackupRefresh::EveryRead)
+        .build()
+        .unwrap();
+    let x = create_on(&a, "n1", 3).await;
+    settle(&a).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..16)
+        .map(|_| {
+            let (b, x, stop) = (b.clone(), x.clone(), std::sync::Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut errors = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match b.load(Some(x.as_str())).await {
+                        Ok(session) => {
+                            if let Err(error) = b.commit(session).await {
+                                errors.push(format!("commit: {error:?}"));
+                            }
+                        }
+                        Err(error) => errors.push(format!("load: {error:?}")),
+                    }
+                    // Once the id ended, a load is answered in process without an
+                    // await that yields: let the other tasks (the logout) run.
+                    tokio::task::yield_now().await;
+                }
+                errors
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    logout(&a, &x).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut errors = Vec::new();
+    for reader in readers {
+        errors.extend(reader.await.unwrap());
+    }
+    settle(&a).await;
+    settle(&b).await;
+    cluster.node("n1").restart();
+    wait_up(&store, "n1").await;
+    let c = non_sticky(&store).build().unwrap();
+    let mut checks = Checks::default();
+    checks.check(errors.is_empty(), || {
+        format!(
+            "{} reads racing the logout failed: {:?}",
+            errors.len(),
+            &errors[..errors.len().min(3)]
+        )
+    });
+    for (name, server) in [("B", &b), ("C", &c)] {
+        let session = server.load(Some(x.as_str())).await.unwrap();
+        let n = session.get::<u32>("n").unwrap();
+        checks.check(session.is_new() && n.is_none(), || {
+            format!("{name} loads the logged-out session again: n = {n:?}")
+        });
+    }
+    checks.finish();
+}
