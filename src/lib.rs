@@ -19,6 +19,7 @@
 //! | [`memcached`] | `tandem-memcached` | the memcached store (feature `memcached`, default) |
 //! | [`redis`] | `tandem-redis` | the Redis and Valkey store (feature `redis`, default) |
 //! | [`tower`] | `tandem-tower` | the tower layer and axum extractor (feature `tower`, default) |
+//! | `actix` | `tandem-actix` | the actix-web middleware and extractor (feature `actix`, off by default) |
 //!
 //! At the top level: [`SessionManager`] and what a request uses with it
 //! ([`ManagerBuilder`], [`Mode`], [`Concurrency`], [`BackupMode`], [`RequestInfo`],
@@ -90,6 +91,11 @@ pub use tandem_redis as redis;
 /// default).
 #[cfg(feature = "tower")]
 pub use tandem_tower as tower;
+
+/// The actix-web integration: a middleware and the `Session` extractor (feature
+/// `actix`, off by default: it builds actix-web).
+#[cfg(feature = "actix")]
+pub use tandem_actix as actix;
 
 /// The README's code blocks, compiled as doc tests so that they cannot rot.
 #[cfg(doctest)]

@@ -82,8 +82,10 @@
 //! It holds no sessions and talks to no store itself: that is the
 //! [`SessionManager`](tandem_manager::SessionManager) of `tandem-core`, which this layer
 //! calls. It does not terminate TLS, set security headers other than the cookie's, or
-//! authenticate users. Servers that are not tower-based (actix-web, ...) use the
-//! manager's framework-free `load` / `commit` API directly.
+//! authenticate users. Everything but the tower plumbing (the session handle, cookies,
+//! signing, renewal, error statuses) is `tandem-http`'s, shared with `tandem-actix`,
+//! the actix-web middleware: the two behave alike and handler code written against
+//! [`Session`] runs under either.
 //!
 //! # Without axum
 //!
@@ -111,24 +113,13 @@
 //! default) adds the extractor; without it the crate needs only `tower` and `http`.
 #![warn(missing_docs)]
 
-mod commit;
-mod cookie;
-mod error;
-#[cfg(feature = "axum")]
-mod extract;
-mod issued;
 mod layer;
 mod service;
-mod session;
-mod shared;
-mod signing;
-mod slot;
 
-pub use cookie::{CookieConfigError, DEFAULT_COOKIE_NAME, MAX_COOKIE_VALUE_LEN, MaxAge, SameSite};
-pub use error::{Failure, SessionError, SessionErrorKind, default_error_response};
-#[cfg(feature = "axum")]
-pub use extract::MissingSession;
 pub use layer::{SessionLayer, SessionLayerBuilder};
 pub use service::{ResponseFuture, SessionService};
-pub use session::{Session, SessionGuard};
-pub use signing::{CookieSigner, SigningKeyError};
+pub use tandem_http::{
+    CookieConfigError, CookieSigner, DEFAULT_COOKIE_NAME, Failure, MAX_COOKIE_VALUE_LEN, MaxAge,
+    MissingSession, SameSite, Session, SessionError, SessionErrorKind, SessionGuard,
+    SessionSettings, SigningKeyError, default_error_response,
+};

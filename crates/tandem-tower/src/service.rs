@@ -6,14 +6,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use http::header::{HeaderValue, SET_COOKIE};
 use http::{Request, Response};
 use tandem_core::Codec;
+use tandem_http::{
+    CommitResult, CookieHeaders, Finishing, PendingCommit, SessionRequest, SessionSettings,
+};
 use tower::Service;
-
-use crate::commit::{self, Committing};
-use crate::session::Session;
-use crate::shared::Shared;
-use crate::slot::{RequestSlot, Taken};
 
 /// The service [`SessionLayer`](crate::SessionLayer) wraps around an inner service: any
 /// tower service of `http` requests whose response body can be made from a `String`.
@@ -43,11 +42,11 @@ use crate::slot::{RequestSlot, Taken};
 /// ```
 pub struct SessionService<S, C> {
     inner: S,
-    shared: Arc<Shared<C>>,
+    shared: Arc<SessionSettings<C>>,
 }
 
 impl<S, C> SessionService<S, C> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared<C>>) -> SessionService<S, C> {
+    pub(crate) fn new(inner: S, shared: Arc<SessionSettings<C>>) -> SessionService<S, C> {
         SessionService { inner, shared }
     }
 }
@@ -80,8 +79,24 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         // `None` once the inner response arrived, or for ignored paths.
-        slot: Option<Arc<RequestSlot<C>>>,
-        finishing: Option<Committing<B>>,
+        request: Option<SessionRequest<C>>,
+        // A commit that had to wait, and the response it completes.
+        pending: Option<(PendingCommit, Response<B>)>,
+    }
+}
+
+/// Puts a commit's result on `response`: the cookie, or the failure's response.
+fn complete<B: From<String>>(result: CommitResult, mut response: Response<B>) -> Response<B> {
+    match result {
+        Ok(Some(set_cookie)) => {
+            // Checked visible ASCII when written; the text's buffer becomes the value's.
+            if let Ok(value) = HeaderValue::try_from(set_cookie) {
+                response.headers_mut().append(SET_COOKIE, value);
+            }
+            response
+        }
+        Ok(None) => response,
+        Err(failed) => failed.map(B::from),
     }
 }
 
@@ -95,37 +110,26 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        if let Some(finishing) = this.finishing.as_mut() {
-            return finishing.as_mut().poll(cx).map(Ok);
-        }
-        let response = std::task::ready!(this.inner.poll(cx))?;
-        let Some(slot) = this.slot.take() else {
-            return Poll::Ready(Ok(response));
-        };
-        let shared = Arc::clone(slot.shared());
-        let mut finishing: Committing<B> = match slot.try_take() {
-            // The handler never used the session: nothing to do.
-            Taken::Unused => return Poll::Ready(Ok(response)),
-            Taken::Finished(finished) => match commit::finish(shared, finished, response) {
-                Ok(response) => return Poll::Ready(Ok(response)),
-                Err(committing) => committing,
-            },
-            // Something the handler spawned still holds the session: wait for it.
-            Taken::Held => Box::pin(async move {
-                match slot.take().await {
-                    Some(finished) => match commit::finish(shared, finished, response) {
-                        Ok(response) => response,
-                        Err(committing) => committing.await,
-                    },
-                    None => response,
+        let (mut commit, response) = match this.pending.take() {
+            Some(pending) => pending,
+            None => {
+                let response = std::task::ready!(this.inner.poll(cx))?;
+                let Some(request) = this.request.take() else {
+                    return Poll::Ready(Ok(response));
+                };
+                match request.finish() {
+                    Finishing::Ready(result) => return Poll::Ready(Ok(complete(result, response))),
+                    Finishing::Pending(commit) => (commit, response),
                 }
-            }),
+            }
         };
-        let poll = finishing.as_mut().poll(cx);
-        if poll.is_pending() {
-            *this.finishing = Some(finishing);
+        match commit.as_mut().poll(cx) {
+            Poll::Ready(result) => Poll::Ready(Ok(complete(result, response))),
+            Poll::Pending => {
+                *this.pending = Some((commit, response));
+                Poll::Pending
+            }
         }
-        poll.map(Ok)
     }
 }
 
@@ -149,26 +153,27 @@ where
         // The clone that was polled ready serves this request; the fresh clone stays.
         let fresh = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, fresh);
-        let ignored = self
-            .shared
-            .ignore
-            .as_ref()
-            .is_some_and(|pattern| pattern.is_match(request.uri().path()));
-        if ignored {
+        if self.shared.ignores(request.uri().path()) {
             return ResponseFuture {
                 inner: inner.call(request),
-                slot: None,
-                finishing: None,
+                request: None,
+                pending: None,
             };
         }
-        let slot = Arc::new(RequestSlot::new(Arc::clone(&self.shared), &request));
-        request
-            .extensions_mut()
-            .insert(Session::new(Arc::clone(&slot)));
+        let request_line = self
+            .shared
+            .uses_request_line()
+            .then(|| (request.method().clone(), request.uri().clone()));
+        let session_request = SessionRequest::new(
+            &self.shared,
+            CookieHeaders::of(request.headers()),
+            request_line,
+        );
+        request.extensions_mut().insert(session_request.session());
         ResponseFuture {
             inner: inner.call(request),
-            slot: Some(slot),
-            finishing: None,
+            request: Some(session_request),
+            pending: None,
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::slot::{RequestSlot, SessionLock};
 /// methods while holding the guard, they would wait for it.
 ///
 /// ```
-/// use tandem_tower::{Session, SessionError};
+/// use tandem_http::{Session, SessionError};
 /// # use tandem_core::{Codec, CodecId, Decodes, Encodes, CodecError};
 /// # struct Json;
 /// # impl Codec for Json { const ID: CodecId = CodecId::new(250); const NAME: &'static str = "json"; }
@@ -71,7 +71,7 @@ impl<C: Codec> Session<C> {
     /// # struct Text;
     /// # impl Codec for Text { const ID: CodecId = CodecId::new(250); const NAME: &'static str = "text"; }
     /// # impl Encodes<str> for Text { fn encode(v: &str) -> Result<Vec<u8>, CodecError> { Ok(v.as_bytes().to_vec()) } }
-    /// use tandem_tower::{Session, SessionError};
+    /// use tandem_http::{Session, SessionError};
     ///
     /// async fn login(session: Session<Text>, user: &str) -> Result<(), SessionError> {
     ///     let mut guard = session.load().await?;

@@ -1,5 +1,5 @@
-//! What the layer answers when the session cannot be loaded or committed, and the error
-//! handlers see.
+//! What an integration answers when the session cannot be loaded or committed, and
+//! the errors handlers see.
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use tandem_core::AttributeError;
 use tandem_manager::{CommitError, LoadError};
 
 /// A session operation that failed for reasons of the session store or of concurrent
-/// requests, not of the handler: what [`SessionLayerBuilder::error_response`](crate::SessionLayerBuilder::error_response)
+/// requests, not of the handler: what [`SettingsBuilder::error_response`](crate::SettingsBuilder::error_response)
 /// turns into a response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -54,7 +54,7 @@ pub(crate) type Responder = Arc<dyn Fn(&Failure) -> Response<String> + Send + Sy
 /// ```
 /// use http::StatusCode;
 /// use tandem_manager::CommitError;
-/// use tandem_tower::{default_error_response, Failure};
+/// use tandem_http::{default_error_response, Failure};
 ///
 /// let conflict = Failure::Commit(CommitError::Conflict { attributes: vec!["cart".into()] });
 /// assert_eq!(default_error_response(&conflict).status(), StatusCode::CONFLICT);
@@ -114,13 +114,14 @@ pub(crate) fn text_response(status: StatusCode, message: &str) -> Response<Strin
 
 /// Why a [`Session`](crate::Session) operation failed.
 ///
-/// It converts into a response ([`SessionError::into_http_response`], and axum's
-/// `IntoResponse` with the default `axum` feature), so a handler can use `?`: a load
-/// failure gets the layer's configured answer (503 by default), the other kinds 500,
-/// since they are the application's own faults.
+/// It converts into a response ([`SessionError::into_http_response`]; axum's
+/// `IntoResponse` with the `axum` feature, actix-web's `ResponseError` with the
+/// `actix-web` feature), so a handler can use `?`: a load failure gets the configured
+/// answer (503 by default), the other kinds 500, since they are the application's own
+/// faults.
 ///
 /// ```
-/// use tandem_tower::{Session, SessionError, SessionErrorKind};
+/// use tandem_http::{Session, SessionError, SessionErrorKind};
 /// # use tandem_core::{Codec, CodecId, Decodes, Encodes, CodecError};
 /// # struct Text;
 /// # impl Codec for Text { const ID: CodecId = CodecId::new(250); const NAME: &'static str = "text"; }
@@ -164,9 +165,14 @@ impl SessionError {
         &self.kind
     }
 
-    /// The response for this error: the layer's configured answer to a load failure,
-    /// 500 Internal Server Error otherwise.
+    /// The response for this error: the configured answer to a load failure, 500
+    /// Internal Server Error otherwise.
     pub fn into_http_response(self) -> Response<String> {
+        self.http_response()
+    }
+
+    /// [`into_http_response`](Self::into_http_response) without consuming the error.
+    pub fn http_response(&self) -> Response<String> {
         match &self.kind {
             SessionErrorKind::Load(error) => {
                 let failure = Failure::Load(error.clone());
@@ -212,6 +218,37 @@ impl std::error::Error for SessionError {
             SessionErrorKind::Attribute(error) => Some(error),
             SessionErrorKind::Ended => None,
         }
+    }
+}
+
+/// The rejection of the `Session` extractor (axum and actix-web): the request has no
+/// session handle, because no session layer or middleware with this codec wraps the
+/// route, or it ignores the request's path. A configuration mistake, so it answers
+/// 500; handlers that also serve ignored paths take `Option<Session<C>>` instead.
+///
+/// ```
+/// use tandem_codec::SpeedyCodec;
+/// use tandem_http::Session;
+///
+/// // Serves `/static/...` (ignored) and other paths alike.
+/// async fn page(session: Option<Session<SpeedyCodec>>) -> String {
+///     let user = match &session {
+///         Some(session) => session.get::<String>("user").await.ok().flatten(),
+///         None => None,
+///     };
+///     format!("user: {user:?}")
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "no session for this request: the route has no session layer or middleware of this codec, or its path is ignored"
+)]
+pub struct MissingSession;
+
+impl MissingSession {
+    /// The response: 500 Internal Server Error, as plain text.
+    pub fn http_response(&self) -> Response<String> {
+        text_response(StatusCode::INTERNAL_SERVER_ERROR, &self.to_string())
     }
 }
 

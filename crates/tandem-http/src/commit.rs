@@ -1,5 +1,7 @@
-//! After the handler: committing a request's session, then setting or clearing its
-//! cookie on the response as the commit says.
+//! After the handler: committing a request's session, and deciding its cookie as the
+//! commit says. Framework-neutral: the result is the `Set-Cookie` text, or the
+//! configured response to the failure, which each integration puts on its own
+//! response type.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,36 +9,36 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::Response;
-use http::header::SET_COOKIE;
 use tandem_core::{Codec, SessionId};
 use tandem_manager::{CookieUpdate, RequestSession};
 
 use crate::error::Failure;
-use crate::shared::Shared;
+use crate::settings::SessionSettings;
 use crate::slot::Finished;
 
-/// A commit in progress, ending in the response with its cookie set.
-pub(crate) type Committing<B> = Pin<Box<dyn Future<Output = Response<B>> + Send>>;
+/// What the end of a request's session does to the response: `Ok` carries the
+/// `Set-Cookie` header value to append (if any); `Err` the response that replaces the
+/// handler's, because the commit failed (the configured answer to the [`Failure`],
+/// see [`SettingsBuilder::error_response`](crate::SettingsBuilder::error_response)).
+pub type CommitResult = Result<Option<String>, Response<String>>;
 
-/// Commits a request's session and sets its cookie on `response`; a failed commit
-/// replaces the response.
+/// A commit that has to wait (for the remote tier, a lock, or a task the handler
+/// spawned that still holds the session).
+pub type PendingCommit = Pin<Box<dyn Future<Output = CommitResult> + Send>>;
+
+/// Commits a request's session and decides its cookie.
 ///
 /// The commit that has nothing to wait for (an unchanged sticky session, most
-/// requests) is done here and now: the response is handed back as `Ok`, with its
-/// cookie set, and no future is allocated. Otherwise `Err` carries the future that
-/// commits.
-pub(crate) fn finish<C: Codec, B: From<String> + Send + 'static>(
-    shared: Arc<Shared<C>>,
+/// requests) is done here and now, with no future allocated: `Ok` carries its result.
+/// Otherwise `Err` carries the future that commits.
+pub(crate) fn finish<C: Codec>(
+    shared: &Arc<SessionSettings<C>>,
     finished: Finished<C>,
-    mut response: Response<B>,
-) -> Result<Response<B>, Committing<B>> {
+) -> Result<CommitResult, PendingCommit> {
     let after = AfterCommit::of(&finished);
     match shared.manager.commit_now(finished.session) {
-        Ok(outcome) => {
-            set_cookie(&shared, &mut response, outcome.cookie, &after);
-            Ok(response)
-        }
-        Err(session) => Err(Box::pin(commit(shared, session, after, response))),
+        Ok(outcome) => Ok(Ok(set_cookie(shared, outcome.cookie, &after))),
+        Err(session) => Err(Box::pin(commit(Arc::clone(shared), session, after))),
     }
 }
 
@@ -45,39 +47,34 @@ pub(crate) fn finish<C: Codec, B: From<String> + Send + 'static>(
 /// A plain function returning an async block, not an `async fn`: an async fn would
 /// keep the session in its state a second time, beside the commit's future that
 /// holds it.
-fn commit<C: Codec, B: From<String> + Send + 'static>(
-    shared: Arc<Shared<C>>,
+fn commit<C: Codec>(
+    shared: Arc<SessionSettings<C>>,
     session: RequestSession<C>,
     after: AfterCommit,
-    mut response: Response<B>,
-) -> impl Future<Output = Response<B>> + Send + 'static {
+) -> impl Future<Output = CommitResult> + Send + 'static {
     let manager = shared.manager.clone();
     async move {
         match manager.commit(session).await {
-            Ok(outcome) => {
-                set_cookie(&shared, &mut response, outcome.cookie, &after);
-                response
-            }
+            Ok(outcome) => Ok(set_cookie(&shared, outcome.cookie, &after)),
             Err(error) => {
                 tracing::debug!(%error, "session commit failed");
-                (shared.responder)(&Failure::Commit(error)).map(B::from)
+                Err(shared.error_response(&Failure::Commit(error)))
             }
         }
     }
 }
 
-/// Sets or clears the cookie on `response` as a successful commit says.
-fn set_cookie<C: Codec, B>(
-    shared: &Shared<C>,
-    response: &mut Response<B>,
+/// The `Set-Cookie` value a successful commit calls for, if any.
+fn set_cookie<C: Codec>(
+    shared: &SessionSettings<C>,
     cookie: CookieUpdate,
     after: &AfterCommit,
-) {
-    let header = match cookie {
+) -> Option<String> {
+    match cookie {
         CookieUpdate::Set { id, max_inactive } => Some(shared.issue(id.as_str(), max_inactive)),
         CookieUpdate::Clear => Some(shared.cookie.clear()),
-        // No session, but the client sent a cookie the layer refused (bad signature,
-        // malformed): remove it rather than see it again on every request.
+        // No session, but the client sent a cookie the integration refused (bad
+        // signature, malformed): remove it rather than see it again on every request.
         CookieUpdate::Keep if after.was_new => after.cookie_rejected.then(|| shared.cookie.clear()),
         CookieUpdate::Keep => (after.interval != after.interval_at_load
             || shared.renewal_due(
@@ -87,9 +84,6 @@ fn set_cookie<C: Codec, B>(
                 after.interval,
             ))
         .then(|| shared.issue(after.id.as_str(), after.interval)),
-    };
-    if let Some(header) = header {
-        response.headers_mut().append(SET_COOKIE, header);
     }
 }
 

@@ -13,11 +13,11 @@ use tandem_core::MAX_SESSION_ID_LEN;
 
 use crate::signing::SIGNATURE_LEN;
 
-/// The session cookie's name unless [`SessionLayerBuilder::cookie_name`](crate::SessionLayerBuilder::cookie_name)
+/// The session cookie's name unless [`SettingsBuilder::cookie_name`](crate::SettingsBuilder::cookie_name)
 /// changes it.
 ///
 /// ```
-/// assert_eq!(tandem_tower::DEFAULT_COOKIE_NAME, "tandem_session");
+/// assert_eq!(tandem_http::DEFAULT_COOKIE_NAME, "tandem_session");
 /// ```
 pub const DEFAULT_COOKIE_NAME: &str = "tandem_session";
 
@@ -25,7 +25,7 @@ pub const DEFAULT_COOKIE_NAME: &str = "tandem_session";
 /// a dot and a signature. Anything longer is no session, without further work.
 ///
 /// ```
-/// assert!(tandem_tower::MAX_COOKIE_VALUE_LEN < 256);
+/// assert!(tandem_http::MAX_COOKIE_VALUE_LEN < 256);
 /// ```
 pub const MAX_COOKIE_VALUE_LEN: usize = MAX_SESSION_ID_LEN + 1 + SIGNATURE_LEN;
 
@@ -36,7 +36,7 @@ const BROWSER_MAX_AGE: Duration = Duration::from_secs(400 * 24 * 60 * 60);
 /// The cookie's `SameSite` attribute.
 ///
 /// ```
-/// use tandem_tower::SameSite;
+/// use tandem_http::SameSite;
 ///
 /// assert_eq!(SameSite::default(), SameSite::Lax);
 /// assert_eq!(SameSite::Strict.as_str(), "Strict");
@@ -50,7 +50,7 @@ pub enum SameSite {
     #[default]
     Lax,
     /// Sent with cross-site requests too. Browsers require `Secure` with it, so the
-    /// layer refuses `SameSite::None` without [`secure`](crate::SessionLayerBuilder::secure).
+    /// layer refuses `SameSite::None` without [`secure`](crate::SettingsBuilder::secure).
     None,
 }
 
@@ -97,7 +97,7 @@ impl SameSite {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tandem_tower::MaxAge;
+/// use tandem_http::MaxAge;
 ///
 /// assert_eq!(MaxAge::default(), MaxAge::FollowSession);
 /// let fixed = MaxAge::Fixed(Duration::from_secs(3600));
@@ -116,7 +116,7 @@ pub enum MaxAge {
     Fixed(Duration),
 }
 
-/// Why a cookie setting was refused by [`SessionLayerBuilder::build`](crate::SessionLayerBuilder::build).
+/// Why a cookie setting was refused by [`SettingsBuilder::build`](crate::SettingsBuilder::build).
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -124,11 +124,11 @@ pub enum MaxAge {
 /// use tandem_core::{MemoryStore, NodeId};
 /// use tandem_manager::SessionManager;
 /// use tandem_codec::SpeedyCodec;
-/// use tandem_tower::{CookieConfigError, SessionLayer};
+/// use tandem_http::{CookieConfigError, SessionSettings};
 ///
 /// let store = Arc::new(MemoryStore::new([NodeId::new("n1").unwrap()]));
 /// let manager = SessionManager::<SpeedyCodec>::builder(store).build().unwrap();
-/// let refused = SessionLayer::builder(manager).cookie_name("my session").build();
+/// let refused = SessionSettings::builder(manager).cookie_name("my session").build();
 /// assert!(matches!(refused, Err(CookieConfigError::Name(_))));
 /// # });
 /// ```
@@ -256,19 +256,20 @@ impl CookieSettings {
     }
 
     /// `Set-Cookie` for `value`.
-    pub(crate) fn set(&self, value: &str, max_inactive: Option<Duration>) -> HeaderValue {
+    pub(crate) fn set(&self, value: &str, max_inactive: Option<Duration>) -> String {
         self.set_with(value.len(), max_inactive, |header| header.push_str(value))
     }
 
     /// `Set-Cookie` for the value of `value_len` bytes that `write_value` appends to
     /// the header being written: the header is rendered in one buffer of its exact
-    /// length, which becomes the header value without a copy.
+    /// length, which becomes the header value without a copy (both `http` 1's and
+    /// actix-web's `HeaderValue` take a `String`'s buffer as theirs).
     pub(crate) fn set_with(
         &self,
         value_len: usize,
         max_inactive: Option<Duration>,
         write_value: impl FnOnce(&mut String),
-    ) -> HeaderValue {
+    ) -> String {
         let max_age = self.max_age_for(max_inactive);
         let len = self.name.len() + 1 + value_len + self.attributes_len(max_age);
         let mut header = String::with_capacity(len);
@@ -277,11 +278,11 @@ impl CookieSettings {
         write_value(&mut header);
         self.attributes(&mut header, max_age);
         debug_assert_eq!(header.len(), len, "the header's length was computed wrong");
-        to_header(header)
+        header
     }
 
     /// `Set-Cookie` that makes the browser delete the cookie.
-    pub(crate) fn clear(&self) -> HeaderValue {
+    pub(crate) fn clear(&self) -> String {
         let max_age = Some(0);
         let len = self.name.len() + 1 + self.attributes_len(max_age) + EXPIRED.len();
         let mut header = String::with_capacity(len);
@@ -289,7 +290,7 @@ impl CookieSettings {
         header.push('=');
         self.attributes(&mut header, max_age);
         header.push_str(EXPIRED);
-        to_header(header)
+        header
     }
 
     fn attributes(&self, header: &mut String, max_age: Option<u64>) {
@@ -358,12 +359,6 @@ fn decimal_len(number: u64) -> usize {
     number.checked_ilog10().map_or(1, |log| log as usize + 1)
 }
 
-/// Every setting and value was checked to be visible ASCII, which a header value always
-/// accepts. The text's buffer becomes the header value's.
-fn to_header(text: String) -> HeaderValue {
-    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
 /// RFC 6265 token characters (cookie names).
 fn is_token_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
@@ -416,21 +411,56 @@ pub(crate) fn values<'a>(
         })
 }
 
-/// A request's `Cookie` headers, kept (shared, not copied) until the session is used.
-/// Nearly every request has at most one, which is held without allocating.
+/// A request's `Cookie` headers, kept until the session is used: an integration
+/// hands them to [`SessionRequest::new`](crate::SessionRequest::new). Nearly every
+/// request has at most one, which is held without allocating a list.
+///
+/// ```
+/// use http::header::{COOKIE, HeaderMap, HeaderValue};
+/// use tandem_http::CookieHeaders;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.append(COOKIE, HeaderValue::from_static("a=1; tandem_session=abc"));
+/// let shared = CookieHeaders::of(&headers); // shares the header's bytes
+/// let copied = CookieHeaders::copied([b"a=1; tandem_session=abc".as_slice()]);
+/// assert_eq!(shared.len(), copied.len());
+/// ```
 #[derive(Debug, Default)]
-pub(crate) struct CookieHeaders {
+pub struct CookieHeaders {
     first: Option<HeaderValue>,
     rest: Vec<HeaderValue>,
 }
 
 impl CookieHeaders {
-    pub(crate) fn of(headers: &HeaderMap) -> CookieHeaders {
+    /// The `Cookie` headers of an `http` 1 header map, shared rather than copied.
+    pub fn of(headers: &HeaderMap) -> CookieHeaders {
         let mut all = headers.get_all(COOKIE).iter();
         CookieHeaders {
             first: all.next().cloned(),
             rest: all.cloned().collect(),
         }
+    }
+
+    /// `Cookie` header values given as bytes (for servers on other `http` types, such
+    /// as actix-web's), copied. A value a header cannot hold is skipped.
+    pub fn copied<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> CookieHeaders {
+        let mut all = values
+            .into_iter()
+            .filter_map(|value| HeaderValue::from_bytes(value).ok());
+        CookieHeaders {
+            first: all.next(),
+            rest: all.collect(),
+        }
+    }
+
+    /// How many `Cookie` headers there are.
+    pub fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    /// Whether the request sent no `Cookie` header.
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none()
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &HeaderValue> {
@@ -455,7 +485,7 @@ mod tests {
         cookie.domain = Some("example.com".into());
         let header = cookie.set("abc-n1", Some(Duration::from_secs(1800)));
         assert_eq!(
-            header.to_str().unwrap(),
+            header.as_str(),
             "sid=abc-n1; Path=/; Domain=example.com; Max-Age=1800; Secure; HttpOnly; SameSite=Lax"
         );
     }
@@ -485,7 +515,7 @@ mod tests {
                         ..settings()
                     };
                     let header = cookie.set("abc-n1", Some(Duration::from_secs(10)));
-                    let text = header.to_str().unwrap();
+                    let text = header.as_str();
                     assert!(text.starts_with("sid=abc-n1; Path=/"), "{text}");
                     assert!(text.ends_with("; SameSite=Strict"), "{text}");
                     assert_eq!(text.contains("; Secure"), secure);
@@ -493,7 +523,7 @@ mod tests {
                         text.contains("; Max-Age=10;"),
                         max_age == MaxAge::FollowSession
                     );
-                    assert!(cookie.clear().to_str().unwrap().ends_with(EXPIRED));
+                    assert!(cookie.clear().ends_with(EXPIRED));
                 }
             }
         }
@@ -505,7 +535,7 @@ mod tests {
         cookie.secure = false;
         let header = cookie.clear();
         assert_eq!(
-            header.to_str().unwrap(),
+            header.as_str(),
             "sid=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
         );
     }
@@ -524,7 +554,7 @@ mod tests {
         cookie.max_age = MaxAge::Fixed(Duration::from_secs(7));
         assert_eq!(cookie.max_age_for(None), Some(7));
         let header = cookie.set("v", None);
-        assert!(header.to_str().unwrap().contains("; Max-Age=7;"));
+        assert!(header.as_str().contains("; Max-Age=7;"));
     }
 
     #[test]
@@ -626,6 +656,15 @@ mod tests {
         let kept = CookieHeaders::of(&headers);
         let kept: Vec<&str> = kept.iter().map(|value| value.to_str().unwrap()).collect();
         assert_eq!(kept, ["a=1", "sid=x", "b=2"]);
+    }
+
+    #[test]
+    fn copied_cookie_headers_skip_what_a_header_cannot_hold() {
+        let copied = CookieHeaders::copied([b"sid=x".as_slice(), b"bad\nvalue", b"b=2"]);
+        let kept: Vec<&str> = copied.iter().map(|value| value.to_str().unwrap()).collect();
+        assert_eq!(kept, ["sid=x", "b=2"]);
+        assert_eq!(copied.len(), 2);
+        assert!(CookieHeaders::copied([]).is_empty());
     }
 
     #[test]

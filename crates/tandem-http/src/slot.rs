@@ -1,10 +1,11 @@
-//! [`RequestSlot`]: one request's session as the layer tracks it, shared by the
-//! request's [`Session`](crate::Session) handles and the service that commits it.
+//! [`RequestSlot`]: one request's session as the integration tracks it, shared by the
+//! request's [`Session`](crate::Session) handles and the
+//! [`SessionRequest`](crate::SessionRequest) that commits it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Method, Request, Uri};
+use http::{Method, Uri};
 use tandem_core::Codec;
 use tandem_manager::{LoadError, RequestInfo, RequestSession};
 // futures-util's lock rather than tokio's: uncontended, which a request's own slot
@@ -14,7 +15,7 @@ use futures_util::lock::{MappedMutexGuard, Mutex, MutexGuard};
 
 use crate::cookie;
 use crate::error::{SessionError, SessionErrorKind};
-use crate::shared::Shared;
+use crate::settings::SessionSettings;
 
 /// Where a request's session is.
 #[expect(
@@ -86,7 +87,7 @@ impl<'a> Incoming<'a> {
 
 /// One request's session as the layer tracks it.
 pub(crate) struct RequestSlot<C> {
-    shared: Arc<Shared<C>>,
+    shared: Arc<SessionSettings<C>>,
     /// The request's `Cookie` headers, read only when the session is used.
     cookies: cookie::CookieHeaders,
     /// The request's method and URI, kept only when the manager's load looks at them
@@ -105,20 +106,21 @@ impl<C> RequestSlot<C> {
 }
 
 impl<C: Codec> RequestSlot<C> {
-    pub(crate) fn new<B>(shared: Arc<Shared<C>>, request: &Request<B>) -> RequestSlot<C> {
+    pub(crate) fn new(
+        shared: Arc<SessionSettings<C>>,
+        cookies: cookie::CookieHeaders,
+        request_line: Option<(Method, Uri)>,
+    ) -> RequestSlot<C> {
         RequestSlot {
-            cookies: cookie::CookieHeaders::of(request.headers()),
-            request_line: shared
-                .manager
-                .uses_request_info()
-                .then(|| (request.method().clone(), request.uri().clone())),
+            cookies,
+            request_line,
             state: Mutex::new(State::Unloaded),
             shared,
         }
     }
 
-    /// What the layer's services share (manager, cookie settings).
-    pub(crate) fn shared(&self) -> &Arc<Shared<C>> {
+    /// What every request shares (manager, cookie settings).
+    pub(crate) fn shared(&self) -> &Arc<SessionSettings<C>> {
         &self.shared
     }
 

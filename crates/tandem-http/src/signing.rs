@@ -41,7 +41,7 @@ pub enum SigningKeyError {
 /// verify is no session, and neither the local nor the remote tier is asked about it.
 ///
 /// ```
-/// use tandem_tower::CookieSigner;
+/// use tandem_http::CookieSigner;
 ///
 /// let signer = CookieSigner::new(b"a secret of at least thirty-two bytes!!")?;
 /// let value = signer.sign("session", "Ab3xYz0123456789abcdef-n1.a1");
@@ -51,7 +51,7 @@ pub enum SigningKeyError {
 /// let forged = value.replacen("n1", "n2", 1);
 /// assert_eq!(signer.verify("session", &forged), None);
 /// assert_eq!(signer.verify("other", &value), None);
-/// # Ok::<(), tandem_tower::SigningKeyError>(())
+/// # Ok::<(), tandem_http::SigningKeyError>(())
 /// ```
 #[derive(Clone)]
 pub struct CookieSigner {
@@ -84,14 +84,14 @@ impl CookieSigner {
     /// still signed with the first key.
     ///
     /// ```
-    /// use tandem_tower::CookieSigner;
+    /// use tandem_http::CookieSigner;
     ///
     /// let old = CookieSigner::new(&[1; 32])?;
     /// let value = old.sign("sid", "Ab3xYz0123456789abcdef-n1");
     /// let rotated = CookieSigner::new(&[2; 32])?.with_previous_key(&[1; 32])?;
     /// assert!(rotated.verify("sid", &value).is_some());
     /// assert_ne!(rotated.sign("sid", "Ab3xYz0123456789abcdef-n1"), value);
-    /// # Ok::<(), tandem_tower::SigningKeyError>(())
+    /// # Ok::<(), tandem_http::SigningKeyError>(())
     /// ```
     pub fn with_previous_key(mut self, key: &[u8]) -> Result<CookieSigner, SigningKeyError> {
         self.keys.push(keyed(key)?);
