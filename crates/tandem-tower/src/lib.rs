@@ -121,5 +121,5 @@ pub use service::{ResponseFuture, SessionService};
 pub use tandem_http::{
     CookieConfigError, CookieSigner, DEFAULT_COOKIE_NAME, Failure, MAX_COOKIE_VALUE_LEN, MaxAge,
     MissingSession, SameSite, Session, SessionError, SessionErrorKind, SessionGuard,
-    SessionSettings, SigningKeyError, default_error_response,
+    SessionSettings, SettingsBuilder, SigningKeyError, default_error_response,
 };

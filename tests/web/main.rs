@@ -1,29 +1,71 @@
-//! The layer over HTTP, in process (axum), against real memcached processes.
+//! The web integrations' contract: one suite, run over `tandem-tower`'s layer (under
+//! axum) and over `tandem-actix`'s middleware (under actix-web), in process, against
+//! real memcached processes. Each test runs once per integration: `tower_layer::NAME`
+//! and `actix_middleware::NAME`.
 
+mod apps;
+#[path = "../common/mod.rs"]
 mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::Router;
-use axum::body::Body;
-use axum::routing::{get, post};
-use http::{Request, StatusCode, header};
+use http::StatusCode;
 use regex::Regex;
-use tandem_codec::SpeedyCodec;
-use tandem_core::{RemoteStore, Route};
-use tandem_manager::{CommitError, Concurrency, LockScope, Mode, SessionManager};
-use tandem_memcached::MemcachedStore;
-use tandem_testkit::{MemcachedCluster, wait_until_quiet};
-use tandem_tower::{
-    CookieSigner, Failure, MaxAge, SameSite, Session, SessionError, SessionLayer,
-    SessionLayerBuilder, default_error_response,
+use tandem::SpeedyCodec;
+use tandem::manager::{CommitError, Concurrency, LockScope};
+use tandem::memcached::MemcachedStore;
+use tandem::tower::{
+    CookieSigner, Failure, MaxAge, SameSite, SessionSettings, SettingsBuilder,
+    default_error_response,
 };
-use tower::ServiceExt;
+use tandem::{Mode, RemoteStore, Route};
+use tandem_testkit::{MemcachedCluster, wait_until_quiet};
 
-use common::{connect, operations};
+use apps::{App, Reply, Web, app};
+use common::{Manager, connect, operations};
 
-type Manager = SessionManager<SpeedyCodec>;
+/// Runs each named test once per integration.
+macro_rules! for_each_integration {
+    ($($name:ident),* $(,)?) => {
+        mod tower_layer {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Web::Tower).await
+                }
+            )*
+        }
+        mod actix_middleware {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Web::Actix).await
+                }
+            )*
+        }
+    };
+}
+
+for_each_integration!(
+    new_session_cookie_has_the_secure_defaults,
+    cookie_settings_are_applied,
+    a_handler_that_does_not_use_its_session_costs_no_store_call,
+    the_commit_waits_for_a_task_that_still_holds_the_session,
+    ignored_paths_get_no_session,
+    a_tampered_signed_cookie_is_refused_without_a_store_call,
+    malformed_and_oversized_cookies_are_no_session,
+    cycle_id_sets_a_new_cookie_and_the_old_id_no_longer_loads,
+    invalidate_clears_the_cookie,
+    a_conflicting_commit_answers_409_and_changes_nothing,
+    error_responses_are_configurable,
+    no_reachable_node_answers_503_in_non_sticky_mode,
+    the_lock_scope_sees_the_request_path,
+    the_cookie_is_renewed_while_the_session_is_in_use,
+    a_non_sticky_cookie_is_renewed_once_per_window_after_it_was_issued,
+    a_handler_needing_a_session_on_an_ignored_path_answers_500,
+    a_request_dropped_mid_way_leaves_its_session_free,
+);
 
 const KEY: [u8; 32] = [0x5a; 32];
 
@@ -53,144 +95,33 @@ fn manager(store: &Arc<MemcachedStore>, mode: Mode) -> Manager {
     .unwrap()
 }
 
-async fn read_n(session: Session<SpeedyCodec>) -> Result<String, SessionError> {
-    Ok(format!("{:?}", session.get::<u32>("n").await?))
+/// The default settings.
+fn settings(manager: Manager) -> Arc<SessionSettings<SpeedyCodec>> {
+    SessionSettings::builder(manager).build().unwrap()
 }
 
-async fn write_n(session: Session<SpeedyCodec>, body: String) -> Result<String, SessionError> {
-    let n: u32 = body.parse().unwrap_or(0);
-    session.insert("n", &n).await?;
-    Ok(format!("{n}"))
+/// Settings that ignore `/static/`.
+fn builder(manager: Manager) -> SettingsBuilder<SpeedyCodec, Arc<SessionSettings<SpeedyCodec>>> {
+    SessionSettings::builder(manager).ignore(Regex::new("^/static/").unwrap())
 }
 
-async fn cycle(session: Session<SpeedyCodec>) -> Result<&'static str, SessionError> {
-    session.insert("user", "ann").await?;
-    session.cycle_id().await?;
-    Ok("cycled")
-}
-
-async fn end(session: Session<SpeedyCodec>) -> Result<&'static str, SessionError> {
-    session.invalidate().await?;
-    Ok("ended")
-}
-
-/// Takes the session but never uses it: the handle alone is no work.
-async fn untouched(_session: Session<SpeedyCodec>) -> &'static str {
-    "untouched"
-}
-
-async fn maybe(session: Option<Session<SpeedyCodec>>) -> &'static str {
-    match session {
-        Some(_) => "session",
-        None => "no session",
-    }
-}
-
-async fn shorten(session: Session<SpeedyCodec>) -> Result<&'static str, SessionError> {
-    session
-        .load()
-        .await?
-        .set_max_inactive(Some(Duration::from_secs(60)));
-    Ok("shortened")
-}
-
-/// Hands the session to a task that still holds it, and changes it, after the handler
-/// returned.
-async fn spawned(session: Session<SpeedyCodec>) -> Result<&'static str, SessionError> {
-    session.insert("n", &1u32).await?;
-    let (held, holding) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let mut guard = session.load().await.unwrap();
-        held.send(()).unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        guard.insert("n", &7u32).unwrap();
-    });
-    holding.await.unwrap();
-    Ok("spawned")
-}
-
-fn app(layer: SessionLayer<SpeedyCodec>) -> Router {
-    Router::new()
-        .route("/n", get(read_n).post(write_n))
-        .route("/spawned", post(spawned))
-        .route("/locked/n", get(read_n))
-        .route("/cycle", post(cycle))
-        .route("/end", post(end))
-        .route("/untouched", get(untouched))
-        .route("/static/{*path}", get(maybe))
-        .route("/maybe", get(maybe))
-        .route("/shorten", post(shorten))
-        .layer(layer)
-}
-
-fn builder(manager: Manager) -> SessionLayerBuilder<SpeedyCodec> {
-    SessionLayer::builder(manager).ignore(Regex::new("^/static/").unwrap())
-}
-
-struct Reply {
-    status: StatusCode,
-    set_cookie: Vec<String>,
-    body: String,
-}
-
-impl Reply {
-    /// The one `Set-Cookie` header.
-    fn cookie(&self) -> &str {
-        assert_eq!(
-            self.set_cookie.len(),
-            1,
-            "Set-Cookie: {:?}",
-            self.set_cookie
-        );
-        &self.set_cookie[0]
-    }
-
-    /// The value of the one `Set-Cookie` header.
-    fn value(&self) -> String {
-        let pair = self.cookie().split(';').next().unwrap();
-        pair.split_once('=').unwrap().1.to_owned()
-    }
-}
-
-async fn call(app: &Router, method: &str, uri: &str, cookie: Option<&str>, body: &str) -> Reply {
-    let mut request = Request::builder().method(method).uri(uri);
-    if let Some(value) = cookie {
-        request = request.header(header::COOKIE, format!("tandem_session={value}"));
-    }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::from(body.to_owned())).unwrap())
-        .await
-        .unwrap();
-    let set_cookie = response
-        .headers()
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .map(|value| value.to_str().unwrap().to_owned())
-        .collect();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    Reply {
-        status,
-        set_cookie,
-        body: String::from_utf8(bytes.to_vec()).unwrap(),
-    }
+/// Sends a request with the session cookie `cookie` (if any).
+async fn call(app: &App, method: &str, uri: &str, cookie: Option<&str>, body: &str) -> Reply {
+    let cookie = cookie.map(|value| format!("tandem_session={value}"));
+    app.send(method, uri, cookie, body).await
 }
 
 /// Creates a session with `n` and returns its cookie value.
-async fn create(app: &Router, n: u32) -> String {
+async fn create(app: &App, n: u32) -> String {
     let reply = call(app, "POST", "/n", None, &n.to_string()).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     reply.value()
 }
 
-#[tokio::test]
-async fn new_session_cookie_has_the_secure_defaults() {
+async fn new_session_cookie_has_the_secure_defaults(web: Web) {
     let cluster = MemcachedCluster::start(1);
     let store = connect(&cluster).await;
-    let app = app(SessionLayer::new(manager(&store, Mode::Sticky)));
+    let app = app(web, settings(manager(&store, Mode::Sticky))).await;
 
     let reply = call(&app, "POST", "/n", None, "7").await;
     let cookie = reply.cookie();
@@ -217,8 +148,7 @@ async fn new_session_cookie_has_the_secure_defaults() {
     assert_eq!((reply.body.as_str(), reply.set_cookie.len()), ("None", 0));
 }
 
-#[tokio::test]
-async fn cookie_settings_are_applied() {
+async fn cookie_settings_are_applied(web: Web) {
     let cluster = MemcachedCluster::start(1);
     let store = connect(&cluster).await;
     let layer = builder(manager(&store, Mode::Sticky))
@@ -231,7 +161,7 @@ async fn cookie_settings_are_applied() {
         .max_age(MaxAge::BrowserSession)
         .build()
         .unwrap();
-    let app = app(layer);
+    let app = app(web, layer).await;
     let reply = call(&app, "POST", "/n", None, "1").await;
     let cookie = reply.cookie();
     let value = reply.value();
@@ -241,23 +171,22 @@ async fn cookie_settings_are_applied() {
     );
 
     // Invalid settings are refused when the layer is built.
-    let refused = SessionLayer::builder(manager(&store, Mode::Sticky))
+    let refused = SessionSettings::builder(manager(&store, Mode::Sticky))
         .cookie_name("bad name")
         .build();
     assert!(refused.is_err());
-    let refused = SessionLayer::builder(manager(&store, Mode::Sticky))
+    let refused = SessionSettings::builder(manager(&store, Mode::Sticky))
         .same_site(SameSite::None)
         .secure(false)
         .build();
     assert!(refused.is_err());
 }
 
-#[tokio::test]
-async fn a_handler_that_does_not_use_its_session_costs_no_store_call() {
+async fn a_handler_that_does_not_use_its_session_costs_no_store_call(web: Web) {
     let cluster = MemcachedCluster::start(2);
     let store = connect(&cluster).await;
     let manager = manager(&store, Mode::NonSticky);
-    let app = app(SessionLayer::new(manager.clone()));
+    let app = app(web, settings(manager.clone())).await;
     let value = create(&app, 1).await;
     let (before, loads) = (quiet(&manager, &store).await, manager.stats().loads);
     for path in ["/untouched", "/maybe"] {
@@ -277,11 +206,10 @@ async fn a_handler_that_does_not_use_its_session_costs_no_store_call() {
     assert!(operations(&store) > before);
 }
 
-#[tokio::test]
-async fn the_commit_waits_for_a_task_that_still_holds_the_session() {
+async fn the_commit_waits_for_a_task_that_still_holds_the_session(web: Web) {
     let cluster = MemcachedCluster::start(1);
     let store = connect(&cluster).await;
-    let app = app(builder(manager(&store, Mode::Sticky)).build().unwrap());
+    let app = app(web, builder(manager(&store, Mode::Sticky)).build().unwrap()).await;
     let started = Instant::now();
     let reply = call(&app, "POST", "/spawned", None, "").await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
@@ -294,12 +222,11 @@ async fn the_commit_waits_for_a_task_that_still_holds_the_session() {
     assert_eq!(read.body, "Some(7)", "the task's change was committed");
 }
 
-#[tokio::test]
-async fn ignored_paths_get_no_session() {
+async fn ignored_paths_get_no_session(web: Web) {
     let cluster = MemcachedCluster::start(1);
     let store = connect(&cluster).await;
     let manager = manager(&store, Mode::NonSticky);
-    let app = app(builder(manager.clone()).build().unwrap());
+    let app = app(web, builder(manager.clone()).build().unwrap()).await;
     let value = create(&app, 1).await;
 
     let before = quiet(&manager, &store).await;
@@ -313,16 +240,19 @@ async fn ignored_paths_get_no_session() {
     assert_eq!(call(&app, "GET", "/maybe", None, "").await.body, "session");
 }
 
-#[tokio::test]
-async fn a_tampered_signed_cookie_is_refused_without_a_store_call() {
+async fn a_tampered_signed_cookie_is_refused_without_a_store_call(web: Web) {
     let cluster = MemcachedCluster::start(1);
     let store = connect(&cluster).await;
     let manager = manager(&store, Mode::NonSticky);
     let signer = CookieSigner::new(&KEY).unwrap();
-    let app = app(builder(manager.clone())
-        .signed(signer.clone())
-        .build()
-        .unwrap());
+    let app = app(
+        web,
+        builder(manager.clone())
+            .signed(signer.clone())
+            .build()
+            .unwrap(),
+    )
+    .await;
 
     let value = create(&app, 5).await;
     let id = signer
@@ -358,7 +288,11 @@ async fn a_tampered_signed_cookie_is_refused_without_a_store_call() {
         .unwrap()
         .with_previous_key(&KEY)
         .unwrap();
-    let app2 = self::app(builder(manager.clone()).signed(rotated).build().unwrap());
+    let app2 = self::app(
+        web,
+        builder(manager.clone()).signed(rotated).build().unwrap(),
+    )
+    .await;
     assert_eq!(
         call(&app2, "GET", "/n", Some(&value), "").await.body,
         "Some(5)"
@@ -372,12 +306,11 @@ async fn a_tampered_signed_cookie_is_refused_without_a_store_call() {
     );
 }
 
-#[tokio::test]
-async fn malformed_and_oversized_cookies_are_no_session() {
+async fn malformed_and_oversized_cookies_are_no_session(web: Web) {
     let cluster = MemcachedCluster::start(1);
     let store = connect(&cluster).await;
     let manager = manager(&store, Mode::NonSticky);
-    let app = app(SessionLayer::new(manager.clone()));
+    let app = app(web, settings(manager.clone())).await;
     let value = create(&app, 3).await;
     let before = quiet(&manager, &store).await;
     let long = "a".repeat(100_000);
@@ -395,26 +328,22 @@ async fn malformed_and_oversized_cookies_are_no_session() {
     }
     assert_eq!(operations(&store), before);
     // A well-formed cookie next to a malformed one of the same name still counts.
-    let request = Request::get("/n")
-        .header(
-            header::COOKIE,
-            format!("tandem_session=%%; tandem_session={value}"),
+    let reply = app
+        .send(
+            "GET",
+            "/n",
+            Some(format!("tandem_session=%%; tandem_session={value}")),
+            "",
         )
-        .body(Body::empty())
-        .unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
-    let body = axum::body::to_bytes(response.into_body(), 1024)
-        .await
-        .unwrap();
-    assert_eq!(&body[..], b"Some(3)");
+        .await;
+    assert_eq!(reply.body, "Some(3)");
 }
 
-#[tokio::test]
-async fn cycle_id_sets_a_new_cookie_and_the_old_id_no_longer_loads() {
+async fn cycle_id_sets_a_new_cookie_and_the_old_id_no_longer_loads(web: Web) {
     let cluster = MemcachedCluster::start(2);
     let store = connect(&cluster).await;
     let manager = manager(&store, Mode::Sticky);
-    let app = app(SessionLayer::new(manager.clone()));
+    let app = app(web, settings(manager.clone())).await;
     let old = create(&app, 9).await;
 
     let reply = call(&app, "POST", "/cycle", Some(&old), "").await;
@@ -435,12 +364,16 @@ async fn cycle_id_sets_a_new_cookie_and_the_old_id_no_longer_loads() {
     assert!(reply.set_cookie.is_empty(), "{:?}", reply.set_cookie);
 
     // Nor does another server load it from memcached.
-    let other = self::app(SessionLayer::new(
-        Manager::builder(Arc::clone(&store) as Arc<dyn RemoteStore>)
-            .route(Route::new("a2").unwrap())
-            .build()
-            .unwrap(),
-    ));
+    let other = self::app(
+        web,
+        settings(
+            Manager::builder(Arc::clone(&store) as Arc<dyn RemoteStore>)
+                .route(Route::new("a2").unwrap())
+                .build()
+                .unwrap(),
+        ),
+    )
+    .await;
     quiet(&manager, &store).await; // the old copy's tombstone
     assert_eq!(call(&other, "GET", "/n", Some(&old), "").await.body, "None");
     let reply = call(&other, "GET", "/n", Some(&new), "").await;
@@ -448,11 +381,10 @@ async fn cycle_id_sets_a_new_cookie_and_the_old_id_no_longer_loads() {
     assert!(reply.value().ends_with(".a2"));
 }
 
-#[tokio::test]
-async fn invalidate_clears_the_cookie() {
+async fn invalidate_clears_the_cookie(web: Web) {
     let cluster = MemcachedCluster::start(1);
     let store = connect(&cluster).await;
-    let app = app(SessionLayer::new(manager(&store, Mode::NonSticky)));
+    let app = app(web, settings(manager(&store, Mode::NonSticky))).await;
     let value = create(&app, 4).await;
 
     let reply = call(&app, "POST", "/end", Some(&value), "").await;
@@ -472,28 +404,12 @@ async fn invalidate_clears_the_cookie() {
     );
 }
 
-#[tokio::test]
-async fn a_conflicting_commit_answers_409_and_changes_nothing() {
+async fn a_conflicting_commit_answers_409_and_changes_nothing(web: Web) {
     let cluster = MemcachedCluster::start(1);
     let store = connect(&cluster).await;
     let manager = manager(&store, Mode::Sticky);
-    let barrier = Arc::new(tokio::sync::Barrier::new(2));
-    let handler = {
-        let barrier = Arc::clone(&barrier);
-        move |session: Session<SpeedyCodec>, body: String| async move {
-            // Both requests read before either writes.
-            let n = session.get::<u32>("n").await?.unwrap_or(0);
-            barrier.wait().await;
-            session
-                .insert("n", &(n + body.parse::<u32>().unwrap_or(0)))
-                .await?;
-            Ok::<_, SessionError>("added")
-        }
-    };
-    let app = Router::new()
-        .route("/n", get(read_n).post(write_n))
-        .route("/add", post(handler))
-        .layer(SessionLayer::new(manager.clone()));
+    // `/add` reads, waits until both requests have read, then writes.
+    let app = app(web, settings(manager.clone())).await;
     let value = create(&app, 10).await;
 
     let (a, b) = tokio::join!(
@@ -518,11 +434,10 @@ async fn a_conflicting_commit_answers_409_and_changes_nothing() {
     assert_eq!(manager.stats().conflicts, 1);
 }
 
-#[tokio::test]
-async fn error_responses_are_configurable() {
+async fn error_responses_are_configurable(web: Web) {
     let cluster = MemcachedCluster::start(1);
     let store = connect(&cluster).await;
-    let layer = SessionLayer::builder(manager(&store, Mode::Sticky))
+    let layer = SessionSettings::builder(manager(&store, Mode::Sticky))
         .error_response(|failure: &Failure| match failure {
             Failure::Commit(CommitError::TooLarge { .. }) => {
                 let mut response = http::Response::new("cart full".to_owned());
@@ -533,22 +448,17 @@ async fn error_responses_are_configurable() {
         })
         .build()
         .unwrap();
-    let big = |session: Session<SpeedyCodec>| async move {
-        session.insert("blob", &vec![7u8; 2 << 20]).await?;
-        Ok::<_, SessionError>("stored")
-    };
-    let app = Router::new().route("/big", post(big)).layer(layer);
+    let app = app(web, layer).await;
     let reply = call(&app, "POST", "/big", None, "").await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(reply.body, "cart full");
     assert!(reply.set_cookie.is_empty(), "no session was stored");
 }
 
-#[tokio::test]
-async fn no_reachable_node_answers_503_in_non_sticky_mode() {
+async fn no_reachable_node_answers_503_in_non_sticky_mode(web: Web) {
     let cluster = MemcachedCluster::start(1);
     let store = connect(&cluster).await;
-    let app = app(SessionLayer::new(manager(&store, Mode::NonSticky)));
+    let app = app(web, settings(manager(&store, Mode::NonSticky))).await;
     let value = create(&app, 2).await;
     cluster.node("n1").kill();
 
@@ -578,8 +488,7 @@ async fn no_reachable_node_answers_503_in_non_sticky_mode() {
     );
 }
 
-#[tokio::test]
-async fn the_lock_scope_sees_the_request_path() {
+async fn the_lock_scope_sees_the_request_path(web: Web) {
     let cluster = MemcachedCluster::start(1);
     let store = connect(&cluster).await;
     let manager = Manager::builder(Arc::clone(&store) as Arc<dyn RemoteStore>)
@@ -588,7 +497,7 @@ async fn the_lock_scope_sees_the_request_path() {
         .lock_scope(LockScope::Paths(Regex::new("^/locked/").unwrap()))
         .build()
         .unwrap();
-    let app = app(SessionLayer::new(manager.clone()));
+    let app = app(web, settings(manager.clone())).await;
     let value = create(&app, 6).await;
 
     let before = quiet(&manager, &store).await;
@@ -611,8 +520,7 @@ async fn the_lock_scope_sees_the_request_path() {
     );
 }
 
-#[tokio::test]
-async fn the_cookie_is_renewed_while_the_session_is_in_use() {
+async fn the_cookie_is_renewed_while_the_session_is_in_use(web: Web) {
     let cluster = MemcachedCluster::start(1);
     let store = connect(&cluster).await;
     // An interval of 4 s has a renewal window of 1 s.
@@ -620,7 +528,7 @@ async fn the_cookie_is_renewed_while_the_session_is_in_use() {
         .max_inactive(Some(Duration::from_secs(4)))
         .build()
         .unwrap();
-    let app = app(SessionLayer::new(manager.clone()));
+    let app = app(web, settings(manager.clone())).await;
     // Sticky mode renews the cookie on the first request of each second of wall-clock
     // time: a request renews it exactly when a second began since the previous
     // request's commit. A request's commit and its renewal decision both happen
@@ -667,11 +575,13 @@ async fn the_cookie_is_renewed_while_the_session_is_in_use() {
 
     // Browser-session cookies are never renewed and carry no Max-Age.
     let app = self::app(
-        SessionLayer::builder(manager)
+        web,
+        SessionSettings::builder(manager)
             .max_age(MaxAge::BrowserSession)
             .build()
             .unwrap(),
-    );
+    )
+    .await;
     let value = create(&app, 1).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(
@@ -682,8 +592,7 @@ async fn the_cookie_is_renewed_while_the_session_is_in_use() {
     );
 }
 
-#[tokio::test]
-async fn a_non_sticky_cookie_is_renewed_once_per_window_after_it_was_issued() {
+async fn a_non_sticky_cookie_is_renewed_once_per_window_after_it_was_issued(web: Web) {
     let cluster = MemcachedCluster::start(1);
     let store = connect(&cluster).await;
     // An interval of 4 s has a renewal window of 1 s.
@@ -693,7 +602,7 @@ async fn a_non_sticky_cookie_is_renewed_once_per_window_after_it_was_issued() {
         .max_inactive(Some(Duration::from_secs(4)))
         .build()
         .unwrap();
-    let app = app(SessionLayer::new(manager.clone()));
+    let app = app(web, settings(manager.clone())).await;
     // Non-sticky mode stores no access time on reads: the layer renews the cookie on
     // the first request that finds it a window old, by when it last issued it. Each
     // issue and each renewal decision happen between a request's call and its reply,
@@ -733,4 +642,59 @@ async fn a_non_sticky_cookie_is_renewed_once_per_window_after_it_was_issued() {
     // after an issue finds the cookie a window old: 25 requests renew it at least
     // twice (and more only when they are slow enough to span more windows).
     assert!(renewals >= 2, "{renewals} renewals");
+}
+
+async fn a_handler_needing_a_session_on_an_ignored_path_answers_500(web: Web) {
+    let cluster = MemcachedCluster::start(1);
+    let store = connect(&cluster).await;
+    let settings = SessionSettings::builder(manager(&store, Mode::Sticky))
+        .ignore(Regex::new("^/(static|assets)/").unwrap())
+        .build()
+        .unwrap();
+    let app = app(web, settings).await;
+    // `Session` alone on an ignored path is a configuration mistake, not a client's.
+    let reply = call(&app, "GET", "/assets/app.js", None, "").await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        reply.body.contains("no session for this request"),
+        "{}",
+        reply.body
+    );
+    assert!(reply.set_cookie.is_empty());
+    // `Option<Session>` serves it.
+    assert_eq!(
+        call(&app, "GET", "/static/app.js", None, "").await.body,
+        "no session"
+    );
+}
+
+async fn a_request_dropped_mid_way_leaves_its_session_free(web: Web) {
+    let cluster = MemcachedCluster::start(2);
+    let store = connect(&cluster).await;
+    let manager = Manager::builder(Arc::clone(&store) as Arc<dyn RemoteStore>)
+        .mode(Mode::NonSticky)
+        .concurrency(Concurrency::Lock)
+        .build()
+        .unwrap();
+    let app = app(web, settings(manager.clone())).await;
+    let value = create(&app, 4).await;
+    // The client gives up while the handler holds the session's lock: the request's
+    // future is dropped with it.
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(300),
+        call(&app, "POST", "/slow", Some(&value), ""),
+    )
+    .await;
+    assert!(dropped.is_err(), "the slow request was still running");
+    // The next request of the session gets the lock at once, and the dropped
+    // request's change was never committed.
+    let started = Instant::now();
+    let reply = call(&app, "GET", "/n", Some(&value), "").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body, "Some(4)");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "waited {:?} for a lock nobody holds",
+        started.elapsed()
+    );
 }
