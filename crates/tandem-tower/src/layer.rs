@@ -21,7 +21,7 @@ use crate::service::SessionService;
 /// [`SessionManager::commit`] before the response goes out (with asynchronous backups
 /// the commit does not wait for the remote tier), and the cookie is set or cleared as
 /// the commit says. A commit that fails replaces the response with the configured
-/// error response ([`default_error_response`] unless changed). The response body type
+/// error response ([`default_error_response`](crate::default_error_response) unless changed). The response body type
 /// must be constructible from a `String` for that (axum's `Body` and
 /// `http_body_util::Full<Bytes>` are).
 ///
@@ -68,8 +68,8 @@ impl<C> Clone for SessionLayer<C> {
 
 impl<C: Codec> SessionLayer<C> {
     /// A layer with the default settings: cookie `tandem_session` on path `/`,
-    /// `HttpOnly`, `Secure`, `SameSite=Lax`, [`MaxAge::FollowSession`], no ignored
-    /// paths, unsigned values, [`default_error_response`].
+    /// `HttpOnly`, `Secure`, `SameSite=Lax`, [`MaxAge::FollowSession`](crate::MaxAge::FollowSession), no ignored
+    /// paths, unsigned values, [`default_error_response`](crate::default_error_response).
     pub fn new(manager: SessionManager<C>) -> SessionLayer<C> {
         SessionLayer::builder(manager)
             .build()
