@@ -1,7 +1,7 @@
 //! The session cookie: its attributes, reading it from `Cookie` headers, and writing
 //! `Set-Cookie` headers.
 //!
-//! Written by hand rather than with a cookie crate: the layer accepts exactly one
+//! Written by hand rather than with a cookie crate: the integrations accept exactly one
 //! narrow value format (a session id, optionally followed by a signature), so a strict
 //! byte check replaces general cookie parsing, and a `Set-Cookie` header is written into
 //! one buffer of its exact length.
@@ -21,7 +21,7 @@ use crate::signing::SIGNATURE_LEN;
 /// ```
 pub const DEFAULT_COOKIE_NAME: &str = "tandem_session";
 
-/// The longest cookie value the layer looks at: a session id of the maximum length,
+/// The longest cookie value the integrations look at: a session id of the maximum length,
 /// a dot and a signature. Anything longer is no session, without further work.
 ///
 /// ```
@@ -69,7 +69,7 @@ impl SameSite {
 ///
 /// Sessions expire after a max inactive interval that restarts with every request
 /// (sliding expiry), while a `Max-Age` counts from the moment the cookie was set. With
-/// [`MaxAge::FollowSession`] the layer keeps the two in step:
+/// [`MaxAge::FollowSession`] the integration keeps the two in step:
 ///
 /// - a cookie is issued (new session, id change, takeover, relocation) with `Max-Age`
 ///   equal to the session's max inactive interval (400 days, the most browsers accept,
@@ -84,7 +84,7 @@ impl SameSite {
 /// So the cookie never outlives its session, and an active session never loses its
 /// cookie; a client idle for almost the whole interval may lose the cookie up to one
 /// renewal window before the server would have expired the session. In sticky mode
-/// the layer renews on the first request of each window-long period (it knows the
+/// the integration renews on the first request of each window-long period (it knows the
 /// session's previous access exactly), which costs nothing per request; in non-sticky
 /// mode it learns the cookie's age from its own record of the cookies it issued (kept
 /// in process for a few minutes) and, for a cookie another server issued, from the
@@ -161,7 +161,7 @@ pub enum CookieConfigError {
     },
 }
 
-/// The cookie's settings, checked once when the layer is built.
+/// The cookie's settings, checked once when the settings are built.
 #[derive(Debug, Clone)]
 pub(crate) struct CookieSettings {
     pub(crate) name: String,
@@ -687,7 +687,7 @@ mod tests {
         let signer = crate::signing::CookieSigner::new(&[7; 32]).unwrap();
         let id = "Ab3xYz0123456789abcdef-n1.a1";
         assert!(plausible_value(&signer.sign("sid", id)));
-        // The longest id, signed, is exactly as long as the layer accepts.
+        // The longest id, signed, is exactly as long as the integrations accept.
         let longest = "a".repeat(MAX_SESSION_ID_LEN);
         let value = signer.sign("sid", &longest);
         assert_eq!(value.len(), MAX_COOKIE_VALUE_LEN);

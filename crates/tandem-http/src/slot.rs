@@ -41,10 +41,10 @@ pub(crate) struct Loaded<C> {
 /// Access to a request's loaded session, held until dropped.
 pub(crate) type SessionLock<'a, C> = MappedMutexGuard<'a, State<C>, RequestSession<C>>;
 
-/// What the layer commits after the response was produced.
+/// What the integration commits after the response was produced.
 pub(crate) struct Finished<C> {
     pub(crate) session: RequestSession<C>,
-    /// The client sent a session cookie the layer refused before loading.
+    /// The client sent a session cookie the integration refused before loading.
     pub(crate) cookie_rejected: bool,
     pub(crate) interval_at_load: Option<Duration>,
 }
@@ -64,7 +64,7 @@ pub(crate) enum Taken<C> {
     Held,
 }
 
-/// The session cookie a request carries, as the layer reads it.
+/// The session cookie a request carries, as the integration reads it.
 #[derive(Debug, Clone, Copy)]
 enum Incoming<'a> {
     /// No cookie of ours.
@@ -85,7 +85,7 @@ impl<'a> Incoming<'a> {
     }
 }
 
-/// One request's session as the layer tracks it.
+/// One request's session as the integration tracks it.
 pub(crate) struct RequestSlot<C> {
     shared: Arc<SessionSettings<C>>,
     /// The request's `Cookie` headers, read only when the session is used.
