@@ -10,13 +10,14 @@ use tandem_manager::RequestSession;
 use crate::error::SessionError;
 use crate::slot::{RequestSlot, SessionLock};
 
-/// A request's session, as handlers see it: the integration (layer or middleware) puts one into each request's
-/// extensions, and with the `axum` feature it is an extractor.
+/// A request's session, as handlers see it: the integration (tower layer, actix-web
+/// middleware) puts one into each request's extensions, and with the `axum` or
+/// `actix-web` feature it is an extractor.
 ///
 /// It is **lazy**: nothing is read or loaded until a method is called. The first call
 /// loads the session (from the local tier, or the remote tier as the mode requires);
-/// the session is committed by the integration after the handler's response is produced.
-/// Cloning the handle is cheap, and clones share the one session.
+/// the integration commits it after the handler's response is produced. Cloning the
+/// handle is cheap, and clones share the one session.
 ///
 /// The methods are `async` because the first of them may load. For several operations
 /// in a row, [`load`](Self::load) gives a guard to the whole [`RequestSession`] (its
