@@ -78,3 +78,47 @@ async fn m1_a_request_that_outlived_its_lock_does_not_release_the_next_holders()
     checks.check(b.commit(r2).await.is_ok(), || "R2's commit failed".into());
     checks.finish();
 }
+
+/// M2: a lock `add` that lands but whose answer is lost (a timeout while it queued, a
+/// connection dropped on the way back) leaves this request's own token in the lock.
+/// Its retry must recognise the lock as its own and go on, instead of waiting for the
+/// whole TTL for a lock nobody releases (then failing with `LockTimeout`, and leaving
+/// every later request of the session waiting too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m2_a_lock_add_whose_answer_was_lost_is_recognised_as_taken() {
+    let cluster = MemcachedCluster::start(1);
+    let store = connect(&cluster).await;
+    let faulty = Faulty::new(&store);
+    let manager = non_sticky_over(faulty.clone())
+        .concurrency(Concurrency::Lock)
+        .lock_ttl(Duration::from_secs(5))
+        .lock_timeout(Duration::from_secs(2), LockTimeoutPolicy::Fail)
+        .build()
+        .unwrap();
+    let x = create(&manager, 1).await;
+    settle(&manager).await;
+
+    faulty.lose_lock_add_answers(1);
+    let started = Instant::now();
+    let mut request = manager
+        .load(Some(x.as_str()))
+        .await
+        .expect("the retry finds its own lock");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the load waited {:?}",
+        started.elapsed()
+    );
+    request.insert("n", &2u32).unwrap();
+    manager
+        .commit(request)
+        .await
+        .expect("the commit holds the lock");
+
+    // The lock was released: the next request gets in at once.
+    let started = Instant::now();
+    let next = manager.load(Some(x.as_str())).await.expect("the next load");
+    assert_eq!(next.get::<u32>("n").unwrap(), Some(2));
+    assert!(started.elapsed() < Duration::from_secs(1));
+    manager.commit(next).await.unwrap();
+}

@@ -158,6 +158,9 @@ pub struct Faulty {
     /// write delay: a caller dropped meanwhile no longer stops them, and they land
     /// after it is gone, as a request already on the wire does.
     detach_writes: AtomicBool,
+    /// Lose the answers of this many more `add`s of session locks (`lock:` keys):
+    /// each lands, then fails as a timed-out operation does.
+    lost_lock_adds: AtomicU64,
     writes_started: AtomicU64,
     touches_failed: AtomicU64,
 }
@@ -174,6 +177,7 @@ impl Faulty {
             read_delay_ms: AtomicU64::new(0),
             answer_delay_ms: AtomicU64::new(0),
             detach_writes: AtomicBool::new(false),
+            lost_lock_adds: AtomicU64::new(0),
             writes_started: AtomicU64::new(0),
             touches_failed: AtomicU64::new(0),
         })
@@ -209,6 +213,12 @@ impl Faulty {
 
     pub fn fail_lock_renewals(&self, fail: bool) {
         self.fail_lock_renewals.store(fail, Ordering::SeqCst);
+    }
+
+    /// The next `count` adds of session locks land, but their callers get a node
+    /// failure instead of the answer.
+    pub fn lose_lock_add_answers(&self, count: u64) {
+        self.lost_lock_adds.store(count, Ordering::SeqCst);
     }
 
     pub fn fail_touches(&self, fail: bool) {
@@ -371,14 +381,30 @@ impl RemoteStore for Faulty {
         value: &[u8],
         ttl: Ttl,
     ) -> Result<AddOutcome, StoreError> {
+        let node_id = node.clone();
         let (inner, node, key, value) = (
             Arc::clone(&self.inner),
             node.clone(),
             key.clone(),
             value.to_vec(),
         );
+        let lock = key.as_str().contains("lock:");
         let add = async move { inner.add(&node, &key, &value, ttl).await };
-        self.answer(self.send(false, add).await).await
+        let added = self.send(false, add).await;
+        let lost = lock
+            && self
+                .lost_lock_adds
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                    left.checked_sub(1)
+                })
+                .is_ok();
+        if lost {
+            return Err(StoreError::Unreachable {
+                node: node_id.clone(),
+                message: "the answer was lost (the test)".into(),
+            });
+        }
+        self.answer(added).await
     }
 
     async fn cas(

@@ -32,6 +32,10 @@ use crate::common::background::spawn_detached;
 pub(crate) struct RemoteLock {
     held: Arc<Held>,
     renewer: Option<tokio::task::JoinHandle<()>>,
+    /// An earlier `add` of this holder failed at the node: it may have landed all the
+    /// same (a timeout while it queued, an answer lost on the way back), so a lock
+    /// found taken may hold this holder's own token.
+    uncertain: bool,
 }
 
 /// What the request and its renewer share of a lock.
@@ -101,6 +105,7 @@ impl RemoteLock {
                 maybe_held: AtomicBool::new(false),
             }),
             renewer: None,
+            uncertain: false,
         }
     }
 
@@ -124,16 +129,30 @@ impl RemoteLock {
 
     /// One attempt to take the lock with `add`. Stored: the lock is this holder's and
     /// its renewer runs. Exists: another holder has it. A node failure leaves it maybe
-    /// taken (the answer may be lost), so that a drop releases it.
+    /// taken (the answer may be lost), so that a drop releases it, and the next
+    /// attempt that finds the lock taken checks whether it is this holder's own.
     pub(crate) async fn try_take(&mut self) -> Result<AddOutcome, StoreError> {
         // A request dropped while the add is on its way may have taken the lock:
         // its drop then releases it.
         self.held.maybe_held.store(true, Ordering::Release);
-        let added = add_lock(&self.held).await;
+        let mut added = add_lock(&self.held).await;
+        if self.uncertain && matches!(added, Ok(AddOutcome::Exists)) {
+            // Renewing succeeds only on this holder's token; it also gives the lock
+            // its whole TTL again, which the earlier add started counting down.
+            added = match self.held.renew().await {
+                Ok(true) => Ok(AddOutcome::Stored),
+                Ok(false) => Ok(AddOutcome::Exists),
+                Err(error) => Err(error),
+            };
+        }
         match &added {
-            Ok(AddOutcome::Stored) => self.taken(),
+            Ok(AddOutcome::Stored) => {
+                self.uncertain = false;
+                self.taken();
+            }
+            // Still uncertain: an add that is slow to land may yet take it.
             Ok(AddOutcome::Exists) => self.held.maybe_held.store(false, Ordering::Release),
-            Err(error) if error.is_node_failure() => {}
+            Err(error) if error.is_node_failure() => self.uncertain = true,
             Err(_) => self.held.maybe_held.store(false, Ordering::Release),
         }
         added
