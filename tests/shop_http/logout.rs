@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::client::Client;
 use crate::harness::{
-    Observation, Pair, Server, Setting, Traffic, acceptable, until_served, user_field,
+    AXUM_PAIR, Observation, Pair, Server, Setting, Traffic, acceptable, until_served, user_field,
 };
 
 /// Logouts per test, each of a fresh session.
@@ -218,6 +218,7 @@ async fn sticky_merge_logout_sticks_under_a_stolen_cookie() {
     steal(Setting {
         mode: "sticky",
         concurrency: "merge",
+        servers: AXUM_PAIR,
     })
     .await;
 }
@@ -228,6 +229,7 @@ async fn sticky_lock_logout_sticks_under_a_stolen_cookie() {
     steal(Setting {
         mode: "sticky",
         concurrency: "lock",
+        servers: AXUM_PAIR,
     })
     .await;
 }
@@ -238,6 +240,7 @@ async fn sticky_none_logout_sticks_under_a_stolen_cookie() {
     steal(Setting {
         mode: "sticky",
         concurrency: "none",
+        servers: AXUM_PAIR,
     })
     .await;
 }
@@ -249,6 +252,7 @@ async fn non_sticky_merge_logout_sticks_under_a_stolen_cookie() {
     steal(Setting {
         mode: "non-sticky",
         concurrency: "merge",
+        servers: AXUM_PAIR,
     })
     .await;
 }
@@ -259,6 +263,7 @@ async fn non_sticky_lock_logout_sticks_under_a_stolen_cookie() {
     steal(Setting {
         mode: "non-sticky",
         concurrency: "lock",
+        servers: AXUM_PAIR,
     })
     .await;
 }
@@ -269,6 +274,7 @@ async fn non_sticky_none_logout_sticks_under_a_stolen_cookie() {
     steal(Setting {
         mode: "non-sticky",
         concurrency: "none",
+        servers: AXUM_PAIR,
     })
     .await;
 }
