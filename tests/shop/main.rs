@@ -3,7 +3,9 @@
 //!
 //! Each shop is served on a loopback port by its example's own `build` and `serve`
 //! (the binaries' code path) and spoken to over TCP. Every contract test runs once per
-//! shop, as `on_axum::<test>` and `on_actix::<test>`.
+//! shop, as `on_axum::<test>` and `on_actix::<test>`. [`mixed`] sends one client's
+//! requests to both shops in turn; [`process`] runs the two binaries and stops them
+//! with SIGTERM.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -51,6 +53,8 @@ macro_rules! for_both_shops {
 }
 
 mod contract;
+mod mixed;
+mod process;
 mod redis;
 mod redis_ha;
 
