@@ -20,8 +20,8 @@ use serde_json::json;
 
 use crate::client::{Client, Reply};
 use crate::harness::{
-    AXUM_PAIR, Observation, Pair, Server, Setting, Traffic, acceptable, random_part, session_field,
-    until_served, user_field,
+    AXUM_PAIR, MIXED_PAIR, MIXED_PAIR_REVERSED, Observation, Pair, Server, Setting, Traffic,
+    acceptable, random_part, session_field, until_served, user_field,
 };
 
 /// Attacks per test, each on a session of its own: a race that one round misses,
@@ -302,7 +302,7 @@ async fn sticky_lock_login_cuts_off_the_planted_id() {
     attack(Setting {
         mode: "sticky",
         concurrency: "lock",
-        servers: AXUM_PAIR,
+        servers: MIXED_PAIR,
     })
     .await;
 }
@@ -313,7 +313,7 @@ async fn sticky_none_login_cuts_off_the_planted_id() {
     attack(Setting {
         mode: "sticky",
         concurrency: "none",
-        servers: AXUM_PAIR,
+        servers: MIXED_PAIR_REVERSED,
     })
     .await;
 }
@@ -338,7 +338,7 @@ async fn non_sticky_lock_login_cuts_off_the_planted_id() {
     attack(Setting {
         mode: "non-sticky",
         concurrency: "lock",
-        servers: AXUM_PAIR,
+        servers: MIXED_PAIR,
     })
     .await;
 }
@@ -349,7 +349,7 @@ async fn non_sticky_none_login_cuts_off_the_planted_id() {
     attack(Setting {
         mode: "non-sticky",
         concurrency: "none",
-        servers: AXUM_PAIR,
+        servers: MIXED_PAIR_REVERSED,
     })
     .await;
 }

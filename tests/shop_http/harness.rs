@@ -26,6 +26,10 @@ const RETRY_FOR: Duration = Duration::from_secs(6);
 
 /// Two servers of the axum shop.
 pub const AXUM_PAIR: [Framework; 2] = [Framework::Axum, Framework::Axum];
+/// The axum shop first (the victim's or owner's server), then the actix-web one.
+pub const MIXED_PAIR: [Framework; 2] = [Framework::Axum, Framework::Actix];
+/// The actix-web shop first, then the axum one.
+pub const MIXED_PAIR_REVERSED: [Framework; 2] = [Framework::Actix, Framework::Axum];
 
 /// The shops' `--mode` and `--concurrency`, spelled as on their command line, and
 /// which shop each of the two servers is.

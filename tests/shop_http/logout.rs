@@ -17,7 +17,8 @@ use tokio::task::JoinHandle;
 
 use crate::client::Client;
 use crate::harness::{
-    AXUM_PAIR, Observation, Pair, Server, Setting, Traffic, acceptable, until_served, user_field,
+    AXUM_PAIR, MIXED_PAIR, MIXED_PAIR_REVERSED, Observation, Pair, Server, Setting, Traffic,
+    acceptable, until_served, user_field,
 };
 
 /// Logouts per test, each of a fresh session.
@@ -229,7 +230,7 @@ async fn sticky_lock_logout_sticks_under_a_stolen_cookie() {
     steal(Setting {
         mode: "sticky",
         concurrency: "lock",
-        servers: AXUM_PAIR,
+        servers: MIXED_PAIR,
     })
     .await;
 }
@@ -240,7 +241,7 @@ async fn sticky_none_logout_sticks_under_a_stolen_cookie() {
     steal(Setting {
         mode: "sticky",
         concurrency: "none",
-        servers: AXUM_PAIR,
+        servers: MIXED_PAIR_REVERSED,
     })
     .await;
 }
@@ -263,7 +264,7 @@ async fn non_sticky_lock_logout_sticks_under_a_stolen_cookie() {
     steal(Setting {
         mode: "non-sticky",
         concurrency: "lock",
-        servers: AXUM_PAIR,
+        servers: MIXED_PAIR,
     })
     .await;
 }
@@ -274,7 +275,7 @@ async fn non_sticky_none_logout_sticks_under_a_stolen_cookie() {
     steal(Setting {
         mode: "non-sticky",
         concurrency: "none",
-        servers: AXUM_PAIR,
+        servers: MIXED_PAIR_REVERSED,
     })
     .await;
 }
