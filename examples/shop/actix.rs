@@ -48,8 +48,7 @@ pub async fn serve(
     let drain = app::flush_on(signal, Arc::clone(&shop.sessions));
     let stop = async move {
         drain.await;
-        // Graceful: running requests finish (idle keep-alive connections close at
-        // their keep-alive timeout).
+        // Graceful: running requests finish.
         handle.stop(true).await;
     };
     let mut server = std::pin::pin!(server);

@@ -2,11 +2,8 @@
 //! the same memcached nodes, as a balancer in front of a mixed deployment sends them:
 //! the session is one session whichever framework serves it.
 
-use std::sync::Arc;
-
 use http::StatusCode;
 use serde_json::{Value, json};
-use tandem::memcached::MemcachedStore;
 use tandem_testkit::MemcachedCluster;
 
 use crate::common::connect;
@@ -165,20 +162,20 @@ async fn sticky_sessions_are_taken_over_between_axum_and_actix() {
         (&a2, "a2", &a1, "a1"),
     ];
     for (number, (from, _, to, route)) in hops.into_iter().enumerate() {
-        settle(from, &store).await;
+        quiet(from, &store).await;
         id = take_over(to, route, &id, &items).await;
         // A change on the new owner, which the next hop must carry back.
         add_one(to, &id, &format!("hop{number}"), &mut items).await;
     }
 
     // A login on a2 after the takeover: the old id is dead on a1 too.
-    settle(&a1, &store).await;
+    quiet(&a1, &store).await;
     id = take_over(&a2, "a2", &id, &items).await;
     let reply = step(&a2, "POST", "/login?user=ann", Some(&id)).await;
     let new = reply.cookie_value();
     assert!(new.ends_with(".a2"), "{new}");
     assert_eq!(reply.json()["items"], items);
-    settle(&a2, &store).await;
+    quiet(&a2, &store).await;
     cart_is(&a1, &id, Value::Null, None).await;
     let taken = take_over(&a1, "a1", &new, &items).await;
     assert_eq!(
@@ -188,11 +185,6 @@ async fn sticky_sessions_are_taken_over_between_axum_and_actix() {
     // A logout on a1 is final on a2.
     let reply = step(&a1, "POST", "/logout", Some(&taken)).await;
     assert!(reply.clears_cookie(), "{:?}", reply.set_cookie);
-    settle(&a1, &store).await;
+    quiet(&a1, &store).await;
     cart_is(&a2, &taken, Value::Null, None).await;
-}
-
-/// Waits until `shop`'s backups are written and memcached is idle.
-async fn settle(shop: &Served, store: &Arc<MemcachedStore>) {
-    quiet(shop, store).await;
 }
