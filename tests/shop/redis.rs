@@ -1,49 +1,50 @@
-//! The shop over Redis (`--redis`, `--tls-ca`): its contract is the same; what differs
-//! is how the remote tier is named, secured and refused at startup.
+//! The shops over Redis (`--redis`, `--tls-ca`): their contract is the same; what
+//! differs is how the remote tier is named, secured and refused at startup. Each test
+//! starts its Redis servers once and runs both shops over them.
 
+use std::time::Duration;
+
+use http::StatusCode;
+use serde_json::json;
 use tandem_testkit::{RedisOptions, RedisProcess, untrusted_ca};
 
-use super::*;
+use crate::shops::{Framework, Remote, Served};
+use crate::{call, fill, options};
 
-/// The shop's backend for `args`, as `run` connects it.
-async fn backend(args: &[&str]) -> Result<Backend, String> {
-    Backend::connect(&options(args)).await
-}
+const BOTH: [Framework; 2] = [Framework::Axum, Framework::Actix];
 
-async fn shop_over(args: &[&str]) -> Shop {
-    let backend = backend(args).await.expect("the shop connects");
-    Shop::build(&options(args), backend).expect("the shop")
+/// The shop of `framework` for `args`, connected as the binary connects.
+pub async fn shop_over(framework: Framework, args: &[&str]) -> Served {
+    Served::over(framework, args, Remote::FromOptions).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cart_lives_in_redis_in_both_modes() {
     let redis = RedisProcess::start_with(RedisOptions::default().password("s3cret pass"));
     let url = redis.url();
-    for (mode, route) in [("sticky", Some("a1")), ("non-sticky", None)] {
+    let runs = BOTH.into_iter().flat_map(|framework| {
+        [("sticky", Some("a1")), ("non-sticky", None)].map(|(mode, route)| (framework, mode, route))
+    });
+    for (framework, mode, route) in runs {
         let mut args = vec!["--redis", url.as_str(), "--mode", mode];
         if let Some(route) = route {
             args.extend(["--route", route]);
         }
-        let shop = shop_over(&args).await;
-        let id = fill(&shop.router).await;
+        let mode = format!("{framework}, {mode}");
+        let shop = shop_over(framework, &args).await;
+        let id = fill(&shop).await;
         assert!(id.contains("-r1"), "{mode}: the id names node r1: {id}");
-        let reply = call(
-            &shop.router,
-            "POST",
-            "/cart/items?sku=pear&qty=1",
-            Some(&id),
-        )
-        .await;
+        let reply = call(&shop, "POST", "/cart/items?sku=pear&qty=1", Some(&id)).await;
         assert_eq!(
             reply.json()["items"],
             json!({"apple": 2, "pear": 1}),
             "{mode}"
         );
-        shop.sessions.shutdown(Duration::from_secs(5)).await;
+        shop.flush(Duration::from_secs(5)).await;
         // The session is in Redis: a second server (non-sticky), or this one after a
         // restart (sticky), loads it from there.
-        let again = shop_over(&args).await;
-        let reply = call(&again.router, "GET", "/cart", Some(&id)).await;
+        let again = shop_over(framework, &args).await;
+        let reply = call(&again, "GET", "/cart", Some(&id)).await;
         assert_eq!(
             reply.json()["items"],
             json!({"apple": 2, "pear": 1}),
@@ -57,7 +58,7 @@ async fn the_cart_lives_in_redis_in_both_modes() {
             "{mode}: {:?}",
             redis.keys()
         );
-        let nodes = call(&again.router, "GET", "/admin/nodes", None).await;
+        let nodes = call(&again, "GET", "/admin/nodes", None).await;
         let text = nodes.body.to_string();
         assert!(text.contains("r1"), "{text}");
         assert!(
@@ -73,10 +74,11 @@ async fn the_cart_lives_in_redis_in_both_modes() {
 async fn startup_refuses_wrong_credentials_and_untrusted_certificates() {
     let redis = RedisProcess::start_with(RedisOptions::default().password("right"));
     let wrong = redis.url().replace(":right@", ":wr0ng-secret@");
-    let error = match backend(&["--redis", &wrong]).await {
-        Ok(_) => panic!("a wrong password must stop the shop"),
-        Err(error) => error,
-    };
+    let error =
+        match Served::start(Framework::Axum, &["--redis", &wrong], Remote::FromOptions).await {
+            Ok(_) => panic!("a wrong password must stop the shop"),
+            Err(error) => error,
+        };
     assert!(error.contains("r1"), "names the node: {error}");
     assert!(!error.contains("wr0ng-secret"), "no password: {error}");
     assert_eq!(error.lines().count(), 1, "{error}");
@@ -85,12 +87,16 @@ async fn startup_refuses_wrong_credentials_and_untrusted_certificates() {
     let files = tls.tls_files().expect("a TLS server's files");
     let untrusted = untrusted_ca();
     let ca = files.ca_cert.to_str().unwrap();
-    let error = match backend(&[
-        "--redis",
-        &tls.url(),
-        "--tls-ca",
-        untrusted.to_str().unwrap(),
-    ])
+    let error = match Served::start(
+        Framework::Actix,
+        &[
+            "--redis",
+            &tls.url(),
+            "--tls-ca",
+            untrusted.to_str().unwrap(),
+        ],
+        Remote::FromOptions,
+    )
     .await
     {
         Ok(_) => panic!("an untrusted certificate must stop the shop"),
@@ -98,10 +104,13 @@ async fn startup_refuses_wrong_credentials_and_untrusted_certificates() {
     };
     assert!(error.contains("r1"), "names the node: {error}");
     assert_eq!(error.lines().count(), 1, "{error}");
-    let shop = shop_over(&["--redis", &tls.url(), "--tls-ca", ca]).await;
-    let id = fill(&shop.router).await;
-    let reply = call(&shop.router, "GET", "/cart", Some(&id)).await;
-    assert_eq!(reply.json()["items"], json!({"apple": 2}));
+    for framework in BOTH {
+        let shop = shop_over(framework, &["--redis", &tls.url(), "--tls-ca", ca]).await;
+        let id = fill(&shop).await;
+        let reply = call(&shop, "GET", "/cart", Some(&id)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{framework}: {}", reply.body);
+        assert_eq!(reply.json()["items"], json!({"apple": 2}), "{framework}");
+    }
 }
 
 #[test]
@@ -134,7 +143,7 @@ fn the_redis_command_line() {
         &["--redis", "r1=redis://:hunter2@127.0.0.1:notaport"],
     ] {
         let args = bad.iter().map(|arg| arg.to_string());
-        let error = Options::parse(args).expect_err(&format!("{bad:?}"));
+        let error = crate::options::Options::parse(args).expect_err(&format!("{bad:?}"));
         assert!(!error.contains("hunter2"), "no password in {error:?}");
     }
 }

@@ -4,59 +4,58 @@
 //! durable setting adds is a 503 for a non-sticky update that the replicas did not
 //! acknowledge in time.
 
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use serde_json::json;
 use tandem_testkit::{RedisCluster, RedisSentinelGroup};
 
-use super::*;
+use crate::options::{Options, WAIT_TIMEOUT};
+use crate::redis::shop_over;
+use crate::shops::Framework;
+use crate::{call, fill, options};
 
-async fn shop_over(args: &[&str]) -> Shop {
-    let backend = Backend::connect(&options(args))
-        .await
-        .expect("the shop connects");
-    Shop::build(&options(args), backend).expect("the shop")
-}
-
-/// The basic cart flow over `url` in both modes: fill a cart, add to it, and find
-/// it again from a second server (non-sticky) or after a restart (sticky), that is,
-/// in Redis. `extra` goes on every command line.
+/// The basic cart flow over `url` in both modes, on each shop: fill a cart, add to
+/// it, and find it again from a second server (non-sticky) or after a restart
+/// (sticky), that is, in Redis. `extra` goes on every command line.
 async fn cart_flow(url: &str, extra: &[&str]) {
-    for (mode, route) in [("sticky", Some("a1")), ("non-sticky", None)] {
+    let runs = [Framework::Axum, Framework::Actix]
+        .into_iter()
+        .flat_map(|framework| {
+            [("sticky", Some("a1")), ("non-sticky", None)]
+                .map(|(mode, route)| (framework, mode, route))
+        });
+    for (framework, mode, route) in runs {
         let mut args = vec!["--redis", url, "--mode", mode];
         if let Some(route) = route {
             args.extend(["--route", route]);
         }
         args.extend(extra);
-        let shop = shop_over(&args).await;
-        let id = fill(&shop.router).await;
+        let mode = format!("{framework}, {mode}");
+        let shop = shop_over(framework, &args).await;
+        let id = fill(&shop).await;
         assert!(
             id.contains("-r1"),
             "{mode}: the deployment is node r1: {id}"
         );
-        let reply = call(
-            &shop.router,
-            "POST",
-            "/cart/items?sku=pear&qty=1",
-            Some(&id),
-        )
-        .await;
+        let reply = call(&shop, "POST", "/cart/items?sku=pear&qty=1", Some(&id)).await;
         assert_eq!(reply.status, StatusCode::OK, "{mode}: {}", reply.body);
         assert_eq!(
             reply.json()["items"],
             json!({"apple": 2, "pear": 1}),
             "{mode}"
         );
-        let report = shop.sessions.shutdown(Duration::from_secs(5)).await;
+        let report = shop.flush(Duration::from_secs(5)).await;
         assert_eq!(report.unsaved, 0, "{mode}: every backup written");
-        let again = shop_over(&args).await;
-        let reply = call(&again.router, "GET", "/cart", Some(&id)).await;
+        let again = shop_over(framework, &args).await;
+        let reply = call(&again, "GET", "/cart", Some(&id)).await;
         assert_eq!(reply.status, StatusCode::OK, "{mode}: {}", reply.body);
         assert_eq!(
             reply.json()["items"],
             json!({"apple": 2, "pear": 1}),
             "{mode}: from Redis, args {args:?}"
         );
-        let nodes = call(&again.router, "GET", "/admin/nodes", None)
-            .await
-            .json();
+        let nodes = call(&again, "GET", "/admin/nodes", None).await.json();
         assert_eq!(nodes["nodes"][0]["id"], "r1", "{nodes}");
         assert_eq!(nodes["nodes"][0]["up"], true, "{nodes}");
     }
@@ -82,34 +81,40 @@ async fn over_a_sentinel_group_with_and_without_waiting_for_a_replica() {
         "--wait-replicas",
         "1",
     ];
-    let shop = shop_over(&args).await;
-    let id = fill(&shop.router).await;
+    for framework in [Framework::Axum, Framework::Actix] {
+        unreplicated_update_is_503(framework, &group, &args).await;
+    }
+}
+
+/// On `framework`'s shop: with the replica stopped, a non-sticky update answers 503
+/// after the bounded wait; once the replica runs again, updates succeed again.
+async fn unreplicated_update_is_503(
+    framework: Framework,
+    group: &RedisSentinelGroup,
+    args: &[&str],
+) {
+    let shop = shop_over(framework, args).await;
+    let id = fill(&shop).await;
     let replica = group.replicas()[0];
     replica.pause();
     let started = Instant::now();
-    let reply = call(&shop.router, "POST", "/cart/items?sku=fig&qty=1", Some(&id)).await;
+    let reply = call(&shop, "POST", "/cart/items?sku=fig&qty=1", Some(&id)).await;
     let waited = started.elapsed();
     replica.resume();
     assert_eq!(
         reply.status,
         StatusCode::SERVICE_UNAVAILABLE,
-        "an unreplicated non-sticky update fails: {}",
+        "{framework}: an unreplicated non-sticky update fails: {}",
         reply.body
     );
     assert!(
-        waited >= shop::WAIT_TIMEOUT && waited < Duration::from_secs(5),
-        "the update waited for the replica, boundedly: {waited:?}"
+        waited >= WAIT_TIMEOUT && waited < Duration::from_secs(5),
+        "{framework}: the update waited for the replica, boundedly: {waited:?}"
     );
     // The replica catches up; updates are acknowledged again.
     let deadline = Instant::now() + Duration::from_secs(10);
     let reply = loop {
-        let reply = call(
-            &shop.router,
-            "POST",
-            "/cart/items?sku=plum&qty=1",
-            Some(&id),
-        )
-        .await;
+        let reply = call(&shop, "POST", "/cart/items?sku=plum&qty=1", Some(&id)).await;
         if reply.status == StatusCode::OK || Instant::now() > deadline {
             break reply;
         }
@@ -118,15 +123,15 @@ async fn over_a_sentinel_group_with_and_without_waiting_for_a_replica() {
     assert_eq!(
         reply.status,
         StatusCode::OK,
-        "after SIGCONT: {}",
+        "{framework}: after SIGCONT: {}",
         reply.body
     );
     let items = &reply.json()["items"];
-    assert_eq!(items["apple"], 2, "{items}");
-    assert!(items["plum"].as_i64() >= Some(1), "{items}");
-    let reply = call(&shop.router, "GET", "/cart", Some(&id)).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-    assert_eq!(&reply.json()["items"], items);
+    assert_eq!(items["apple"], 2, "{framework}: {items}");
+    assert!(items["plum"].as_i64() >= Some(1), "{framework}: {items}");
+    let reply = call(&shop, "GET", "/cart", Some(&id)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{framework}: {}", reply.body);
+    assert_eq!(&reply.json()["items"], items, "{framework}");
 }
 
 /// A Cluster of three masters with a replica each: the cart flow, with and without

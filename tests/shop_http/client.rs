@@ -30,6 +30,10 @@ pub struct Reply {
     pub status: u16,
     /// Every `Set-Cookie` header, verbatim.
     pub set_cookies: Vec<String>,
+    /// The `Content-Type` header, empty if none.
+    pub content_type: String,
+    /// The `Allow` header (of a 405), empty if none.
+    pub allow: String,
     pub body: String,
 }
 
@@ -177,6 +181,8 @@ impl Client {
             .and_then(|code| code.parse::<u16>().ok())
             .ok_or_else(|| format!("bad status line {status_line:?}"))?;
         let mut set_cookies = Vec::new();
+        let mut content_type = String::new();
+        let mut allow = String::new();
         let mut content_length = None;
         let mut chunked = false;
         let mut keep_alive = true;
@@ -187,6 +193,8 @@ impl Client {
             let value = value.trim();
             match name.trim().to_ascii_lowercase().as_str() {
                 "set-cookie" => set_cookies.push(value.to_owned()),
+                "content-type" => content_type = value.to_owned(),
+                "allow" => allow = value.to_owned(),
                 "content-length" => {
                     content_length = Some(
                         value
@@ -228,6 +236,8 @@ impl Client {
             Reply {
                 status,
                 set_cookies,
+                content_type,
+                allow,
                 body,
             },
             keep_alive,

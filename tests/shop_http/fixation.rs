@@ -20,8 +20,8 @@ use serde_json::json;
 
 use crate::client::{Client, Reply};
 use crate::harness::{
-    Observation, Pair, Server, Setting, Traffic, acceptable, random_part, session_field,
-    until_served, user_field,
+    AXUM_PAIR, MIXED_PAIR, MIXED_PAIR_REVERSED, Observation, Pair, Server, Setting, Traffic,
+    acceptable, random_part, session_field, until_served, user_field,
 };
 
 /// Attacks per test, each on a session of its own: a race that one round misses,
@@ -290,6 +290,7 @@ async fn sticky_merge_login_cuts_off_the_planted_id() {
     attack(Setting {
         mode: "sticky",
         concurrency: "merge",
+        servers: AXUM_PAIR,
     })
     .await;
 }
@@ -301,6 +302,7 @@ async fn sticky_lock_login_cuts_off_the_planted_id() {
     attack(Setting {
         mode: "sticky",
         concurrency: "lock",
+        servers: MIXED_PAIR,
     })
     .await;
 }
@@ -311,6 +313,7 @@ async fn sticky_none_login_cuts_off_the_planted_id() {
     attack(Setting {
         mode: "sticky",
         concurrency: "none",
+        servers: MIXED_PAIR_REVERSED,
     })
     .await;
 }
@@ -323,6 +326,7 @@ async fn non_sticky_merge_login_cuts_off_the_planted_id() {
     attack(Setting {
         mode: "non-sticky",
         concurrency: "merge",
+        servers: AXUM_PAIR,
     })
     .await;
 }
@@ -334,6 +338,7 @@ async fn non_sticky_lock_login_cuts_off_the_planted_id() {
     attack(Setting {
         mode: "non-sticky",
         concurrency: "lock",
+        servers: MIXED_PAIR,
     })
     .await;
 }
@@ -344,6 +349,7 @@ async fn non_sticky_none_login_cuts_off_the_planted_id() {
     attack(Setting {
         mode: "non-sticky",
         concurrency: "none",
+        servers: MIXED_PAIR_REVERSED,
     })
     .await;
 }

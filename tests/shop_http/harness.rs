@@ -1,5 +1,6 @@
-//! Two `shop` servers on real TCP ports sharing one real memcached cluster, each with
-//! a store (connection pools, node health) of its own, as two processes would have.
+//! Two shop servers on real TCP ports sharing one real memcached cluster, each with a
+//! store (connection pools, node health) of its own, as two processes would have: two
+//! of one example, or one of each (`shop` on axum, `shop-actix`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,11 +11,10 @@ use serde_json::Value;
 use tandem::NodeSpec;
 use tandem::memcached::{MemcachedConfig, MemcachedStore};
 use tandem_testkit::MemcachedCluster;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::client::{Client, Reply};
-use crate::shop::{Backend, Options, Shop};
+use crate::shops::{Framework, Remote, Served};
 
 /// memcached nodes: two, so that a non-sticky session has a backup copy on the node
 /// that does not hold its primary.
@@ -24,11 +24,20 @@ const NODES: usize = 2;
 /// than the library's 5 s lock timeout, so that one timed-out wait is retried.
 const RETRY_FOR: Duration = Duration::from_secs(6);
 
-/// The shop's `--mode` and `--concurrency`, spelled as on its command line.
+/// Two servers of the axum shop.
+pub const AXUM_PAIR: [Framework; 2] = [Framework::Axum, Framework::Axum];
+/// The axum shop first (the victim's or owner's server), then the actix-web one.
+pub const MIXED_PAIR: [Framework; 2] = [Framework::Axum, Framework::Actix];
+/// The actix-web shop first, then the axum one.
+pub const MIXED_PAIR_REVERSED: [Framework; 2] = [Framework::Actix, Framework::Axum];
+
+/// The shops' `--mode` and `--concurrency`, spelled as on their command line, and
+/// which shop each of the two servers is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Setting {
     pub mode: &'static str,
     pub concurrency: &'static str,
+    pub servers: [Framework; 2],
 }
 
 impl Setting {
@@ -39,22 +48,21 @@ impl Setting {
 
 impl std::fmt::Display for Setting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "--mode {} --concurrency {}", self.mode, self.concurrency)
+        write!(
+            f,
+            "--mode {} --concurrency {}, servers {} and {}",
+            self.mode, self.concurrency, self.servers[0], self.servers[1]
+        )
     }
 }
 
-/// One shop served over TCP. Dropping it stops serving.
+/// One shop served over TCP, by either example. Dropping it stops serving.
 pub struct Server {
     pub address: SocketAddr,
-    /// Its route in sticky mode (`a1`, `a2`), else `s1`, `s2`: for messages.
+    /// Its route in sticky mode (`a1`, `a2`), else `s1`, `s2`, and its framework: for
+    /// messages.
     pub name: String,
-    serving: JoinHandle<()>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.serving.abort();
-    }
+    _served: Served,
 }
 
 /// The cluster and two servers: `servers[0]` is where the victim or owner goes.
@@ -67,8 +75,8 @@ pub struct Pair {
 impl Pair {
     pub async fn start(setting: Setting) -> Pair {
         let cluster = MemcachedCluster::start(NODES);
-        let first = serve(&cluster, setting, 1).await;
-        let second = serve(&cluster, setting, 2).await;
+        let first = serve(&cluster, setting, 1, setting.servers[0]).await;
+        let second = serve(&cluster, setting, 2, setting.servers[1]).await;
         Pair {
             servers: [first, second],
             _cluster: cluster,
@@ -76,7 +84,12 @@ impl Pair {
     }
 }
 
-async fn serve(cluster: &MemcachedCluster, setting: Setting, number: usize) -> Server {
+async fn serve(
+    cluster: &MemcachedCluster,
+    setting: Setting,
+    number: usize,
+    framework: Framework,
+) -> Server {
     let spec = cluster.node_spec();
     let store = MemcachedStore::connect(
         &NodeSpec::parse(&spec).expect("the cluster's node spec"),
@@ -85,15 +98,8 @@ async fn serve(cluster: &MemcachedCluster, setting: Setting, number: usize) -> S
     )
     .await
     .expect("memcached connects");
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a loopback port");
-    let address = listener.local_addr().expect("a bound address");
-    let listen = address.to_string();
     let route = format!("a{number}");
     let mut args = vec![
-        "--listen",
-        listen.as_str(),
         "--mode",
         setting.mode,
         "--concurrency",
@@ -104,24 +110,16 @@ async fn serve(cluster: &MemcachedCluster, setting: Setting, number: usize) -> S
     if setting.sticky() {
         args.extend(["--route", route.as_str()]);
     }
-    let options = Options::parse(args.iter().map(|arg| arg.to_string()))
-        .expect("valid options")
-        .expect("not --help");
-    let shop = Shop::build(&options, Backend::Memcached(Arc::new(store))).expect("the shop");
-    let router = shop.router;
-    let serving = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .await
-            .expect("the server runs until aborted");
-    });
+    let served = Served::over(framework, &args, Remote::Memcached(Arc::new(store))).await;
+    let name = if setting.sticky() {
+        route
+    } else {
+        format!("s{number}")
+    };
     Server {
-        address,
-        name: if setting.sticky() {
-            route
-        } else {
-            format!("s{number}")
-        },
-        serving,
+        address: served.address,
+        name: format!("{name} ({framework})"),
+        _served: served,
     }
 }
 

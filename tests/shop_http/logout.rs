@@ -17,7 +17,8 @@ use tokio::task::JoinHandle;
 
 use crate::client::Client;
 use crate::harness::{
-    Observation, Pair, Server, Setting, Traffic, acceptable, until_served, user_field,
+    AXUM_PAIR, MIXED_PAIR, MIXED_PAIR_REVERSED, Observation, Pair, Server, Setting, Traffic,
+    acceptable, until_served, user_field,
 };
 
 /// Logouts per test, each of a fresh session.
@@ -218,6 +219,7 @@ async fn sticky_merge_logout_sticks_under_a_stolen_cookie() {
     steal(Setting {
         mode: "sticky",
         concurrency: "merge",
+        servers: AXUM_PAIR,
     })
     .await;
 }
@@ -228,6 +230,7 @@ async fn sticky_lock_logout_sticks_under_a_stolen_cookie() {
     steal(Setting {
         mode: "sticky",
         concurrency: "lock",
+        servers: MIXED_PAIR,
     })
     .await;
 }
@@ -238,6 +241,7 @@ async fn sticky_none_logout_sticks_under_a_stolen_cookie() {
     steal(Setting {
         mode: "sticky",
         concurrency: "none",
+        servers: MIXED_PAIR_REVERSED,
     })
     .await;
 }
@@ -249,6 +253,7 @@ async fn non_sticky_merge_logout_sticks_under_a_stolen_cookie() {
     steal(Setting {
         mode: "non-sticky",
         concurrency: "merge",
+        servers: AXUM_PAIR,
     })
     .await;
 }
@@ -259,6 +264,7 @@ async fn non_sticky_lock_logout_sticks_under_a_stolen_cookie() {
     steal(Setting {
         mode: "non-sticky",
         concurrency: "lock",
+        servers: MIXED_PAIR,
     })
     .await;
 }
@@ -269,6 +275,7 @@ async fn non_sticky_none_logout_sticks_under_a_stolen_cookie() {
     steal(Setting {
         mode: "non-sticky",
         concurrency: "none",
+        servers: MIXED_PAIR_REVERSED,
     })
     .await;
 }
