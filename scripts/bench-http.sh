@@ -64,7 +64,7 @@
 # measured run it records requests/s, p50/p99 latency, memcached `stats` deltas and the
 # CPU time of the app and of memcached. Then the lost-update test (32 clients
 # incrementing one counter of one session) and the local memory per session
-# (bench-http-mem, 100K sessions). Tables (markdown) go to stdout and to
+# (bench-http-mem, 100K sessions; axum only). Tables (markdown) go to stdout and to
 # OUT/tables.md; raw figures to OUT/results.tsv, logs beside them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
