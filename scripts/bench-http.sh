@@ -2,11 +2,21 @@
 # End-to-end HTTP benchmark, the cost per request of a session layer: the same axum
 # app (benches/http) without sessions, with Tandem (sticky, non-sticky) and with
 # tower-sessions (moka store, a memcached store, CachingSessionStore of the two),
-# driven by wrk. Checks the results against the performance targets.
+# driven by wrk; or (--framework actix) the same handlers on actix-web without
+# sessions, with Tandem and with actix-session. Checks the results against the
+# performance targets.
 #
 #   scripts/bench-http.sh            full run: 1K and 100K live sessions, 3 rounds of
 #                                    5 s per variant and workload
 #   scripts/bench-http.sh --quick    smoke test: 1K sessions, 1 round of 3 s (a few minutes)
+#   scripts/bench-http.sh --framework actix [--sessions "1000 100000"] [--rounds 3]
+#                                    the same handlers on actix-web (2 workers for every
+#                                    variant): none, Tandem sticky and non-sticky (on
+#                                    memcached), actix-session over its RedisSessionStore
+#                                    (on a local redis-server) and over its
+#                                    CookieSessionStore; read-only and 20% writes; the
+#                                    lost-update test for each; the targets against
+#                                    actix-session's Redis store. Add --quick for a smoke run
 #
 # Options:
 #   --quick                 the smoke test above
@@ -25,7 +35,13 @@
 #   --workloads "0 20 100"  write percentages to run (default all three)
 #   --mem-sessions N        sessions of the in-process memory measurement (default
 #                           100000; 20000 with --quick)
-#   --variants "none tandem-sticky ..."  which variants (default: all six)
+#   --variants "none tandem-sticky ..."  which variants (default: all six; with
+#                           --framework actix its five)
+#   --framework axum|actix  the app's framework (default axum). actix: the variants
+#                           none tandem-sticky tandem-nonsticky actix-session-redis
+#                           actix-session-cookie, workloads "0 20", one redis-server,
+#                           no in-process memory measurement
+#   --actix-workers N       actix-web workers per app (default 2)
 #   --memcached-idle N      idle memcached connections per node, for Tandem and the
 #                           tower-sessions memcached store (default: Tandem's default, 64)
 #   --read-exchanges N      Tandem's read exchanges per memcached node (default: Tandem's
@@ -48,7 +64,7 @@
 # measured run it records requests/s, p50/p99 latency, memcached `stats` deltas and the
 # CPU time of the app and of memcached. Then the lost-update test (32 clients
 # incrementing one counter of one session) and the local memory per session
-# (bench-http-mem, 100K sessions). Tables (markdown) go to stdout and to
+# (bench-http-mem, 100K sessions; axum only). Tables (markdown) go to stdout and to
 # OUT/tables.md; raw figures to OUT/results.tsv, logs beside them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,7 +80,9 @@ READ_EXCHANGES=""
 NODES=1
 REDIS=0
 VARIANTS_GIVEN=0
-WORKLOADS="0 20 100"
+WORKLOADS=""
+FRAMEWORK=axum
+ACTIX_WORKERS=2
 MEM_SESSIONS_GIVEN=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -79,8 +97,10 @@ while [ $# -gt 0 ]; do
         --read-exchanges) READ_EXCHANGES="$2"; shift 2 ;;
         --nodes) NODES="$2"; shift 2 ;;
         --workloads) WORKLOADS="$2"; shift 2 ;;
+        --framework) FRAMEWORK="$2"; shift 2 ;;
+        --actix-workers) ACTIX_WORKERS="$2"; shift 2 ;;
         --mem-sessions) MEM_SESSIONS_GIVEN="$2"; shift 2 ;;
-        -h|--help) sed -n '2,52p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,68p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -92,6 +112,22 @@ else
     RACE_REQUESTS=100; MEM_SESSIONS=100000
 fi
 MEM_SESSIONS="${MEM_SESSIONS_GIVEN:-$MEM_SESSIONS}"
+# The lost-update runs, variant:concurrency (the Redis ones are added with --redis).
+RACES="tandem-sticky:merge tandem-sticky:lock tandem-nonsticky:merge tandem-nonsticky:lock tandem-nonsticky:none tower-sessions-moka:merge tower-sessions-memcached:merge tower-sessions-caching:merge"
+FRAMEWORK_ARGS=()
+case "$FRAMEWORK" in
+    axum) WORKLOADS="${WORKLOADS:-0 20 100}" ;;
+    actix)
+        # actix-session's Redis store needs a redis-server; Tandem stays on memcached.
+        REDIS=1
+        [ "$VARIANTS_GIVEN" = 1 ] ||
+            VARIANTS="none tandem-sticky tandem-nonsticky actix-session-redis actix-session-cookie"
+        WORKLOADS="${WORKLOADS:-0 20}"
+        RACES="tandem-sticky:merge tandem-sticky:lock tandem-nonsticky:merge tandem-nonsticky:lock actix-session-redis:merge actix-session-cookie:merge"
+        FRAMEWORK_ARGS=(--framework actix --workers "$ACTIX_WORKERS")
+        ;;
+    *) echo "--framework is axum or actix" >&2; exit 2 ;;
+esac
 case "$ROUNDS" in ''|*[!0-9]*|0) echo "--rounds must be a positive number" >&2; exit 2 ;; esac
 CONNECTIONS=32
 THREADS=2
@@ -155,7 +191,6 @@ done
 # nothing on disk either).
 REDIS_URL=""
 REMOTE_PIDS=("${MC_PIDS[@]}")
-REDIS_RACES=""
 if [ "$REDIS" = 1 ]; then
     port=$(free_port)
     redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
@@ -165,9 +200,11 @@ if [ "$REDIS" = 1 ]; then
     REDIS_URL="redis://127.0.0.1:$port"
     REDIS_PORT=$port
     wait_port "$port"
-    REDIS_VARIANTS="tandem-sticky-redis tandem-nonsticky-redis tower-sessions-redis"
-    [ "$VARIANTS_GIVEN" = 1 ] || VARIANTS="$VARIANTS $REDIS_VARIANTS"
-    REDIS_RACES="tandem-sticky-redis:lock tandem-nonsticky-redis:merge tandem-nonsticky-redis:lock tower-sessions-redis:merge"
+    if [ "$FRAMEWORK" = axum ]; then
+        REDIS_VARIANTS="tandem-sticky-redis tandem-nonsticky-redis tower-sessions-redis"
+        [ "$VARIANTS_GIVEN" = 1 ] || VARIANTS="$VARIANTS $REDIS_VARIANTS"
+        RACES="$RACES tandem-sticky-redis:lock tandem-nonsticky-redis:merge tandem-nonsticky-redis:lock tower-sessions-redis:merge"
+    fi
 fi
 
 # Commands the Redis server has processed (0 without --redis). The query is itself one
@@ -214,7 +251,7 @@ start_app() { # name variant [concurrency]
     [ -z "$READ_EXCHANGES" ] || idle+=(--read-exchanges "$READ_EXCHANGES")
     [ -z "$REDIS_URL" ] || idle+=(--redis "$REDIS_URL")
     "$APP" serve --variant "$variant" --listen "127.0.0.1:$port" --memcached "$NODESPEC" \
-        --concurrency "$concurrency" "${idle[@]}" >"$OUT/app-$name.log" 2>&1 &
+        --concurrency "$concurrency" "${idle[@]}" "${FRAMEWORK_ARGS[@]}" >"$OUT/app-$name.log" 2>&1 &
     APP_PID[$name]=$!
     APP_PORT[$name]=$port
     PIDS+=("$!")
@@ -232,6 +269,8 @@ TICK_HZ=$(getconf CLK_TCK)
 echo -e "meta\tclk_tck\t$TICK_HZ" >"$OUT/meta.tsv"
 {
     echo -e "meta\tduration\t$DURATION"
+    echo -e "meta\tframework\t$FRAMEWORK"
+    [ "$FRAMEWORK" = axum ] || echo -e "meta\tactix_workers\t$ACTIX_WORKERS"
     echo -e "meta\trounds\t$ROUNDS"
     echo -e "meta\tmemcached_idle\t${MEMCACHED_IDLE:-64 (default)}"
     echo -e "meta\tread_exchanges\t${READ_EXCHANGES:-default}"
@@ -341,7 +380,6 @@ for sessions in $SESSIONS; do
 done
 
 echo "== lost updates: 32 clients x $RACE_REQUESTS increments of one counter" >&2
-RACES="tandem-sticky:merge tandem-sticky:lock tandem-nonsticky:merge tandem-nonsticky:lock tandem-nonsticky:none tower-sessions-moka:merge tower-sessions-memcached:merge tower-sessions-caching:merge $REDIS_RACES"
 for race in $RACES; do
     variant=${race%%:*}
     concurrency=${race##*:}
@@ -353,21 +391,23 @@ for race in $RACES; do
     echo "  $variant ($concurrency): ${line#RACE }" >&2
 done
 
-echo "== local memory per session ($MEM_SESSIONS sessions, in process)" >&2
-for variant in tandem-sticky tower-sessions-moka tower-sessions-caching tandem-nonsticky tower-sessions-memcached; do
-    # Only the variants this run measures (tower-sessions' moka store holds about 11 KB
-    # per session: a million of them would need 11 GB).
-    case " $VARIANTS " in *" $variant "*) ;; *) continue ;; esac
-    line=$("$MEM" --variant "$variant" --sessions "$MEM_SESSIONS" --memcached "$NODESPEC")
-    echo -e "mem\t$line" >>"$OUT/mem.tsv"
-    echo "  ${line#MEM }" >&2
-done
+if [ "$FRAMEWORK" = axum ]; then
+    echo "== local memory per session ($MEM_SESSIONS sessions, in process)" >&2
+    for variant in tandem-sticky tower-sessions-moka tower-sessions-caching tandem-nonsticky tower-sessions-memcached; do
+        # Only the variants this run measures (tower-sessions' moka store holds about 11 KB
+        # per session: a million of them would need 11 GB).
+        case " $VARIANTS " in *" $variant "*) ;; *) continue ;; esac
+        line=$("$MEM" --variant "$variant" --sessions "$MEM_SESSIONS" --memcached "$NODESPEC")
+        echo -e "mem\t$line" >>"$OUT/mem.tsv"
+        echo "  ${line#MEM }" >&2
+    done
 
-echo "== moka's own heap per entry (the floor of the local tier)" >&2
-"$BIN/bench-moka-floor" | while read -r line; do
-    echo -e "moka\t$line" >>"$OUT/moka.tsv"
-    echo "  ${line#MOKA }" >&2
-done
+    echo "== moka's own heap per entry (the floor of the local tier)" >&2
+    "$BIN/bench-moka-floor" | while read -r line; do
+        echo -e "moka\t$line" >>"$OUT/moka.tsv"
+        echo "  ${line#MOKA }" >&2
+    done
+fi
 
 python3 benches/http/report.py "$OUT" | tee "$OUT/tables.md"
 echo "raw figures and logs: $OUT" >&2

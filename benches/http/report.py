@@ -16,6 +16,11 @@ from pathlib import Path
 WORKLOADS = [("0", "read-only"), ("20", "20% writes"), ("100", "100% writes")]
 TOWER = ["tower-sessions-moka", "tower-sessions-memcached", "tower-sessions-caching",
          "tower-sessions-redis"]
+# The other session layers Tandem is compared with: tower-sessions (axum) and
+# actix-session (actix-web, `--framework actix`).
+OTHERS = TOWER + ["actix-session-redis", "actix-session-cookie"]
+# The actix-web targets: Tandem's requests/s against actix-session's Redis store.
+ACTIX_TARGETS = [("tandem-sticky", 2.0), ("tandem-nonsticky", 1.2)]
 P99_PAIRS = [("tandem-sticky", "tower-sessions-caching"), ("tandem-nonsticky", "tower-sessions-memcached"),
              ("tandem-sticky-redis", "tower-sessions-redis"), ("tandem-nonsticky-redis", "tower-sessions-redis")]
 TANDEM = ["tandem-sticky", "tandem-nonsticky", "tandem-sticky-redis", "tandem-nonsticky-redis"]
@@ -55,6 +60,7 @@ def spread(ratios):
 
 
 def main():
+    global WORKLOADS
     out = Path(sys.argv[1])
     meta = {row[1]: row[2] for row in read_tsv(out / "meta.tsv") if len(row) >= 3}
     hz = float(meta.get("clk_tck", "100"))
@@ -68,6 +74,9 @@ def main():
             key = (row["sessions"], row["variant"], row["workload"])
             http.setdefault(key, {})[row.get("round") or "1"] = row
     sessions_list = sorted({key[0] for key in http}, key=int)
+    # Only the workloads the run measured (`--workloads`).
+    WORKLOADS = [(w, label) for w, label in WORKLOADS if any(key[2] == w for key in http)]
+    actix = meta.get("framework") == "actix"
     variants = []
     for key in http:
         if key[1] not in variants:
@@ -103,11 +112,14 @@ def main():
         ticks = per_request(sessions, variant, workload, column)
         return None if ticks is None else ticks / hz * 1e6
 
-    print("# HTTP session benchmark")
+    print("# HTTP session benchmark" + (" on actix-web" if actix else ""))
     print()
     print(
-        f"{meta.get('cpus', '?')} CPUs ({meta.get('cpu_model', '?')}), "
-        f"{meta.get('memcached', 'memcached ?')}, {meta.get('wrk', 'wrk ?')}, {meta.get('rustc', '')}; "
+        (f"actix-web app, {meta.get('actix_workers', '?')} workers per variant; " if actix else "")
+        + f"{meta.get('cpus', '?')} CPUs ({meta.get('cpu_model', '?')}), "
+        f"{meta.get('memcached', 'memcached ?')}, "
+        + (f"{meta['redis']}, " if "redis" in meta else "")
+        + f"{meta.get('wrk', 'wrk ?')}, {meta.get('rustc', '')}; "
         f"wrk {meta.get('threads', '?')} threads, {meta.get('connections', '?')} connections, "
         f"{meta.get('duration', '?')} s per measured run, {meta.get('rounds', '1')} round(s) "
         f"interleaved; idle memcached connections per node: "
@@ -174,13 +186,14 @@ def main():
             print(line)
 
         print()
-        print("CPU time per request in µs (app process + memcached process), from /proc "
+        remote = "memcached + Redis" if "redis" in meta else "memcached"
+        print(f"CPU time per request in µs (app process + {remote} processes), from /proc "
               "around the measured run; the app's figure as a ratio to `none`'s:")
         print()
         header = "| variant |"
         rule = "|---|"
         for _, label in WORKLOADS:
-            header += f" {label} app µs | memcached µs | app vs none |"
+            header += f" {label} app µs | {remote} µs | app vs none |"
             rule += "---:|---:|---:|"
         print(header)
         print(rule)
@@ -195,14 +208,14 @@ def main():
             print(line)
 
         print()
-        print("Tandem's requests/s as a ratio to each tower-sessions variant (higher: Tandem faster):")
+        print("Tandem's requests/s as a ratio to each other session layer's (higher: Tandem faster):")
         print()
         print("| Tandem | vs | " + " | ".join(label for _, label in WORKLOADS) + " |")
         print("|---|---|" + "---:|" * len(WORKLOADS))
         for tandem in TANDEM:
             if tandem not in variants:
                 continue
-            for tower in TOWER:
+            for tower in OTHERS:
                 if tower not in variants:
                     continue
                 cells = [spread(round_ratios(sessions, tandem, tower, w, "rps"))
@@ -226,7 +239,32 @@ def main():
             return
         print(f"| {name} | {fmt.format(value)} | {'yes' if value >= threshold else '**no**'} |")
 
-    for sessions in sessions_list:
+    races = read_tsv(out / "race.tsv")
+    for sessions in sessions_list if actix else []:
+        n = f"{int(sessions):,}"
+        for tandem, threshold in ACTIX_TARGETS:
+            for w, label in WORKLOADS:
+                target(f"{tandem} >= {threshold:g}x actix-session Redis store, {label} ({n})",
+                       median_ratio(sessions, tandem, "actix-session-redis", w), threshold)
+        # Reported, not targets: p99 against the Redis store's (lower: Tandem's is
+        # shorter), and the Redis store's commands per request.
+        for tandem, _ in ACTIX_TARGETS:
+            for w, label in WORKLOADS:
+                p99_ratio = median_ratio(sessions, tandem, "actix-session-redis", w, "p99_us")
+                if p99_ratio is not None:
+                    print(f"| {tandem} p99 / actix-session Redis store p99, {label} ({n}) | "
+                          f"{p99_ratio:.2f}x | - |")
+        for w, label in WORKLOADS:
+            commands = per_request(sessions, "actix-session-redis", w, "redis_cmds")
+            if commands is not None:
+                print(f"| actix-session Redis store: Redis commands/request, {label} ({n}) | "
+                      f"{commands:.2f} | - |")
+    for row in races if actix else []:
+        if row[1] == "tandem-nonsticky" and row[2] == "lock":
+            lost = int(fields(row[3])["lost"])
+            print(f"| no lost update, tandem-nonsticky in lock mode | {lost} lost | "
+                  f"{'yes' if lost == 0 else '**no**'} |")
+    for sessions in [] if actix else sessions_list:
         n = f"{int(sessions):,}"
 
         def rps_ratio(a, b, w):
@@ -291,7 +329,6 @@ def main():
               f"({int(sticky_mem['sessions']):,} sessions) | {overhead:.0f} B | "
               f"{'yes' if overhead <= floor + 128 else '**no**'} |")
 
-    races = read_tsv(out / "race.tsv")
     if races:
         print()
         print("## Lost updates")
@@ -304,7 +341,7 @@ def main():
         print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for row in races:
             variant, concurrency, values = row[1], row[2], fields(row[3])
-            if variant.startswith("tower-sessions"):
+            if variant.startswith("tower-sessions") or variant.startswith("actix-session"):
                 concurrency = "(none: last writer wins)"
             elif concurrency == "none":
                 concurrency = "last writer wins"
@@ -315,6 +352,12 @@ def main():
             p99 = f"{int(values['p99_us']) / 1000:.1f} ms" if "p99_us" in values else "n/a"
             print(f"| {variant} | {concurrency} | {values['sent']} | {accepted} | {values['conflicts']} |"
                   f" {values['errors']} | {values['final']} | {lost} | {share} | {rps} | {p99} |")
+        if any(row[1] == "actix-session-cookie" for row in races):
+            print()
+            print("actix-session's cookie store keeps the state in the cookie: each answer's new "
+                  "state goes back to its own client only, and the test's clients (like tabs "
+                  "sharing a cookie jar that one overwrites) keep sending the first cookie, "
+                  "so no increment reaches the counter the last read sees.")
 
     if mem:
         print()

@@ -1,21 +1,11 @@
-//! The app: the same handlers over every session variant.
-//!
-//! ```text
-//! GET  /cart      the cart's summary (404 if the session has no cart)
-//! POST /cart      one more of the next line's article; the new summary
-//! POST /session   creates a session holding a new cart (sets the cookie)
-//! GET  /counter   the counter attribute (0 when absent)
-//! POST /counter   counter + 1, read-modify-write: the lost-update test
-//! GET  /healthz   ok, never touches a session
-//! GET  /admin/stats  Tandem's manager counters and gauges as JSON ({} otherwise)
-//! ```
+//! The axum app: the handlers of [`crate::handlers`] over every session variant, and
+//! what both apps share: the variants, their options and Tandem's setup.
+//! `actix_app.rs` serves the same handlers on actix-web.
 
 use std::fmt;
-use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::FromRequestParts;
@@ -23,8 +13,7 @@ use axum::http::header::SET_COOKIE;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde_json::json;
+use axum::routing::{get, post};
 use tandem_codec::SpeedyCodec;
 use tandem_core::{NodeSpec, RemoteStore};
 use tandem_manager::{Concurrency, Mode, SessionManager};
@@ -35,6 +24,7 @@ use tower_sessions::{CachingSessionStore, SessionManagerLayer};
 use tower_sessions_moka_store::MokaStore;
 
 use crate::cart::{CART, COUNTER, Cart};
+use crate::handlers::{Action, Failed, NoSession, Reply, SessionAccess, act};
 use crate::memcached_store::MemcachedSessionStore;
 
 /// The session layer under test.
@@ -61,11 +51,16 @@ pub enum Variant {
     TandemStickyRedis,
     /// Tandem, non-sticky mode, with Redis as the remote tier.
     TandemNonStickyRedis,
+    /// actix-web only: actix-session with its `RedisSessionStore` (`--redis URL`).
+    ActixSessionRedis,
+    /// actix-web only: actix-session with its `CookieSessionStore` (the whole state
+    /// in the cookie).
+    ActixSessionCookie,
 }
 
 impl Variant {
     /// Every variant, in table order.
-    pub const ALL: [Variant; 9] = [
+    pub const ALL: [Variant; 11] = [
         Variant::None,
         Variant::TandemSticky,
         Variant::TandemNonSticky,
@@ -75,6 +70,8 @@ impl Variant {
         Variant::TowerSessionsRedis,
         Variant::TandemStickyRedis,
         Variant::TandemNonStickyRedis,
+        Variant::ActixSessionRedis,
+        Variant::ActixSessionCookie,
     ];
 
     /// The `--variant` name.
@@ -89,12 +86,17 @@ impl Variant {
             Variant::TowerSessionsRedis => "tower-sessions-redis",
             Variant::TandemStickyRedis => "tandem-sticky-redis",
             Variant::TandemNonStickyRedis => "tandem-nonsticky-redis",
+            Variant::ActixSessionRedis => "actix-session-redis",
+            Variant::ActixSessionCookie => "actix-session-cookie",
         }
     }
 
     /// Whether the variant needs memcached.
     pub fn uses_memcached(self) -> bool {
-        !matches!(self, Variant::None | Variant::TowerSessionsMoka) && !self.uses_redis()
+        !matches!(
+            self,
+            Variant::None | Variant::TowerSessionsMoka | Variant::ActixSessionCookie
+        ) && !self.uses_redis()
     }
 
     /// Whether the variant needs Redis.
@@ -104,7 +106,59 @@ impl Variant {
             Variant::TowerSessionsRedis
                 | Variant::TandemStickyRedis
                 | Variant::TandemNonStickyRedis
+                | Variant::ActixSessionRedis
         )
+    }
+
+    /// Whether the variant is Tandem's.
+    pub fn is_tandem(self) -> bool {
+        matches!(
+            self,
+            Variant::TandemSticky
+                | Variant::TandemNonSticky
+                | Variant::TandemStickyRedis
+                | Variant::TandemNonStickyRedis
+        )
+    }
+
+    /// Whether the variant is one of the other session layers of axum
+    /// (tower-sessions) or of actix-web (actix-session): the ones an app on the other
+    /// framework cannot use.
+    pub fn framework(self) -> Option<Framework> {
+        match self {
+            Variant::TowerSessionsMoka
+            | Variant::TowerSessionsMemcached
+            | Variant::TowerSessionsCaching
+            | Variant::TowerSessionsRedis => Some(Framework::Axum),
+            Variant::ActixSessionRedis | Variant::ActixSessionCookie => Some(Framework::Actix),
+            Variant::None
+            | Variant::TandemSticky
+            | Variant::TandemNonSticky
+            | Variant::TandemStickyRedis
+            | Variant::TandemNonStickyRedis => None,
+        }
+    }
+}
+
+/// The web framework the app runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Framework {
+    /// axum 0.8 on hyper (`app.rs`).
+    #[default]
+    Axum,
+    /// actix-web 4 (`actix_app.rs`).
+    Actix,
+}
+
+impl FromStr for Framework {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Framework, String> {
+        match text {
+            "axum" => Ok(Framework::Axum),
+            "actix" => Ok(Framework::Actix),
+            _ => Err(format!("unknown framework {text:?} (axum or actix)")),
+        }
     }
 }
 
@@ -169,130 +223,157 @@ impl App {
     /// Builds the app. Needs a tokio runtime (Tandem's manager spawns its background
     /// writer there).
     pub async fn build(options: &AppOptions) -> Result<App, String> {
-        if options.wait_replicas.is_some()
-            && !matches!(
-                options.variant,
-                Variant::TandemStickyRedis | Variant::TandemNonStickyRedis
-            )
-        {
-            return Err(format!(
-                "--wait-replicas is for the Tandem variants on Redis, not {}",
-                options.variant
-            ));
+        check_variant(options, Framework::Axum)?;
+        if let Some(manager) = tandem_manager(options).await? {
+            let layer = SessionLayer::builder(manager.clone())
+                .secure(false)
+                .build()
+                .map_err(|error| error.to_string())?;
+            let router = routes::<tandem_tower::Session<SpeedyCodec>, _>()
+                .route(
+                    "/admin/stats",
+                    get(
+                        |axum::extract::State(manager): axum::extract::State<
+                            SessionManager<SpeedyCodec>,
+                        >| async move {
+                            crate::handlers::tandem_stats(&manager)
+                        },
+                    ),
+                )
+                .layer(layer)
+                .with_state(manager.clone());
+            return Ok(App {
+                router,
+                manager: Some(manager),
+            });
         }
-        let spec = match (&options.memcached, options.variant.uses_memcached()) {
-            (Some(text), true) => {
-                Some(NodeSpec::parse(text).map_err(|error| format!("--memcached: {error}"))?)
-            }
-            (None, true) => {
-                return Err(format!("variant {} needs --memcached", options.variant));
-            }
-            (_, false) => None,
-        };
-        let first_address = || {
-            spec.as_ref()
-                .and_then(|spec| spec.nodes().first())
-                .map(|node| node.address())
-                .ok_or_else(|| "--memcached names no node".to_owned())
-        };
-        let (router, manager) = match options.variant {
-            Variant::None => (routes::<NoSession, ()>(), None),
-            Variant::TandemSticky | Variant::TandemNonSticky => {
-                let spec = spec.as_ref().ok_or("no memcached node spec")?;
-                let mut config = MemcachedConfig::default();
-                if let Some(idle) = options.memcached_idle {
-                    config = config.with_max_idle_connections(idle);
-                }
-                if let Some(exchanges) = options.read_exchanges {
-                    config = config.with_max_read_exchanges(exchanges);
-                }
-                let store = MemcachedStore::connect(spec, config)
-                    .await
-                    .map_err(|error| format!("memcached: {error}"))?;
-                let mode = if options.variant == Variant::TandemSticky {
-                    Mode::Sticky
-                } else {
-                    Mode::NonSticky
-                };
-                tandem_app(Arc::new(store), mode, options.concurrency)?
-            }
-            Variant::TandemStickyRedis | Variant::TandemNonStickyRedis => {
-                let url = options
-                    .redis
-                    .as_deref()
-                    .ok_or_else(|| format!("variant {} needs --redis", options.variant))?;
-                let spec = RedisSpec::parse(url).map_err(|error| format!("--redis: {error}"))?;
-                let mut config = RedisConfig::default();
-                if let Some(replicas) = options.wait_replicas {
-                    config = config.with_wait_replicas(replicas, WAIT_TIMEOUT);
-                }
-                let store = RedisStore::connect(&spec, config)
-                    .await
-                    .map_err(|error| format!("redis: {error}"))?;
-                let mode = if options.variant == Variant::TandemStickyRedis {
-                    Mode::Sticky
-                } else {
-                    Mode::NonSticky
-                };
-                tandem_app(Arc::new(store), mode, options.concurrency)?
-            }
-            Variant::TowerSessionsMoka => (tower_sessions_routes(MokaStore::new(None)), None),
-            Variant::TowerSessionsMemcached => (
-                tower_sessions_routes(
-                    MemcachedSessionStore::connect(&first_address()?, options.memcached_idle)
-                        .await?,
-                ),
-                None,
+        let router = match options.variant {
+            Variant::TowerSessionsMoka => tower_sessions_routes(MokaStore::new(None)),
+            Variant::TowerSessionsMemcached => tower_sessions_routes(
+                MemcachedSessionStore::connect(&first_memcached(options)?, options.memcached_idle)
+                    .await?,
             ),
             Variant::TowerSessionsRedis => {
-                let url = options
-                    .redis
-                    .as_deref()
-                    .ok_or_else(|| format!("variant {} needs --redis", options.variant))?;
-                (
-                    tower_sessions_routes(tower_sessions_redis(url).await?),
-                    None,
-                )
+                tower_sessions_routes(tower_sessions_redis(redis_url(options)?).await?)
             }
-            Variant::TowerSessionsCaching => (
-                tower_sessions_routes(CachingSessionStore::new(
-                    MokaStore::new(None),
-                    MemcachedSessionStore::connect(&first_address()?, options.memcached_idle)
-                        .await?,
-                )),
-                None,
-            ),
+            Variant::TowerSessionsCaching => tower_sessions_routes(CachingSessionStore::new(
+                MokaStore::new(None),
+                MemcachedSessionStore::connect(&first_memcached(options)?, options.memcached_idle)
+                    .await?,
+            )),
+            _ => routes::<NoSession, ()>(),
         };
-        Ok(App { router, manager })
+        Ok(App {
+            router,
+            manager: None,
+        })
     }
+}
+
+/// Refuses a variant the framework cannot serve, and `--wait-replicas` where it means
+/// nothing.
+pub(crate) fn check_variant(options: &AppOptions, framework: Framework) -> Result<(), String> {
+    if let Some(other) = options.variant.framework()
+        && other != framework
+    {
+        return Err(format!(
+            "variant {} runs on the other framework ({other:?})",
+            options.variant
+        ));
+    }
+    if options.wait_replicas.is_some()
+        && !matches!(
+            options.variant,
+            Variant::TandemStickyRedis | Variant::TandemNonStickyRedis
+        )
+    {
+        return Err(format!(
+            "--wait-replicas is for the Tandem variants on Redis, not {}",
+            options.variant
+        ));
+    }
+    Ok(())
+}
+
+/// The memcached node spec of a variant that needs one.
+fn memcached_spec(options: &AppOptions) -> Result<NodeSpec, String> {
+    let text = options
+        .memcached
+        .as_deref()
+        .ok_or_else(|| format!("variant {} needs --memcached", options.variant))?;
+    NodeSpec::parse(text).map_err(|error| format!("--memcached: {error}"))
+}
+
+/// The first memcached node's address (the tower-sessions memcached store's node).
+fn first_memcached(options: &AppOptions) -> Result<String, String> {
+    memcached_spec(options)?
+        .nodes()
+        .first()
+        .map(|node| node.address())
+        .ok_or_else(|| "--memcached names no node".to_owned())
+}
+
+/// The Redis URL of a variant that needs one.
+pub(crate) fn redis_url(options: &AppOptions) -> Result<&str, String> {
+    options
+        .redis
+        .as_deref()
+        .ok_or_else(|| format!("variant {} needs --redis", options.variant))
 }
 
 /// Tandem's local tier in the benchmark: 4 GiB.
 const LOCAL_CAPACITY_BYTES: u64 = 4 << 30;
 
-/// The routes with Tandem's layer over `store`, and the manager.
-fn tandem_app(
-    store: Arc<dyn RemoteStore>,
-    mode: Mode,
-    concurrency: Concurrency,
-) -> Result<(Router, Option<SessionManager<SpeedyCodec>>), String> {
+/// Tandem's manager for a Tandem variant (over memcached or Redis, in the variant's
+/// mode, as configured); `None` for the other variants. Both frameworks' apps use it.
+pub(crate) async fn tandem_manager(
+    options: &AppOptions,
+) -> Result<Option<SessionManager<SpeedyCodec>>, String> {
+    let store: Arc<dyn RemoteStore> = match options.variant {
+        Variant::TandemSticky | Variant::TandemNonSticky => {
+            let mut config = MemcachedConfig::default();
+            if let Some(idle) = options.memcached_idle {
+                config = config.with_max_idle_connections(idle);
+            }
+            if let Some(exchanges) = options.read_exchanges {
+                config = config.with_max_read_exchanges(exchanges);
+            }
+            let store = MemcachedStore::connect(&memcached_spec(options)?, config)
+                .await
+                .map_err(|error| format!("memcached: {error}"))?;
+            Arc::new(store)
+        }
+        Variant::TandemStickyRedis | Variant::TandemNonStickyRedis => {
+            let spec = RedisSpec::parse(redis_url(options)?)
+                .map_err(|error| format!("--redis: {error}"))?;
+            let mut config = RedisConfig::default();
+            if let Some(replicas) = options.wait_replicas {
+                config = config.with_wait_replicas(replicas, WAIT_TIMEOUT);
+            }
+            let store = RedisStore::connect(&spec, config)
+                .await
+                .map_err(|error| format!("redis: {error}"))?;
+            Arc::new(store)
+        }
+        _ => return Ok(None),
+    };
+    let mode = if matches!(
+        options.variant,
+        Variant::TandemSticky | Variant::TandemStickyRedis
+    ) {
+        Mode::Sticky
+    } else {
+        Mode::NonSticky
+    };
     let manager = SessionManager::<SpeedyCodec>::builder(store)
         .mode(mode)
-        .concurrency(concurrency)
+        .concurrency(options.concurrency)
         // Room for a million resident sessions (the default 256 MiB holds about
         // 200,000 of these), as the tower-sessions moka store, which is unbounded.
         .local_capacity_bytes(LOCAL_CAPACITY_BYTES)
         .build()
         .map_err(|error| error.to_string())?;
-    let layer = SessionLayer::builder(manager.clone())
-        .secure(false)
-        .build()
-        .map_err(|error| error.to_string())?;
-    let router = routes::<tandem_tower::Session<SpeedyCodec>, _>()
-        .route("/admin/stats", get(tandem_stats))
-        .layer(layer)
-        .with_state(manager.clone());
-    Ok((router, Some(manager)))
+    Ok(Some(manager))
 }
 
 /// Connections in the tower-sessions Redis store's fred pool: the number its
@@ -330,218 +411,85 @@ fn tower_sessions_routes<S: tower_sessions::SessionStore + Clone>(store: S) -> R
 fn routes<A, S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
-    A: SessionAccess + FromRequestParts<S>,
+    A: SessionAccess<Failure: IntoResponse + Send> + FromRequestParts<S> + Send + Sync + 'static,
 {
     Router::new()
-        .route("/cart", get(show_cart::<A, S>).post(bump_cart::<A, S>))
-        .route("/session", axum::routing::post(create::<A, S>))
+        .route(
+            "/cart",
+            get(|session: A| respond(Action::ShowCart, session))
+                .post(|session: A| respond(Action::BumpCart, session)),
+        )
+        .route(
+            "/session",
+            post(|session: A| respond(Action::Create, session)),
+        )
         .route(
             "/counter",
-            get(show_counter::<A, S>).post(increment::<A, S>),
+            get(|session: A| respond(Action::ShowCounter, session))
+                .post(|session: A| respond(Action::Increment, session)),
         )
         .route("/healthz", get(|| async { "ok\n" }))
 }
 
-/// What the handlers need of a session, whichever layer provides it. Errors are
-/// already responses.
-pub trait SessionAccess: Send + Sync + 'static {
-    /// The cart attribute.
-    fn cart(&self) -> impl Future<Output = Result<Option<Cart>, Response>> + Send;
-    /// Stores the cart attribute.
-    fn set_cart(&self, cart: &Cart) -> impl Future<Output = Result<(), Response>> + Send;
-    /// The counter attribute.
-    fn counter(&self) -> impl Future<Output = Result<Option<u64>, Response>> + Send;
-    /// Stores the counter attribute.
-    fn set_counter(&self, value: u64) -> impl Future<Output = Result<(), Response>> + Send;
-    /// A cookie the handler must set itself on a new session (only the baseline,
-    /// which has no layer to do it).
-    fn creation_cookie(&self) -> Option<HeaderValue> {
-        None
+/// Runs a handler and makes its answer an axum response.
+async fn respond<A>(action: Action, session: A) -> Response
+where
+    A: SessionAccess<Failure: IntoResponse + Send> + Sync,
+{
+    match act(action, &session).await {
+        Ok(reply) => reply.into_response(),
+        Err(failure) => failure.into_response(),
     }
 }
 
-async fn show_cart<A: SessionAccess + FromRequestParts<S>, S>(session: A) -> Response {
-    match session.cart().await {
-        Ok(Some(cart)) => cart.summary().into_response(),
-        Ok(None) => (StatusCode::NOT_FOUND, "no cart\n").into_response(),
-        Err(response) => response,
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        let status = if self.found {
+            StatusCode::OK
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        let mut response = (status, self.body).into_response();
+        if let Some(cookie) = self
+            .set_cookie
+            .and_then(|text| HeaderValue::try_from(text).ok())
+        {
+            response.headers_mut().insert(SET_COOKIE, cookie);
+        }
+        response
     }
 }
 
-async fn bump_cart<A: SessionAccess + FromRequestParts<S>, S>(session: A) -> Response {
-    let mut cart = match session.cart().await {
-        Ok(Some(cart)) => cart,
-        Ok(None) => return (StatusCode::NOT_FOUND, "no cart\n").into_response(),
-        Err(response) => return response,
-    };
-    cart.bump();
-    match session.set_cart(&cart).await {
-        Ok(()) => cart.summary().into_response(),
-        Err(response) => response,
+impl IntoResponse for Failed {
+    fn into_response(self) -> Response {
+        (StatusCode::INTERNAL_SERVER_ERROR, format!("{}\n", self.0)).into_response()
     }
 }
-
-async fn create<A: SessionAccess + FromRequestParts<S>, S>(session: A) -> Response {
-    if let Err(response) = session.set_cart(&Cart::new()).await {
-        return response;
-    }
-    let mut response = "created\n".into_response();
-    if let Some(cookie) = session.creation_cookie() {
-        response.headers_mut().insert(SET_COOKIE, cookie);
-    }
-    response
-}
-
-async fn show_counter<A: SessionAccess + FromRequestParts<S>, S>(session: A) -> Response {
-    match session.counter().await {
-        Ok(value) => format!("{}\n", value.unwrap_or(0)).into_response(),
-        Err(response) => response,
-    }
-}
-
-async fn increment<A: SessionAccess + FromRequestParts<S>, S>(session: A) -> Response {
-    let value = match session.counter().await {
-        Ok(value) => value.unwrap_or(0) + 1,
-        Err(response) => return response,
-    };
-    match session.set_counter(value).await {
-        Ok(()) => format!("{value}\n").into_response(),
-        Err(response) => response,
-    }
-}
-
-async fn tandem_stats(
-    axum::extract::State(manager): axum::extract::State<SessionManager<SpeedyCodec>>,
-) -> Response {
-    let stats = manager.stats();
-    json!({
-        "local_sessions": manager.local_sessions(),
-        "pending_backups": manager.pending_backups(),
-        "loads": stats.loads,
-        "loaded_local": stats.loaded_local,
-        "loaded_remote": stats.loaded_remote,
-        "commits": stats.commits,
-        "backups_written": stats.backups_written,
-        "backups_coalesced": stats.backups_coalesced,
-        "backups_skipped_unchanged": stats.backups_skipped_unchanged,
-        "touches": stats.touches,
-        "conflicts": stats.conflicts,
-        "lock_waits": stats.lock_waits,
-        "merge_retries": stats.merge_retries,
-        "sessions_created": stats.sessions_created,
-    })
-    .to_string()
-    .into_response()
-}
-
-/// The baseline's "session": a cart that is always there, nothing stored.
-pub struct NoSession;
-
-/// Nanoseconds of CPU the baseline burns per request on top of its handler (default
-/// 0), set by `bench-http-app serve --baseline-extra-cpu-ns`: a calibration of what
-/// a given per-request cost does to requests/s on the machine, the way a session
-/// layer's cost shows up in the figures.
-pub static BASELINE_EXTRA_CPU_NS: AtomicU64 = AtomicU64::new(0);
-
-/// Spins for [`BASELINE_EXTRA_CPU_NS`] (busy, not sleeping: it must cost CPU).
-fn burn_baseline_extra_cpu() {
-    let extra = Duration::from_nanos(BASELINE_EXTRA_CPU_NS.load(Ordering::Relaxed));
-    if extra.is_zero() {
-        return;
-    }
-    let started = Instant::now();
-    while started.elapsed() < extra {
-        std::hint::spin_loop();
-    }
-}
-
-/// The baseline's cookie values: unique, and as long as a Tandem session id.
-static NEXT_COOKIE: AtomicU64 = AtomicU64::new(0);
 
 impl<S: Send + Sync> FromRequestParts<S> for NoSession {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        burn_baseline_extra_cpu();
-        Ok(NoSession)
+        Ok(NoSession::extract())
     }
-}
-
-impl SessionAccess for NoSession {
-    async fn cart(&self) -> Result<Option<Cart>, Response> {
-        Ok(Some(Cart::new()))
-    }
-
-    async fn set_cart(&self, _cart: &Cart) -> Result<(), Response> {
-        Ok(())
-    }
-
-    async fn counter(&self) -> Result<Option<u64>, Response> {
-        Ok(None)
-    }
-
-    async fn set_counter(&self, _value: u64) -> Result<(), Response> {
-        Ok(())
-    }
-
-    fn creation_cookie(&self) -> Option<HeaderValue> {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_nanos());
-        let serial = NEXT_COOKIE.fetch_add(1, Ordering::Relaxed);
-        let value = format!("bench_session={nanos:x}{serial:08x}-n1; Path=/; HttpOnly");
-        HeaderValue::from_str(&value).ok()
-    }
-}
-
-impl SessionAccess for tandem_tower::Session<SpeedyCodec> {
-    async fn cart(&self) -> Result<Option<Cart>, Response> {
-        self.get::<Cart>(CART)
-            .await
-            .map_err(IntoResponse::into_response)
-    }
-
-    async fn set_cart(&self, cart: &Cart) -> Result<(), Response> {
-        self.insert(CART, cart)
-            .await
-            .map(drop)
-            .map_err(IntoResponse::into_response)
-    }
-
-    async fn counter(&self) -> Result<Option<u64>, Response> {
-        self.get::<u64>(COUNTER)
-            .await
-            .map_err(IntoResponse::into_response)
-    }
-
-    async fn set_counter(&self, value: u64) -> Result<(), Response> {
-        self.insert(COUNTER, &value)
-            .await
-            .map(drop)
-            .map_err(IntoResponse::into_response)
-    }
-}
-
-fn tower_sessions_error(error: tower_sessions::session::Error) -> Response {
-    (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response()
 }
 
 impl SessionAccess for tower_sessions::Session {
-    async fn cart(&self) -> Result<Option<Cart>, Response> {
-        self.get::<Cart>(CART).await.map_err(tower_sessions_error)
+    type Failure = Failed;
+
+    async fn cart(&self) -> Result<Option<Cart>, Failed> {
+        self.get::<Cart>(CART).await.map_err(Failed::of)
     }
 
-    async fn set_cart(&self, cart: &Cart) -> Result<(), Response> {
-        self.insert(CART, cart).await.map_err(tower_sessions_error)
+    async fn set_cart(&self, cart: &Cart) -> Result<(), Failed> {
+        self.insert(CART, cart).await.map_err(Failed::of)
     }
 
-    async fn counter(&self) -> Result<Option<u64>, Response> {
-        self.get::<u64>(COUNTER).await.map_err(tower_sessions_error)
+    async fn counter(&self) -> Result<Option<u64>, Failed> {
+        self.get::<u64>(COUNTER).await.map_err(Failed::of)
     }
 
-    async fn set_counter(&self, value: u64) -> Result<(), Response> {
-        self.insert(COUNTER, value)
-            .await
-            .map_err(tower_sessions_error)
+    async fn set_counter(&self, value: u64) -> Result<(), Failed> {
+        self.insert(COUNTER, value).await.map_err(Failed::of)
     }
 }

@@ -1,8 +1,10 @@
-//! The end-to-end HTTP benchmark's app: one set of axum handlers (a ~500-byte cart
+//! The end-to-end HTTP benchmark's app: one set of handlers (a ~500-byte cart
 //! attribute read by `GET /cart` and changed by `POST /cart`, a counter for the
 //! lost-update test) served with no sessions at all (the baseline), with Tandem
 //! (sticky or non-sticky), or with tower-sessions over its moka store, over a small
-//! memcached store written here, or over `CachingSessionStore` of the two.
+//! memcached store written here, or over `CachingSessionStore` of the two; on
+//! actix-web (`--framework actix`), without sessions, with Tandem and with
+//! actix-session over its Redis or cookie store.
 //!
 //! `scripts/bench-http.sh` drives it with wrk; `benches/RESULTS.md` has the figures.
 //! The binaries are `bench-http-app` (`serve`, `populate`, `race`) and
@@ -13,6 +15,7 @@
 //! It is a measuring tool, not an example to copy: the handlers do the least an
 //! application does with a session so that the session layer's cost shows.
 
+pub mod actix_app;
 pub mod app;
 pub mod cart;
 pub mod client;
@@ -20,10 +23,12 @@ pub mod client;
 // workspace's `unsafe_code` lint.
 #[allow(unsafe_code)]
 pub mod counting;
+pub mod handlers;
 pub mod memcached_store;
 
-pub use app::{App, AppOptions, BASELINE_EXTRA_CPU_NS, Variant, WAIT_TIMEOUT};
+pub use app::{App, AppOptions, Framework, Variant, WAIT_TIMEOUT};
 pub use cart::{CART, COUNTER, Cart};
+pub use handlers::BASELINE_EXTRA_CPU_NS;
 
 /// Runs an in-process tool's `run` to completion on a current-thread runtime, and
 /// turns its outcome into the exit code (an error goes to stderr, prefixed with the

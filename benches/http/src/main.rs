@@ -1,9 +1,9 @@
 //! `bench-http-app`: the end-to-end HTTP benchmark's app and its helper clients.
 //!
 //! ```text
-//! bench-http-app serve --variant V [--listen ADDR] [--memcached NODESPEC] [--concurrency merge|lock|none]
-//!                      [--memcached-idle N] [--read-exchanges N] [--workers N] [--baseline-extra-cpu-ns N]
-//!                      [--redis URL] [--wait-replicas N]
+//! bench-http-app serve --variant V [--framework axum|actix] [--listen ADDR] [--memcached NODESPEC]
+//!                      [--concurrency merge|lock|none] [--memcached-idle N] [--read-exchanges N]
+//!                      [--workers N] [--baseline-extra-cpu-ns N] [--redis URL] [--wait-replicas N]
 //! bench-http-app populate --target ADDR --count N [--connections C] --out FILE
 //! bench-http-app race --target ADDR [--clients 32] [--requests 100]
 //! ```
@@ -18,20 +18,23 @@
 //! server, `redis+sentinel://...` or `redis+cluster://...`) tower-sessions-redis,
 //! tandem-sticky-redis, tandem-nonsticky-redis; `--wait-replicas N` gives the Tandem
 //! Redis variants the durable setting (each write waits for N replica
-//! acknowledgements). scripts/bench-http.sh runs it all; scripts/bench-redis-ha.sh
-//! compares Redis deployments.
+//! acknowledgements). `--framework actix` serves the same handlers on actix-web
+//! (`--workers` actix-web workers, default one per core) with the variants none,
+//! tandem-sticky, tandem-nonsticky (and on Redis), actix-session-redis (`--redis
+//! URL`) and actix-session-cookie. scripts/bench-http.sh runs it all;
+//! scripts/bench-redis-ha.sh compares Redis deployments.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
-use tandem_bench_http::client;
-use tandem_bench_http::{App, AppOptions, BASELINE_EXTRA_CPU_NS, Variant};
+use tandem_bench_http::{App, AppOptions, BASELINE_EXTRA_CPU_NS, Framework, Variant};
+use tandem_bench_http::{actix_app, client};
 use tandem_manager::Concurrency;
 
 const USAGE: &str = "usage:
-  bench-http-app serve --variant V [--listen ADDR] [--memcached NODESPEC] [--concurrency merge|lock|none] [--memcached-idle N] [--read-exchanges N] [--workers N] [--baseline-extra-cpu-ns N] [--redis URL] [--wait-replicas N]
+  bench-http-app serve --variant V [--framework axum|actix] [--listen ADDR] [--memcached NODESPEC] [--concurrency merge|lock|none] [--memcached-idle N] [--read-exchanges N] [--workers N] [--baseline-extra-cpu-ns N] [--redis URL] [--wait-replicas N]
   bench-http-app populate --target ADDR --count N [--connections C] --out FILE
   bench-http-app race --target ADDR [--clients N] [--requests N]";
 
@@ -78,17 +81,19 @@ fn address(flag: &str, value: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("invalid address {value:?} for {flag}"))
 }
 
-async fn serve(args: &[String]) -> Result<(), String> {
+async fn serve(args: &[String], workers: Option<usize>) -> Result<(), String> {
     let mut options = AppOptions {
         variant: Variant::None,
         concurrency: Concurrency::Merge,
         ..AppOptions::default()
     };
     let mut variant = None;
+    let mut framework = Framework::Axum;
     let mut listen = "127.0.0.1:8080".to_owned();
     for (flag, value) in pairs(args)? {
         match flag {
             "--variant" => variant = Some(value.parse::<Variant>()?),
+            "--framework" => framework = value.parse()?,
             "--listen" => listen = value.to_owned(),
             "--memcached" => options.memcached = Some(value.to_owned()),
             "--redis" => options.redis = Some(value.to_owned()),
@@ -115,6 +120,12 @@ async fn serve(args: &[String]) -> Result<(), String> {
         }
     }
     options.variant = variant.ok_or("serve needs --variant")?;
+    if framework == Framework::Actix {
+        let workers = workers
+            .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+            .unwrap_or(1);
+        return actix_app::serve(&options, &listen, workers).await;
+    }
     let app = App::build(&options).await?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
@@ -208,7 +219,7 @@ fn main() -> ExitCode {
     let rest = rest.as_slice();
     let result = runtime.block_on(async {
         match command.as_str() {
-            "serve" => serve(rest).await,
+            "serve" => serve(rest, workers).await,
             "populate" => populate(rest).await,
             "race" => race(rest).await,
             "--help" | "-h" => {

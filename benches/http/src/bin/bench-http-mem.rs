@@ -79,6 +79,9 @@ fn payload(variant: Variant) -> Result<usize, String> {
         Variant::TowerSessionsMoka | Variant::TowerSessionsCaching => serde_json::to_vec(&cart)
             .map_err(|error| error.to_string())?
             .len(),
+        Variant::ActixSessionRedis | Variant::ActixSessionCookie => {
+            return Err(format!("{variant} runs on actix-web: not measured here"));
+        }
     };
     Ok(CART.len() + value)
 }
