@@ -11,8 +11,8 @@ use actix_web::http::header::{COOKIE, HeaderValue, SET_COOKIE};
 use actix_web::{Error, HttpMessage};
 use tandem_core::Codec;
 use tandem_http::{
-    CommitResult, CookieHeaders, Finishing, FromSettings, PendingCommit, SessionRequest,
-    SessionSettings, SettingsBuilder, actix_response,
+    CommitResult, CommitStage, CookieHeaders, FromSettings, SessionRequest, SessionSettings,
+    SettingsBuilder, actix_response,
 };
 use tandem_manager::SessionManager;
 
@@ -183,8 +183,7 @@ where
         if self.settings.ignores(request.path()) {
             return ResponseFuture {
                 inner: self.inner.call(request),
-                request: None,
-                pending: None,
+                stage: CommitStage::new(None),
             };
         }
         // actix-web 4 has `http` types of its own: the headers are copied (only when
@@ -204,8 +203,7 @@ where
         request.extensions_mut().insert(session_request.session());
         ResponseFuture {
             inner: self.inner.call(request),
-            request: Some(session_request),
-            pending: None,
+            stage: CommitStage::new(Some(session_request)),
         }
     }
 }
@@ -229,10 +227,7 @@ pin_project_lite::pin_project! {
     pub struct ResponseFuture<F, C, B> {
         #[pin]
         inner: F,
-        // `None` once the inner response arrived, or for ignored paths.
-        request: Option<SessionRequest<C>>,
-        // A commit that had to wait, and the response it completes.
-        pending: Option<(PendingCommit, ServiceResponse<B>)>,
+        stage: CommitStage<C, ServiceResponse<B>>,
     }
 }
 
@@ -246,26 +241,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let (mut commit, response) = match this.pending.take() {
-            Some(pending) => pending,
-            None => {
-                let response = std::task::ready!(this.inner.poll(cx))?;
-                let Some(request) = this.request.take() else {
-                    return Poll::Ready(Ok(response.map_into_left_body()));
-                };
-                match request.finish() {
-                    Finishing::Ready(result) => return Poll::Ready(Ok(complete(result, response))),
-                    Finishing::Pending(commit) => (commit, response),
-                }
-            }
-        };
-        match commit.as_mut().poll(cx) {
-            Poll::Ready(result) => Poll::Ready(Ok(complete(result, response))),
-            Poll::Pending => {
-                *this.pending = Some((commit, response));
-                Poll::Pending
-            }
-        }
+        let inner = this.inner;
+        this.stage
+            .poll(cx, |cx| inner.poll(cx))
+            .map_ok(|(result, response)| complete(result, response))
     }
 }
 

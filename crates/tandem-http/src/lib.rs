@@ -52,7 +52,7 @@ pub use cookie::{
     CookieConfigError, CookieHeaders, DEFAULT_COOKIE_NAME, MAX_COOKIE_VALUE_LEN, MaxAge, SameSite,
 };
 pub use error::{Failure, MissingSession, SessionError, SessionErrorKind, default_error_response};
-pub use request::{Finishing, SessionRequest};
+pub use request::{CommitStage, Finishing, SessionRequest};
 pub use session::{Session, SessionGuard};
 pub use settings::{FromSettings, SessionSettings, SettingsBuilder};
 pub use signing::{CookieSigner, SigningKeyError};

@@ -2,6 +2,7 @@
 //! request's arrival to the cookie on its response.
 
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use http::{Method, Uri};
 use tandem_core::Codec;
@@ -120,6 +121,99 @@ impl<C: Codec> SessionRequest<C> {
                     None => Ok(None),
                 }
             })),
+        }
+    }
+}
+
+/// The part of an integration's response future that comes after the handler: it
+/// waits for the handler's response (`R`, the framework's response type), ends the
+/// request's session with [`SessionRequest::finish`], and awaits a commit that has to
+/// wait while keeping the response. Both integrations' hand-written response futures
+/// are this plus putting the result on their own response type.
+///
+/// No allocation for a request without a session (an ignored path), one whose handler
+/// never used it, or one whose commit needs no wait.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use std::task::Poll;
+/// use http::HeaderMap;
+/// use tandem_core::{MemoryStore, NodeId};
+/// use tandem_manager::SessionManager;
+/// use tandem_codec::SpeedyCodec;
+/// use tandem_http::{CommitStage, CookieHeaders, SessionRequest, SessionSettings};
+///
+/// let store = Arc::new(MemoryStore::new([NodeId::new("n1").unwrap()]));
+/// let settings = SessionSettings::builder(SessionManager::<SpeedyCodec>::builder(store).build().unwrap())
+///     .build()
+///     .unwrap();
+/// let request = SessionRequest::new(&settings, CookieHeaders::of(&HeaderMap::new()), None);
+/// request.session().insert("user", "ann").await.unwrap(); // the handler
+/// let mut stage = CommitStage::new(Some(request));
+/// let mut response = Some("the handler's response");
+/// let (set_cookie, response) = std::future::poll_fn(|cx| {
+///     stage.poll(cx, |_| Poll::Ready(Ok::<_, ()>(response.take().unwrap())))
+/// })
+/// .await
+/// .unwrap();
+/// assert!(set_cookie.unwrap().unwrap().starts_with("tandem_session="));
+/// assert_eq!(response, "the handler's response");
+/// # });
+/// ```
+pub struct CommitStage<C, R> {
+    // `None` once the handler's response arrived, or for a request without a session.
+    request: Option<SessionRequest<C>>,
+    // A commit that had to wait, and the response it completes.
+    pending: Option<(PendingCommit, R)>,
+}
+
+impl<C, R> std::fmt::Debug for CommitStage<C, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommitStage")
+            .field("request", &self.request)
+            .field("committing", &self.pending.is_some())
+            .finish()
+    }
+}
+
+impl<C: Codec, R> CommitStage<C, R> {
+    /// The stage of a request with this session (`None`: a request without one).
+    pub fn new(request: Option<SessionRequest<C>>) -> CommitStage<C, R> {
+        CommitStage {
+            request,
+            pending: None,
+        }
+    }
+
+    /// Polls `handler` (the inner service's response future) until it answers, then
+    /// the commit; ready with the commit's result (`Ok(None)` when there is nothing to
+    /// add) and the handler's response. A handler's error is handed back as it is,
+    /// with the session dropped uncommitted.
+    pub fn poll<E>(
+        &mut self,
+        cx: &mut Context<'_>,
+        handler: impl FnOnce(&mut Context<'_>) -> Poll<Result<R, E>>,
+    ) -> Poll<Result<(CommitResult, R), E>> {
+        let (mut commit, response) = match self.pending.take() {
+            Some(pending) => pending,
+            None => {
+                let response = std::task::ready!(handler(cx))?;
+                let Some(request) = self.request.take() else {
+                    return Poll::Ready(Ok((Ok(None), response)));
+                };
+                match request.finish() {
+                    Finishing::Ready(result) => return Poll::Ready(Ok((result, response))),
+                    Finishing::Pending(commit) => (commit, response),
+                }
+            }
+        };
+        match commit.as_mut().poll(cx) {
+            Poll::Ready(result) => Poll::Ready(Ok((result, response))),
+            Poll::Pending => {
+                self.pending = Some((commit, response));
+                Poll::Pending
+            }
         }
     }
 }

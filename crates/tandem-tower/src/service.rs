@@ -9,9 +9,7 @@ use std::task::{Context, Poll};
 use http::header::{HeaderValue, SET_COOKIE};
 use http::{Request, Response};
 use tandem_core::Codec;
-use tandem_http::{
-    CommitResult, CookieHeaders, Finishing, PendingCommit, SessionRequest, SessionSettings,
-};
+use tandem_http::{CommitResult, CommitStage, CookieHeaders, SessionRequest, SessionSettings};
 use tower::Service;
 
 /// The service [`SessionLayer`](crate::SessionLayer) wraps around an inner service: any
@@ -78,10 +76,7 @@ pin_project_lite::pin_project! {
     pub struct ResponseFuture<F, C, B> {
         #[pin]
         inner: F,
-        // `None` once the inner response arrived, or for ignored paths.
-        request: Option<SessionRequest<C>>,
-        // A commit that had to wait, and the response it completes.
-        pending: Option<(PendingCommit, Response<B>)>,
+        stage: CommitStage<C, Response<B>>,
     }
 }
 
@@ -110,26 +105,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let (mut commit, response) = match this.pending.take() {
-            Some(pending) => pending,
-            None => {
-                let response = std::task::ready!(this.inner.poll(cx))?;
-                let Some(request) = this.request.take() else {
-                    return Poll::Ready(Ok(response));
-                };
-                match request.finish() {
-                    Finishing::Ready(result) => return Poll::Ready(Ok(complete(result, response))),
-                    Finishing::Pending(commit) => (commit, response),
-                }
-            }
-        };
-        match commit.as_mut().poll(cx) {
-            Poll::Ready(result) => Poll::Ready(Ok(complete(result, response))),
-            Poll::Pending => {
-                *this.pending = Some((commit, response));
-                Poll::Pending
-            }
-        }
+        let inner = this.inner;
+        this.stage
+            .poll(cx, |cx| inner.poll(cx))
+            .map_ok(|(result, response)| complete(result, response))
     }
 }
 
@@ -156,8 +135,7 @@ where
         if self.shared.ignores(request.uri().path()) {
             return ResponseFuture {
                 inner: inner.call(request),
-                request: None,
-                pending: None,
+                stage: CommitStage::new(None),
             };
         }
         let request_line = self
@@ -172,8 +150,7 @@ where
         request.extensions_mut().insert(session_request.session());
         ResponseFuture {
             inner: inner.call(request),
-            request: Some(session_request),
-            pending: None,
+            stage: CommitStage::new(Some(session_request)),
         }
     }
 }
