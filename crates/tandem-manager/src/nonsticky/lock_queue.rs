@@ -139,6 +139,9 @@ impl Drop for Waiting {
 /// remote lock to the next waiter or releases it.
 pub(crate) struct SessionLock {
     pub(crate) queue: Arc<LockQueue>,
+    /// The request is committing a change: dropped now, its writes may be on their
+    /// way, and they land after the drop.
+    pub(crate) committing: bool,
     pub(crate) turn: Option<OwnedMutexGuard<()>>,
     pub(crate) remote: Option<Taken>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -191,9 +194,15 @@ impl SessionLock {
 
 impl Drop for SessionLock {
     fn drop(&mut self) {
-        if let Some(taken) = self.remote.take()
-            && let Some(taken) = self.pass(taken)
-        {
+        let Some(taken) = self.remote.take() else {
+            return;
+        };
+        if self.committing {
+            // A commit dropped with its writes maybe on the wire: the lock keeps the
+            // session's next requests (here and elsewhere) out until they have
+            // landed, so that they do not land in the middle of the next change.
+            taken.lock.release_after(super::repair::SETTLE);
+        } else if let Some(taken) = self.pass(taken) {
             taken.lock.release_in_background();
         }
     }

@@ -64,6 +64,7 @@ impl<C: Codec> Engine<C> {
         let started = self.common.now();
         let mut lock = SessionLock {
             queue: Arc::clone(&transit.queue),
+            committing: false,
             turn: None,
             remote: None,
             clock: Arc::clone(&self.common.clock),
@@ -192,6 +193,7 @@ impl<C: Codec> Engine<C> {
         let Some(mut lock) = lock else {
             return self.commit_locked(transit, request).await;
         };
+        lock.committing = modified;
         let result = match lock.remote() {
             Some(remote) if modified => match remote.still_held().await {
                 Ok(true) => self.commit_locked(transit, request).await,
@@ -213,6 +215,7 @@ impl<C: Codec> Engine<C> {
             },
             _ => self.commit_locked(transit, request).await,
         };
+        lock.committing = false;
         lock.finish().await;
         result
     }

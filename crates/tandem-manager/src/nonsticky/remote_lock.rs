@@ -163,6 +163,29 @@ impl RemoteLock {
         self.release();
     }
 
+    /// Releases the lock after `delay`, in the background, if it is still this
+    /// holder's then; renewed meanwhile.
+    pub(crate) fn release_after(mut self, delay: Duration) {
+        let renewer = self.renewer.take();
+        if !self.held.maybe_held.swap(false, Ordering::AcqRel) {
+            if let Some(renewer) = renewer {
+                renewer.abort();
+            }
+            return;
+        }
+        let held = Arc::clone(&self.held);
+        spawn_detached(async move {
+            tokio::time::sleep(delay).await;
+            if let Some(renewer) = renewer {
+                renewer.abort();
+            }
+            if let Err(error) = release_own(&*held.store, &held.node, &held.key, &held.token).await
+            {
+                tracing::debug!(%error, "session lock not released; it expires by its TTL");
+            }
+        });
+    }
+
     /// Releases the lock and waits for the release, if it is still this holder's (a
     /// release that fails leaves the lock to expire by its TTL).
     pub(crate) async fn release_now(mut self) {

@@ -41,7 +41,7 @@ const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
 /// How long after a repair was remembered a write that caused it may still land: a
 /// copy found current before then is checked again (memcached handles a write within
 /// milliseconds of its sending; a dropped or timed-out caller may have sent it).
-const SETTLE: Duration = Duration::from_secs(1);
+pub(super) const SETTLE: Duration = Duration::from_secs(1);
 
 /// At most this many copies are repaired per sweep, one after another, so that a node
 /// coming back after a long outage is not hit with every repair at once.
